@@ -1,0 +1,460 @@
+//! Commands and the decisions taken on them. `decide` checks a command against state folded from
+//! past events and yields the one event it records; `apply` folds an event into state and never fails.
+
+use std::collections::{HashMap, HashSet};
+
+use uuid::Uuid;
+
+use crate::events::*;
+use crate::stream::StreamRef;
+use crate::types::*;
+
+/// Why a command was refused. Each variant maps to a stable error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    InvalidInput(String),
+}
+
+impl DomainError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            DomainError::NotFound(_) => "NOT_FOUND",
+            DomainError::AlreadyExists(_) => "ALREADY_EXISTS",
+            DomainError::InvalidInput(_) => "INVALID_INPUT",
+        }
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> DomainError {
+    DomainError::InvalidInput(msg.into())
+}
+
+/// Every recording a client can ask for. Each yields exactly one event on its target stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    RegisterService(ServiceRegistered),
+    RegisterTherapist(TherapistRegistered),
+    RegisterPatient(PatientRegistered),
+    ReceiveReferral { patient_id: Uuid, event: ReferralReceived },
+    DecideReferral { patient_id: Uuid, event: ReferralDecided },
+    StartEpisode { patient_id: Uuid, event: EpisodeStarted },
+    EndEpisode { patient_id: Uuid, event: EpisodeEnded },
+    AssignTherapist { patient_id: Uuid, event: TherapistAssigned },
+    ReleaseTherapist { patient_id: Uuid, event: TherapistReleased },
+    RecordSession { patient_id: Uuid, event: SessionRecorded },
+    AdmitPatient { patient_id: Uuid, event: PatientAdmitted },
+    DischargePatient { patient_id: Uuid, event: PatientDischarged },
+    /// `total` in the event is ignored and derived from the items.
+    RecordOutcome { patient_id: Uuid, event: OutcomeRecorded },
+}
+
+impl Command {
+    pub fn stream(&self) -> StreamRef {
+        match self {
+            Command::RegisterService(e) => StreamRef::Service(e.service_id),
+            Command::RegisterTherapist(e) => StreamRef::Therapist(e.therapist_id),
+            Command::RegisterPatient(e) => StreamRef::Patient(e.patient_id),
+            Command::ReceiveReferral { patient_id, .. }
+            | Command::DecideReferral { patient_id, .. }
+            | Command::StartEpisode { patient_id, .. }
+            | Command::EndEpisode { patient_id, .. }
+            | Command::AssignTherapist { patient_id, .. }
+            | Command::ReleaseTherapist { patient_id, .. }
+            | Command::RecordSession { patient_id, .. }
+            | Command::AdmitPatient { patient_id, .. }
+            | Command::DischargePatient { patient_id, .. }
+            | Command::RecordOutcome { patient_id, .. } => StreamRef::Patient(*patient_id),
+        }
+    }
+
+    /// The service this command refers to, which the caller must look up before deciding.
+    pub fn referenced_service(&self) -> Option<Uuid> {
+        match self {
+            Command::ReceiveReferral { event, .. } => Some(event.service_id),
+            Command::StartEpisode { event, .. } => Some(event.service_id),
+            Command::AdmitPatient { event, .. } => Some(event.service_id),
+            _ => None,
+        }
+    }
+
+    /// The therapist this command refers to, which the caller must look up before deciding.
+    pub fn referenced_therapist(&self) -> Option<Uuid> {
+        match self {
+            Command::AssignTherapist { event, .. } => Some(event.therapist_id),
+            Command::RecordSession { event, .. } => Some(event.therapist_id),
+            _ => None,
+        }
+    }
+}
+
+/// Reference data a decision may need: looked up by the caller, so `decide` stays pure.
+#[derive(Debug, Clone, Default)]
+pub struct References {
+    pub service: Option<ServiceRegistered>,
+    pub therapist: Option<TherapistRegistered>,
+}
+
+/// State of one stream, folded from its events. Reference streams only need to know they exist.
+#[derive(Debug, Clone, Default)]
+pub struct StreamState {
+    pub exists: bool,
+    pub patient: PatientState,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PatientState {
+    pub referrals: HashMap<Uuid, ReferralState>,
+    pub episodes: HashMap<Uuid, EpisodeState>,
+    pub admissions: HashMap<Uuid, AdmissionState>,
+    pub sessions: HashSet<Uuid>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReferralState {
+    pub service_id: Uuid,
+    pub received_at: Timestamp,
+    pub decision: Option<ReferralDecision>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EpisodeState {
+    pub service_id: Uuid,
+    pub started_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+    pub assignments: Vec<AssignmentState>,
+    pub last_session_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AssignmentState {
+    pub therapist_id: Uuid,
+    pub assigned_at: Timestamp,
+    pub released_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdmissionState {
+    pub service_id: Uuid,
+    pub admitted_at: Timestamp,
+    pub discharged_at: Option<Timestamp>,
+}
+
+impl StreamState {
+    /// Folds one event. No logic, cannot fail: the event was valid when it was decided.
+    pub fn apply(&mut self, event: &Event) {
+        let p = &mut self.patient;
+        match event {
+            Event::ServiceRegistered(_) | Event::TherapistRegistered(_) | Event::PatientRegistered(_) => {
+                self.exists = true
+            }
+            Event::ReferralReceived(e) => {
+                p.referrals.insert(
+                    e.referral_id,
+                    ReferralState { service_id: e.service_id, received_at: e.received_at, decision: None },
+                );
+            }
+            Event::ReferralDecided(e) => {
+                if let Some(r) = p.referrals.get_mut(&e.referral_id) {
+                    r.decision = Some(e.decision);
+                }
+            }
+            Event::EpisodeStarted(e) => {
+                p.episodes.insert(
+                    e.episode_id,
+                    EpisodeState {
+                        service_id: e.service_id,
+                        started_at: e.started_at,
+                        ended_at: None,
+                        assignments: Vec::new(),
+                        last_session_at: None,
+                    },
+                );
+            }
+            Event::EpisodeEnded(e) => {
+                if let Some(ep) = p.episodes.get_mut(&e.episode_id) {
+                    ep.ended_at = Some(e.ended_at);
+                }
+            }
+            Event::TherapistAssigned(e) => {
+                if let Some(ep) = p.episodes.get_mut(&e.episode_id) {
+                    ep.assignments.push(AssignmentState {
+                        therapist_id: e.therapist_id,
+                        assigned_at: e.assigned_at,
+                        released_at: None,
+                    });
+                }
+            }
+            Event::TherapistReleased(e) => {
+                if let Some(a) = p
+                    .episodes
+                    .get_mut(&e.episode_id)
+                    .and_then(|ep| ep.assignments.iter_mut().find(|a| a.therapist_id == e.therapist_id && a.released_at.is_none()))
+                {
+                    a.released_at = Some(e.released_at);
+                }
+            }
+            Event::SessionRecorded(e) => {
+                p.sessions.insert(e.session_id);
+                if let Some(ep) = p.episodes.get_mut(&e.episode_id) {
+                    ep.last_session_at = ep.last_session_at.max(Some(e.at));
+                }
+            }
+            Event::PatientAdmitted(e) => {
+                p.admissions.insert(
+                    e.admission_id,
+                    AdmissionState { service_id: e.service_id, admitted_at: e.admitted_at, discharged_at: None },
+                );
+            }
+            Event::PatientDischarged(e) => {
+                if let Some(a) = p.admissions.get_mut(&e.admission_id) {
+                    a.discharged_at = Some(e.discharged_at);
+                }
+            }
+            Event::OutcomeRecorded(_) => {}
+        }
+    }
+
+    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a Event>) -> Self {
+        let mut s = StreamState::default();
+        for e in events {
+            s.apply(e);
+        }
+        s
+    }
+}
+
+/// Earliest and latest birth years accepted.
+pub const BIRTH_YEARS: std::ops::RangeInclusive<i32> = 1900..=2100;
+
+/// Decides a command against the state of its stream and the references it names.
+pub fn decide(state: &StreamState, refs: &References, command: Command) -> Result<Event, DomainError> {
+    match command {
+        Command::RegisterService(e) => {
+            if state.exists {
+                return Err(DomainError::AlreadyExists(format!("service {} already exists", e.service_id)));
+            }
+            non_empty("name", &e.name)?;
+            Ok(e.into())
+        }
+        Command::RegisterTherapist(e) => {
+            if state.exists {
+                return Err(DomainError::AlreadyExists(format!("therapist {} already exists", e.therapist_id)));
+            }
+            non_empty("name", &e.name)?;
+            if let Some(hpr) = &e.hpr_number {
+                if hpr.is_empty() || hpr.len() > 9 || !hpr.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(invalid("hprNumber must be 1 to 9 digits"));
+                }
+            }
+            Ok(e.into())
+        }
+        Command::RegisterPatient(e) => {
+            if state.exists {
+                return Err(DomainError::AlreadyExists(format!("patient {} already exists", e.patient_id)));
+            }
+            if !BIRTH_YEARS.contains(&e.birth_year) {
+                return Err(invalid(format!("birthYear {} is outside {BIRTH_YEARS:?}", e.birth_year)));
+            }
+            Ok(e.into())
+        }
+        command => decide_patient(state, refs, command),
+    }
+}
+
+fn decide_patient(state: &StreamState, refs: &References, command: Command) -> Result<Event, DomainError> {
+    let patient_id = command.stream().patient_id().expect("patient command");
+    if !state.exists {
+        return Err(DomainError::NotFound(format!("patient {patient_id} not found")));
+    }
+    let p = &state.patient;
+    let service = |id: Uuid| {
+        refs.service
+            .as_ref()
+            .filter(|s| s.service_id == id)
+            .ok_or_else(|| DomainError::NotFound(format!("service {id} not found")))
+    };
+    let therapist = |id: Uuid| {
+        refs.therapist
+            .as_ref()
+            .filter(|t| t.therapist_id == id)
+            .ok_or_else(|| DomainError::NotFound(format!("therapist {id} not found")))
+    };
+    let episode = |id: Uuid| {
+        p.episodes
+            .get(&id)
+            .ok_or_else(|| DomainError::NotFound(format!("episode {id} not found for patient {patient_id}")))
+    };
+    match command {
+        Command::ReceiveReferral { event: e, .. } => {
+            service(e.service_id)?;
+            if p.referrals.contains_key(&e.referral_id) {
+                return Err(DomainError::AlreadyExists(format!("referral {} already exists", e.referral_id)));
+            }
+            Ok(e.into())
+        }
+        Command::DecideReferral { event: e, .. } => {
+            let r = p
+                .referrals
+                .get(&e.referral_id)
+                .ok_or_else(|| DomainError::NotFound(format!("referral {} not found", e.referral_id)))?;
+            if r.decision.is_some() {
+                return Err(invalid(format!("referral {} is already decided", e.referral_id)));
+            }
+            match (e.decision, e.reason) {
+                (ReferralDecision::Rejected, None) => return Err(invalid("a rejection needs a reason")),
+                (ReferralDecision::Accepted, Some(_)) => {
+                    return Err(invalid("a reason is only given for a rejection"))
+                }
+                _ => {}
+            }
+            not_before("decidedAt", e.decided_at, "receivedAt", r.received_at)?;
+            Ok(e.into())
+        }
+        Command::StartEpisode { event: e, .. } => {
+            service(e.service_id)?;
+            if p.episodes.contains_key(&e.episode_id) {
+                return Err(DomainError::AlreadyExists(format!("episode {} already exists", e.episode_id)));
+            }
+            if let Some(rid) = e.referral_id {
+                let r = p
+                    .referrals
+                    .get(&rid)
+                    .ok_or_else(|| DomainError::NotFound(format!("referral {rid} not found")))?;
+                if r.service_id != e.service_id {
+                    return Err(invalid(format!("referral {rid} was sent to another service")));
+                }
+                if r.decision == Some(ReferralDecision::Rejected) {
+                    return Err(invalid(format!("referral {rid} was rejected")));
+                }
+                not_before("startedAt", e.started_at, "the referral's receivedAt", r.received_at)?;
+            }
+            Ok(e.into())
+        }
+        Command::EndEpisode { event: e, .. } => {
+            let ep = episode(e.episode_id)?;
+            if ep.ended_at.is_some() {
+                return Err(invalid(format!("episode {} has already ended", e.episode_id)));
+            }
+            not_before("endedAt", e.ended_at, "startedAt", ep.started_at)?;
+            if let Some(last) = ep.last_session_at {
+                not_before("endedAt", e.ended_at, "the episode's last session", last)?;
+            }
+            Ok(e.into())
+        }
+        Command::AssignTherapist { event: e, .. } => {
+            therapist(e.therapist_id)?;
+            let ep = episode(e.episode_id)?;
+            within_episode("assignedAt", e.assigned_at, ep)?;
+            if ep.assignments.iter().any(|a| a.therapist_id == e.therapist_id && a.released_at.is_none()) {
+                return Err(DomainError::AlreadyExists(format!(
+                    "therapist {} is already assigned to episode {}",
+                    e.therapist_id, e.episode_id
+                )));
+            }
+            Ok(e.into())
+        }
+        Command::ReleaseTherapist { event: e, .. } => {
+            let ep = episode(e.episode_id)?;
+            let a = ep
+                .assignments
+                .iter()
+                .find(|a| a.therapist_id == e.therapist_id && a.released_at.is_none())
+                .ok_or_else(|| {
+                    invalid(format!("therapist {} is not assigned to episode {}", e.therapist_id, e.episode_id))
+                })?;
+            not_before("releasedAt", e.released_at, "assignedAt", a.assigned_at)?;
+            Ok(e.into())
+        }
+        Command::RecordSession { event: e, .. } => {
+            therapist(e.therapist_id)?;
+            let ep = episode(e.episode_id)?;
+            if p.sessions.contains(&e.session_id) {
+                return Err(DomainError::AlreadyExists(format!("session {} already exists", e.session_id)));
+            }
+            within_episode("at", e.at, ep)?;
+            Ok(e.into())
+        }
+        Command::AdmitPatient { event: e, .. } => {
+            let s = service(e.service_id)?;
+            if s.care_level != CareLevel::SpecialistInpatient {
+                return Err(invalid(format!(
+                    "service {} is {}, an admission needs SPECIALIST_INPATIENT",
+                    e.service_id, s.care_level
+                )));
+            }
+            if p.admissions.contains_key(&e.admission_id) {
+                return Err(DomainError::AlreadyExists(format!("admission {} already exists", e.admission_id)));
+            }
+            // The new stay is open-ended, so it overlaps every stay that is open or ends after it starts.
+            if let Some((id, _)) = p
+                .admissions
+                .iter()
+                .find(|(_, a)| a.discharged_at.is_none_or(|d| d > e.admitted_at))
+            {
+                return Err(invalid(format!("admission overlaps admission {id}")));
+            }
+            Ok(e.into())
+        }
+        Command::DischargePatient { event: e, .. } => {
+            let a = p
+                .admissions
+                .get(&e.admission_id)
+                .ok_or_else(|| DomainError::NotFound(format!("admission {} not found", e.admission_id)))?;
+            if a.discharged_at.is_some() {
+                return Err(invalid(format!("admission {} is already discharged", e.admission_id)));
+            }
+            if e.discharged_at <= a.admitted_at {
+                return Err(invalid("dischargedAt must be after admittedAt"));
+            }
+            Ok(e.into())
+        }
+        Command::RecordOutcome { event: mut e, .. } => {
+            episode(e.episode_id)?;
+            let want = e.instrument.item_count();
+            if e.items.len() != want {
+                return Err(invalid(format!(
+                    "{} takes exactly {want} items, got {}",
+                    e.instrument,
+                    e.items.len()
+                )));
+            }
+            if let Some(bad) = e.items.iter().position(|&i| i > 3) {
+                return Err(invalid(format!("item {} is {}, items are scored 0 to 3", bad + 1, e.items[bad])));
+            }
+            e.total = e.items.iter().map(|&i| u32::from(i)).sum();
+            Ok(e.into())
+        }
+        Command::RegisterService(_) | Command::RegisterTherapist(_) | Command::RegisterPatient(_) => {
+            unreachable!("reference commands are decided in `decide`")
+        }
+    }
+}
+
+fn non_empty(field: &str, value: &str) -> Result<(), DomainError> {
+    if value.trim().is_empty() || value.len() > 200 {
+        return Err(invalid(format!("{field} must be 1 to 200 characters")));
+    }
+    Ok(())
+}
+
+fn not_before(field: &str, t: Timestamp, other: &str, earlier: Timestamp) -> Result<(), DomainError> {
+    if t < earlier {
+        return Err(invalid(format!("{field} {t} is before {other} {earlier}")));
+    }
+    Ok(())
+}
+
+fn within_episode(field: &str, t: Timestamp, ep: &EpisodeState) -> Result<(), DomainError> {
+    not_before(field, t, "the episode's startedAt", ep.started_at)?;
+    if let Some(end) = ep.ended_at {
+        if t > end {
+            return Err(invalid(format!("{field} {t} is after the episode's endedAt {end}")));
+        }
+    }
+    Ok(())
+}

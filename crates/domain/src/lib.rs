@@ -1,0 +1,13 @@
+//! forlop's domain: care-pathway events, the commands that record them and the rules they obey.
+//!
+//! Pure and synchronous: no storage, no runtime, no GraphQL. Everything here is tested without I/O.
+
+pub mod commands;
+pub mod events;
+pub mod stream;
+pub mod types;
+
+pub use commands::{decide, Command, DomainError, References, StreamState};
+pub use events::{DecodeError, Event, Timestamp};
+pub use stream::StreamRef;
+pub use types::*;
