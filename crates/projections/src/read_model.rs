@@ -1,0 +1,227 @@
+//! The in-memory read model: reference data and one view per patient, folded from the log.
+
+use std::collections::HashMap;
+
+use forlop_domain::events::*;
+use forlop_domain::{CareLevel, Event, Gender, ReferralDecision, ReferralSource, RejectionReason};
+use uuid::Uuid;
+
+/// Envelope facts a fold needs besides the event itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventMeta {
+    pub position: u64,
+    pub stream_version: u64,
+    /// The patient whose stream holds the event, if any.
+    pub patient_id: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceView {
+    pub id: Uuid,
+    pub name: String,
+    pub care_level: CareLevel,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TherapistView {
+    pub id: Uuid,
+    pub name: String,
+    pub hpr_number: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReferralView {
+    pub id: Uuid,
+    pub service_id: Uuid,
+    pub source: ReferralSource,
+    pub received_at: Timestamp,
+    pub decision: Option<(ReferralDecision, Option<RejectionReason>, Timestamp)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpisodeView {
+    pub id: Uuid,
+    pub service_id: Uuid,
+    /// The service's care level, fixed when the episode started.
+    pub care_level: CareLevel,
+    pub referral_id: Option<Uuid>,
+    pub started_at: Timestamp,
+    pub ended: Option<EpisodeEnded>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdmissionView {
+    pub id: Uuid,
+    pub service_id: Uuid,
+    pub admitted_at: Timestamp,
+    pub discharged_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionFact {
+    pub event: SessionRecorded,
+    /// Log position: the recording order, used to break ties in clinical time.
+    pub position: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssignmentFact {
+    pub episode_id: Uuid,
+    pub therapist_id: Uuid,
+    pub assigned_at: Timestamp,
+    pub released_at: Option<Timestamp>,
+    pub position: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReleaseFact {
+    pub event: TherapistReleased,
+    pub position: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutcomeFact {
+    pub event: OutcomeRecorded,
+    pub position: u64,
+}
+
+/// Everything recorded about one patient, in recording order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatientView {
+    pub id: Uuid,
+    /// Version of the patient's stream (its last event).
+    pub version: u64,
+    pub birth_year: i32,
+    pub gender: Gender,
+    pub referrals: Vec<ReferralView>,
+    pub episodes: Vec<EpisodeView>,
+    pub admissions: Vec<AdmissionView>,
+    pub sessions: Vec<SessionFact>,
+    pub assignments: Vec<AssignmentFact>,
+    pub releases: Vec<ReleaseFact>,
+    pub outcomes: Vec<OutcomeFact>,
+}
+
+impl PatientView {
+    pub fn episode(&self, id: Uuid) -> Option<&EpisodeView> {
+        self.episodes.iter().find(|e| e.id == id)
+    }
+}
+
+/// All read models, folded from the log in position order.
+#[derive(Debug, Default)]
+pub struct ReadModel {
+    pub services: HashMap<Uuid, ServiceView>,
+    pub therapists: HashMap<Uuid, TherapistView>,
+    pub patients: HashMap<Uuid, PatientView>,
+    /// Number of log events folded so far (the next position expected).
+    pub position: u64,
+}
+
+impl ReadModel {
+    /// Folds one event. Events the read model has no use for only advance the position.
+    pub fn apply(&mut self, meta: EventMeta, event: &Event) {
+        self.position = meta.position + 1;
+        match event {
+            Event::ServiceRegistered(e) => {
+                self.services.insert(
+                    e.service_id,
+                    ServiceView { id: e.service_id, name: e.name.clone(), care_level: e.care_level },
+                );
+                return;
+            }
+            Event::TherapistRegistered(e) => {
+                self.therapists.insert(
+                    e.therapist_id,
+                    TherapistView { id: e.therapist_id, name: e.name.clone(), hpr_number: e.hpr_number.clone() },
+                );
+                return;
+            }
+            Event::PatientRegistered(e) => {
+                self.patients.insert(
+                    e.patient_id,
+                    PatientView {
+                        id: e.patient_id,
+                        version: meta.stream_version,
+                        birth_year: e.birth_year,
+                        gender: e.gender,
+                        referrals: Vec::new(),
+                        episodes: Vec::new(),
+                        admissions: Vec::new(),
+                        sessions: Vec::new(),
+                        assignments: Vec::new(),
+                        releases: Vec::new(),
+                        outcomes: Vec::new(),
+                    },
+                );
+                return;
+            }
+            _ => {}
+        }
+        let Some(p) = meta.patient_id.and_then(|id| self.patients.get_mut(&id)) else {
+            return;
+        };
+        p.version = meta.stream_version;
+        let position = meta.position;
+        match event {
+            Event::ReferralReceived(e) => p.referrals.push(ReferralView {
+                id: e.referral_id,
+                service_id: e.service_id,
+                source: e.source,
+                received_at: e.received_at,
+                decision: None,
+            }),
+            Event::ReferralDecided(e) => {
+                if let Some(r) = p.referrals.iter_mut().find(|r| r.id == e.referral_id) {
+                    r.decision = Some((e.decision, e.reason, e.decided_at));
+                }
+            }
+            Event::EpisodeStarted(e) => {
+                let care_level =
+                    self.services.get(&e.service_id).map_or(CareLevel::Municipal, |s| s.care_level);
+                p.episodes.push(EpisodeView {
+                    id: e.episode_id,
+                    service_id: e.service_id,
+                    care_level,
+                    referral_id: e.referral_id,
+                    started_at: e.started_at,
+                    ended: None,
+                });
+            }
+            Event::EpisodeEnded(e) => {
+                if let Some(ep) = p.episodes.iter_mut().find(|ep| ep.id == e.episode_id) {
+                    ep.ended = Some(e.clone());
+                }
+            }
+            Event::TherapistAssigned(e) => p.assignments.push(AssignmentFact {
+                episode_id: e.episode_id,
+                therapist_id: e.therapist_id,
+                assigned_at: e.assigned_at,
+                released_at: None,
+                position,
+            }),
+            Event::TherapistReleased(e) => {
+                if let Some(a) = p.assignments.iter_mut().find(|a| {
+                    a.episode_id == e.episode_id && a.therapist_id == e.therapist_id && a.released_at.is_none()
+                }) {
+                    a.released_at = Some(e.released_at);
+                }
+                p.releases.push(ReleaseFact { event: e.clone(), position });
+            }
+            Event::SessionRecorded(e) => p.sessions.push(SessionFact { event: e.clone(), position }),
+            Event::PatientAdmitted(e) => p.admissions.push(AdmissionView {
+                id: e.admission_id,
+                service_id: e.service_id,
+                admitted_at: e.admitted_at,
+                discharged_at: None,
+            }),
+            Event::PatientDischarged(e) => {
+                if let Some(a) = p.admissions.iter_mut().find(|a| a.id == e.admission_id) {
+                    a.discharged_at = Some(e.discharged_at);
+                }
+            }
+            Event::OutcomeRecorded(e) => p.outcomes.push(OutcomeFact { event: e.clone(), position }),
+            Event::ServiceRegistered(_) | Event::TherapistRegistered(_) | Event::PatientRegistered(_) => {}
+        }
+    }
+}
