@@ -1,1 +1,22 @@
-fn main() {}
+//! The `forlop` binary: serve the API, and the operator's tools around the log.
+
+mod bench;
+mod cli;
+mod ndjson;
+mod seeding;
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let args = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FORLOP_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let code = runtime.block_on(cli::run(args))?;
+    std::process::exit(code)
+}

@@ -1,1 +1,67 @@
-//! placeholder
+//! forlop's API: the GraphQL schema and the HTTP/WebSocket router that serves it.
+//!
+//! Invariant: this is the only crate that knows GraphQL and HTTP. It decides commands through
+//! `engine` and answers queries from the read model, which is fed from the log.
+
+pub mod engine;
+pub mod error;
+pub mod graphql;
+mod http;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use forlop_store::EventStore;
+
+pub use engine::{Engine, RecordOptions, Recorded};
+pub use graphql::{build_schema, sdl, ForlopSchema};
+pub use http::router;
+
+/// Who is calling. A placeholder until authentication lands: every caller is "unauthenticated".
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub actor: String,
+    pub request_id: Option<uuid::Uuid>,
+}
+
+impl Default for Caller {
+    fn default() -> Self {
+        Caller { actor: "unauthenticated".into(), request_id: None }
+    }
+}
+
+/// A bound, ready-to-run server.
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    engine: Engine,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application").field("addr", &self.local_addr().ok()).finish()
+    }
+}
+
+impl Application {
+    /// Rebuilds the read model from `store` and binds `listen` (port 0 picks a free port).
+    pub async fn build(store: Arc<dyn EventStore>, listen: SocketAddr) -> anyhow::Result<Application> {
+        let engine = Engine::start(store).await?;
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        Ok(Application { listener, engine })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Serves until `shutdown` resolves, then finishes in-flight requests.
+    pub async fn run_until(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let app = router(self.engine);
+        axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await?;
+        Ok(())
+    }
+}

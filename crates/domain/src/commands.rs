@@ -72,6 +72,29 @@ impl Command {
         }
     }
 
+    /// The event this command records if it is accepted, before any check. Used to recognise
+    /// an idempotent retry, which today's rules may no longer accept.
+    pub fn proposed_event(&self) -> Event {
+        match self.clone() {
+            Command::RegisterService(e) => e.into(),
+            Command::RegisterTherapist(e) => e.into(),
+            Command::RegisterPatient(e) => e.into(),
+            Command::ReceiveReferral { event, .. } => event.into(),
+            Command::DecideReferral { event, .. } => event.into(),
+            Command::StartEpisode { event, .. } => event.into(),
+            Command::EndEpisode { event, .. } => event.into(),
+            Command::AssignTherapist { event, .. } => event.into(),
+            Command::ReleaseTherapist { event, .. } => event.into(),
+            Command::RecordSession { event, .. } => event.into(),
+            Command::AdmitPatient { event, .. } => event.into(),
+            Command::DischargePatient { event, .. } => event.into(),
+            Command::RecordOutcome { mut event, .. } => {
+                event.total = event.items.iter().map(|&i| u32::from(i)).sum();
+                event.into()
+            }
+        }
+    }
+
     /// The service this command refers to, which the caller must look up before deciding.
     pub fn referenced_service(&self) -> Option<Uuid> {
         match self {

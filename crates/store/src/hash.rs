@@ -13,3 +13,8 @@ pub fn chain_hash(previous: &Hash, canonical: &[u8]) -> Hash {
     h.update(canonical);
     h.finalize().into()
 }
+
+/// Lower-case hex, as hashes are shown to people.
+pub fn to_hex(hash: &Hash) -> String {
+    hex::encode(hash)
+}

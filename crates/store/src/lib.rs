@@ -16,7 +16,7 @@ pub mod conformance;
 mod hash;
 mod sled_store;
 
-pub use hash::{chain_hash, Hash, GENESIS_HASH};
+pub use hash::{chain_hash, to_hex, Hash, GENESIS_HASH};
 pub use sled_store::{SledOptions, SledStore};
 
 /// What the writer expects the stream's version to be before the append.
@@ -74,12 +74,12 @@ pub struct RecordedEvent {
 }
 
 impl RecordedEvent {
-    /// True when `new` carries the same fact as this stored event (idempotent retry).
+    /// True when `new` carries the same fact as this stored event (an idempotent retry): same
+    /// stream, type, schema version and payload. Envelope times and metadata may differ on a retry.
     pub fn same_content(&self, stream: &str, new: &NewEvent) -> bool {
         self.stream == stream
             && self.event_type == new.event_type
             && self.schema_version == new.schema_version
-            && self.occurred_at == new.occurred_at
             && self.payload == new.payload
     }
 }

@@ -396,7 +396,6 @@ impl Writer {
 fn same_new(a: &NewEvent, b: &NewEvent) -> bool {
     a.event_type == b.event_type
         && a.schema_version == b.schema_version
-        && a.occurred_at == b.occurred_at
         && a.payload == b.payload
 }
 

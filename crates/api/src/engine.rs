@@ -1,0 +1,268 @@
+//! The engine: decides commands against the log and appends their events; folds the log into
+//! the read model. Projections are fed from the log (a catch-up subscription), never from the
+//! command path, so what a query sees is always a prefix of the durable log.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use futures::StreamExt;
+use parking_lot::RwLock;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use forlop_domain::{decide, Command, Event, References, StreamRef, StreamState};
+use forlop_projections::{EventMeta, ReadModel};
+use forlop_store::{EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StoreError};
+
+use crate::error::ApiError;
+
+/// How a recording names its idempotency key and concurrency expectation.
+#[derive(Debug, Clone, Default)]
+pub struct RecordOptions {
+    pub event_id: Option<Uuid>,
+    /// What the client expects of the stream; None lets the engine retry on concurrent writes.
+    pub expected_version: Option<ExpectedVersion>,
+    pub actor: String,
+    pub correlation_id: Option<Uuid>,
+}
+
+/// What a successful recording returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    pub event_id: Uuid,
+    pub stream_version: u64,
+    pub position: u64,
+    /// True when this was a retry of an already recorded event.
+    pub deduplicated: bool,
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    store: Arc<dyn EventStore>,
+    model: Arc<RwLock<ReadModel>>,
+    projected: watch::Receiver<u64>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("projected", &*self.projected.borrow()).finish()
+    }
+}
+
+/// The store's form of a domain event. Registrations have no clinical time: they occur when recorded.
+pub fn new_event(id: Uuid, event: &Event, metadata: Metadata) -> NewEvent {
+    NewEvent {
+        id,
+        event_type: event.event_type().to_owned(),
+        schema_version: event.schema_version(),
+        occurred_at: event.clinical_time().unwrap_or_else(Utc::now),
+        payload: event.to_payload(),
+        metadata,
+        recorded_at: None,
+    }
+}
+
+/// Decodes a stored event into the domain, upcasting old versions.
+pub fn decode(e: &RecordedEvent) -> Result<Event, ApiError> {
+    Event::decode(&e.event_type, e.schema_version, &e.payload)
+        .map_err(|err| ApiError::Internal(format!("position {}: {err}", e.position)))
+}
+
+/// Folds the log from position 0 into a fresh read model. Used at startup and by `bench`.
+pub async fn rebuild(store: &dyn EventStore) -> Result<ReadModel, ApiError> {
+    let mut model = ReadModel::default();
+    catch_up(store, &mut model).await?;
+    Ok(model)
+}
+
+/// Folds every committed event after `model.position`.
+pub async fn catch_up(store: &dyn EventStore, model: &mut ReadModel) -> Result<(), ApiError> {
+    const PAGE: usize = 8192;
+    loop {
+        let page = store.read_all(model.position, PAGE).await?;
+        if page.is_empty() {
+            return Ok(());
+        }
+        for e in &page {
+            apply(model, e);
+        }
+    }
+}
+
+fn apply(model: &mut ReadModel, e: &RecordedEvent) {
+    let meta = EventMeta {
+        position: e.position,
+        stream_version: e.version,
+        patient_id: StreamRef::parse(&e.stream).and_then(|s| s.patient_id()),
+    };
+    match Event::decode(&e.event_type, e.schema_version, &e.payload) {
+        Ok(event) => model.apply(meta, &event),
+        Err(err) => {
+            // Skip, but loudly: a newer writer may have stored a type this build does not know.
+            tracing::error!(position = e.position, error = %err, "event not understood; read model skips it");
+            model.position = e.position + 1;
+        }
+    }
+}
+
+impl Engine {
+    /// Rebuilds the read model from the log, then keeps it current from a live subscription.
+    pub async fn start(store: Arc<dyn EventStore>) -> Result<Engine, ApiError> {
+        let started = std::time::Instant::now();
+        let model = rebuild(&*store).await?;
+        tracing::info!(events = model.position, patients = model.patients.len(), ms = started.elapsed().as_millis() as u64, "read model rebuilt");
+        let (tx, projected) = watch::channel(model.position);
+        let model = Arc::new(RwLock::new(model));
+        let from = tx.borrow().to_owned();
+        let mut events = forlop_store::subscribe(store.clone(), from);
+        let projector_model = model.clone();
+        tokio::spawn(async move {
+            while let Some(next) = events.next().await {
+                match next {
+                    Ok(e) => {
+                        let position = e.position;
+                        apply(&mut projector_model.write(), &e);
+                        tx.send_replace(position + 1);
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, "projection subscription failed");
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Engine { store, model, projected })
+    }
+
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.store
+    }
+
+    pub fn model(&self) -> &RwLock<ReadModel> {
+        &self.model
+    }
+
+    /// Number of log events the read model has folded.
+    pub fn projected(&self) -> u64 {
+        *self.projected.borrow()
+    }
+
+    /// Waits until the read model has folded the event at `position` (read-your-writes).
+    pub async fn wait_projected(&self, position: u64) {
+        let mut rx = self.projected.clone();
+        let _ = rx.wait_for(|p| *p > position).await;
+    }
+
+    async fn stream_state(&self, stream: &str) -> Result<(StreamState, Option<u64>), ApiError> {
+        let mut state = StreamState::default();
+        let mut version = None;
+        let mut from = 0;
+        loop {
+            let page = self.store.read_stream(stream, from, 4096).await?;
+            let Some(last) = page.last() else { break };
+            from = last.version + 1;
+            version = Some(last.version);
+            for e in &page {
+                state.apply(&decode(e)?);
+            }
+        }
+        Ok((state, version))
+    }
+
+    async fn reference<T>(&self, stream: StreamRef, pick: fn(Event) -> Option<T>) -> Result<Option<T>, ApiError> {
+        let first = self.store.read_stream(&stream.name(), 0, 1).await?;
+        match first.first() {
+            None => Ok(None),
+            Some(e) => Ok(pick(decode(e)?)),
+        }
+    }
+
+    async fn references(&self, command: &Command) -> Result<References, ApiError> {
+        let mut refs = References::default();
+        if let Some(id) = command.referenced_service() {
+            refs.service = self
+                .reference(StreamRef::Service(id), |e| match e {
+                    Event::ServiceRegistered(s) => Some(s),
+                    _ => None,
+                })
+                .await?;
+        }
+        if let Some(id) = command.referenced_therapist() {
+            refs.therapist = self
+                .reference(StreamRef::Therapist(id), |e| match e {
+                    Event::TherapistRegistered(t) => Some(t),
+                    _ => None,
+                })
+                .await?;
+        }
+        Ok(refs)
+    }
+
+    /// A retry of a stored event returns its original placing; the same id with other content
+    /// is a conflict. Checked before deciding, since the retry would fail today's rules.
+    async fn replayed(&self, id: Uuid, stream: &str, command: &Command) -> Result<Option<Recorded>, ApiError> {
+        let Some(stored) = self.store.event_by_id(id).await? else { return Ok(None) };
+        let proposed = command.proposed_event();
+        let same = stored.stream == stream
+            && stored.event_type == proposed.event_type()
+            && decode(&stored)? == proposed;
+        if !same {
+            return Err(ApiError::IdempotencyConflict(id));
+        }
+        Ok(Some(Recorded { event_id: id, stream_version: stored.version, position: stored.position, deduplicated: true }))
+    }
+
+    /// Decides `command` against the current log and appends its event durably.
+    pub async fn record(&self, command: Command, options: RecordOptions) -> Result<Recorded, ApiError> {
+        let stream = command.stream().name();
+        let event_id = options.event_id.unwrap_or_else(Uuid::new_v4);
+        if options.event_id.is_some() {
+            if let Some(r) = self.replayed(event_id, &stream, &command).await? {
+                return Ok(r);
+            }
+        }
+        let refs = self.references(&command).await?;
+        // Without a client expectation, retry a few times if another writer got in between.
+        for _attempt in 0..8 {
+            let (state, version) = self.stream_state(&stream).await?;
+            if let Some(expected) = options.expected_version {
+                let ok = match expected {
+                    ExpectedVersion::Any => true,
+                    ExpectedVersion::NoStream => version.is_none(),
+                    ExpectedVersion::Exact(v) => version == Some(v),
+                };
+                if !ok {
+                    return Err(StoreError::WrongExpectedVersion { stream, expected, current: version }.into());
+                }
+            }
+            let event = decide(&state, &refs, command.clone())?;
+            let metadata =
+                Metadata { actor: options.actor.clone(), correlation_id: options.correlation_id, causation_id: None };
+            let new = new_event(event_id, &event, metadata);
+            let expected = version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+            match self.store.append(&stream, expected, vec![new]).await {
+                Ok(r) => {
+                    let c = r.events[0];
+                    self.wait_projected(c.position).await;
+                    tracing::info!(%stream, event = event.event_type(), position = c.position, "recorded");
+                    return Ok(Recorded {
+                        event_id,
+                        stream_version: c.version,
+                        position: c.position,
+                        deduplicated: r.deduplicated,
+                    });
+                }
+                Err(StoreError::WrongExpectedVersion { .. }) if options.expected_version.is_none() => continue,
+                Err(StoreError::IdempotencyConflict { id }) => {
+                    // A concurrent identical retry may have won the race.
+                    return match self.replayed(id, &stream, &command).await? {
+                        Some(r) => Ok(r),
+                        None => Err(ApiError::IdempotencyConflict(id)),
+                    };
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ApiError::Internal(format!("stream {stream}: too many concurrent writers")))
+    }
+}

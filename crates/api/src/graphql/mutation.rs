@@ -1,0 +1,285 @@
+//! Recording mutations: one per command, each appending exactly one event.
+
+use async_graphql::{Context, InputObject, Object, Result};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use forlop_domain::events as ev;
+use forlop_domain::Command;
+use forlop_store::ExpectedVersion;
+
+use super::enums::*;
+use super::objects::Recorded;
+use crate::engine::{Engine, RecordOptions};
+use crate::error::ApiError;
+
+/// Declares an input object with the two fields every recording takes.
+macro_rules! recording_input {
+    ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $field:ident : $ty:ty),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(InputObject, Debug)]
+        pub struct $name {
+            $($(#[$fm])* pub $field: $ty,)+
+            /// Idempotency key: recording the same eventId with the same content again returns the
+            /// original result and writes nothing; with other content it fails with IDEMPOTENCY_CONFLICT.
+            pub event_id: Option<Uuid>,
+            /// Record only if the target stream is at this version (-1: only if it does not exist
+            /// yet); otherwise fail with WRONG_EXPECTED_VERSION.
+            pub expected_version: Option<i64>,
+        }
+    };
+}
+
+recording_input!(RegisterServiceInput { service_id: Uuid, name: String, care_level: CareLevel });
+recording_input!(RegisterTherapistInput {
+    therapist_id: Uuid,
+    name: String,
+    /// Health personnel register number (HPR), digits only.
+    hpr_number: Option<String>,
+});
+recording_input!(RegisterPatientInput { patient_id: Uuid, birth_year: i32, gender: Gender });
+recording_input!(ReceiveReferralInput {
+    patient_id: Uuid,
+    referral_id: Uuid,
+    service_id: Uuid,
+    source: ReferralSource,
+    received_at: DateTime<Utc>,
+});
+recording_input!(DecideReferralInput {
+    patient_id: Uuid,
+    referral_id: Uuid,
+    decision: ReferralDecision,
+    /// Required when the decision is REJECTED, and only then.
+    reason: Option<RejectionReason>,
+    decided_at: DateTime<Utc>,
+});
+recording_input!(StartEpisodeInput {
+    patient_id: Uuid,
+    episode_id: Uuid,
+    service_id: Uuid,
+    /// The referral that led here; none for self-referred low-threshold services.
+    referral_id: Option<Uuid>,
+    started_at: DateTime<Utc>,
+});
+recording_input!(EndEpisodeInput { patient_id: Uuid, episode_id: Uuid, reason: EndReason, ended_at: DateTime<Utc> });
+recording_input!(AssignTherapistInput {
+    patient_id: Uuid,
+    episode_id: Uuid,
+    therapist_id: Uuid,
+    assigned_at: DateTime<Utc>,
+});
+recording_input!(ReleaseTherapistInput {
+    patient_id: Uuid,
+    episode_id: Uuid,
+    therapist_id: Uuid,
+    reason: ReleaseReason,
+    /// Whether the patient was told.
+    patient_notified: bool,
+    released_at: DateTime<Utc>,
+});
+recording_input!(RecordSessionInput {
+    patient_id: Uuid,
+    episode_id: Uuid,
+    session_id: Uuid,
+    therapist_id: Uuid,
+    attendance: Attendance,
+    at: DateTime<Utc>,
+});
+recording_input!(AdmitPatientInput {
+    patient_id: Uuid,
+    admission_id: Uuid,
+    /// Must be a SPECIALIST_INPATIENT service.
+    service_id: Uuid,
+    admitted_at: DateTime<Utc>,
+});
+recording_input!(DischargePatientInput { patient_id: Uuid, admission_id: Uuid, discharged_at: DateTime<Utc> });
+recording_input!(RecordOutcomeInput {
+    patient_id: Uuid,
+    episode_id: Uuid,
+    instrument: Instrument,
+    phase: MeasurePhase,
+    /// Item scores 0-3: exactly 9 for PHQ9, 7 for GAD7. The total is derived.
+    items: Vec<i32>,
+    measured_at: DateTime<Utc>,
+});
+
+fn options(ctx: &Context<'_>, event_id: Option<Uuid>, expected_version: Option<i64>) -> Result<RecordOptions, ApiError> {
+    let expected_version = match expected_version {
+        None => None,
+        Some(-1) => Some(ExpectedVersion::NoStream),
+        Some(v) if v >= 0 => Some(ExpectedVersion::Exact(v as u64)),
+        Some(v) => return Err(ApiError::invalid(format!("expectedVersion {v} is not a version (use -1 for none)"))),
+    };
+    let caller = ctx.data_opt::<crate::Caller>().cloned().unwrap_or_default();
+    Ok(RecordOptions { event_id, expected_version, actor: caller.actor, correlation_id: caller.request_id })
+}
+
+async fn record(ctx: &Context<'_>, command: Command, event_id: Option<Uuid>, expected: Option<i64>) -> Result<Recorded> {
+    let run = async {
+        let opts = options(ctx, event_id, expected)?;
+        ctx.data_unchecked::<Engine>().record(command, opts).await
+    };
+    run.await.map(Recorded::from).map_err(ApiError::gql)
+}
+
+pub struct Mutation;
+
+#[Object]
+impl Mutation {
+    async fn register_service(&self, ctx: &Context<'_>, input: RegisterServiceInput) -> Result<Recorded> {
+        let c = Command::RegisterService(ev::ServiceRegistered {
+            service_id: input.service_id,
+            name: input.name,
+            care_level: input.care_level.into(),
+        });
+        record(ctx, c, input.event_id, input.expected_version).await
+    }
+
+    async fn register_therapist(&self, ctx: &Context<'_>, input: RegisterTherapistInput) -> Result<Recorded> {
+        let c = Command::RegisterTherapist(ev::TherapistRegistered {
+            therapist_id: input.therapist_id,
+            name: input.name,
+            hpr_number: input.hpr_number,
+        });
+        record(ctx, c, input.event_id, input.expected_version).await
+    }
+
+    async fn register_patient(&self, ctx: &Context<'_>, input: RegisterPatientInput) -> Result<Recorded> {
+        let c = Command::RegisterPatient(ev::PatientRegistered {
+            patient_id: input.patient_id,
+            birth_year: input.birth_year,
+            gender: input.gender.into(),
+        });
+        record(ctx, c, input.event_id, input.expected_version).await
+    }
+
+    async fn receive_referral(&self, ctx: &Context<'_>, input: ReceiveReferralInput) -> Result<Recorded> {
+        let c = Command::ReceiveReferral {
+            patient_id: input.patient_id,
+            event: ev::ReferralReceived {
+                referral_id: input.referral_id,
+                service_id: input.service_id,
+                source: input.source.into(),
+                received_at: input.received_at,
+            },
+        };
+        record(ctx, c, input.event_id, input.expected_version).await
+    }
+
+    async fn decide_referral(&self, ctx: &Context<'_>, input: DecideReferralInput) -> Result<Recorded> {
+        let c = Command::DecideReferral {
+            patient_id: input.patient_id,
+            event: ev::ReferralDecided {
+                referral_id: input.referral_id,
+                decision: input.decision.into(),
+                reason: input.reason.map(Into::into),
+                decided_at: input.decided_at,
+            },
+        };
+        record(ctx, c, input.event_id, input.expected_version).await
+    }
+
+    async fn start_episode(&self, ctx: &Context<'_>, input: StartEpisodeInput) -> Result<Recorded> {
+        let c = Command::StartEpisode {
+            patient_id: input.patient_id,
+            event: ev::EpisodeStarted {
+                episode_id: input.episode_id,
+                service_id: input.service_id,
+                referral_id: input.referral_id,
+                started_at: input.started_at,
+            },
+        };
+        record(ctx, c, input.event_id, input.expected_version).await
+    }
+
+    async fn end_episode(&self, ctx: &Context<'_>, input: EndEpisodeInput) -> Result<Recorded> {
+        let c = Command::EndEpisode {
+            patient_id: input.patient_id,
+            event: ev::EpisodeEnded { episode_id: input.episode_id, reason: input.reason.into(), ended_at: input.ended_at },
+        };
+        record(ctx, c, input.event_id, input.expected_version).await
+    }
+
+    async fn assign_therapist(&self, ctx: &Context<'_>, input: AssignTherapistInput) -> Result<Recorded> {
+        let c = Command::AssignTherapist {
+            patient_id: input.patient_id,
+            event: ev::TherapistAssigned {
+                episode_id: input.episode_id,
+                therapist_id: input.therapist_id,
+                assigned_at: input.assigned_at,
+            },
+        };
+        record(ctx, c, input.event_id, input.expected_version).await
+    }
+
+    async fn release_therapist(&self, ctx: &Context<'_>, input: ReleaseTherapistInput) -> Result<Recorded> {
+        let c = Command::ReleaseTherapist {
+            patient_id: input.patient_id,
+            event: ev::TherapistReleased {
+                episode_id: input.episode_id,
+                therapist_id: input.therapist_id,
+                reason: input.reason.into(),
+                patient_notified: input.patient_notified,
+                released_at: input.released_at,
+            },
+        };
+        record(ctx, c, input.event_id, input.expected_version).await
+    }
+
+    async fn record_session(&self, ctx: &Context<'_>, input: RecordSessionInput) -> Result<Recorded> {
+        let c = Command::RecordSession {
+            patient_id: input.patient_id,
+            event: ev::SessionRecorded {
+                session_id: input.session_id,
+                episode_id: input.episode_id,
+                therapist_id: input.therapist_id,
+                attendance: input.attendance.into(),
+                at: input.at,
+            },
+        };
+        record(ctx, c, input.event_id, input.expected_version).await
+    }
+
+    async fn admit_patient(&self, ctx: &Context<'_>, input: AdmitPatientInput) -> Result<Recorded> {
+        let c = Command::AdmitPatient {
+            patient_id: input.patient_id,
+            event: ev::PatientAdmitted {
+                admission_id: input.admission_id,
+                service_id: input.service_id,
+                admitted_at: input.admitted_at,
+            },
+        };
+        record(ctx, c, input.event_id, input.expected_version).await
+    }
+
+    async fn discharge_patient(&self, ctx: &Context<'_>, input: DischargePatientInput) -> Result<Recorded> {
+        let c = Command::DischargePatient {
+            patient_id: input.patient_id,
+            event: ev::PatientDischarged { admission_id: input.admission_id, discharged_at: input.discharged_at },
+        };
+        record(ctx, c, input.event_id, input.expected_version).await
+    }
+
+    async fn record_outcome(&self, ctx: &Context<'_>, input: RecordOutcomeInput) -> Result<Recorded> {
+        let items = input
+            .items
+            .iter()
+            .map(|&i| u8::try_from(i).ok().filter(|i| *i <= 3))
+            .collect::<Option<Vec<u8>>>();
+        let Some(items) = items else {
+            return Err(ApiError::invalid("items are scored 0 to 3").gql());
+        };
+        let c = Command::RecordOutcome {
+            patient_id: input.patient_id,
+            event: ev::OutcomeRecorded {
+                episode_id: input.episode_id,
+                instrument: input.instrument.into(),
+                phase: input.phase.into(),
+                items,
+                total: 0,
+                measured_at: input.measured_at,
+            },
+        };
+        record(ctx, c, input.event_id, input.expected_version).await
+    }
+}

@@ -1,0 +1,78 @@
+//! Read queries, answered from the in-memory read model or, for the log itself, from the store.
+
+use async_graphql::connection::{query, Connection};
+use async_graphql::{Context, Object, Result};
+use uuid::Uuid;
+
+use super::objects::*;
+use crate::engine::Engine;
+use crate::error::ApiError;
+
+pub struct Query;
+
+/// Largest page of the log one query returns.
+const MAX_PAGE: usize = 1000;
+
+#[Object]
+impl Query {
+    /// A patient and their continuity of care; null if no such patient is registered.
+    async fn patient(&self, ctx: &Context<'_>, id: Uuid) -> Option<Patient> {
+        let engine = ctx.data_unchecked::<Engine>();
+        let model = engine.model().read();
+        model.patients.get(&id).cloned().map(Patient)
+    }
+
+    /// Every registered service, by name.
+    async fn services(&self, ctx: &Context<'_>) -> Vec<Service> {
+        let engine = ctx.data_unchecked::<Engine>();
+        let mut out: Vec<_> = engine.model().read().services.values().cloned().collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        out.into_iter().map(Service).collect()
+    }
+
+    /// Every registered therapist, by name.
+    async fn therapists(&self, ctx: &Context<'_>) -> Vec<Therapist> {
+        let engine = ctx.data_unchecked::<Engine>();
+        let mut out: Vec<_> = engine.model().read().therapists.values().cloned().collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        out.into_iter().map(Therapist).collect()
+    }
+
+    /// The whole log in global order. The cursor is the position; pass an edge's cursor as `after`.
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<String>,
+        #[graphql(default = 100)] first: i32,
+    ) -> Result<EventConnection> {
+        let engine = ctx.data_unchecked::<Engine>();
+        if !(0..=MAX_PAGE as i32).contains(&first) {
+            return Err(ApiError::invalid(format!("first must be 0 to {MAX_PAGE}")).gql());
+        }
+        let from = match after.as_deref() {
+            None => 0,
+            Some(c) => c
+                .parse::<u64>()
+                .map(|p| p + 1)
+                .map_err(|_| ApiError::invalid(format!("cursor {c:?} is not a log position")).gql())?,
+        };
+        query(None::<String>, None::<String>, None::<i32>, None::<i32>, |_, _, _, _| async move {
+            let events = engine
+                .store()
+                .read_all(from, first as usize)
+                .await
+                .map_err(|e| ApiError::from(e).gql())?;
+            let has_next = events.last().is_some_and(|e| e.position + 1 < engine.store().committed());
+            let mut conn = Connection::new(from > 0, has_next);
+            conn.edges.extend(events.into_iter().map(event_edge));
+            Ok::<_, async_graphql::Error>(conn)
+        })
+        .await
+    }
+
+    /// How far the log and the read model have come.
+    async fn log(&self, ctx: &Context<'_>) -> LogInfo {
+        let engine = ctx.data_unchecked::<Engine>();
+        LogInfo { committed: engine.store().committed(), projected: engine.projected() }
+    }
+}

@@ -1,0 +1,256 @@
+//! `forlop bench`: throughput and latency of the store, replay and queries, each compared with raw
+//! sled measured in the same run on the same disk. Prints a table and writes JSON.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::json;
+use uuid::Uuid;
+
+use forlop_store::{EventStore, ExpectedVersion, SledOptions, SledStore};
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Write the figures as JSON here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Patients seeded for the replay and query measurements.
+    #[arg(long, default_value_t = 100_000)]
+    patients: usize,
+    /// Events appended in the batch measurements (raw sled and store).
+    #[arg(long, default_value_t = 200_000)]
+    batch_events: usize,
+    /// Events in the one-at-a-time and concurrent-writer measurements.
+    #[arg(long, default_value_t = 20_000)]
+    single_events: usize,
+    /// Continuity queries sent over HTTP.
+    #[arg(long, default_value_t = 40_000)]
+    queries: usize,
+    /// Where to put the temporary stores (default: the system temp dir).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+const BATCH: usize = 1000;
+const WRITERS: usize = 64;
+const CLIENTS: usize = 32;
+
+fn tempdir(args: &BenchArgs) -> anyhow::Result<tempfile::TempDir> {
+    Ok(match &args.dir {
+        Some(d) => tempfile::tempdir_in(d)?,
+        None => tempfile::tempdir()?,
+    })
+}
+
+fn eps(n: usize, t: Duration) -> f64 {
+    n as f64 / t.as_secs_f64()
+}
+
+/// A realistic session event, as the API would store it.
+fn session_event(rng: u64) -> forlop_store::NewEvent {
+    use forlop_domain::events::SessionRecorded;
+    let at = chrono::DateTime::from_timestamp(1_450_000_000 + (rng % 300_000_000) as i64, 0).unwrap_or_default();
+    let e = forlop_domain::Event::SessionRecorded(SessionRecorded {
+        session_id: Uuid::new_v4(),
+        episode_id: Uuid::new_v4(),
+        therapist_id: Uuid::new_v4(),
+        attendance: forlop_domain::Attendance::Attended,
+        at,
+    });
+    let meta = forlop_store::Metadata {
+        actor: "bench".into(),
+        correlation_id: Some(Uuid::new_v4()),
+        causation_id: None,
+    };
+    forlop_api::engine::new_event(Uuid::new_v4(), &e, meta)
+}
+
+fn raw_sled_batch(args: &BenchArgs) -> anyhow::Result<f64> {
+    let dir = tempdir(args)?;
+    let db = sled::Config::new().path(dir.path()).flush_every_ms(None).open()?;
+    let value = vec![7u8; 300];
+    let started = Instant::now();
+    let mut key = 0u64;
+    for _ in 0..args.batch_events / BATCH {
+        let mut batch = sled::Batch::default();
+        for _ in 0..BATCH {
+            batch.insert(&key.to_be_bytes(), value.clone());
+            key += 1;
+        }
+        db.apply_batch(batch)?;
+        db.flush()?;
+    }
+    Ok(eps(key as usize, started.elapsed()))
+}
+
+fn raw_sled_single(args: &BenchArgs) -> anyhow::Result<f64> {
+    let dir = tempdir(args)?;
+    let db = sled::Config::new().path(dir.path()).flush_every_ms(None).open()?;
+    let value = vec![7u8; 300];
+    let n = args.single_events / 4; // one fsync each: a quarter is plenty for a stable rate
+    let started = Instant::now();
+    for key in 0..n as u64 {
+        db.insert(key.to_be_bytes(), value.clone())?;
+        db.flush()?;
+    }
+    Ok(eps(n, started.elapsed()))
+}
+
+async fn store_batch(args: &BenchArgs) -> anyhow::Result<(f64, usize)> {
+    let dir = tempdir(args)?;
+    let store = SledStore::open(SledOptions::new(dir.path()))?;
+    let batches: Vec<Vec<_>> =
+        (0..args.batch_events / BATCH).map(|b| (0..BATCH).map(|i| session_event((b * BATCH + i) as u64)).collect()).collect();
+    let size = batches[0][0].payload.len();
+    let started = Instant::now();
+    for (b, events) in batches.into_iter().enumerate() {
+        store.append(&format!("patient-{b}"), ExpectedVersion::NoStream, events).await?;
+    }
+    Ok((eps(args.batch_events / BATCH * BATCH, started.elapsed()), size))
+}
+
+async fn store_concurrent(args: &BenchArgs) -> anyhow::Result<f64> {
+    let dir = tempdir(args)?;
+    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(SledOptions::new(dir.path()))?);
+    let per_writer = args.single_events / WRITERS;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..per_writer {
+                    let stream = format!("patient-{w}-{i}");
+                    store.append(&stream, ExpectedVersion::NoStream, vec![session_event(i as u64)]).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(eps(per_writer * WRITERS, started.elapsed()))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+async fn queries(args: &BenchArgs, addr: std::net::SocketAddr, ids: Arc<Vec<Uuid>>) -> anyhow::Result<(f64, f64, f64)> {
+    const QUERY: &str = "query($id: UUID!) { patient(id: $id) { id version continuity { attendedSessions distinctTherapists careLevelTransitions transitionsKeepingTherapist sameTherapistAcrossCareLevels coc upc secon mmci segments { careLevel from to therapistIds sessions } handovers { episodeId fromTherapistId toTherapistId reason patientNotified releasedAt gapDays } } } }";
+    let client = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build()?;
+    let url = format!("http://{addr}/graphql");
+    let per_client = args.queries / CLIENTS;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let (client, url, ids) = (client.clone(), url.clone(), ids.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(per_client);
+                for i in 0..per_client {
+                    let id = ids[(c * 7919 + i * 104_729) % ids.len()];
+                    let body = json!({ "query": QUERY, "variables": { "id": id } });
+                    let t = Instant::now();
+                    let r: serde_json::Value = client.post(&url).json(&body).send().await?.json().await?;
+                    latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                    anyhow::ensure!(r["data"]["patient"]["id"].is_string(), "query failed: {r}");
+                }
+                anyhow::Ok(latencies)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let elapsed = started.elapsed();
+    all.sort_by(|a, b| a.total_cmp(b));
+    Ok((percentile(&all, 0.5), percentile(&all, 0.99), eps(all.len(), elapsed)))
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{} x {cpu}", std::thread::available_parallelism().map_or(0, |n| n.get()))
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let mut rows: Vec<(&str, f64, String)> = Vec::new();
+    eprintln!("bench: raw sled, batches of {BATCH} ...");
+    let raw_batch = raw_sled_batch(&args)?;
+    eprintln!("bench: store, batches of {BATCH} ...");
+    let (store_batch, event_bytes) = store_batch(&args).await?;
+    eprintln!("bench: raw sled, one insert + flush at a time ...");
+    let raw_single = raw_sled_single(&args)?;
+    eprintln!("bench: store, {WRITERS} concurrent writers ...");
+    let store_concurrent = store_concurrent(&args).await?;
+
+    eprintln!("bench: seeding {} patients ...", args.patients);
+    let dir = tempdir(&args)?;
+    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(SledOptions::new(dir.path()))?);
+    let dataset = forlop_seed::demo(42, args.patients);
+    let ids: Arc<Vec<Uuid>> = Arc::new(
+        dataset.patients.iter().filter_map(|p| p[0].command.stream().patient_id()).collect(),
+    );
+    let seed_started = Instant::now();
+    let seeded = crate::seeding::load(&store, &dataset).await?;
+    let seed_eps = eps(seeded as usize, seed_started.elapsed());
+    drop(dataset);
+
+    eprintln!("bench: replaying {seeded} events into every projection ...");
+    let started = Instant::now();
+    let model = forlop_api::engine::rebuild(&*store).await?;
+    let replay = eps(model.position as usize, started.elapsed());
+    anyhow::ensure!(model.patients.len() == args.patients, "replay lost patients");
+    drop(model);
+
+    eprintln!("bench: {} continuity queries over HTTP, {CLIENTS} clients ...", args.queries);
+    let app = forlop_api::Application::build(store.clone(), "127.0.0.1:0".parse()?).await?;
+    let addr = app.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    let (p50, p99, rps) = queries(&args, addr, ids).await.context("query benchmark")?;
+    let _ = stop.send(());
+    server.await??;
+
+    rows.push(("raw_sled_batch_eps", raw_batch, "raw sled, 300-byte values, 1000 per batch, flush per batch".into()));
+    rows.push(("store_batch_eps", store_batch, format!("store append, {BATCH} events of {event_bytes} B payload, durable")));
+    rows.push(("raw_sled_single_eps", raw_single, "raw sled, insert + flush, one at a time".into()));
+    rows.push(("store_concurrent_eps", store_concurrent, format!("store, {WRITERS} writers, 1 event per append, durable")));
+    rows.push(("seed_eps", seed_eps, format!("seeding {} patients through the domain rules", args.patients)));
+    rows.push(("replay_eps", replay, format!("rebuild all projections from {seeded} events")));
+    rows.push(("query_p50_ms", p50, format!("patient continuity over HTTP, {CLIENTS} clients, {} patients", args.patients)));
+    rows.push(("query_p99_ms", p99, String::new()));
+    rows.push(("query_rps", rps, String::new()));
+
+    let machine = machine();
+    println!("forlop bench on {machine}");
+    println!("{:<22} {:>14}  {}", "figure", "value", "what");
+    for (k, v, what) in &rows {
+        println!("{k:<22} {v:>14.2}  {what}");
+    }
+    println!(
+        "ratios: store_batch/raw_batch = {:.2} (target >= 0.5), store_concurrent/raw_single = {:.2} (target >= 2)",
+        store_batch / raw_batch,
+        store_concurrent / raw_single
+    );
+    let mut out = serde_json::Map::new();
+    for (k, v, _) in &rows {
+        out.insert((*k).into(), json!(v));
+    }
+    out.insert("replay_events".into(), json!(seeded));
+    out.insert("patients".into(), json!(args.patients));
+    out.insert("machine".into(), json!(machine));
+    if let Some(path) = &args.out {
+        std::fs::write(path, serde_json::to_string_pretty(&out)?)?;
+        eprintln!("bench: wrote {}", path.display());
+    }
+    Ok(())
+}
