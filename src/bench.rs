@@ -59,11 +59,8 @@ fn session_event(rng: u64) -> forlop_store::NewEvent {
         attendance: forlop_domain::Attendance::Attended,
         at,
     });
-    let meta = forlop_store::Metadata {
-        actor: "bench".into(),
-        correlation_id: Some(Uuid::new_v4()),
-        causation_id: None,
-    };
+    let meta =
+        forlop_store::Metadata { actor: "bench".into(), correlation_id: Some(Uuid::new_v4()), causation_id: None };
     forlop_api::engine::new_event(Uuid::new_v4(), &e, meta)
 }
 
@@ -101,8 +98,9 @@ fn raw_sled_single(args: &BenchArgs) -> anyhow::Result<f64> {
 async fn store_batch(args: &BenchArgs) -> anyhow::Result<(f64, usize)> {
     let dir = tempdir(args)?;
     let store = SledStore::open(SledOptions::new(dir.path()))?;
-    let batches: Vec<Vec<_>> =
-        (0..args.batch_events / BATCH).map(|b| (0..BATCH).map(|i| session_event((b * BATCH + i) as u64)).collect()).collect();
+    let batches: Vec<Vec<_>> = (0..args.batch_events / BATCH)
+        .map(|b| (0..BATCH).map(|i| session_event((b * BATCH + i) as u64)).collect())
+        .collect();
     let size = batches[0][0].payload.len();
     let started = Instant::now();
     for (b, events) in batches.into_iter().enumerate() {
@@ -174,7 +172,9 @@ async fn queries(args: &BenchArgs, addr: std::net::SocketAddr, ids: Arc<Vec<Uuid
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     format!("{} x {cpu}", std::thread::available_parallelism().map_or(0, |n| n.get()))
 }
@@ -194,9 +194,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let dir = tempdir(&args)?;
     let store: Arc<dyn EventStore> = Arc::new(SledStore::open(SledOptions::new(dir.path()))?);
     let dataset = forlop_seed::demo(42, args.patients);
-    let ids: Arc<Vec<Uuid>> = Arc::new(
-        dataset.patients.iter().filter_map(|p| p[0].command.stream().patient_id()).collect(),
-    );
+    let ids: Arc<Vec<Uuid>> =
+        Arc::new(dataset.patients.iter().filter_map(|p| p[0].command.stream().patient_id()).collect());
     let seed_started = Instant::now();
     let seeded = crate::seeding::load(&store, &dataset).await?;
     let seed_eps = eps(seeded as usize, seed_started.elapsed());
@@ -221,18 +220,30 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     server.await??;
 
     rows.push(("raw_sled_batch_eps", raw_batch, "raw sled, 300-byte values, 1000 per batch, flush per batch".into()));
-    rows.push(("store_batch_eps", store_batch, format!("store append, {BATCH} events of {event_bytes} B payload, durable")));
+    rows.push((
+        "store_batch_eps",
+        store_batch,
+        format!("store append, {BATCH} events of {event_bytes} B payload, durable"),
+    ));
     rows.push(("raw_sled_single_eps", raw_single, "raw sled, insert + flush, one at a time".into()));
-    rows.push(("store_concurrent_eps", store_concurrent, format!("store, {WRITERS} writers, 1 event per append, durable")));
+    rows.push((
+        "store_concurrent_eps",
+        store_concurrent,
+        format!("store, {WRITERS} writers, 1 event per append, durable"),
+    ));
     rows.push(("seed_eps", seed_eps, format!("seeding {} patients through the domain rules", args.patients)));
     rows.push(("replay_eps", replay, format!("rebuild all projections from {seeded} events")));
-    rows.push(("query_p50_ms", p50, format!("patient continuity over HTTP, {CLIENTS} clients, {} patients", args.patients)));
+    rows.push((
+        "query_p50_ms",
+        p50,
+        format!("patient continuity over HTTP, {CLIENTS} clients, {} patients", args.patients),
+    ));
     rows.push(("query_p99_ms", p99, String::new()));
     rows.push(("query_rps", rps, String::new()));
 
     let machine = machine();
     println!("forlop bench on {machine}");
-    println!("{:<22} {:>14}  {}", "figure", "value", "what");
+    println!("{:<22} {:>14}  what", "figure", "value");
     for (k, v, what) in &rows {
         println!("{k:<22} {v:>14.2}  {what}");
     }

@@ -59,7 +59,8 @@ enum Command {
 }
 
 pub fn open_store(data: &std::path::Path) -> anyhow::Result<Arc<dyn EventStore>> {
-    let store = SledStore::open(SledOptions::new(data)).with_context(|| format!("opening the store in {}", data.display()))?;
+    let store =
+        SledStore::open(SledOptions::new(data)).with_context(|| format!("opening the store in {}", data.display()))?;
     Ok(Arc::new(store))
 }
 
@@ -99,7 +100,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Import { data, file } => {
             let store = open_store(&data)?;
-            let reader = std::io::BufReader::new(std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?);
+            let reader = std::io::BufReader::new(
+                std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?,
+            );
             let (read, written) = crate::ndjson::import(&*store, reader).await?;
             eprintln!("imported {read} events, {written} new");
             Ok(0)

@@ -73,7 +73,10 @@ pub async fn import(store: &dyn EventStore, input: impl BufRead) -> anyhow::Resu
     let flush = |batch: Option<(String, Vec<NewEvent>)>| async {
         let Some((stream, events)) = batch else { return anyhow::Ok(0) };
         let n = events.len() as u64;
-        let r = store.append(&stream, ExpectedVersion::Any, events).await.with_context(|| format!("appending to {stream}"))?;
+        let r = store
+            .append(&stream, ExpectedVersion::Any, events)
+            .await
+            .with_context(|| format!("appending to {stream}"))?;
         Ok(if r.deduplicated { 0 } else { n })
     };
     for (i, line) in input.lines().enumerate() {

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use futures::{StreamExt, TryStreamExt};
 use forlop_api::engine::new_event;
 use forlop_seed::{decide_stream, Catalog, Dataset};
 use forlop_store::{EventStore, ExpectedVersion, Metadata};
+use futures::{StreamExt, TryStreamExt};
 
 /// Patients in the `serve --demo` dataset.
 pub const DEMO_PATIENTS: usize = 500;

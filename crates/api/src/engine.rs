@@ -110,7 +110,12 @@ impl Engine {
     pub async fn start(store: Arc<dyn EventStore>) -> Result<Engine, ApiError> {
         let started = std::time::Instant::now();
         let model = rebuild(&*store).await?;
-        tracing::info!(events = model.position, patients = model.patients.len(), ms = started.elapsed().as_millis() as u64, "read model rebuilt");
+        tracing::info!(
+            events = model.position,
+            patients = model.patients.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "read model rebuilt"
+        );
         let (tx, projected) = watch::channel(model.position);
         let model = Arc::new(RwLock::new(model));
         let from = tx.borrow().to_owned();
@@ -203,13 +208,17 @@ impl Engine {
     async fn replayed(&self, id: Uuid, stream: &str, command: &Command) -> Result<Option<Recorded>, ApiError> {
         let Some(stored) = self.store.event_by_id(id).await? else { return Ok(None) };
         let proposed = command.proposed_event();
-        let same = stored.stream == stream
-            && stored.event_type == proposed.event_type()
-            && decode(&stored)? == proposed;
+        let same =
+            stored.stream == stream && stored.event_type == proposed.event_type() && decode(&stored)? == proposed;
         if !same {
             return Err(ApiError::IdempotencyConflict(id));
         }
-        Ok(Some(Recorded { event_id: id, stream_version: stored.version, position: stored.position, deduplicated: true }))
+        Ok(Some(Recorded {
+            event_id: id,
+            stream_version: stored.version,
+            position: stored.position,
+            deduplicated: true,
+        }))
     }
 
     /// Decides `command` against the current log and appends its event durably.

@@ -40,17 +40,47 @@ pub enum Command {
     RegisterService(ServiceRegistered),
     RegisterTherapist(TherapistRegistered),
     RegisterPatient(PatientRegistered),
-    ReceiveReferral { patient_id: Uuid, event: ReferralReceived },
-    DecideReferral { patient_id: Uuid, event: ReferralDecided },
-    StartEpisode { patient_id: Uuid, event: EpisodeStarted },
-    EndEpisode { patient_id: Uuid, event: EpisodeEnded },
-    AssignTherapist { patient_id: Uuid, event: TherapistAssigned },
-    ReleaseTherapist { patient_id: Uuid, event: TherapistReleased },
-    RecordSession { patient_id: Uuid, event: SessionRecorded },
-    AdmitPatient { patient_id: Uuid, event: PatientAdmitted },
-    DischargePatient { patient_id: Uuid, event: PatientDischarged },
+    ReceiveReferral {
+        patient_id: Uuid,
+        event: ReferralReceived,
+    },
+    DecideReferral {
+        patient_id: Uuid,
+        event: ReferralDecided,
+    },
+    StartEpisode {
+        patient_id: Uuid,
+        event: EpisodeStarted,
+    },
+    EndEpisode {
+        patient_id: Uuid,
+        event: EpisodeEnded,
+    },
+    AssignTherapist {
+        patient_id: Uuid,
+        event: TherapistAssigned,
+    },
+    ReleaseTherapist {
+        patient_id: Uuid,
+        event: TherapistReleased,
+    },
+    RecordSession {
+        patient_id: Uuid,
+        event: SessionRecorded,
+    },
+    AdmitPatient {
+        patient_id: Uuid,
+        event: PatientAdmitted,
+    },
+    DischargePatient {
+        patient_id: Uuid,
+        event: PatientDischarged,
+    },
     /// `total` in the event is ignored and derived from the items.
-    RecordOutcome { patient_id: Uuid, event: OutcomeRecorded },
+    RecordOutcome {
+        patient_id: Uuid,
+        event: OutcomeRecorded,
+    },
 }
 
 impl Command {
@@ -213,11 +243,9 @@ impl StreamState {
                 }
             }
             Event::TherapistReleased(e) => {
-                if let Some(a) = p
-                    .episodes
-                    .get_mut(&e.episode_id)
-                    .and_then(|ep| ep.assignments.iter_mut().find(|a| a.therapist_id == e.therapist_id && a.released_at.is_none()))
-                {
+                if let Some(a) = p.episodes.get_mut(&e.episode_id).and_then(|ep| {
+                    ep.assignments.iter_mut().find(|a| a.therapist_id == e.therapist_id && a.released_at.is_none())
+                }) {
                     a.released_at = Some(e.released_at);
                 }
             }
@@ -330,9 +358,7 @@ fn decide_patient(state: &StreamState, refs: &References, command: Command) -> R
             }
             match (e.decision, e.reason) {
                 (ReferralDecision::Rejected, None) => return Err(invalid("a rejection needs a reason")),
-                (ReferralDecision::Accepted, Some(_)) => {
-                    return Err(invalid("a reason is only given for a rejection"))
-                }
+                (ReferralDecision::Accepted, Some(_)) => return Err(invalid("a reason is only given for a rejection")),
                 _ => {}
             }
             not_before("decidedAt", e.decided_at, "receivedAt", r.received_at)?;
@@ -344,10 +370,8 @@ fn decide_patient(state: &StreamState, refs: &References, command: Command) -> R
                 return Err(DomainError::AlreadyExists(format!("episode {} already exists", e.episode_id)));
             }
             if let Some(rid) = e.referral_id {
-                let r = p
-                    .referrals
-                    .get(&rid)
-                    .ok_or_else(|| DomainError::NotFound(format!("referral {rid} not found")))?;
+                let r =
+                    p.referrals.get(&rid).ok_or_else(|| DomainError::NotFound(format!("referral {rid} not found")))?;
                 if r.service_id != e.service_id {
                     return Err(invalid(format!("referral {rid} was sent to another service")));
                 }
@@ -366,6 +390,9 @@ fn decide_patient(state: &StreamState, refs: &References, command: Command) -> R
             not_before("endedAt", e.ended_at, "startedAt", ep.started_at)?;
             if let Some(last) = ep.last_session_at {
                 not_before("endedAt", e.ended_at, "the episode's last session", last)?;
+            }
+            if let Some(last) = ep.assignments.iter().map(|a| a.assigned_at).max() {
+                not_before("endedAt", e.ended_at, "the episode's last therapist assignment", last)?;
             }
             Ok(e.into())
         }
@@ -414,10 +441,7 @@ fn decide_patient(state: &StreamState, refs: &References, command: Command) -> R
                 return Err(DomainError::AlreadyExists(format!("admission {} already exists", e.admission_id)));
             }
             // The new stay is open-ended, so it overlaps every stay that is open or ends after it starts.
-            if let Some((id, _)) = p
-                .admissions
-                .iter()
-                .find(|(_, a)| a.discharged_at.is_none_or(|d| d > e.admitted_at))
+            if let Some((id, _)) = p.admissions.iter().find(|(_, a)| a.discharged_at.is_none_or(|d| d > e.admitted_at))
             {
                 return Err(invalid(format!("admission overlaps admission {id}")));
             }
@@ -440,11 +464,7 @@ fn decide_patient(state: &StreamState, refs: &References, command: Command) -> R
             episode(e.episode_id)?;
             let want = e.instrument.item_count();
             if e.items.len() != want {
-                return Err(invalid(format!(
-                    "{} takes exactly {want} items, got {}",
-                    e.instrument,
-                    e.items.len()
-                )));
+                return Err(invalid(format!("{} takes exactly {want} items, got {}", e.instrument, e.items.len())));
             }
             if let Some(bad) = e.items.iter().position(|&i| i > 3) {
                 return Err(invalid(format!("item {} is {}, items are scored 0 to 3", bad + 1, e.items[bad])));
@@ -459,7 +479,7 @@ fn decide_patient(state: &StreamState, refs: &References, command: Command) -> R
 }
 
 fn non_empty(field: &str, value: &str) -> Result<(), DomainError> {
-    if value.trim().is_empty() || value.len() > 200 {
+    if value.trim().is_empty() || value.chars().count() > 200 {
         return Err(invalid(format!("{field} must be 1 to 200 characters")));
     }
     Ok(())

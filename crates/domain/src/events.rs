@@ -134,11 +134,7 @@ pub enum DecodeError {
     #[error("unknown event type {event_type} v{schema_version}")]
     UnknownType { event_type: String, schema_version: u16 },
     #[error("malformed {event_type} v{schema_version} payload: {source}")]
-    Malformed {
-        event_type: String,
-        schema_version: u16,
-        source: serde_json::Error,
-    },
+    Malformed { event_type: String, schema_version: u16, source: serde_json::Error },
 }
 
 macro_rules! domain_events {
@@ -208,11 +204,7 @@ fn upcast_patient_registered_v1(old: v1::PatientRegistered) -> Event {
         Some("") | None => Gender::Unknown,
         Some(_) => Gender::Other,
     };
-    Event::PatientRegistered(PatientRegistered {
-        patient_id: old.patient_id,
-        birth_year: old.birth_year,
-        gender,
-    })
+    Event::PatientRegistered(PatientRegistered { patient_id: old.patient_id, birth_year: old.birth_year, gender })
 }
 
 impl Event {
@@ -220,9 +212,7 @@ impl Event {
     /// have no clinical time; the caller supplies the recording time for those.
     pub fn clinical_time(&self) -> Option<Timestamp> {
         Some(match self {
-            Event::ServiceRegistered(_) | Event::TherapistRegistered(_) | Event::PatientRegistered(_) => {
-                return None
-            }
+            Event::ServiceRegistered(_) | Event::TherapistRegistered(_) | Event::PatientRegistered(_) => return None,
             Event::ReferralReceived(e) => e.received_at,
             Event::ReferralDecided(e) => e.decided_at,
             Event::EpisodeStarted(e) => e.started_at,

@@ -78,10 +78,7 @@ pub fn indices(therapists: &[Uuid]) -> Indices {
 }
 
 fn care_level_at(p: &PatientView, episode_id: Uuid, at: Timestamp) -> CareLevel {
-    let admitted = p
-        .admissions
-        .iter()
-        .any(|a| a.admitted_at <= at && a.discharged_at.is_none_or(|d| at < d));
+    let admitted = p.admissions.iter().any(|a| a.admitted_at <= at && a.discharged_at.is_none_or(|d| at < d));
     if admitted {
         return CareLevel::SpecialistInpatient;
     }

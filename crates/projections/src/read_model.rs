@@ -177,8 +177,7 @@ impl ReadModel {
                 }
             }
             Event::EpisodeStarted(e) => {
-                let care_level =
-                    self.services.get(&e.service_id).map_or(CareLevel::Municipal, |s| s.care_level);
+                let care_level = self.services.get(&e.service_id).map_or(CareLevel::Municipal, |s| s.care_level);
                 p.episodes.push(EpisodeView {
                     id: e.episode_id,
                     service_id: e.service_id,

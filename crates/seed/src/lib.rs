@@ -78,12 +78,28 @@ pub fn decide_stream(catalog: &Catalog, commands: &[Seeded]) -> Result<Vec<(Uuid
 }
 
 const GIVEN: &[&str] = &[
-    "Ingrid", "Kari", "Nora", "Emma", "Sara", "Ida", "Hanne", "Marit", "Jon", "Ole", "Lars", "Knut", "Per",
-    "Anders", "Ali", "Fatima", "Mohammed", "Aisha", "Piotr", "Sofie",
+    "Ingrid", "Kari", "Nora", "Emma", "Sara", "Ida", "Hanne", "Marit", "Jon", "Ole", "Lars", "Knut", "Per", "Anders",
+    "Ali", "Fatima", "Mohammed", "Aisha", "Piotr", "Sofie",
 ];
 const FAMILY: &[&str] = &[
-    "Hansen", "Johansen", "Olsen", "Larsen", "Andersen", "Pedersen", "Nilsen", "Kristiansen", "Jensen", "Karlsen",
-    "Berg", "Haugen", "Hagen", "Ahmed", "Khan", "Nowak", "Dahl", "Lie",
+    "Hansen",
+    "Johansen",
+    "Olsen",
+    "Larsen",
+    "Andersen",
+    "Pedersen",
+    "Nilsen",
+    "Kristiansen",
+    "Jensen",
+    "Karlsen",
+    "Berg",
+    "Haugen",
+    "Hagen",
+    "Ahmed",
+    "Khan",
+    "Nowak",
+    "Dahl",
+    "Lie",
 ];
 
 struct Gen {
@@ -142,7 +158,11 @@ pub fn demo(seed: u64, patients: usize) -> Dataset {
         let id = g.id();
         reference.push(Seeded {
             event_id: g.id(),
-            command: Command::RegisterService(ServiceRegistered { service_id: id, name: name.into(), care_level: level }),
+            command: Command::RegisterService(ServiceRegistered {
+                service_id: id,
+                name: name.into(),
+                care_level: level,
+            }),
         });
         id
     };
@@ -214,10 +234,13 @@ fn pathway(g: &mut Gen, s: &Sector) -> Vec<Seeded> {
         (ReferralSource::Nav, 3),
         (ReferralSource::Other, 2),
     ]);
-    push(g, Command::ReceiveReferral {
-        patient_id,
-        event: ReferralReceived { referral_id, service_id, source, received_at: received },
-    });
+    push(
+        g,
+        Command::ReceiveReferral {
+            patient_id,
+            event: ReferralReceived { referral_id, service_id, source, received_at: received },
+        },
+    );
     let decided_at = received + g.days(0, 5);
     if g.chance(0.08) {
         let reason = g.weighted(&[
@@ -225,16 +248,27 @@ fn pathway(g: &mut Gen, s: &Sector) -> Vec<Seeded> {
             (RejectionReason::NotInTargetGroup, 2),
             (RejectionReason::NeedsOtherLevel, 2),
         ]);
-        push(g, Command::DecideReferral {
-            patient_id,
-            event: ReferralDecided { referral_id, decision: ReferralDecision::Rejected, reason: Some(reason), decided_at },
-        });
+        push(
+            g,
+            Command::DecideReferral {
+                patient_id,
+                event: ReferralDecided {
+                    referral_id,
+                    decision: ReferralDecision::Rejected,
+                    reason: Some(reason),
+                    decided_at,
+                },
+            },
+        );
         return out;
     }
-    push(g, Command::DecideReferral {
-        patient_id,
-        event: ReferralDecided { referral_id, decision: ReferralDecision::Accepted, reason: None, decided_at },
-    });
+    push(
+        g,
+        Command::DecideReferral {
+            patient_id,
+            event: ReferralDecided { referral_id, decision: ReferralDecision::Accepted, reason: None, decided_at },
+        },
+    );
 
     let therapist = g.pick(&s.municipal_staff);
     let start = decided_at + g.days(1, 30);
@@ -248,27 +282,36 @@ fn pathway(g: &mut Gen, s: &Sector) -> Vec<Seeded> {
     let dps = g.pick(&s.outpatient);
     let referral_id = g.id();
     let received = end + g.days(0, 7);
-    push(g, Command::ReceiveReferral {
-        patient_id,
-        event: ReferralReceived { referral_id, service_id: dps, source: ReferralSource::Gp, received_at: received },
-    });
+    push(
+        g,
+        Command::ReceiveReferral {
+            patient_id,
+            event: ReferralReceived { referral_id, service_id: dps, source: ReferralSource::Gp, received_at: received },
+        },
+    );
     let decided_at = received + g.days(1, 14);
     if g.chance(0.2) {
-        push(g, Command::DecideReferral {
-            patient_id,
-            event: ReferralDecided {
-                referral_id,
-                decision: ReferralDecision::Rejected,
-                reason: Some(RejectionReason::Capacity),
-                decided_at,
+        push(
+            g,
+            Command::DecideReferral {
+                patient_id,
+                event: ReferralDecided {
+                    referral_id,
+                    decision: ReferralDecision::Rejected,
+                    reason: Some(RejectionReason::Capacity),
+                    decided_at,
+                },
             },
-        });
+        );
         return out;
     }
-    push(g, Command::DecideReferral {
-        patient_id,
-        event: ReferralDecided { referral_id, decision: ReferralDecision::Accepted, reason: None, decided_at },
-    });
+    push(
+        g,
+        Command::DecideReferral {
+            patient_id,
+            event: ReferralDecided { referral_id, decision: ReferralDecision::Accepted, reason: None, decided_at },
+        },
+    );
     // The programme's wish: keep the therapist across levels. Some services manage it.
     let therapist = if g.chance(0.35) { last_therapist } else { g.pick(&s.specialist_staff) };
     let ward = g.chance(0.15).then(|| (g.pick(&s.inpatient), g.pick(&s.ward_staff)));
@@ -293,21 +336,30 @@ fn episode(
 ) -> (Option<Timestamp>, bool, Uuid) {
     let now = Utc.with_ymd_and_hms(2025, 10, 1, 0, 0, 0).unwrap();
     let episode_id = g.id();
-    push(g, Command::StartEpisode {
-        patient_id,
-        event: EpisodeStarted { episode_id, service_id, referral_id, started_at: start },
-    });
-    push(g, Command::AssignTherapist {
-        patient_id,
-        event: TherapistAssigned { episode_id, therapist_id: therapist, assigned_at: start },
-    });
+    push(
+        g,
+        Command::StartEpisode {
+            patient_id,
+            event: EpisodeStarted { episode_id, service_id, referral_id, started_at: start },
+        },
+    );
+    push(
+        g,
+        Command::AssignTherapist {
+            patient_id,
+            event: TherapistAssigned { episode_id, therapist_id: therapist, assigned_at: start },
+        },
+    );
     let severity = g.rng.gen_range(0.8..2.4);
     let outcome = |g: &mut Gen, push: &mut dyn FnMut(&mut Gen, Command), instrument: Instrument, phase, at, mean| {
         let items = g.items(instrument.item_count(), mean);
-        push(g, Command::RecordOutcome {
-            patient_id,
-            event: OutcomeRecorded { episode_id, instrument, phase, items, total: 0, measured_at: at },
-        });
+        push(
+            g,
+            Command::RecordOutcome {
+                patient_id,
+                event: OutcomeRecorded { episode_id, instrument, phase, items, total: 0, measured_at: at },
+            },
+        );
     };
     if g.chance(0.75) {
         outcome(g, push, Instrument::Phq9, MeasurePhase::Intake, start, severity);
@@ -327,32 +379,45 @@ fn episode(
         }
         if sick_leave_at == Some(i) {
             let notified = g.chance(0.5);
-            push(g, Command::ReleaseTherapist {
-                patient_id,
-                event: TherapistReleased {
-                    episode_id,
-                    therapist_id: therapist,
-                    reason: ReleaseReason::SickLeave,
-                    patient_notified: notified,
-                    released_at: t,
+            push(
+                g,
+                Command::ReleaseTherapist {
+                    patient_id,
+                    event: TherapistReleased {
+                        episode_id,
+                        therapist_id: therapist,
+                        reason: ReleaseReason::SickLeave,
+                        patient_notified: notified,
+                        released_at: t,
+                    },
                 },
-            });
+            );
             t += g.days(1, 21);
             let next = g.pick(pool);
-            therapist = if next == therapist { pool[(pool.iter().position(|x| *x == next).unwrap() + 1) % pool.len()] } else { next };
-            push(g, Command::AssignTherapist {
-                patient_id,
-                event: TherapistAssigned { episode_id, therapist_id: therapist, assigned_at: t },
-            });
+            therapist = if next == therapist {
+                pool[(pool.iter().position(|x| *x == next).unwrap() + 1) % pool.len()]
+            } else {
+                next
+            };
+            push(
+                g,
+                Command::AssignTherapist {
+                    patient_id,
+                    event: TherapistAssigned { episode_id, therapist_id: therapist, assigned_at: t },
+                },
+            );
             t += Duration::hours(1);
         }
         if let (Some((ward_id, _)), Some(at)) = (ward, admission_at) {
             if at == i {
                 let admission_id = g.id();
-                push(g, Command::AdmitPatient {
-                    patient_id,
-                    event: PatientAdmitted { admission_id, service_id: ward_id, admitted_at: t },
-                });
+                push(
+                    g,
+                    Command::AdmitPatient {
+                        patient_id,
+                        event: PatientAdmitted { admission_id, service_id: ward_id, admitted_at: t },
+                    },
+                );
                 open_admission = Some((admission_id, t));
             }
         }
@@ -367,26 +432,29 @@ fn episode(
             (Attendance::CancelledByService, 3),
         ]);
         let session_id = g.id();
-        push(g, Command::RecordSession {
-            patient_id,
-            event: SessionRecorded { session_id, episode_id, therapist_id: session_therapist, attendance, at: t },
-        });
+        push(
+            g,
+            Command::RecordSession {
+                patient_id,
+                event: SessionRecorded { session_id, episode_id, therapist_id: session_therapist, attendance, at: t },
+            },
+        );
         if let Some((admission_id, admitted)) = open_admission {
             if t - admitted > Duration::days(3) && g.chance(0.5) {
-                push(g, Command::DischargePatient {
-                    patient_id,
-                    event: PatientDischarged { admission_id, discharged_at: t + Duration::hours(2) },
-                });
+                push(
+                    g,
+                    Command::DischargePatient {
+                        patient_id,
+                        event: PatientDischarged { admission_id, discharged_at: t + Duration::hours(2) },
+                    },
+                );
                 open_admission = None;
             }
         }
         t += if open_admission.is_some() { g.days(1, 2) } else { g.days(6, 9) };
     }
     if let Some((admission_id, _)) = open_admission {
-        push(g, Command::DischargePatient {
-            patient_id,
-            event: PatientDischarged { admission_id, discharged_at: t },
-        });
+        push(g, Command::DischargePatient { patient_id, event: PatientDischarged { admission_id, discharged_at: t } });
     }
     if t > now {
         return (None, false, therapist);
@@ -400,16 +468,19 @@ fn episode(
             outcome(g, push, Instrument::Gad7, MeasurePhase::Discharge, t, severity * 0.55);
         }
     }
-    push(g, Command::ReleaseTherapist {
-        patient_id,
-        event: TherapistReleased {
-            episode_id,
-            therapist_id: therapist,
-            reason: ReleaseReason::EpisodeEnded,
-            patient_notified: true,
-            released_at: t,
+    push(
+        g,
+        Command::ReleaseTherapist {
+            patient_id,
+            event: TherapistReleased {
+                episode_id,
+                therapist_id: therapist,
+                reason: ReleaseReason::EpisodeEnded,
+                patient_notified: true,
+                released_at: t,
+            },
         },
-    });
+    );
     let reason = if dropout {
         EndReason::DroppedOut
     } else if onward {
@@ -447,7 +518,8 @@ mod tests {
                     panic!("seed {seed}: {e}: {p:#?}");
                 }
             }
-            let sessions = d.patients.iter().flatten().filter(|s| matches!(s.command, Command::RecordSession { .. })).count();
+            let sessions =
+                d.patients.iter().flatten().filter(|s| matches!(s.command, Command::RecordSession { .. })).count();
             assert!(sessions > 400 * 3, "pathways have sessions: {sessions}");
         }
     }

@@ -152,7 +152,12 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> Result<AppendResult, StoreError>;
 
     /// Events of one stream with version >= `from_version`, at most `limit`.
-    async fn read_stream(&self, stream: &str, from_version: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError>;
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
 
     /// Events with position >= `from_position`, at most `limit`, in log order.
     async fn read_all(&self, from_position: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError>;

@@ -88,8 +88,7 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 }
 
 fn nanos(t: DateTime<Utc>) -> Result<i64, StoreError> {
-    t.timestamp_nanos_opt()
-        .ok_or_else(|| StoreError::InvalidAppend(format!("time {t} is outside 1677-2262")))
+    t.timestamp_nanos_opt().ok_or_else(|| StoreError::InvalidAppend(format!("time {t} is outside 1677-2262")))
 }
 
 fn event_key(position: u64) -> [u8; 9] {
@@ -151,9 +150,7 @@ fn decode(position: u64, value: &[u8]) -> Result<RecordedEvent, StoreError> {
 
 pub fn validate_stream_name(stream: &str) -> Result<(), StoreError> {
     if stream.is_empty() || stream.len() > MAX_STREAM_NAME || stream.as_bytes().contains(&0) {
-        return Err(StoreError::InvalidAppend(format!(
-            "stream name must be 1 to {MAX_STREAM_NAME} bytes without NUL"
-        )));
+        return Err(StoreError::InvalidAppend(format!("stream name must be 1 to {MAX_STREAM_NAME} bytes without NUL")));
     }
     Ok(())
 }
@@ -179,7 +176,8 @@ impl SledStore {
         let committed = Arc::new(AtomicU64::new(next_position));
         let (watch_tx, watch) = watch::channel(next_position);
         let (requests, rx) = mpsc::channel();
-        let writer = Writer { db, tree: tree.clone(), next_position, last_hash, committed: committed.clone(), watch: watch_tx };
+        let writer =
+            Writer { db, tree: tree.clone(), next_position, last_hash, committed: committed.clone(), watch: watch_tx };
         let writer = std::thread::Builder::new()
             .name("forlop-sled-writer".into())
             .spawn(move || writer.run(rx))
@@ -394,9 +392,7 @@ impl Writer {
 }
 
 fn same_new(a: &NewEvent, b: &NewEvent) -> bool {
-    a.event_type == b.event_type
-        && a.schema_version == b.schema_version
-        && a.payload == b.payload
+    a.event_type == b.event_type && a.schema_version == b.schema_version && a.payload == b.payload
 }
 
 #[async_trait]
@@ -413,7 +409,12 @@ impl EventStore for SledStore {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    async fn read_stream(&self, stream: &str, from_version: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
         let prefix = stream_prefix(stream);
         let committed = self.committed();
         let mut out = Vec::new();

@@ -21,9 +21,8 @@ const MAX_DEPTH: usize = 16;
 const MAX_COMPLEXITY: usize = 20_000;
 
 pub fn build_schema(engine: Option<Engine>) -> ForlopSchema {
-    let mut builder = Schema::build(Query, Mutation, Subscription)
-        .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY);
+    let mut builder =
+        Schema::build(Query, Mutation, Subscription).limit_depth(MAX_DEPTH).limit_complexity(MAX_COMPLEXITY);
     if let Some(engine) = engine {
         builder = builder.data(engine);
     }

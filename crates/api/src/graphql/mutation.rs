@@ -103,7 +103,11 @@ recording_input!(RecordOutcomeInput {
     measured_at: DateTime<Utc>,
 });
 
-fn options(ctx: &Context<'_>, event_id: Option<Uuid>, expected_version: Option<i64>) -> Result<RecordOptions, ApiError> {
+fn options(
+    ctx: &Context<'_>,
+    event_id: Option<Uuid>,
+    expected_version: Option<i64>,
+) -> Result<RecordOptions, ApiError> {
     let expected_version = match expected_version {
         None => None,
         Some(-1) => Some(ExpectedVersion::NoStream),
@@ -114,7 +118,12 @@ fn options(ctx: &Context<'_>, event_id: Option<Uuid>, expected_version: Option<i
     Ok(RecordOptions { event_id, expected_version, actor: caller.actor, correlation_id: caller.request_id })
 }
 
-async fn record(ctx: &Context<'_>, command: Command, event_id: Option<Uuid>, expected: Option<i64>) -> Result<Recorded> {
+async fn record(
+    ctx: &Context<'_>,
+    command: Command,
+    event_id: Option<Uuid>,
+    expected: Option<i64>,
+) -> Result<Recorded> {
     let run = async {
         let opts = options(ctx, event_id, expected)?;
         ctx.data_unchecked::<Engine>().record(command, opts).await
@@ -195,7 +204,11 @@ impl Mutation {
     async fn end_episode(&self, ctx: &Context<'_>, input: EndEpisodeInput) -> Result<Recorded> {
         let c = Command::EndEpisode {
             patient_id: input.patient_id,
-            event: ev::EpisodeEnded { episode_id: input.episode_id, reason: input.reason.into(), ended_at: input.ended_at },
+            event: ev::EpisodeEnded {
+                episode_id: input.episode_id,
+                reason: input.reason.into(),
+                ended_at: input.ended_at,
+            },
         };
         record(ctx, c, input.event_id, input.expected_version).await
     }
@@ -261,11 +274,7 @@ impl Mutation {
     }
 
     async fn record_outcome(&self, ctx: &Context<'_>, input: RecordOutcomeInput) -> Result<Recorded> {
-        let items = input
-            .items
-            .iter()
-            .map(|&i| u8::try_from(i).ok().filter(|i| *i <= 3))
-            .collect::<Option<Vec<u8>>>();
+        let items = input.items.iter().map(|&i| u8::try_from(i).ok().filter(|i| *i <= 3)).collect::<Option<Vec<u8>>>();
         let Some(items) = items else {
             return Err(ApiError::invalid("items are scored 0 to 3").gql());
         };

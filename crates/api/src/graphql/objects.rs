@@ -27,7 +27,12 @@ pub struct Recorded {
 
 impl From<engine::Recorded> for Recorded {
     fn from(r: engine::Recorded) -> Self {
-        Recorded { event_id: r.event_id, stream_version: r.stream_version, position: r.position, deduplicated: r.deduplicated }
+        Recorded {
+            event_id: r.event_id,
+            stream_version: r.stream_version,
+            position: r.position,
+            deduplicated: r.deduplicated,
+        }
     }
 }
 

@@ -57,11 +57,7 @@ impl Query {
                 .map_err(|_| ApiError::invalid(format!("cursor {c:?} is not a log position")).gql())?,
         };
         query(None::<String>, None::<String>, None::<i32>, None::<i32>, |_, _, _, _| async move {
-            let events = engine
-                .store()
-                .read_all(from, first as usize)
-                .await
-                .map_err(|e| ApiError::from(e).gql())?;
+            let events = engine.store().read_all(from, first as usize).await.map_err(|e| ApiError::from(e).gql())?;
             let has_next = events.last().is_some_and(|e| e.position + 1 < engine.store().committed());
             let mut conn = Connection::new(from > 0, has_next);
             conn.edges.extend(events.into_iter().map(event_edge));

@@ -1,0 +1,88 @@
+//! The engine over a real sled store in a temporary directory.
+
+use std::sync::Arc;
+
+use forlop_api::engine::{new_event, Engine, RecordOptions};
+use forlop_domain::events::PatientRegistered;
+use forlop_domain::{Command, Event, Gender};
+use forlop_store::{EventStore, ExpectedVersion, Metadata, NewEvent, SledOptions, SledStore};
+use uuid::Uuid;
+
+fn open(dir: &tempfile::TempDir) -> Arc<dyn EventStore> {
+    Arc::new(SledStore::open(SledOptions::new(dir.path())).unwrap())
+}
+
+#[tokio::test]
+async fn a_stored_v1_event_is_upcast_when_the_read_model_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let patient = Uuid::from_u128(1);
+    {
+        // Given a log written by an older forlop, whose PatientRegistered v1 had a free-text "sex".
+        let store = open(&dir);
+        let v1 = NewEvent {
+            id: Uuid::new_v4(),
+            event_type: "PatientRegistered".into(),
+            schema_version: 1,
+            occurred_at: chrono::Utc::now(),
+            payload: format!(r#"{{"patient_id":"{patient}","birth_year":1985,"sex":"F"}}"#).into_bytes(),
+            metadata: Metadata::default(),
+            recorded_at: None,
+        };
+        store.append(&format!("patient-{patient}"), ExpectedVersion::NoStream, vec![v1]).await.unwrap();
+    }
+    // When today's build opens it
+    let engine = Engine::start(open(&dir)).await.unwrap();
+    // Then the patient reads in today's shape, and new facts can be recorded on top of it.
+    let view = engine.model().read().patients[&patient].clone();
+    assert_eq!((view.birth_year, view.gender), (1985, Gender::Female));
+    let again =
+        Command::RegisterPatient(PatientRegistered { patient_id: patient, birth_year: 1990, gender: Gender::Male });
+    let err = engine.record(again, RecordOptions::default()).await.unwrap_err();
+    assert_eq!(err.code(), "ALREADY_EXISTS", "the upcast event counts as the registration");
+}
+
+#[tokio::test]
+async fn the_read_model_follows_the_log_not_the_command_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let engine = Engine::start(store.clone()).await.unwrap();
+    // An event appended straight to the log (as another node or an import would) reaches the read model.
+    let id = Uuid::from_u128(9);
+    let e = Event::PatientRegistered(PatientRegistered { patient_id: id, birth_year: 2001, gender: Gender::Other });
+    let r = store
+        .append(
+            &format!("patient-{id}"),
+            ExpectedVersion::NoStream,
+            vec![new_event(Uuid::new_v4(), &e, Metadata::default())],
+        )
+        .await
+        .unwrap();
+    engine.wait_projected(r.events[0].position).await;
+    assert_eq!(engine.model().read().patients[&id].gender, Gender::Other);
+    assert_eq!(engine.projected(), store.committed());
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_event_id_is_answered_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::start(open(&dir)).await.unwrap();
+    let cmd = Command::RegisterPatient(PatientRegistered {
+        patient_id: Uuid::from_u128(3),
+        birth_year: 1970,
+        gender: Gender::Female,
+    });
+    let opts = RecordOptions { event_id: Some(Uuid::from_u128(77)), ..RecordOptions::default() };
+    let first = engine.record(cmd.clone(), opts.clone()).await.unwrap();
+    let retry = engine.record(cmd, opts.clone()).await.unwrap();
+    assert_eq!(
+        (retry.position, retry.stream_version, retry.deduplicated),
+        (first.position, first.stream_version, true)
+    );
+    let other = Command::RegisterPatient(PatientRegistered {
+        patient_id: Uuid::from_u128(3),
+        birth_year: 1971,
+        gender: Gender::Female,
+    });
+    assert_eq!(engine.record(other, opts).await.unwrap_err().code(), "IDEMPOTENCY_CONFLICT");
+    assert_eq!(engine.store().committed(), 1);
+}
