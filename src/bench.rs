@@ -203,7 +203,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     eprintln!("bench: replaying {seeded} events into every projection ...");
     let started = Instant::now();
-    let model = forlop_api::engine::rebuild(&*store).await?;
+    let model = forlop_api::engine::rebuild(&store).await?;
     let replay = eps(model.position as usize, started.elapsed());
     anyhow::ensure!(model.patients.len() == args.patients, "replay lost patients");
     drop(model);

@@ -69,47 +69,74 @@ pub fn decode(e: &RecordedEvent) -> Result<Event, ApiError> {
 }
 
 /// Folds the log from position 0 into a fresh read model. Used at startup and by `bench`.
-pub async fn rebuild(store: &dyn EventStore) -> Result<ReadModel, ApiError> {
+pub async fn rebuild(store: &Arc<dyn EventStore>) -> Result<ReadModel, ApiError> {
     let mut model = ReadModel::default();
     catch_up(store, &mut model).await?;
     Ok(model)
 }
 
-/// Folds every committed event after `model.position`.
-pub async fn catch_up(store: &dyn EventStore, model: &mut ReadModel) -> Result<(), ApiError> {
-    const PAGE: usize = 8192;
-    loop {
-        let page = store.read_all(model.position, PAGE).await?;
-        if page.is_empty() {
-            return Ok(());
-        }
-        for e in &page {
-            apply(model, e);
-        }
-    }
-}
+/// An event ready to fold: decoded off the folding thread.
+type Decoded = (EventMeta, Option<Event>);
 
-fn apply(model: &mut ReadModel, e: &RecordedEvent) {
+fn decode_for_model(e: &RecordedEvent) -> Decoded {
     let meta = EventMeta {
         position: e.position,
         stream_version: e.version,
         patient_id: StreamRef::parse(&e.stream).and_then(|s| s.patient_id()),
     };
     match Event::decode(&e.event_type, e.schema_version, &e.payload) {
-        Ok(event) => model.apply(meta, &event),
+        Ok(event) => (meta, Some(event)),
         Err(err) => {
             // Skip, but loudly: a newer writer may have stored a type this build does not know.
             tracing::error!(position = e.position, error = %err, "event not understood; read model skips it");
-            model.position = e.position + 1;
+            (meta, None)
         }
     }
+}
+
+fn apply(model: &mut ReadModel, (meta, event): &Decoded) {
+    match event {
+        Some(event) => model.apply(*meta, event),
+        None => model.position = meta.position + 1,
+    }
+}
+
+/// Folds every committed event after `model.position`. Reading and decoding run in a task of
+/// their own, so they overlap with folding.
+pub async fn catch_up(store: &Arc<dyn EventStore>, model: &mut ReadModel) -> Result<(), ApiError> {
+    const PAGE: usize = 4096;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<Decoded>, StoreError>>(8);
+    let (store, mut next) = (store.clone(), model.position);
+    let reader = tokio::spawn(async move {
+        loop {
+            let page = match store.read_all(next, PAGE).await {
+                Ok(page) => page,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            let Some(last) = page.last() else { return };
+            next = last.position + 1;
+            if tx.send(Ok(page.iter().map(decode_for_model).collect())).await.is_err() {
+                return;
+            }
+        }
+    });
+    while let Some(batch) = rx.recv().await {
+        for d in &batch? {
+            apply(model, d);
+        }
+    }
+    reader.await.map_err(|e| ApiError::Internal(format!("replay reader: {e}")))?;
+    Ok(())
 }
 
 impl Engine {
     /// Rebuilds the read model from the log, then keeps it current from a live subscription.
     pub async fn start(store: Arc<dyn EventStore>) -> Result<Engine, ApiError> {
         let started = std::time::Instant::now();
-        let model = rebuild(&*store).await?;
+        let model = rebuild(&store).await?;
         tracing::info!(
             events = model.position,
             patients = model.patients.len(),
@@ -126,7 +153,8 @@ impl Engine {
                 match next {
                     Ok(e) => {
                         let position = e.position;
-                        apply(&mut projector_model.write(), &e);
+                        let decoded = decode_for_model(&e);
+                        apply(&mut projector_model.write(), &decoded);
                         tx.send_replace(position + 1);
                     }
                     Err(err) => {

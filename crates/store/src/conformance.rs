@@ -292,9 +292,10 @@ pub async fn reopen_after_drop_continues_the_log_and_chain(b: &mut impl Backend)
 pub async fn verify_detects_tampering_at_its_position(b: &mut impl Backend) {
     {
         let s = b.open().await;
-        for i in 0..5 {
-            s.append(&format!("s{}", i % 2), ExpectedVersion::Any, events(1)).await.unwrap();
-        }
+        s.append("s0", ExpectedVersion::Any, events(2)).await.unwrap();
+        // Position 3 is in the middle of a multi-event append.
+        s.append("s1", ExpectedVersion::Any, events(3)).await.unwrap();
+        s.append("s0", ExpectedVersion::Any, events(1)).await.unwrap();
         s.verify().await.unwrap();
     }
     b.tamper(3).await;

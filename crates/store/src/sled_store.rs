@@ -1,13 +1,16 @@
 //! The embedded backend: one sled tree, written by one thread that commits appends in groups.
 //!
-//! Key layout (one tree, so one `apply_batch` makes an append atomic):
-//! - `E` + position (u64 BE)                 -> canonical bytes ++ SHA-256 chain hash (32 bytes)
-//! - `S` + stream + 0x00 + version (u64 BE)  -> position (u64 BE)
-//! - `I` + event id (16 bytes)               -> position (u64 BE)
+//! Key layout (one tree, so one `apply_batch` makes a group of appends atomic):
+//! - `E` + first position (u64 BE)                -> the append's records, each
+//!   `[u32 LE length][canonical bytes][SHA-256 chain hash]`
+//! - `S` + stream + 0x00 + first version (u64 BE) -> first position (u64 BE) ++ count (u32 BE)
+//! - `I` + event id (16 bytes)                    -> position (u64 BE)
 //!
-//! Group commit: concurrent appends queue for the writer thread, which validates each against the
-//! log plus what earlier requests in the same group wrote, applies them in one batch and makes it
-//! durable with one `flush` (fsync) before acknowledging any of them.
+//! One value per append (not per event) keeps a 1000-event append to one sled value plus its id
+//! index entries, within a small factor of raw sled. Group commit: concurrent appends queue for
+//! the writer thread, which validates each against the log plus the earlier requests of the same
+//! group, applies them in one batch and makes it durable with one `flush` (fsync) before
+//! acknowledging any of them.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -118,16 +121,52 @@ fn stream_key(prefix: &[u8], version: u64) -> Vec<u8> {
 }
 
 fn be_u64(bytes: &[u8]) -> u64 {
-    u64::from_be_bytes(bytes.try_into().expect("8-byte big-endian value"))
+    u64::from_be_bytes(bytes[..8].try_into().expect("8-byte big-endian value"))
 }
 
-/// Decodes a stored value; `position` is where it was found, for error messages.
-fn decode(position: u64, value: &[u8]) -> Result<RecordedEvent, StoreError> {
+/// A run of one append's events in one stream: (first version, first position, count).
+fn run(key: &[u8], value: &[u8]) -> (u64, u64, u64) {
+    let first_version = be_u64(&key[key.len() - 8..]);
+    let count = u32::from_be_bytes(value[8..12].try_into().expect("run count")) as u64;
+    (first_version, be_u64(value), count)
+}
+
+fn run_value(first_position: u64, count: usize) -> [u8; 12] {
+    let mut v = [0; 12];
+    v[..8].copy_from_slice(&first_position.to_be_bytes());
+    v[8..].copy_from_slice(&(count as u32).to_be_bytes());
+    v
+}
+
+/// Splits an append's value into (canonical bytes, hash) per event. `first` is the append's first
+/// position, for error messages.
+fn records(first: u64, value: &[u8]) -> impl Iterator<Item = Result<(&[u8], &[u8]), StoreError>> {
+    let mut rest = value;
+    let mut position = first;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let corrupt = |reason: &str| StoreError::Corrupt { position, reason: reason.into() };
+        let item = (|| {
+            let len = u32::from_le_bytes(rest.get(..4).ok_or_else(|| corrupt("truncated record"))?.try_into().unwrap());
+            let end = 4 + len as usize;
+            let body = rest.get(4..end).ok_or_else(|| corrupt("truncated record"))?;
+            let hash = rest.get(end..end + 32).ok_or_else(|| corrupt("record without hash"))?;
+            rest = &rest[end + 32..];
+            Ok((body, hash))
+        })();
+        if item.is_err() {
+            rest = &[];
+        }
+        position += 1;
+        Some(item)
+    })
+}
+
+/// Decodes one record found at `position`.
+fn decode(position: u64, body: &[u8], hash: &[u8]) -> Result<RecordedEvent, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt { position, reason };
-    if value.len() < 32 {
-        return Err(corrupt("record shorter than its hash".into()));
-    }
-    let (body, hash) = value.split_at(value.len() - 32);
     let c: Canonical = postcard::from_bytes(body).map_err(|e| corrupt(format!("undecodable record: {e}")))?;
     Ok(RecordedEvent {
         id: Uuid::from_bytes(c.id),
@@ -144,8 +183,34 @@ fn decode(position: u64, value: &[u8]) -> Result<RecordedEvent, StoreError> {
             causation_id: c.causation_id.map(Uuid::from_bytes),
         },
         payload: c.payload.to_vec(),
-        hash: hash.try_into().expect("32 bytes"),
+        hash: hash.try_into().map_err(|_| corrupt("hash is not 32 bytes".into()))?,
     })
+}
+
+/// The append holding `position`: its first position and value.
+fn find_append(tree: &sled::Tree, position: u64) -> Result<Option<(u64, sled::IVec)>, StoreError> {
+    match tree.range(event_key(0)..=event_key(position)).next_back() {
+        None => Ok(None),
+        Some(kv) => {
+            let (k, v) = kv.map_err(backend)?;
+            Ok(Some((be_u64(&k[1..]), v)))
+        }
+    }
+}
+
+/// Decodes the events of one append with positions in `[from, to)`, into `out`.
+fn decode_append(first: u64, value: &[u8], from: u64, to: u64, out: &mut Vec<RecordedEvent>) -> Result<(), StoreError> {
+    for (i, r) in records(first, value).enumerate() {
+        let position = first + i as u64;
+        if position >= to {
+            break;
+        }
+        if position >= from {
+            let (body, hash) = r?;
+            out.push(decode(position, body, hash)?);
+        }
+    }
+    Ok(())
 }
 
 pub fn validate_stream_name(stream: &str) -> Result<(), StoreError> {
@@ -165,14 +230,16 @@ impl SledStore {
             .open()
             .map_err(backend)?;
         let tree = db.open_tree("log").map_err(backend)?;
-        let (next_position, last_hash) = match tree.scan_prefix([EVENT]).next_back() {
-            None => (0, GENESIS_HASH),
-            Some(kv) => {
-                let (k, v) = kv.map_err(backend)?;
-                let position = be_u64(&k[1..]);
-                (position + 1, decode(position, &v)?.hash)
+        let (mut next_position, mut last_hash) = (0, GENESIS_HASH);
+        if let Some(kv) = tree.scan_prefix([EVENT]).next_back() {
+            let (k, v) = kv.map_err(backend)?;
+            let first = be_u64(&k[1..]);
+            for (i, r) in records(first, &v).enumerate() {
+                let (_, hash) = r?;
+                next_position = first + i as u64 + 1;
+                last_hash = hash.try_into().map_err(backend)?;
             }
-        };
+        }
         let committed = Arc::new(AtomicU64::new(next_position));
         let (watch_tx, watch) = watch::channel(next_position);
         let (requests, rx) = mpsc::channel();
@@ -190,9 +257,13 @@ impl SledStore {
         if position >= self.committed() {
             return Ok(None);
         }
-        match self.tree.get(event_key(position)).map_err(backend)? {
+        let mut out = Vec::with_capacity(1);
+        if let Some((first, value)) = find_append(&self.tree, position)? {
+            decode_append(first, &value, position, position + 1, &mut out)?;
+        }
+        match out.pop() {
+            Some(e) => Ok(Some(e)),
             None => Err(StoreError::Corrupt { position, reason: "indexed event is missing".into() }),
-            Some(v) => decode(position, &v).map(Some),
         }
     }
 
@@ -202,10 +273,16 @@ impl SledStore {
     pub fn tamper(path: &Path, position: u64) -> Result<(), StoreError> {
         let db = sled::Config::new().path(path).open().map_err(backend)?;
         let tree = db.open_tree("log").map_err(backend)?;
-        let mut v = tree.get(event_key(position)).map_err(backend)?.ok_or(StoreError::Closed)?.to_vec();
-        let i = v.len() - 40; // inside the payload, before the hash
-        v[i] ^= 0x01;
-        tree.insert(event_key(position), v).map_err(backend)?;
+        let (first, value) = find_append(&tree, position)?.ok_or(StoreError::Closed)?;
+        let mut value = value.to_vec();
+        let mut offset = 0;
+        for _ in first..position {
+            let len = u32::from_le_bytes(value[offset..offset + 4].try_into().unwrap()) as usize;
+            offset += 4 + len + 32;
+        }
+        let len = u32::from_le_bytes(value[offset..offset + 4].try_into().unwrap()) as usize;
+        value[offset + 4 + len - 2] ^= 0x01; // inside the payload, which ends the canonical bytes
+        tree.insert(event_key(first), value).map_err(backend)?;
         db.flush().map_err(backend)?;
         Ok(())
     }
@@ -234,7 +311,8 @@ struct Writer {
 #[derive(Default)]
 struct Pending {
     versions: HashMap<String, u64>,
-    events: HashMap<Uuid, (String, NewEvent, Committed)>,
+    /// Event id -> (request index, event index, placing), to recognise retries within a group.
+    events: HashMap<Uuid, (usize, usize, Committed)>,
 }
 
 impl Writer {
@@ -255,17 +333,15 @@ impl Writer {
         let mut batch = sled::Batch::default();
         let mut pending = Pending::default();
         let (mut position, mut hash) = (self.next_position, self.last_hash);
-        let mut answers = Vec::with_capacity(group.len());
-        for req in group {
-            let result = self.plan(&req, &mut pending, &mut batch, &mut position, &mut hash);
-            answers.push((req.reply, result));
-        }
+        let results: Vec<_> = (0..group.len())
+            .map(|i| self.plan(&group, i, &mut pending, &mut batch, &mut position, &mut hash))
+            .collect();
         if position != self.next_position {
             let durable = self.tree.apply_batch(batch).and_then(|_| self.db.flush().map(|_| ()));
             if let Err(e) = durable {
                 tracing::error!(error = %e, "group commit failed; acknowledging nothing");
-                for (reply, _) in answers {
-                    let _ = reply.send(Err(backend(&e)));
+                for req in group {
+                    let _ = req.reply.send(Err(backend(&e)));
                 }
                 return;
             }
@@ -274,8 +350,8 @@ impl Writer {
             self.committed.store(position, Ordering::Release);
             self.watch.send_replace(position);
         }
-        for (reply, result) in answers {
-            let _ = reply.send(result);
+        for (req, result) in group.into_iter().zip(results) {
+            let _ = req.reply.send(result);
         }
     }
 
@@ -286,39 +362,50 @@ impl Writer {
         match self.tree.scan_prefix(stream_prefix(stream)).next_back() {
             None => Ok(None),
             Some(kv) => {
-                let (k, _) = kv.map_err(backend)?;
-                Ok(Some(be_u64(&k[k.len() - 8..])))
+                let (k, v) = kv.map_err(backend)?;
+                let (first_version, _, count) = run(&k, &v);
+                Ok(Some(first_version + count - 1))
             }
         }
     }
 
-    /// Validates one request against the log and the group so far, and adds its writes to `batch`.
+    fn stored(&self, position: u64) -> Result<RecordedEvent, StoreError> {
+        let mut out = Vec::with_capacity(1);
+        if let Some((first, value)) = find_append(&self.tree, position)? {
+            decode_append(first, &value, position, position + 1, &mut out)?;
+        }
+        out.pop().ok_or(StoreError::Corrupt { position, reason: "indexed event is missing".into() })
+    }
+
+    /// Validates request `i` of the group against the log and the group so far, and adds its
+    /// writes to `batch`.
     fn plan(
         &self,
-        req: &Request,
+        group: &[Request],
+        i: usize,
         pending: &mut Pending,
         batch: &mut sled::Batch,
         position: &mut u64,
         hash: &mut Hash,
     ) -> Result<AppendResult, StoreError> {
+        let req = &group[i];
         validate_stream_name(&req.stream)?;
         if req.events.is_empty() {
             return Err(StoreError::InvalidAppend("an append needs at least one event".into()));
         }
         // Idempotency first: a retry of a stored append succeeds whatever the stream's version now is.
         let mut stored = Vec::new();
-        for (i, e) in req.events.iter().enumerate() {
-            if req.events[..i].iter().any(|o| o.id == e.id) {
+        for (j, e) in req.events.iter().enumerate() {
+            if req.events[..j].iter().any(|o| o.id == e.id) {
                 return Err(StoreError::InvalidAppend(format!("event id {} appears twice in one append", e.id)));
             }
-            if let Some((stream, new, committed)) = pending.events.get(&e.id) {
-                if stream != &req.stream || !same_new(new, e) {
+            if let Some(&(ri, ei, committed)) = pending.events.get(&e.id) {
+                if group[ri].stream != req.stream || !same_new(&group[ri].events[ei], e) {
                     return Err(StoreError::IdempotencyConflict { id: e.id });
                 }
-                stored.push(*committed);
+                stored.push(committed);
             } else if let Some(pos) = self.tree.get(id_key(e.id)).map_err(backend)? {
-                let pos = be_u64(&pos);
-                let old = decode(pos, &self.tree.get(event_key(pos)).map_err(backend)?.unwrap_or_default())?;
+                let old = self.stored(be_u64(&pos))?;
                 if !old.same_content(&req.stream, e) {
                     return Err(StoreError::IdempotencyConflict { id: e.id });
                 }
@@ -348,12 +435,13 @@ impl Writer {
         }
 
         let now = Utc::now();
-        let prefix = stream_prefix(&req.stream);
-        let mut version = current.map_or(0, |v| v + 1);
-        let (mut pos, mut h) = (*position, *hash);
-        let mut writes = Vec::with_capacity(req.events.len());
+        let first_version = current.map_or(0, |v| v + 1);
+        let first_position = *position;
+        let mut h = *hash;
+        let mut value = Vec::with_capacity(req.events.iter().map(|e| e.payload.len() + 160).sum());
         let mut committed = Vec::with_capacity(req.events.len());
-        for e in &req.events {
+        for (j, e) in req.events.iter().enumerate() {
+            let (version, pos) = (first_version + j as u64, first_position + j as u64);
             let c = Canonical {
                 id: *e.id.as_bytes(),
                 stream: &req.stream,
@@ -368,24 +456,29 @@ impl Writer {
                 causation_id: e.metadata.causation_id.map(|u| *u.as_bytes()),
                 payload: &e.payload,
             };
-            let mut value = postcard::to_stdvec(&c).map_err(backend)?;
-            h = chain_hash(&h, &value);
+            let len_at = value.len();
+            value.extend_from_slice(&[0; 4]);
+            let value_len = postcard::to_extend(&c, std::mem::take(&mut value)).map_err(backend)?;
+            value = value_len;
+            let body_len = value.len() - len_at - 4;
+            value[len_at..len_at + 4].copy_from_slice(&(body_len as u32).to_le_bytes());
+            h = chain_hash(&h, &value[len_at + 4..]);
             value.extend_from_slice(&h);
-            writes.push((stream_key(&prefix, version), pos, value, e.id));
             committed.push(Committed { id: e.id, version, position: pos });
-            version += 1;
-            pos += 1;
         }
         // Only now, with every check passed, does the request join the batch.
-        for ((skey, p, value, id), (e, c)) in writes.into_iter().zip(req.events.iter().zip(&committed)) {
-            let pbytes = p.to_be_bytes();
-            batch.insert(&event_key(p)[..], value);
-            batch.insert(skey, &pbytes[..]);
-            batch.insert(&id_key(id)[..], &pbytes[..]);
-            pending.events.insert(id, (req.stream.clone(), e.clone(), *c));
+        let pos_bytes = |p: u64| p.to_be_bytes();
+        batch.insert(&event_key(first_position)[..], value);
+        batch.insert(
+            stream_key(&stream_prefix(&req.stream), first_version),
+            &run_value(first_position, committed.len())[..],
+        );
+        for (j, c) in committed.iter().enumerate() {
+            batch.insert(&id_key(c.id)[..], &pos_bytes(c.position)[..]);
+            pending.events.insert(c.id, (i, j, *c));
         }
-        pending.versions.insert(req.stream.clone(), version - 1);
-        *position = pos;
+        pending.versions.insert(req.stream.clone(), first_version + committed.len() as u64 - 1);
+        *position = first_position + committed.len() as u64;
         *hash = h;
         Ok(AppendResult { events: committed, deduplicated: false })
     }
@@ -417,17 +510,28 @@ impl EventStore for SledStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let prefix = stream_prefix(stream);
         let committed = self.committed();
+        // Start at the run holding `from_version`: the last run starting at or before it.
+        let start = match self.tree.range(stream_key(&prefix, 0)..=stream_key(&prefix, from_version)).next_back() {
+            Some(kv) => kv.map_err(backend)?.0.to_vec(),
+            None => stream_key(&prefix, from_version),
+        };
         let mut out = Vec::new();
-        for kv in self.tree.range(stream_key(&prefix, from_version)..stream_key(&prefix, u64::MAX)) {
+        for kv in self.tree.range(start..stream_key(&prefix, u64::MAX)) {
             if out.len() >= limit {
                 break;
             }
-            let (_, pos) = kv.map_err(backend)?;
-            let pos = be_u64(&pos);
-            if pos >= committed {
+            let (k, v) = kv.map_err(backend)?;
+            let (first_version, first_position, count) = run(&k, &v);
+            if first_position >= committed {
                 break; // written by a group whose flush has not been acknowledged yet
             }
-            out.extend(self.get_position(pos)?);
+            let from = first_position + from_version.saturating_sub(first_version);
+            let to = (first_position + count).min(from.saturating_add((limit - out.len()) as u64));
+            let value = self.tree.get(event_key(first_position)).map_err(backend)?.ok_or(StoreError::Corrupt {
+                position: first_position,
+                reason: "stream index points at a missing append".into(),
+            })?;
+            decode_append(first_position, &value, from, to, &mut out)?;
         }
         Ok(out)
     }
@@ -438,10 +542,11 @@ impl EventStore for SledStore {
             return Ok(Vec::new());
         }
         let end = end.min(from_position.saturating_add(limit as u64));
+        let start = find_append(&self.tree, from_position)?.map_or(from_position, |(first, _)| first);
         let mut out = Vec::with_capacity((end - from_position) as usize);
-        for kv in self.tree.range(event_key(from_position)..event_key(end)) {
+        for kv in self.tree.range(event_key(start)..event_key(end)) {
             let (k, v) = kv.map_err(backend)?;
-            out.push(decode(be_u64(&k[1..]), &v)?);
+            decode_append(be_u64(&k[1..]), &v, from_position, end, &mut out)?;
         }
         Ok(out)
     }
@@ -449,9 +554,10 @@ impl EventStore for SledStore {
     async fn stream_version(&self, stream: &str) -> Result<Option<u64>, StoreError> {
         let committed = self.committed();
         for kv in self.tree.scan_prefix(stream_prefix(stream)).rev() {
-            let (k, pos) = kv.map_err(backend)?;
-            if be_u64(&pos) < committed {
-                return Ok(Some(be_u64(&k[k.len() - 8..])));
+            let (k, v) = kv.map_err(backend)?;
+            let (first_version, first_position, count) = run(&k, &v);
+            if first_position < committed {
+                return Ok(Some(first_version + count - 1));
             }
         }
         Ok(None)
@@ -479,36 +585,55 @@ impl EventStore for SledStore {
         let mut expected_position = 0u64;
         for kv in self.tree.range(event_key(0)..event_key(end)) {
             let (k, v) = kv.map_err(backend)?;
-            let position = be_u64(&k[1..]);
-            let corrupt = |reason: String| StoreError::Corrupt { position, reason };
-            if position != expected_position {
+            let first = be_u64(&k[1..]);
+            if first != expected_position {
                 return Err(StoreError::Corrupt {
                     position: expected_position,
-                    reason: format!("gap: next stored position is {position}"),
+                    reason: format!("gap: next stored position is {first}"),
                 });
             }
-            let e = decode(position, &v)?;
-            if e.position != position {
-                return Err(corrupt(format!("record claims position {}", e.position)));
+            let mut run_start: Option<(String, u64)> = None;
+            for r in records(first, &v) {
+                let position = expected_position;
+                let corrupt = |reason: String| StoreError::Corrupt { position, reason };
+                let (body, hash) = r?;
+                let e = decode(position, body, hash)?;
+                if e.position != position {
+                    return Err(corrupt(format!("record claims position {}", e.position)));
+                }
+                if chain_hash(&previous, body) != e.hash {
+                    return Err(corrupt("hash chain broken: content or order changed".into()));
+                }
+                let want = versions.get(&e.stream).map_or(0, |v| v + 1);
+                if e.version != want {
+                    return Err(corrupt(format!("stream {} version {} where {want} was due", e.stream, e.version)));
+                }
+                match &run_start {
+                    None => run_start = Some((e.stream.clone(), e.version)),
+                    Some((stream, _)) if *stream != e.stream => {
+                        return Err(corrupt("one append holds events of two streams".into()))
+                    }
+                    Some(_) => {}
+                }
+                if self.tree.get(id_key(e.id)).map_err(backend)?.as_deref().map(be_u64) != Some(position) {
+                    return Err(corrupt("id index does not point at this event".into()));
+                }
+                versions.insert(e.stream, e.version);
+                previous = e.hash;
+                expected_position += 1;
             }
-            let body = &v[..v.len() - 32];
-            if chain_hash(&previous, body) != e.hash {
-                return Err(corrupt("hash chain broken: content or order changed".into()));
+            let Some((stream, first_version)) = run_start else {
+                return Err(StoreError::Corrupt { position: first, reason: "empty append".into() });
+            };
+            let indexed = self.tree.get(stream_key(&stream_prefix(&stream), first_version)).map_err(backend)?;
+            if indexed.as_deref().map(|v| (be_u64(v), u32::from_be_bytes(v[8..12].try_into().unwrap()) as u64))
+                != Some((first, expected_position - first))
+            {
+                return Err(StoreError::Corrupt {
+                    position: first,
+                    reason: "stream index does not match the append".into(),
+                });
             }
-            let want = versions.get(&e.stream).map_or(0, |v| v + 1);
-            if e.version != want {
-                return Err(corrupt(format!("stream {} version {} where {want} was due", e.stream, e.version)));
-            }
-            let indexed = self.tree.get(stream_key(&stream_prefix(&e.stream), e.version)).map_err(backend)?;
-            if indexed.as_deref().map(be_u64) != Some(position) {
-                return Err(corrupt("stream index does not point at this event".into()));
-            }
-            if self.tree.get(id_key(e.id)).map_err(backend)?.as_deref().map(be_u64) != Some(position) {
-                return Err(corrupt("id index does not point at this event".into()));
-            }
-            versions.insert(e.stream, e.version);
-            previous = e.hash;
-            expected_position += 1;
         }
         if expected_position != end {
             return Err(StoreError::Corrupt { position: expected_position, reason: "event missing".into() });
