@@ -41,7 +41,15 @@ pub struct Engine {
     store: Arc<dyn EventStore>,
     model: Arc<RwLock<ReadModel>>,
     projected: watch::Receiver<u64>,
+    /// Commands to one stream are decided one at a time on this node (striped by stream name), so
+    /// concurrent writers to one patient queue instead of failing; optimistic concurrency in the
+    /// store still guards against other nodes.
+    stripes: Arc<Vec<tokio::sync::Mutex<()>>>,
 }
+
+const STRIPES: usize = 256;
+/// Optimistic retries against writers on other nodes before giving up.
+const MAX_ATTEMPTS: usize = 32;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -164,7 +172,8 @@ impl Engine {
                 }
             }
         });
-        Ok(Engine { store, model, projected })
+        let stripes = Arc::new((0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect());
+        Ok(Engine { store, model, projected, stripes })
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
@@ -249,18 +258,25 @@ impl Engine {
         }))
     }
 
+    fn stripe(&self, stream: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(stream);
+        &self.stripes[h as usize % STRIPES]
+    }
+
     /// Decides `command` against the current log and appends its event durably.
     pub async fn record(&self, command: Command, options: RecordOptions) -> Result<Recorded, ApiError> {
         let stream = command.stream().name();
         let event_id = options.event_id.unwrap_or_else(Uuid::new_v4);
-        if options.event_id.is_some() {
-            if let Some(r) = self.replayed(event_id, &stream, &command).await? {
-                return Ok(r);
-            }
-        }
         let refs = self.references(&command).await?;
-        // Without a client expectation, retry a few times if another writer got in between.
-        for _attempt in 0..8 {
+        let _turn = self.stripe(&stream).lock().await;
+        for attempt in 0..MAX_ATTEMPTS {
+            // A retry of a stored event is answered from the log, before today's rules.
+            if options.event_id.is_some() {
+                if let Some(r) = self.replayed(event_id, &stream, &command).await? {
+                    return Ok(r);
+                }
+            }
             let (state, version) = self.stream_state(&stream).await?;
             if let Some(expected) = options.expected_version {
                 let ok = match expected {
@@ -289,7 +305,11 @@ impl Engine {
                         deduplicated: r.deduplicated,
                     });
                 }
-                Err(StoreError::WrongExpectedVersion { .. }) if options.expected_version.is_none() => continue,
+                Err(StoreError::WrongExpectedVersion { .. }) if options.expected_version.is_none() => {
+                    // Another node wrote to this stream in between: decide again on the new state.
+                    tracing::debug!(%stream, attempt, "concurrent write; deciding again");
+                    tokio::task::yield_now().await;
+                }
                 Err(StoreError::IdempotencyConflict { id }) => {
                     // A concurrent identical retry may have won the race.
                     return match self.replayed(id, &stream, &command).await? {
@@ -300,6 +320,6 @@ impl Engine {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(ApiError::Internal(format!("stream {stream}: too many concurrent writers")))
+        Err(ApiError::Internal(format!("stream {stream}: still contended after {MAX_ATTEMPTS} attempts")))
     }
 }

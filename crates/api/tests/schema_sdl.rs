@@ -30,7 +30,7 @@ fn contract_names_are_in_the_schema() {
         "patient(id: UUID!): Patient",
         "services: [Service!]!",
         "sameTherapistAcrossCareLevels: Boolean",
-        "events(patientId: UUID, after: Int): Event!",
+        "events(patientId: UUID, after: Int, fromPosition: Int): Event!",
     ] {
         assert!(sdl.contains(name), "schema lacks {name:?}");
     }

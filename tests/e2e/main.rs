@@ -1,0 +1,13 @@
+//! End-to-end tests: the real `forlop` binary, driven over HTTP, WebSocket and its CLI.
+//!
+//! Each test starts its own server (`forlop serve`) on a free loopback port with its own
+//! temporary data directory, so tests run in parallel and leave nothing behind.
+
+mod cli;
+mod contract;
+mod errors;
+mod events;
+mod explorer;
+mod idempotency;
+mod subscriptions;
+mod support;

@@ -1,0 +1,382 @@
+//! Shared harness: the real `forlop` binary as a child process, and small GraphQL helpers.
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// Path of the binary under test (the debug build when run with `cargo test`).
+pub const BIN: &str = env!("CARGO_BIN_EXE_forlop");
+
+/// How long one HTTP call or one WebSocket receive may take before the test fails instead of hanging.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Attempts at GET /healthz before giving up on a starting server (50 ms apart: ~15 s in all).
+const HEALTH_TRIES: usize = 300;
+
+/// A `forlop` command with a quiet, predictable environment (no settings inherited from the shell).
+pub fn forlop() -> Command {
+    let mut c = Command::new(BIN);
+    c.env_remove("FORLOP_DATA").env_remove("FORLOP_LISTEN").env("FORLOP_LOG", "warn");
+    c
+}
+
+/// Runs a CLI subcommand to completion and returns its output (stdout and stderr captured).
+pub fn run_cli(args: &[&str]) -> Output {
+    forlop().args(args).stdin(Stdio::null()).output().expect("run forlop")
+}
+
+/// Like `run_cli`, but fails the test unless it exits 0.
+pub fn run_ok(args: &[&str]) -> Output {
+    let out = run_cli(args);
+    assert!(
+        out.status.success(),
+        "forlop {args:?} exited with {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A port nobody listens on right now (the OS picks it; it is released before the server binds).
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// A running `forlop serve`, killed when dropped.
+pub struct Server {
+    pub url: String,
+    pub port: u16,
+    pub dir: PathBuf,
+    child: Option<Child>,
+    client: reqwest::Client,
+    /// The data directory, when the server owns it.
+    _data: Option<tempfile::TempDir>,
+    /// The server's stderr, shown if it fails to start.
+    log: tempfile::NamedTempFile,
+}
+
+impl Server {
+    /// A server on a fresh, empty store.
+    pub async fn start() -> Server {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut s = Server::start_in(data.path(), &[]).await;
+        s._data = Some(data);
+        s
+    }
+
+    /// A server on a fresh store with extra `serve` flags.
+    pub async fn start_with(args: &[&str]) -> Server {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut s = Server::start_in(data.path(), args).await;
+        s._data = Some(data);
+        s
+    }
+
+    /// A server on the store in `dir` (which outlives it), with extra `serve` flags.
+    pub async fn start_in(dir: &Path, args: &[&str]) -> Server {
+        let client = reqwest::Client::builder().timeout(TIMEOUT).build().expect("http client");
+        // Another process may grab the port between our probe and the server's bind: try a few.
+        let mut last_log = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let log = tempfile::NamedTempFile::new().expect("log file");
+            let child = forlop()
+                .arg("serve")
+                .arg("--data")
+                .arg(dir)
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{port}"))
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(File::create(log.path()).expect("open log file"))
+                .spawn()
+                .expect("spawn forlop serve");
+            let mut server = Server {
+                url: format!("http://127.0.0.1:{port}"),
+                port,
+                dir: dir.to_owned(),
+                child: Some(child),
+                client: client.clone(),
+                _data: None,
+                log,
+            };
+            if server.wait_ready().await {
+                return server;
+            }
+            last_log = std::fs::read_to_string(server.log.path()).unwrap_or_default();
+            server.kill();
+        }
+        panic!("forlop serve did not become ready; its stderr:\n{last_log}");
+    }
+
+    /// Polls GET /healthz a bounded number of times; false if the process exits or never answers.
+    async fn wait_ready(&mut self) -> bool {
+        let url = format!("{}/healthz", self.url);
+        for _ in 0..HEALTH_TRIES {
+            if let Some(child) = self.child.as_mut() {
+                if child.try_wait().expect("try_wait").is_some() {
+                    return false;
+                }
+            }
+            if let Ok(r) = self.client.get(&url).timeout(Duration::from_secs(2)).send().await {
+                if r.status().is_success() {
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the server gracefully and serves the same store again, with `args`.
+    pub async fn restart(mut self, args: &[&str]) -> Server {
+        let data = self._data.take();
+        let dir = self.dir.clone();
+        let status = self.stop();
+        assert_eq!(status.code(), Some(0), "forlop serve exits 0 on SIGTERM");
+        let mut s = Server::start_in(&dir, args).await;
+        s._data = data;
+        s
+    }
+
+    /// Asks the server to shut down gracefully (SIGTERM) and waits for it to exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server is running");
+        let sent = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().is_ok_and(|s| s.success());
+        if !sent {
+            let _ = child.kill();
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let status = child.wait();
+            let _ = tx.send(());
+            (child, status)
+        });
+        if rx.recv_timeout(TIMEOUT).is_err() {
+            panic!("forlop serve did not exit within {TIMEOUT:?} of SIGTERM");
+        }
+        let (_child, status) = waiter.join().expect("waiter thread");
+        status.expect("wait for forlop serve")
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}/graphql/ws", self.port)
+    }
+
+    /// POSTs one GraphQL request and returns the response body, whatever the HTTP status.
+    pub async fn gql(&self, query: &str, variables: Value) -> Value {
+        let body = json!({ "query": query, "variables": variables });
+        let r = self.client.post(format!("{}/graphql", self.url)).json(&body).send().await.expect("POST /graphql");
+        r.json().await.expect("GraphQL response is JSON")
+    }
+
+    /// POSTs a raw body to /graphql and returns the status and the JSON answer.
+    pub async fn post_raw(&self, body: &str, content_type: &str) -> (reqwest::StatusCode, Value) {
+        let r = self
+            .client
+            .post(format!("{}/graphql", self.url))
+            .header("content-type", content_type)
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("POST /graphql");
+        let status = r.status();
+        let text = r.text().await.expect("response body");
+        let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("response is not JSON ({e}): {text}"));
+        (status, v)
+    }
+
+    /// Runs a query that must succeed and returns its `data`.
+    pub async fn query(&self, query: &str, variables: Value) -> Value {
+        let r = self.gql(query, variables).await;
+        ok_data(&r).clone()
+    }
+
+    /// Sends the recording mutation `op` (e.g. "recordSession") with `input` and returns the whole response.
+    pub async fn try_record(&self, op: &str, input: Value) -> Value {
+        let mut chars = op.chars();
+        let first = chars.next().expect("operation name").to_ascii_uppercase();
+        let input_type = format!("{first}{}Input", chars.as_str());
+        let q = format!(
+            "mutation($in: {input_type}!) {{ {op}(input: $in) {{ eventId streamVersion position deduplicated }} }}"
+        );
+        self.gql(&q, json!({ "in": input })).await
+    }
+
+    /// Records with `op`, which must succeed, and returns its `Recorded`.
+    pub async fn record(&self, op: &str, input: Value) -> Recorded {
+        let r = self.try_record(op, input.clone()).await;
+        let data = ok_data(&r);
+        Recorded::from_json(&data[op]).unwrap_or_else(|| panic!("{op}({input}): bad Recorded in {r}"))
+    }
+
+    /// `{ log { committed } }`: events in the log.
+    pub async fn committed(&self) -> u64 {
+        let d = self.query("{ log { committed projected } }", json!({})).await;
+        d["log"]["committed"].as_u64().expect("committed is a number")
+    }
+
+    /// GET /healthz as JSON.
+    pub async fn health(&self) -> Value {
+        let r = self.client.get(format!("{}/healthz", self.url)).send().await.expect("GET /healthz");
+        assert!(r.status().is_success(), "healthz answered {}", r.status());
+        r.json().await.expect("healthz is JSON")
+    }
+
+    /// The patient, or Null.
+    pub async fn patient(&self, id: Uuid, fields: &str) -> Value {
+        let q = format!("query($id: UUID!) {{ patient(id: $id) {{ {fields} }} }}");
+        self.query(&q, json!({ "id": id })).await["patient"].clone()
+    }
+
+    /// Records a bad input and checks the three promises: the error code, nothing appended, and
+    /// the server still answering. Returns the first error for further checks.
+    pub async fn rejects(&self, op: &str, input: Value, code: &str) -> Value {
+        let before = self.committed().await;
+        let r = self.try_record(op, input.clone()).await;
+        assert_eq!(error_code(&r), Some(code), "{op}({input}): expected {code}, got {r}");
+        assert!(r["data"].is_null(), "{op}({input}): a failed mutation returns no data: {r}");
+        assert_eq!(self.committed().await, before, "{op}({input}) was refused but appended to the log");
+        assert_eq!(self.health().await["status"], "ok");
+        r["errors"][0].clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Where a recording landed, as the API reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    pub event_id: Uuid,
+    pub stream_version: u64,
+    pub position: u64,
+    pub deduplicated: bool,
+}
+
+impl Recorded {
+    pub fn from_json(v: &Value) -> Option<Recorded> {
+        Some(Recorded {
+            event_id: v["eventId"].as_str()?.parse().ok()?,
+            stream_version: v["streamVersion"].as_u64()?,
+            position: v["position"].as_u64()?,
+            deduplicated: v["deduplicated"].as_bool()?,
+        })
+    }
+}
+
+/// `errors[0].extensions.code`, if any.
+pub fn error_code(response: &Value) -> Option<&str> {
+    response["errors"][0]["extensions"]["code"].as_str()
+}
+
+/// The response's `data`, failing the test if it carries errors.
+pub fn ok_data(response: &Value) -> &Value {
+    assert!(response.get("errors").is_none_or(|e| e.is_null()), "unexpected GraphQL errors: {response}");
+    assert!(response["data"].is_object(), "no data in {response}");
+    &response["data"]
+}
+
+/// A fresh random id.
+pub fn id() -> Uuid {
+    Uuid::new_v4()
+}
+
+/// Normalises an RFC 3339 UTC time so "…Z" and "…+00:00" compare equal.
+pub fn utc(t: &str) -> String {
+    t.strip_suffix("+00:00").map_or_else(|| t.to_owned(), |s| format!("{s}Z"))
+}
+
+/// Asserts two floats agree to 1e-9.
+#[track_caller]
+pub fn assert_close(got: &Value, want: f64, what: &str) {
+    let g = got.as_f64().unwrap_or_else(|| panic!("{what} = {got}, expected a number near {want}"));
+    assert!((g - want).abs() < 1e-9, "{what} = {g}, expected {want}");
+}
+
+/// Reference data most scenarios need: three services, three therapists.
+#[derive(Debug, Clone, Copy)]
+pub struct Reference {
+    /// RPH, MUNICIPAL.
+    pub rph: Uuid,
+    /// DPS outpatient clinic, SPECIALIST_OUTPATIENT.
+    pub pol: Uuid,
+    /// DPS ward, SPECIALIST_INPATIENT.
+    pub ward: Uuid,
+    pub a: Uuid,
+    pub b: Uuid,
+    pub w: Uuid,
+}
+
+impl Reference {
+    pub async fn register(s: &Server) -> Reference {
+        let r = Reference { rph: id(), pol: id(), ward: id(), a: id(), b: id(), w: id() };
+        s.record("registerService", json!({ "serviceId": r.rph, "name": "RPH", "careLevel": "MUNICIPAL" })).await;
+        s.record(
+            "registerService",
+            json!({ "serviceId": r.pol, "name": "DPS poliklinikk", "careLevel": "SPECIALIST_OUTPATIENT" }),
+        )
+        .await;
+        s.record(
+            "registerService",
+            json!({ "serviceId": r.ward, "name": "DPS døgn", "careLevel": "SPECIALIST_INPATIENT" }),
+        )
+        .await;
+        s.record("registerTherapist", json!({ "therapistId": r.a, "name": "A" })).await;
+        s.record("registerTherapist", json!({ "therapistId": r.b, "name": "B", "hprNumber": "1234567" })).await;
+        s.record("registerTherapist", json!({ "therapistId": r.w, "name": "W" })).await;
+        r
+    }
+}
+
+/// Registers a patient and starts an open RPH episode on 2016-01-11 with therapist A assigned.
+/// Returns (patient, episode).
+pub async fn patient_in_episode(s: &Server, r: &Reference) -> (Uuid, Uuid) {
+    let (p, e) = (id(), id());
+    s.record("registerPatient", json!({ "patientId": p, "birthYear": 1990, "gender": "MALE" })).await;
+    s.record(
+        "startEpisode",
+        json!({ "patientId": p, "episodeId": e, "serviceId": r.rph, "startedAt": "2016-01-11T09:00:00Z" }),
+    )
+    .await;
+    s.record(
+        "assignTherapist",
+        json!({ "patientId": p, "episodeId": e, "therapistId": r.a, "assignedAt": "2016-01-11T09:00:00Z" }),
+    )
+    .await;
+    (p, e)
+}
+
+/// The input of an attended session with therapist A in episode `e`.
+pub fn session(p: Uuid, e: Uuid, therapist: Uuid, at: &str) -> Value {
+    json!({
+        "patientId": p, "episodeId": e, "sessionId": id(), "therapistId": therapist,
+        "attendance": "ATTENDED", "at": at,
+    })
+}
