@@ -31,10 +31,15 @@ enum Command {
     Seed {
         #[arg(long, env = "FORLOP_DATA")]
         data: PathBuf,
-        #[arg(long)]
+        /// Patients to generate (the `city` profile only).
+        #[arg(long, default_value_t = 1000)]
         patients: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// `city`: pathways across several services; `rph2016`: the RPH Gamle Oslo 2016 cohort,
+        /// matching the published basis figures.
+        #[arg(long, value_enum, default_value_t = Profile::City)]
+        profile: Profile,
     },
     /// Write every event as NDJSON, in global order, to stdout.
     Export {
@@ -58,6 +63,12 @@ enum Command {
     Bench(crate::bench::BenchArgs),
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Profile {
+    City,
+    Rph2016,
+}
+
 pub fn open_store(data: &std::path::Path) -> anyhow::Result<Arc<dyn EventStore>> {
     let store =
         SledStore::open(SledOptions::new(data)).with_context(|| format!("opening the store in {}", data.display()))?;
@@ -69,8 +80,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Serve { data, listen, demo } => {
             let store = open_store(&data)?;
             if demo && store.committed() == 0 {
-                let n = crate::seeding::load(&store, &forlop_seed::demo(2016, crate::seeding::DEMO_PATIENTS)).await?;
-                tracing::info!(events = n, "loaded the synthetic demo dataset");
+                let mut n = crate::seeding::load(&store, &forlop_seed::rph2016(2016)).await?;
+                n += crate::seeding::load(&store, &forlop_seed::demo(2016, crate::seeding::DEMO_PATIENTS)).await?;
+                tracing::info!(events = n, "loaded the synthetic demo dataset (rph2016 profile and city pathways)");
             }
             let app = forlop_api::Application::build(store, listen).await?;
             let addr = app.local_addr()?;
@@ -79,9 +91,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             app.run_until(shutdown_signal()).await?;
             Ok(0)
         }
-        Command::Seed { data, patients, seed } => {
+        Command::Seed { data, patients, seed, profile } => {
             let store = open_store(&data)?;
-            let dataset = forlop_seed::demo(seed, patients);
+            let dataset = match profile {
+                Profile::City => forlop_seed::demo(seed, patients),
+                Profile::Rph2016 => forlop_seed::rph2016(seed),
+            };
+            let patients = dataset.patients.len();
             let started = std::time::Instant::now();
             let written = crate::seeding::load(&store, &dataset).await?;
             eprintln!(

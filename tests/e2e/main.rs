@@ -3,6 +3,7 @@
 //! Each test starts its own server (`forlop serve`) on a free loopback port with its own
 //! temporary data directory, so tests run in parallel and leave nothing behind.
 
+mod analytics;
 mod cli;
 mod contract;
 mod errors;

@@ -11,12 +11,12 @@ use uuid::Uuid;
 
 use crate::support::*;
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const SUBSCRIPTION: &str = "subscription($p: UUID, $after: Int) { events(patientId: $p, after: $after) { type stream streamVersion position payload } }";
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Protocol {
+pub(crate) enum Protocol {
     /// graphql-ws (the newer protocol): subscribe / next / complete.
     TransportWs,
     /// subscriptions-transport-ws (legacy, named "graphql-ws"): start / data / stop.
@@ -50,7 +50,7 @@ impl Protocol {
     }
 }
 
-async fn connect(s: &Server, protocol: Protocol) -> Ws {
+pub(crate) async fn connect(s: &Server, protocol: Protocol) -> Ws {
     let mut request = s.ws_url().into_client_request().expect("ws request");
     request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static(protocol.name()));
     let (ws, response) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(request))
@@ -65,12 +65,12 @@ async fn connect(s: &Server, protocol: Protocol) -> Ws {
     ws
 }
 
-async fn send(ws: &mut Ws, msg: Value) {
+pub(crate) async fn send(ws: &mut Ws, msg: Value) {
     ws.send(Message::text(msg.to_string())).await.expect("send on WebSocket");
 }
 
 /// The next protocol message, skipping keep-alives (answering pings); fails after TIMEOUT.
-async fn recv(ws: &mut Ws) -> Value {
+pub(crate) async fn recv(ws: &mut Ws) -> Value {
     loop {
         let msg = tokio::time::timeout(TIMEOUT, ws.next())
             .await

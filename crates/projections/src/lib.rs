@@ -5,8 +5,10 @@
 //! rebuilds it exactly. Answers about clinical time use clinical timestamps, never recording order,
 //! except as the documented tie-break.
 
+pub mod alerts;
 pub mod continuity;
 pub mod read_model;
+pub mod reports;
 
 pub use continuity::{continuity, indices, Continuity, Handover, Indices, Segment};
 pub use read_model::{EventMeta, PatientView, ReadModel, ServiceView, TherapistView};

@@ -1,9 +1,12 @@
 //! The in-memory read model: reference data and one view per patient, folded from the log.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, OnceLock};
 
 use forlop_domain::events::*;
 use forlop_domain::{CareLevel, Event, Gender, ReferralDecision, ReferralSource, RejectionReason};
+
+use crate::continuity::Continuity;
 use uuid::Uuid;
 
 /// Envelope facts a fold needs besides the event itself.
@@ -100,11 +103,32 @@ pub struct PatientView {
     pub assignments: Vec<AssignmentFact>,
     pub releases: Vec<ReleaseFact>,
     pub outcomes: Vec<OutcomeFact>,
+    /// The patient's continuity, computed on first read after a change.
+    pub cached_continuity: ContinuityCache,
+}
+
+/// A lazily filled cache that compares equal whatever it holds: it is derived data.
+#[derive(Debug, Clone, Default)]
+pub struct ContinuityCache(OnceLock<Arc<Continuity>>);
+
+impl PartialEq for ContinuityCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl PatientView {
     pub fn episode(&self, id: Uuid) -> Option<&EpisodeView> {
         self.episodes.iter().find(|e| e.id == id)
+    }
+
+    pub fn referral(&self, id: Uuid) -> Option<&ReferralView> {
+        self.referrals.iter().find(|r| r.id == id)
+    }
+
+    /// Continuity of care over the whole pathway, cached until the patient's next event.
+    pub fn continuity(&self) -> Arc<Continuity> {
+        self.cached_continuity.0.get_or_init(|| Arc::new(crate::continuity::continuity(self))).clone()
     }
 }
 
@@ -114,6 +138,10 @@ pub struct ReadModel {
     pub services: HashMap<Uuid, ServiceView>,
     pub therapists: HashMap<Uuid, TherapistView>,
     pub patients: HashMap<Uuid, PatientView>,
+    /// Per service: (startedAt, episode id) -> patient id, for cohorts by start date.
+    pub episodes_by_service: HashMap<Uuid, BTreeMap<(Timestamp, Uuid), Uuid>>,
+    /// Per service: (receivedAt, referral id) -> patient id.
+    pub referrals_by_service: HashMap<Uuid, BTreeMap<(Timestamp, Uuid), Uuid>>,
     /// Number of log events folded so far (the next position expected).
     pub position: u64,
 }
@@ -152,6 +180,7 @@ impl ReadModel {
                         assignments: Vec::new(),
                         releases: Vec::new(),
                         outcomes: Vec::new(),
+                        cached_continuity: ContinuityCache::default(),
                     },
                 );
                 return;
@@ -162,15 +191,19 @@ impl ReadModel {
             return;
         };
         p.version = meta.stream_version;
+        p.cached_continuity = ContinuityCache::default();
         let position = meta.position;
         match event {
-            Event::ReferralReceived(e) => p.referrals.push(ReferralView {
-                id: e.referral_id,
-                service_id: e.service_id,
-                source: e.source,
-                received_at: e.received_at,
-                decision: None,
-            }),
+            Event::ReferralReceived(e) => {
+                self.referrals_by_service.entry(e.service_id).or_default().insert((e.received_at, e.referral_id), p.id);
+                p.referrals.push(ReferralView {
+                    id: e.referral_id,
+                    service_id: e.service_id,
+                    source: e.source,
+                    received_at: e.received_at,
+                    decision: None,
+                })
+            }
             Event::ReferralDecided(e) => {
                 if let Some(r) = p.referrals.iter_mut().find(|r| r.id == e.referral_id) {
                     r.decision = Some((e.decision, e.reason, e.decided_at));
@@ -178,6 +211,7 @@ impl ReadModel {
             }
             Event::EpisodeStarted(e) => {
                 let care_level = self.services.get(&e.service_id).map_or(CareLevel::Municipal, |s| s.care_level);
+                self.episodes_by_service.entry(e.service_id).or_default().insert((e.started_at, e.episode_id), p.id);
                 p.episodes.push(EpisodeView {
                     id: e.episode_id,
                     service_id: e.service_id,

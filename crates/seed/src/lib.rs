@@ -12,6 +12,9 @@ use uuid::Uuid;
 use forlop_domain::events::*;
 use forlop_domain::*;
 
+mod rph2016;
+pub use rph2016::{published, rph2016, SERVICE_NAME as RPH2016_SERVICE};
+
 /// A command with the event id it is recorded under, so seeding twice writes nothing new.
 #[derive(Debug, Clone)]
 pub struct Seeded {
@@ -102,7 +105,7 @@ const FAMILY: &[&str] = &[
     "Lie",
 ];
 
-struct Gen {
+pub(crate) struct Gen {
     rng: ChaCha8Rng,
 }
 
@@ -119,22 +122,58 @@ impl Gen {
     fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
         xs[self.rng.gen_range(0..xs.len())]
     }
-    fn weighted<T: Copy>(&mut self, xs: &[(T, u32)]) -> T {
+    fn weighted<T: Clone>(&mut self, xs: &[(T, u32)]) -> T {
         let total: u32 = xs.iter().map(|x| x.1).sum();
         let mut r = self.rng.gen_range(0..total);
         for (x, w) in xs {
             if r < *w {
-                return *x;
+                return x.clone();
             }
             r -= w;
         }
-        xs[0].0
+        xs[0].0.clone()
     }
     fn name(&mut self) -> String {
         format!("{} {}", self.pick(GIVEN), self.pick(FAMILY))
     }
     fn items(&mut self, n: usize, mean: f64) -> Vec<u8> {
         (0..n).map(|_| (mean + self.rng.gen_range(-1.0..1.0)).round().clamp(0.0, 3.0) as u8).collect()
+    }
+    /// Item scores for `total` (u32::MAX: drawn around `mean` instead).
+    fn items_for(&mut self, instrument: Instrument, total: u32, mean: f64) -> Vec<u8> {
+        let n = instrument.item_count();
+        if total == u32::MAX {
+            return self.items(n, mean);
+        }
+        let mut items = vec![0u8; n];
+        for _ in 0..total.min(3 * n as u32) {
+            let open: Vec<usize> = (0..n).filter(|i| items[*i] < 3).collect();
+            items[open[self.rng.gen_range(0..open.len())]] += 1;
+        }
+        items
+    }
+    /// Integers within per-element bounds that add up to `sum`, scattered around their mean.
+    fn totals(&mut self, sum: i64, bounds: &[(i64, i64)]) -> Vec<i64> {
+        let (lo_sum, hi_sum): (i64, i64) = bounds.iter().fold((0, 0), |(a, b), (lo, hi)| (a + lo, b + hi));
+        assert!(lo_sum <= sum && sum <= hi_sum, "impossible totals");
+        let mean = sum as f64 / bounds.len() as f64;
+        let mut v: Vec<i64> = bounds
+            .iter()
+            .map(|&(lo, hi)| {
+                let spread = ((hi - lo) as f64 / 4.0).max(1.0);
+                ((mean + self.rng.gen_range(-spread..spread)).round() as i64).clamp(lo, hi)
+            })
+            .collect();
+        let mut diff = sum - v.iter().sum::<i64>();
+        while diff != 0 {
+            let i = self.rng.gen_range(0..v.len());
+            let step = diff.signum();
+            if (bounds[i].0..=bounds[i].1).contains(&(v[i] + step)) {
+                v[i] += step;
+                diff -= step;
+            }
+        }
+        v
     }
 }
 
@@ -150,59 +189,58 @@ pub struct Sector {
     pub ward_staff: Vec<Uuid>,
 }
 
+fn register_service(g: &mut Gen, reference: &mut Vec<Seeded>, name: &str, level: CareLevel) -> Uuid {
+    let id = g.id();
+    reference.push(Seeded {
+        event_id: g.id(),
+        command: Command::RegisterService(ServiceRegistered { service_id: id, name: name.into(), care_level: level }),
+    });
+    id
+}
+
+fn register_staff(g: &mut Gen, reference: &mut Vec<Seeded>, n: usize) -> Vec<Uuid> {
+    (0..n)
+        .map(|_| {
+            let id = g.id();
+            let hpr = g.rng.gen_range(1_000_000..9_999_999u32).to_string();
+            let name = g.name();
+            reference.push(Seeded {
+                event_id: g.id(),
+                command: Command::RegisterTherapist(TherapistRegistered {
+                    therapist_id: id,
+                    name,
+                    hpr_number: Some(hpr),
+                }),
+            });
+            id
+        })
+        .collect()
+}
+
 /// Generates `patients` synthetic pathways from `seed`.
 pub fn demo(seed: u64, patients: usize) -> Dataset {
     let mut g = Gen { rng: ChaCha8Rng::seed_from_u64(seed) };
     let mut reference = Vec::new();
-    let mut service = |g: &mut Gen, name: &str, level: CareLevel| {
-        let id = g.id();
-        reference.push(Seeded {
-            event_id: g.id(),
-            command: Command::RegisterService(ServiceRegistered {
-                service_id: id,
-                name: name.into(),
-                care_level: level,
-            }),
-        });
-        id
-    };
+    let r = &mut reference;
     let municipal = vec![
-        service(&mut g, "Rask psykisk helsehjelp Gamle Oslo", CareLevel::Municipal),
-        service(&mut g, "Rask psykisk helsehjelp Grünerløkka", CareLevel::Municipal),
-        service(&mut g, "Psykisk helseteam Søndre Nordstrand", CareLevel::Municipal),
+        register_service(&mut g, r, "Rask psykisk helsehjelp Grünerløkka", CareLevel::Municipal),
+        register_service(&mut g, r, "Rask psykisk helsehjelp Sagene", CareLevel::Municipal),
+        register_service(&mut g, r, "Psykisk helseteam Søndre Nordstrand", CareLevel::Municipal),
     ];
     let outpatient = vec![
-        service(&mut g, "DPS Øst poliklinikk", CareLevel::SpecialistOutpatient),
-        service(&mut g, "DPS Vest poliklinikk", CareLevel::SpecialistOutpatient),
+        register_service(&mut g, r, "DPS Vest poliklinikk", CareLevel::SpecialistOutpatient),
+        register_service(&mut g, r, "DPS Nord poliklinikk", CareLevel::SpecialistOutpatient),
     ];
-    let day = vec![service(&mut g, "DPS Øst dagbehandling", CareLevel::SpecialistDay)];
+    let day = vec![register_service(&mut g, r, "DPS Vest dagbehandling", CareLevel::SpecialistDay)];
     let inpatient = vec![
-        service(&mut g, "DPS Øst døgnpost", CareLevel::SpecialistInpatient),
-        service(&mut g, "DPS Vest døgnpost", CareLevel::SpecialistInpatient),
+        register_service(&mut g, r, "DPS Vest døgnpost", CareLevel::SpecialistInpatient),
+        register_service(&mut g, r, "DPS Nord døgnpost", CareLevel::SpecialistInpatient),
     ];
-    let mut staff = |g: &mut Gen, n: usize| {
-        (0..n)
-            .map(|_| {
-                let id = g.id();
-                let hpr = g.rng.gen_range(1_000_000..9_999_999u32).to_string();
-                let name = g.name();
-                reference.push(Seeded {
-                    event_id: g.id(),
-                    command: Command::RegisterTherapist(TherapistRegistered {
-                        therapist_id: id,
-                        name,
-                        hpr_number: Some(hpr),
-                    }),
-                });
-                id
-            })
-            .collect::<Vec<_>>()
-    };
     let scale = (patients / 50).clamp(4, 400);
     let sector = Sector {
-        municipal_staff: staff(&mut g, scale),
-        specialist_staff: staff(&mut g, scale),
-        ward_staff: staff(&mut g, (scale / 2).max(2)),
+        municipal_staff: register_staff(&mut g, r, scale),
+        specialist_staff: register_staff(&mut g, r, scale),
+        ward_staff: register_staff(&mut g, r, (scale / 2).max(2)),
         municipal,
         outpatient,
         day,
@@ -272,13 +310,24 @@ fn pathway(g: &mut Gen, s: &Sector) -> Vec<Seeded> {
 
     let therapist = g.pick(&s.municipal_staff);
     let start = decided_at + g.days(1, 30);
-    let (end, onward, last_therapist) =
-        episode(g, &mut push, patient_id, service_id, Some(referral_id), start, therapist, &s.municipal_staff, None);
-    let Some(end) = end else { return out };
-    if !onward {
-        return out;
+    let plan = EpisodePlan::new(patient_id, service_id, Some(referral_id), start, therapist, &s.municipal_staff);
+    let (end, onward, last_therapist) = episode(g, &mut push, plan);
+    if let (Some(end), true) = (end, onward) {
+        onward_to_dps(g, &mut push, s, patient_id, end, last_therapist);
     }
-    // Onward to a DPS outpatient clinic, by GP referral.
+    out
+}
+
+/// An onward GP referral to a DPS outpatient clinic; sometimes refused for capacity, sometimes
+/// with a stay on a ward.
+fn onward_to_dps(
+    g: &mut Gen,
+    push: &mut impl FnMut(&mut Gen, Command),
+    s: &Sector,
+    patient_id: Uuid,
+    end: Timestamp,
+    last_therapist: Uuid,
+) {
     let dps = g.pick(&s.outpatient);
     let referral_id = g.id();
     let received = end + g.days(0, 7);
@@ -303,7 +352,7 @@ fn pathway(g: &mut Gen, s: &Sector) -> Vec<Seeded> {
                 },
             },
         );
-        return out;
+        return;
     }
     push(
         g,
@@ -314,26 +363,54 @@ fn pathway(g: &mut Gen, s: &Sector) -> Vec<Seeded> {
     );
     // The programme's wish: keep the therapist across levels. Some services manage it.
     let therapist = if g.chance(0.35) { last_therapist } else { g.pick(&s.specialist_staff) };
-    let ward = g.chance(0.15).then(|| (g.pick(&s.inpatient), g.pick(&s.ward_staff)));
     let start = decided_at + g.days(3, 60);
-    episode(g, &mut push, patient_id, dps, Some(referral_id), start, therapist, &s.specialist_staff, ward);
-    out
+    let mut plan = EpisodePlan::new(patient_id, dps, Some(referral_id), start, therapist, &s.specialist_staff);
+    plan.ward = g.chance(0.15).then(|| (g.pick(&s.inpatient), g.pick(&s.ward_staff)));
+    episode(g, push, plan);
 }
 
-/// Records an episode with weekly sessions. Returns its end (None if still open), whether it
-/// ended with an onward referral, and the last therapist.
-#[allow(clippy::too_many_arguments)] // one call site per level; a struct would only rename these
-fn episode(
-    g: &mut Gen,
-    push: &mut impl FnMut(&mut Gen, Command),
+/// Intake and discharge totals planned for an episode; None leaves a score unrecorded.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlannedScores {
+    pub phq9: (Option<u32>, Option<u32>),
+    pub gad7: (Option<u32>, Option<u32>),
+}
+
+/// What to generate for one episode. Unplanned parts (scores, ending) are drawn at random.
+struct EpisodePlan<'a> {
     patient_id: Uuid,
     service_id: Uuid,
     referral_id: Option<Uuid>,
     start: Timestamp,
-    mut therapist: Uuid,
-    pool: &[Uuid],
+    therapist: Uuid,
+    pool: &'a [Uuid],
+    /// The ward and its therapist, for an episode with a stay.
     ward: Option<(Uuid, Uuid)>,
+    scores: Option<PlannedScores>,
+    end: Option<EndReason>,
+}
+
+impl<'a> EpisodePlan<'a> {
+    fn new(
+        patient_id: Uuid,
+        service_id: Uuid,
+        referral_id: Option<Uuid>,
+        start: Timestamp,
+        therapist: Uuid,
+        pool: &'a [Uuid],
+    ) -> Self {
+        EpisodePlan { patient_id, service_id, referral_id, start, therapist, pool, ward: None, scores: None, end: None }
+    }
+}
+
+/// Records an episode with weekly sessions. Returns its end (None if still open), whether it
+/// ended with an onward referral, and the last therapist.
+fn episode(
+    g: &mut Gen,
+    push: &mut impl FnMut(&mut Gen, Command),
+    plan: EpisodePlan<'_>,
 ) -> (Option<Timestamp>, bool, Uuid) {
+    let EpisodePlan { patient_id, service_id, referral_id, start, mut therapist, pool, ward, scores, end } = plan;
     let now = Utc.with_ymd_and_hms(2025, 10, 1, 0, 0, 0).unwrap();
     let episode_id = g.id();
     push(
@@ -351,8 +428,7 @@ fn episode(
         },
     );
     let severity = g.rng.gen_range(0.8..2.4);
-    let outcome = |g: &mut Gen, push: &mut dyn FnMut(&mut Gen, Command), instrument: Instrument, phase, at, mean| {
-        let items = g.items(instrument.item_count(), mean);
+    let outcome = |g: &mut Gen, push: &mut dyn FnMut(&mut Gen, Command), instrument: Instrument, phase, at, items| {
         push(
             g,
             Command::RecordOutcome {
@@ -361,13 +437,24 @@ fn episode(
             },
         );
     };
-    if g.chance(0.75) {
-        outcome(g, push, Instrument::Phq9, MeasurePhase::Intake, start, severity);
+    // (instrument, planned or drawn total, mean item score when drawn)
+    let intakes = match scores {
+        Some(p) => [(Instrument::Phq9, p.phq9.0, 0.0), (Instrument::Gad7, p.gad7.0, 0.0)],
+        None => [
+            (Instrument::Phq9, g.chance(0.75).then_some(u32::MAX), severity),
+            (Instrument::Gad7, g.chance(0.65).then_some(u32::MAX), severity * 0.9),
+        ],
+    };
+    for (instrument, total, mean) in intakes {
+        if let Some(total) = total {
+            let items = g.items_for(instrument, total, mean);
+            outcome(g, push, instrument, MeasurePhase::Intake, start, items);
+        }
     }
-    if g.chance(0.65) {
-        outcome(g, push, Instrument::Gad7, MeasurePhase::Intake, start, severity * 0.9);
-    }
-    let dropout = g.chance(0.15);
+    let dropout = match end {
+        Some(reason) => reason == EndReason::DroppedOut,
+        None => g.chance(0.15),
+    };
     let planned = if dropout { g.rng.gen_range(1..=3) } else { g.rng.gen_range(3..=14) };
     let sick_leave_at = g.chance(0.12).then(|| g.rng.gen_range(1..planned.max(2)));
     let admission_at = ward.map(|_| g.rng.gen_range(1..planned.max(2)));
@@ -456,16 +543,29 @@ fn episode(
     if let Some((admission_id, _)) = open_admission {
         push(g, Command::DischargePatient { patient_id, event: PatientDischarged { admission_id, discharged_at: t } });
     }
+    if dropout {
+        // Nobody notices at once that a patient has fallen away: the episode is closed weeks later.
+        t += g.days(30, 75);
+    }
     if t > now {
         return (None, false, therapist);
     }
-    let onward = !dropout && g.chance(0.25);
-    if !dropout {
-        if g.chance(0.5) {
-            outcome(g, push, Instrument::Phq9, MeasurePhase::Discharge, t, severity * 0.6);
-        }
-        if g.chance(0.45) {
-            outcome(g, push, Instrument::Gad7, MeasurePhase::Discharge, t, severity * 0.55);
+    let onward = match end {
+        Some(reason) => reason == EndReason::ReferredOnward,
+        None => !dropout && g.chance(0.25),
+    };
+    let discharges = match scores {
+        Some(p) => [(Instrument::Phq9, p.phq9.1, 0.0), (Instrument::Gad7, p.gad7.1, 0.0)],
+        None if dropout => [(Instrument::Phq9, None, 0.0), (Instrument::Gad7, None, 0.0)],
+        None => [
+            (Instrument::Phq9, g.chance(0.5).then_some(u32::MAX), severity * 0.6),
+            (Instrument::Gad7, g.chance(0.45).then_some(u32::MAX), severity * 0.55),
+        ],
+    };
+    for (instrument, total, mean) in discharges {
+        if let Some(total) = total {
+            let items = g.items_for(instrument, total, mean);
+            outcome(g, push, instrument, MeasurePhase::Discharge, t, items);
         }
     }
     push(
@@ -481,13 +581,13 @@ fn episode(
             },
         },
     );
-    let reason = if dropout {
+    let reason = end.unwrap_or(if dropout {
         EndReason::DroppedOut
     } else if onward {
         EndReason::ReferredOnward
     } else {
         EndReason::Completed
-    };
+    });
     push(g, Command::EndEpisode { patient_id, event: EpisodeEnded { episode_id, reason, ended_at: t } });
     (Some(t), onward, therapist)
 }
@@ -516,6 +616,13 @@ mod tests {
             for p in &d.patients {
                 if let Err(e) = decide_stream(&catalog, p) {
                     panic!("seed {seed}: {e}: {p:#?}");
+                }
+            }
+            let rph = rph2016(seed);
+            let catalog = Catalog::from_reference(&rph.reference);
+            for p in &rph.patients {
+                if let Err(e) = decide_stream(&catalog, p) {
+                    panic!("rph2016 seed {seed}: {e}: {p:#?}");
                 }
             }
             let sessions =

@@ -1,5 +1,6 @@
 //! The GraphQL schema. Names here are a contract with integrations and dashboards.
 
+mod analytics;
 mod enums;
 mod mutation;
 mod objects;

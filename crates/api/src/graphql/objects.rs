@@ -9,6 +9,7 @@ use forlop_projections::read_model::{AdmissionView, EpisodeView};
 use forlop_projections::{PatientView, ServiceView, TherapistView};
 use forlop_store::RecordedEvent;
 
+use super::analytics::{Distribution, ReferralSummary};
 use super::enums::*;
 use crate::engine::{self, Engine};
 use crate::error::ApiError;
@@ -50,6 +51,21 @@ impl Service {
     async fn care_level(&self) -> CareLevel {
         self.0.care_level.into()
     }
+    /// Episodes open at `asOf`: started before it and not ended by it.
+    async fn open_episodes(&self, ctx: &Context<'_>, as_of: DateTime<Utc>) -> u64 {
+        let engine = ctx.data_unchecked::<Engine>();
+        forlop_projections::reports::open_episodes(&engine.model().read(), self.0.id, as_of)
+    }
+    /// Days from referral to first attended session, for episodes started in [from, to).
+    async fn waiting_days(&self, ctx: &Context<'_>, from: DateTime<Utc>, to: DateTime<Utc>) -> Distribution {
+        let engine = ctx.data_unchecked::<Engine>();
+        forlop_projections::reports::waiting_days(&engine.model().read(), self.0.id, from, to).into()
+    }
+    /// Referrals received in [from, to), by decision.
+    async fn referral_outcomes(&self, ctx: &Context<'_>, from: DateTime<Utc>, to: DateTime<Utc>) -> ReferralSummary {
+        let engine = ctx.data_unchecked::<Engine>();
+        forlop_projections::reports::referral_summary(&engine.model().read(), self.0.id, from, to).into()
+    }
 }
 
 pub struct Therapist(pub TherapistView);
@@ -87,7 +103,7 @@ impl Patient {
     }
     /// Continuity of care across care levels, computed over attended sessions in clinical order.
     async fn continuity(&self) -> Continuity {
-        Continuity(forlop_projections::continuity(&self.0))
+        Continuity(self.0.continuity())
     }
     async fn episodes(&self) -> Vec<Episode> {
         self.0.episodes.iter().cloned().map(Episode).collect()
@@ -149,7 +165,7 @@ impl Admission {
     }
 }
 
-pub struct Continuity(pub forlop_projections::Continuity);
+pub struct Continuity(pub std::sync::Arc<forlop_projections::Continuity>);
 
 #[Object]
 impl Continuity {

@@ -4,6 +4,10 @@ use async_graphql::connection::{query, Connection};
 use async_graphql::{Context, Object, Result};
 use uuid::Uuid;
 
+use chrono::{DateTime, Utc};
+use forlop_projections::{alerts, reports, ReadModel};
+
+use super::analytics::{CareAlert, PathwayReport};
 use super::objects::*;
 use crate::engine::Engine;
 use crate::error::ApiError;
@@ -19,7 +23,9 @@ impl Query {
     async fn patient(&self, ctx: &Context<'_>, id: Uuid) -> Option<Patient> {
         let engine = ctx.data_unchecked::<Engine>();
         let model = engine.model().read();
-        model.patients.get(&id).cloned().map(Patient)
+        let p = model.patients.get(&id)?;
+        p.continuity(); // fills the shared cache, so the next reader finds it computed
+        Some(Patient(p.clone()))
     }
 
     /// Every registered service, by name.
@@ -66,9 +72,62 @@ impl Query {
         .await
     }
 
+    /// The episodes a service started in [from, to): the basis table, outcomes, recovery, waiting
+    /// times, referrals and continuity. `ageBins` are lower bounds (default 0,16,25,31,36,46,56,67).
+    async fn pathway_report(
+        &self,
+        ctx: &Context<'_>,
+        service_id: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        age_bins: Option<Vec<i32>>,
+    ) -> Result<PathwayReport> {
+        let engine = ctx.data_unchecked::<Engine>();
+        if from >= to {
+            return Err(ApiError::invalid("from must be before to").gql());
+        }
+        let model = engine.model().read();
+        known_service(&model, service_id)?;
+        let bins = age_bins.as_deref().unwrap_or(reports::DEFAULT_AGE_BINS);
+        let report =
+            reports::pathway_report(&model, service_id, from, to, bins).map_err(|e| ApiError::invalid(e).gql())?;
+        Ok(PathwayReport::new(service_id, from, to, report))
+    }
+
+    /// Open episodes (started before `asOf`, not ended by it) that need attention, judged only on
+    /// facts with clinical time at or before `asOf`.
+    async fn care_alerts(
+        &self,
+        ctx: &Context<'_>,
+        as_of: DateTime<Utc>,
+        service_id: Option<Uuid>,
+        #[graphql(default = 7.0)] unassigned_days: f64,
+        #[graphql(default = 28.0)] inactive_days: f64,
+    ) -> Result<Vec<CareAlert>> {
+        let engine = ctx.data_unchecked::<Engine>();
+        if !(unassigned_days.is_finite() && unassigned_days >= 0.0 && inactive_days.is_finite() && inactive_days >= 0.0)
+        {
+            return Err(ApiError::invalid("unassignedDays and inactiveDays must be non-negative").gql());
+        }
+        let model = engine.model().read();
+        if let Some(s) = service_id {
+            known_service(&model, s)?;
+        }
+        let thresholds = alerts::AlertThresholds { unassigned_days, inactive_days };
+        Ok(alerts::care_alerts(&model, as_of, service_id, thresholds).into_iter().map(CareAlert::from).collect())
+    }
+
     /// How far the log and the read model have come.
     async fn log(&self, ctx: &Context<'_>) -> LogInfo {
         let engine = ctx.data_unchecked::<Engine>();
         LogInfo { committed: engine.store().committed(), projected: engine.projected() }
+    }
+}
+
+fn known_service(model: &ReadModel, id: Uuid) -> Result<()> {
+    if model.services.contains_key(&id) {
+        Ok(())
+    } else {
+        Err(ApiError::Domain(forlop_domain::DomainError::NotFound(format!("service {id} not found"))).gql())
     }
 }

@@ -4,6 +4,7 @@ use async_graphql::{Context, Subscription};
 use futures::{Stream, StreamExt};
 use uuid::Uuid;
 
+use super::analytics::CareAlert;
 use super::objects::LogEvent;
 use crate::engine::Engine;
 
@@ -35,5 +36,48 @@ impl Subscription {
             };
             futures::future::ready(if keep { e.ok().map(LogEvent) } else { None })
         })
+    }
+
+    /// Alerts of kinds INACTIVE and HANDOVER_NOT_NOTIFIED as the events that raise them are
+    /// recorded (a release without notice; a session or other fact dated after a long silence),
+    /// evaluated as of the event's clinical time with default thresholds. Each alert once per
+    /// subscription. With `fromPosition`, events from that log position on are considered first.
+    async fn care_alert_raised(
+        &self,
+        ctx: &Context<'_>,
+        service_id: Option<Uuid>,
+        from_position: Option<u64>,
+    ) -> impl Stream<Item = CareAlert> {
+        use forlop_projections::alerts::{episode_alerts, AlertKind, AlertThresholds};
+        let engine = ctx.data_unchecked::<Engine>().clone();
+        let mut raised = std::collections::HashSet::new();
+        let from = from_position.unwrap_or_else(|| engine.store().committed());
+        forlop_store::subscribe(engine.store().clone(), from)
+            .then(move |e| {
+                let engine = engine.clone();
+                async move {
+                    let e = e.ok()?;
+                    let patient_id = forlop_domain::StreamRef::parse(&e.stream)?.patient_id()?;
+                    let event = forlop_domain::Event::decode(&e.event_type, e.schema_version, &e.payload).ok()?;
+                    let episode_id = match &event {
+                        forlop_domain::Event::SessionRecorded(x) => x.episode_id,
+                        forlop_domain::Event::TherapistReleased(x) => x.episode_id,
+                        forlop_domain::Event::TherapistAssigned(x) => x.episode_id,
+                        forlop_domain::Event::OutcomeRecorded(x) => x.episode_id,
+                        _ => return None,
+                    };
+                    engine.wait_projected(e.position).await;
+                    let model = engine.model().read();
+                    let p = model.patients.get(&patient_id)?;
+                    let ep = p.episode(episode_id)?;
+                    let alerts = episode_alerts(p, ep, e.occurred_at, AlertThresholds::default());
+                    Some(alerts.into_iter().filter(|a| a.kind != AlertKind::Unassigned).collect::<Vec<_>>())
+                }
+            })
+            .filter_map(futures::future::ready)
+            .flat_map(futures::stream::iter)
+            .filter(move |a| futures::future::ready(service_id.is_none_or(|s| s == a.service_id)))
+            .filter(move |a| futures::future::ready(raised.insert((a.kind, a.episode_id, a.since))))
+            .map(CareAlert::from)
     }
 }
