@@ -16,9 +16,13 @@ pub struct BenchArgs {
     /// Write the figures as JSON here.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Patients seeded for the replay and query measurements.
-    #[arg(long, default_value_t = 100_000)]
+    /// Patients seeded for the replay, query and report measurements (186,000 patients give
+    /// about 200,000 episodes).
+    #[arg(long, default_value_t = 186_000)]
     patients: usize,
+    /// Pathway reports and care-alert lists requested (each, one at a time).
+    #[arg(long, default_value_t = 200)]
+    reports: usize,
     /// Events appended in the batch measurements (raw sled and store).
     #[arg(long, default_value_t = 200_000)]
     batch_events: usize,
@@ -34,6 +38,8 @@ pub struct BenchArgs {
 }
 
 const BATCH: usize = 1000;
+/// Events replayed for `replay_eps`.
+const REPLAY_EVENTS: u64 = 1_000_000;
 const WRITERS: usize = 64;
 const CLIENTS: usize = 32;
 
@@ -169,6 +175,51 @@ async fn queries(args: &BenchArgs, addr: std::net::SocketAddr, ids: Arc<Vec<Uuid
     Ok((percentile(&all, 0.5), percentile(&all, 0.99), eps(all.len(), elapsed)))
 }
 
+const REPORT: &str = "query($s: UUID!, $from: DateTime!, $to: DateTime!) { pathwayReport(serviceId: $s, from: $from, to: $to) { episodes patients gender { key count } referralSources { key count } endReasons { key count } ageGroups { key count } phq9 { intakeCount intakeMean dischargeCount dischargeMean pairedCount meanChange missingPairs reliablyImproved recovered } gad7 { intakeCount intakeMean dischargeCount dischargeMean pairedCount meanChange missingPairs reliablyImproved recovered } recovery { eligible atCaseness recovered reliablyImproved reliablyDeteriorated reliablyRecovered recoveryRate } waitingDays { count mean median p90 min max } sessionsPerEpisode { count mean median p90 min max } referrals { received accepted rejected rejectedForCapacity undecided } continuity { patientsWithTransition transitions transitionsKeepingTherapist handovers handoversWithoutNotification meanCoc } } }";
+const ALERTS: &str = "query($t: DateTime!) { careAlerts(asOf: $t) { kind patientId episodeId serviceId since days } }";
+
+/// p99 latency (ms) of pathway reports over one service-year and of city-wide care alerts, one
+/// request at a time, as a dashboard would send them.
+async fn reports(args: &BenchArgs, addr: std::net::SocketAddr) -> anyhow::Result<(f64, f64)> {
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/graphql");
+    let post = |body: serde_json::Value| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let t = Instant::now();
+            let r: serde_json::Value = client.post(&url).json(&body).send().await?.json().await?;
+            anyhow::ensure!(r["errors"].is_null(), "query failed: {r}");
+            anyhow::Ok((t.elapsed().as_secs_f64() * 1000.0, r))
+        }
+    };
+    let (_, services) = post(json!({ "query": "{ services { id careLevel } }" })).await?;
+    let services: Vec<String> = services["data"]["services"]
+        .as_array()
+        .context("services")?
+        .iter()
+        .filter_map(|s| s["id"].as_str().map(str::to_owned))
+        .collect();
+    let mut report_ms = Vec::new();
+    for i in 0..args.reports {
+        let year = 2016 + (i % 9) as i32;
+        let vars = json!({
+            "s": services[i % services.len()],
+            "from": format!("{year}-01-01T00:00:00Z"),
+            "to": format!("{}-01-01T00:00:00Z", year + 1),
+        });
+        report_ms.push(post(json!({ "query": REPORT, "variables": vars })).await?.0);
+    }
+    let mut alert_ms = Vec::new();
+    for i in 0..args.reports {
+        let day = chrono::DateTime::from_timestamp(1_452_000_000 + (i as i64 * 1_523_713) % 300_000_000, 0)
+            .context("date")?;
+        alert_ms.push(post(json!({ "query": ALERTS, "variables": { "t": day } })).await?.0);
+    }
+    report_ms.sort_by(f64::total_cmp);
+    alert_ms.sort_by(f64::total_cmp);
+    Ok((percentile(&report_ms, 0.99), percentile(&alert_ms, 0.99)))
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -201,11 +252,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let seed_eps = eps(seeded as usize, seed_started.elapsed());
     drop(dataset);
 
-    eprintln!("bench: replaying {seeded} events into every projection ...");
+    eprintln!("bench: replaying 1,000,000 events, then all {seeded}, into every projection ...");
+    let started = Instant::now();
+    let first = forlop_api::engine::rebuild_until(&store, REPLAY_EVENTS).await?;
+    let replay = eps(first.position as usize, started.elapsed());
+    drop(first);
     let started = Instant::now();
     let model = forlop_api::engine::rebuild(&store).await?;
-    let replay = eps(model.position as usize, started.elapsed());
+    let replay_full = eps(model.position as usize, started.elapsed());
     anyhow::ensure!(model.patients.len() == args.patients, "replay lost patients");
+    let episodes: usize = model.episodes_by_service.values().map(|e| e.len()).sum();
     drop(model);
 
     eprintln!("bench: {} continuity queries over HTTP, {CLIENTS} clients ...", args.queries);
@@ -216,6 +272,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let _ = stopped.await;
     }));
     let (p50, p99, rps) = queries(&args, addr, ids).await.context("query benchmark")?;
+    eprintln!("bench: {} pathway reports and {} care-alert lists ...", args.reports, args.reports);
+    let (report_p99, alerts_p99) = reports(&args, addr).await.context("report benchmark")?;
     let _ = stop.send(());
     server.await??;
 
@@ -232,7 +290,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         format!("store, {WRITERS} writers, 1 event per append, durable"),
     ));
     rows.push(("seed_eps", seed_eps, format!("seeding {} patients through the domain rules", args.patients)));
-    rows.push(("replay_eps", replay, format!("rebuild all projections from {seeded} events")));
+    rows.push(("replay_eps", replay, format!("rebuild all projections from the first {REPLAY_EVENTS} events")));
+    rows.push(("replay_full_eps", replay_full, format!("rebuild all projections from all {seeded} events")));
     rows.push((
         "query_p50_ms",
         p50,
@@ -240,6 +299,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     ));
     rows.push(("query_p99_ms", p99, String::new()));
     rows.push(("query_rps", rps, String::new()));
+    rows.push((
+        "report_p99_ms",
+        report_p99,
+        format!("pathwayReport, one service-year, {episodes} episodes in the log"),
+    ));
+    rows.push(("alerts_p99_ms", alerts_p99, "careAlerts over every service at a random date".into()));
 
     let machine = machine();
     println!("forlop bench on {machine}");
@@ -258,6 +323,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     out.insert("replay_events".into(), json!(seeded));
     out.insert("patients".into(), json!(args.patients));
+    out.insert("episodes".into(), json!(episodes));
     out.insert("machine".into(), json!(machine));
     if let Some(path) = &args.out {
         std::fs::write(path, serde_json::to_string_pretty(&out)?)?;

@@ -113,6 +113,10 @@ impl Server {
             }
             last_log = std::fs::read_to_string(server.log.path()).unwrap_or_default();
             server.kill();
+            // Only a lost race for the port is worth another try; any other failure is the answer.
+            if !last_log.contains("Address already in use") {
+                break;
+            }
         }
         panic!("forlop serve did not become ready; its stderr:\n{last_log}");
     }

@@ -83,6 +83,13 @@ pub async fn rebuild(store: &Arc<dyn EventStore>) -> Result<ReadModel, ApiError>
     Ok(model)
 }
 
+/// Folds the first `end` events of the log into a fresh read model (for measurements).
+pub async fn rebuild_until(store: &Arc<dyn EventStore>, end: u64) -> Result<ReadModel, ApiError> {
+    let mut model = ReadModel::default();
+    fold(store, &mut model, end).await?;
+    Ok(model)
+}
+
 /// An event ready to fold: decoded off the folding thread.
 type Decoded = (EventMeta, Option<Event>);
 
@@ -112,12 +119,20 @@ fn apply(model: &mut ReadModel, (meta, event): &Decoded) {
 /// Folds every committed event after `model.position`. Reading and decoding run in a task of
 /// their own, so they overlap with folding.
 pub async fn catch_up(store: &Arc<dyn EventStore>, model: &mut ReadModel) -> Result<(), ApiError> {
-    const PAGE: usize = 4096;
+    fold(store, model, u64::MAX).await
+}
+
+async fn fold(store: &Arc<dyn EventStore>, model: &mut ReadModel, end: u64) -> Result<(), ApiError> {
+    const PAGE: u64 = 4096;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<Decoded>, StoreError>>(8);
     let (store, mut next) = (store.clone(), model.position);
     let reader = tokio::spawn(async move {
         loop {
-            let page = match store.read_all(next, PAGE).await {
+            let limit = PAGE.min(end.saturating_sub(next)) as usize;
+            if limit == 0 {
+                return;
+            }
+            let page = match store.read_all(next, limit).await {
                 Ok(page) => page,
                 Err(e) => {
                     let _ = tx.send(Err(e)).await;

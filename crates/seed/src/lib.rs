@@ -597,6 +597,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn profiles_never_share_an_id() {
+        let ids = |d: &Dataset| {
+            d.reference
+                .iter()
+                .chain(d.patients.iter().flatten())
+                .map(|s| s.event_id)
+                .collect::<std::collections::HashSet<_>>()
+        };
+        let (city, rph) = (ids(&demo(2016, 200)), ids(&rph2016(2016)));
+        assert!(city.is_disjoint(&rph), "the demo loads both profiles with one seed");
+    }
+
+    #[test]
     fn same_seed_same_dataset() {
         let a = demo(7, 50);
         let b = demo(7, 50);

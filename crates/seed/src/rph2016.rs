@@ -41,13 +41,19 @@ const PHQ9_INTAKE_ONLY: usize = 60;
 const REJECTED: [(RejectionReason, usize); 3] =
     [(RejectionReason::Capacity, 10), (RejectionReason::NotInTargetGroup, 3), (RejectionReason::NeedsOtherLevel, 2)];
 
+/// The random stream this profile draws from (the `city` profile uses stream 0).
+const PROFILE_STREAM: u64 = 2016;
+
 fn exact(n: usize, mean: f64) -> i64 {
     (n as f64 * mean).round() as i64
 }
 
 pub fn rph2016(seed: u64) -> Dataset {
     use published::*;
-    let mut g = Gen { rng: ChaCha8Rng::seed_from_u64(seed) };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    // A stream of its own, so no id collides with the `city` profile's for the same seed.
+    rng.set_stream(PROFILE_STREAM);
+    let mut g = Gen { rng };
     let mut reference = Vec::new();
     let rph = register_service(&mut g, &mut reference, SERVICE_NAME, CareLevel::Municipal);
     let dps = register_service(&mut g, &mut reference, "DPS Øst poliklinikk", CareLevel::SpecialistOutpatient);

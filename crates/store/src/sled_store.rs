@@ -43,7 +43,7 @@ pub struct SledOptions {
 
 impl SledOptions {
     pub fn new(path: impl AsRef<Path>) -> Self {
-        SledOptions { path: path.as_ref().to_owned(), cache_bytes: 512 * 1024 * 1024 }
+        SledOptions { path: path.as_ref().to_owned(), cache_bytes: 1024 * 1024 * 1024 }
     }
 }
 
