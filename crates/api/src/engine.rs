@@ -168,23 +168,30 @@ impl Engine {
         );
         let (tx, projected) = watch::channel(model.position);
         let model = Arc::new(RwLock::new(model));
-        let from = tx.borrow().to_owned();
-        let mut events = forlop_store::subscribe(store.clone(), from);
-        let projector_model = model.clone();
+        let (projector_model, projector_store) = (model.clone(), store.clone());
         tokio::spawn(async move {
-            while let Some(next) = events.next().await {
-                match next {
-                    Ok(e) => {
-                        let position = e.position;
-                        let decoded = decode_for_model(&e);
-                        apply(&mut projector_model.write(), &decoded);
-                        tx.send_replace(position + 1);
-                    }
-                    Err(err) => {
-                        tracing::error!(error = %err, "projection subscription failed");
-                        return;
+            // The projector outlives read errors: it logs them and resumes from where it stopped.
+            loop {
+                let from = *tx.borrow();
+                let mut events = forlop_store::subscribe(projector_store.clone(), from);
+                while let Some(next) = events.next().await {
+                    match next {
+                        Ok(e) => {
+                            let position = e.position;
+                            let decoded = decode_for_model(&e);
+                            apply(&mut projector_model.write(), &decoded);
+                            tx.send_replace(position + 1);
+                        }
+                        Err(err) => {
+                            tracing::error!(error = %err, from = *tx.borrow(), "projection read failed; retrying");
+                            break;
+                        }
                     }
                 }
+                if tx.is_closed() {
+                    return; // every Engine is gone
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
         });
         let stripes = Arc::new((0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect());
