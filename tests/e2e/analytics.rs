@@ -139,6 +139,10 @@ async fn given_bad_report_parameters_when_asked_then_coded_errors() {
         let resp = s.gql(q, vars.clone()).await;
         assert_eq!(error_code(&resp), Some(code), "{vars}: {resp}");
     }
+    let reversed =
+        "{ services { waitingDays(from: \"2017-01-01T00:00:00Z\", to: \"2016-01-01T00:00:00Z\") { count } } }";
+    assert_eq!(error_code(&s.gql(reversed, json!({})).await), Some("INVALID_INPUT"));
+    assert_eq!(s.health().await["status"], "ok");
     let resp = s.gql("{ careAlerts(asOf: \"2016-01-01T00:00:00Z\", inactiveDays: -1) { kind } }", json!({})).await;
     assert_eq!(error_code(&resp), Some("INVALID_INPUT"));
     // An empty cohort answers with every key and null means.

@@ -267,6 +267,8 @@ async fn given_inputs_that_break_pathway_rules_when_recording_then_invalid_input
     // Out-of-range plain values.
     s.rejects("registerPatient", json!({ "patientId": id(), "birthYear": 1800, "gender": "FEMALE" }), "INVALID_INPUT")
         .await;
+    s.rejects("registerPatient", json!({ "patientId": id(), "birthYear": 2099, "gender": "FEMALE" }), "INVALID_INPUT")
+        .await;
     s.rejects("registerService", json!({ "serviceId": id(), "name": "  ", "careLevel": "MUNICIPAL" }), "INVALID_INPUT")
         .await;
     s.rejects("registerTherapist", json!({ "therapistId": id(), "name": "C", "hprNumber": "12ab" }), "INVALID_INPUT")

@@ -174,6 +174,8 @@ pub fn cohort<'a>(
     from: Timestamp,
     to: Timestamp,
 ) -> impl Iterator<Item = (&'a PatientView, &'a EpisodeView)> + 'a {
+    // An empty or reversed period selects nothing (BTreeMap::range would panic on a reversed one).
+    let to = to.max(from);
     model
         .episodes_by_service
         .get(&service)
@@ -254,6 +256,7 @@ pub fn waiting_days_of(p: &PatientView, e: &EpisodeView) -> Option<f64> {
 pub fn referral_summary(model: &ReadModel, service: Uuid, from: Timestamp, to: Timestamp) -> ReferralSummary {
     let mut r = ReferralSummary::default();
     let Some(index) = model.referrals_by_service.get(&service) else { return r };
+    let to = to.max(from); // a reversed period selects nothing
     for ((_, referral_id), patient_id) in index.range((from, Uuid::nil())..(to, Uuid::nil())) {
         let Some(referral) = model.patients.get(patient_id).and_then(|p| p.referral(*referral_id)) else { continue };
         r.received += 1;

@@ -97,6 +97,7 @@ pub struct PathwayReport {
     pub episodes: u64,
     /// Distinct patients.
     pub patients: u64,
+    /// Counted per episode, like every list below (a patient with two episodes counts twice).
     pub gender: Vec<Count>,
     /// By the source of the episode's referral; NONE for episodes started without one.
     pub referral_sources: Vec<Count>,

@@ -154,6 +154,11 @@ impl Mutation {
     }
 
     async fn register_patient(&self, ctx: &Context<'_>, input: RegisterPatientInput) -> Result<Recorded> {
+        // The domain has no clock; a birth year in the future is caught here.
+        let this_year = chrono::Datelike::year(&Utc::now());
+        if input.birth_year > this_year {
+            return Err(ApiError::invalid(format!("birthYear {} is in the future", input.birth_year)).gql());
+        }
         let c = Command::RegisterPatient(ev::PatientRegistered {
             patient_id: input.patient_id,
             birth_year: input.birth_year,

@@ -37,6 +37,14 @@ impl From<engine::Recorded> for Recorded {
     }
 }
 
+/// A reporting period [from, to) must not be empty.
+pub fn period(from: DateTime<Utc>, to: DateTime<Utc>) -> async_graphql::Result<()> {
+    if from >= to {
+        return Err(ApiError::invalid("from must be before to").gql());
+    }
+    Ok(())
+}
+
 /// A care service: RPH, a DPS outpatient clinic, a ward.
 pub struct Service(pub ServiceView);
 
@@ -57,14 +65,26 @@ impl Service {
         forlop_projections::reports::open_episodes(&engine.model().read(), self.0.id, as_of)
     }
     /// Days from referral to first attended session, for episodes started in [from, to).
-    async fn waiting_days(&self, ctx: &Context<'_>, from: DateTime<Utc>, to: DateTime<Utc>) -> Distribution {
+    async fn waiting_days(
+        &self,
+        ctx: &Context<'_>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> async_graphql::Result<Distribution> {
         let engine = ctx.data_unchecked::<Engine>();
-        forlop_projections::reports::waiting_days(&engine.model().read(), self.0.id, from, to).into()
+        period(from, to)?;
+        Ok(forlop_projections::reports::waiting_days(&engine.model().read(), self.0.id, from, to).into())
     }
     /// Referrals received in [from, to), by decision.
-    async fn referral_outcomes(&self, ctx: &Context<'_>, from: DateTime<Utc>, to: DateTime<Utc>) -> ReferralSummary {
+    async fn referral_outcomes(
+        &self,
+        ctx: &Context<'_>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> async_graphql::Result<ReferralSummary> {
         let engine = ctx.data_unchecked::<Engine>();
-        forlop_projections::reports::referral_summary(&engine.model().read(), self.0.id, from, to).into()
+        period(from, to)?;
+        Ok(forlop_projections::reports::referral_summary(&engine.model().read(), self.0.id, from, to).into())
     }
 }
 

@@ -83,9 +83,7 @@ impl Query {
         age_bins: Option<Vec<i32>>,
     ) -> Result<PathwayReport> {
         let engine = ctx.data_unchecked::<Engine>();
-        if from >= to {
-            return Err(ApiError::invalid("from must be before to").gql());
-        }
+        period(from, to)?;
         let model = engine.model().read();
         known_service(&model, service_id)?;
         let bins = age_bins.as_deref().unwrap_or(reports::DEFAULT_AGE_BINS);
