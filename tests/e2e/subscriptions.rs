@@ -211,3 +211,20 @@ async fn given_an_unfiltered_subscription_with_after_when_subscribed_then_the_lo
     unfiltered_subscription_replays_from_after(Protocol::TransportWs).await;
     unfiltered_subscription_replays_from_after(Protocol::LegacyWs).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_subscription_from_position_zero_when_started_then_the_whole_log_is_replayed_first() {
+    let s = Server::start().await;
+    Reference::register(&s).await; // positions 0..6
+    let mut ws = connect(&s, Protocol::TransportWs).await;
+    send(&mut ws, json!({ "type": "connection_init" })).await;
+    assert_eq!(recv(&mut ws).await["type"], "connection_ack");
+    let query = "subscription { events(fromPosition: 0) { position type } }";
+    send(&mut ws, json!({ "id": "log", "type": "subscribe", "payload": { "query": query } })).await;
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        let m = recv(&mut ws).await;
+        got.push(m["payload"]["data"]["events"]["position"].as_u64().expect("position"));
+    }
+    assert_eq!(got, [0, 1, 2, 3, 4, 5], "a dashboard can rebuild its own view from the start of the log");
+}
