@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::ServerError;
 use async_graphql_axum::GraphQLSubscription;
 use axum::body::Bytes;
@@ -30,9 +29,9 @@ struct AppState {
 
 pub fn router(engine: Engine) -> Router {
     let schema = build_schema(Some(engine.clone()));
-    let _ = ALL_WEBSOCKET_PROTOCOLS; // both graphql-ws and graphql-transport-ws are negotiated
     Router::new()
         .route("/graphql", get(explorer).post(graphql))
+        // GraphQLSubscription negotiates both graphql-transport-ws and the legacy graphql-ws.
         .route_service("/graphql/ws", GraphQLSubscription::new(schema.clone()))
         .route("/graphql/assets/{file}", get(asset))
         .route("/healthz", get(healthz))
