@@ -6,6 +6,7 @@
 mod analytics;
 mod cli;
 mod contract;
+mod crash;
 mod errors;
 mod events;
 mod explorer;

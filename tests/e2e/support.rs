@@ -158,6 +158,18 @@ impl Server {
         s
     }
 
+    /// Kills the server at once (SIGKILL: a process crash; the OS keeps its page cache, so this
+    /// does not simulate power loss) and serves the same
+    /// store again.
+    pub async fn crash_and_restart(mut self) -> Server {
+        let data = self._data.take();
+        let dir = self.dir.clone();
+        self.kill();
+        let mut s = Server::start_in(&dir, &[]).await;
+        s._data = data;
+        s
+    }
+
     /// Asks the server to shut down gracefully (SIGTERM) and waits for it to exit.
     pub fn stop(mut self) -> std::process::ExitStatus {
         self.terminate()
