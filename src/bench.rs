@@ -321,7 +321,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for (k, v, _) in &rows {
         out.insert((*k).into(), json!(v));
     }
-    out.insert("replay_events".into(), json!(seeded));
+    out.insert("log_events".into(), json!(seeded));
     out.insert("patients".into(), json!(args.patients));
     out.insert("episodes".into(), json!(episodes));
     out.insert("machine".into(), json!(machine));
