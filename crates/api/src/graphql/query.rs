@@ -99,10 +99,13 @@ impl Query {
         ctx: &Context<'_>,
         as_of: DateTime<Utc>,
         service_id: Option<Uuid>,
-        #[graphql(default = 7.0)] unassigned_days: f64,
-        #[graphql(default = 28.0)] inactive_days: f64,
+        #[graphql(default = 7.0)] unassigned_days: Option<f64>,
+        #[graphql(default = 28.0)] inactive_days: Option<f64>,
     ) -> Result<Vec<CareAlert>> {
         let engine = ctx.data_unchecked::<Engine>();
+        let defaults = alerts::AlertThresholds::default();
+        let unassigned_days = unassigned_days.unwrap_or(defaults.unassigned_days);
+        let inactive_days = inactive_days.unwrap_or(defaults.inactive_days);
         if !(unassigned_days.is_finite() && unassigned_days >= 0.0 && inactive_days.is_finite() && inactive_days >= 0.0)
         {
             return Err(ApiError::invalid("unassignedDays and inactiveDays must be non-negative").gql());
