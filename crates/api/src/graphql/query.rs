@@ -49,9 +49,10 @@ impl Query {
         &self,
         ctx: &Context<'_>,
         after: Option<String>,
-        #[graphql(default = 100)] first: i32,
+        #[graphql(default = 100)] first: Option<i32>,
     ) -> Result<EventConnection> {
         let engine = ctx.data_unchecked::<Engine>();
+        let first = first.unwrap_or(100);
         if !(0..=MAX_PAGE as i32).contains(&first) {
             return Err(ApiError::invalid(format!("first must be 0 to {MAX_PAGE}")).gql());
         }
