@@ -221,6 +221,7 @@ fn given_small_sizes_when_benchmarking_then_every_figure_is_positive() {
     }
     assert!(figures["query_p99_ms"].as_f64() >= figures["query_p50_ms"].as_f64(), "{figures}");
     assert_eq!(figures["patients"], 200);
-    assert!(figures["replay_events"].as_u64().is_some_and(|n| n > 200), "{figures}");
+    assert!(figures["log_events"].as_u64().is_some_and(|n| n > 200), "{figures}");
+    assert!(figures["episodes"].as_u64().is_some_and(|n| n >= 200), "{figures}");
     assert!(stdout(&run).contains("store_concurrent_eps"), "the table is printed: {}", stdout(&run));
 }
