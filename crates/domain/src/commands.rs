@@ -125,6 +125,26 @@ impl Command {
         }
     }
 
+    /// The command that records `event`: the inverse of `proposed_event`. Patient facts go to
+    /// `patient_id`'s stream; registrations name their own stream and ignore it.
+    pub fn recording(patient_id: Uuid, event: Event) -> Command {
+        match event {
+            Event::ServiceRegistered(e) => Command::RegisterService(e),
+            Event::TherapistRegistered(e) => Command::RegisterTherapist(e),
+            Event::PatientRegistered(e) => Command::RegisterPatient(e),
+            Event::ReferralReceived(event) => Command::ReceiveReferral { patient_id, event },
+            Event::ReferralDecided(event) => Command::DecideReferral { patient_id, event },
+            Event::EpisodeStarted(event) => Command::StartEpisode { patient_id, event },
+            Event::EpisodeEnded(event) => Command::EndEpisode { patient_id, event },
+            Event::TherapistAssigned(event) => Command::AssignTherapist { patient_id, event },
+            Event::TherapistReleased(event) => Command::ReleaseTherapist { patient_id, event },
+            Event::SessionRecorded(event) => Command::RecordSession { patient_id, event },
+            Event::PatientAdmitted(event) => Command::AdmitPatient { patient_id, event },
+            Event::PatientDischarged(event) => Command::DischargePatient { patient_id, event },
+            Event::OutcomeRecorded(event) => Command::RecordOutcome { patient_id, event },
+        }
+    }
+
     /// The service this command refers to, which the caller must look up before deciding.
     pub fn referenced_service(&self) -> Option<Uuid> {
         match self {

@@ -78,22 +78,7 @@ fn refuses(given_events: &[Event], refs: &References, event: impl Into<Event>, c
 
 /// The command a client sends to record `event` (patient commands on patient P).
 fn when(event: impl Into<Event>) -> Command {
-    let patient_id = P;
-    match event.into() {
-        Event::ServiceRegistered(e) => Command::RegisterService(e),
-        Event::TherapistRegistered(e) => Command::RegisterTherapist(e),
-        Event::PatientRegistered(e) => Command::RegisterPatient(e),
-        Event::ReferralReceived(event) => Command::ReceiveReferral { patient_id, event },
-        Event::ReferralDecided(event) => Command::DecideReferral { patient_id, event },
-        Event::EpisodeStarted(event) => Command::StartEpisode { patient_id, event },
-        Event::EpisodeEnded(event) => Command::EndEpisode { patient_id, event },
-        Event::TherapistAssigned(event) => Command::AssignTherapist { patient_id, event },
-        Event::TherapistReleased(event) => Command::ReleaseTherapist { patient_id, event },
-        Event::SessionRecorded(event) => Command::RecordSession { patient_id, event },
-        Event::PatientAdmitted(event) => Command::AdmitPatient { patient_id, event },
-        Event::PatientDischarged(event) => Command::DischargePatient { patient_id, event },
-        Event::OutcomeRecorded(event) => Command::RecordOutcome { patient_id, event },
-    }
+    Command::recording(P, event.into())
 }
 
 // ---------------------------------------------------------------------------------------------

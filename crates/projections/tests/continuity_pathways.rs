@@ -4,13 +4,14 @@
 //! Every event is first decided by the domain against the stream so far, so each pathway here is
 //! one the system would really record.
 
-use std::collections::HashMap;
-
 use chrono::{Duration, TimeZone, Utc};
 use forlop_domain::events::*;
 use forlop_domain::*;
 use forlop_projections::*;
 use uuid::Uuid;
+
+mod support;
+use support::Log;
 
 // ---------------------------------------------------------------------------------------------
 // Fixed identities
@@ -37,105 +38,23 @@ const ADM: Uuid = Uuid::from_u128(0xad01);
 // The log: decide, then fold, numbering positions in apply order
 // ---------------------------------------------------------------------------------------------
 
-/// A log being written for patient P: each event is decided by the domain against its stream,
-/// then folded into the read model with the next position and its stream's next version.
-struct Log {
-    model: ReadModel,
-    next_position: u64,
-    streams: HashMap<StreamRef, Vec<Event>>,
-    services: HashMap<Uuid, ServiceRegistered>,
-    therapists: HashMap<Uuid, TherapistRegistered>,
-    next_session: u128,
-}
-
 impl Log {
     /// Services RPH (MUNICIPAL), POL (SPECIALIST_OUTPATIENT) and WARD (SPECIALIST_INPATIENT),
     /// therapists A, B, C, D and W, and patient P born 1985, female.
     fn new() -> Log {
-        let mut log = Log {
-            model: ReadModel::default(),
-            next_position: 0,
-            streams: HashMap::new(),
-            services: HashMap::new(),
-            therapists: HashMap::new(),
-            next_session: 0,
-        };
+        let mut log = Log::empty();
         log.record(service(RPH, "Rask psykisk helsehjelp Gamle Oslo", CareLevel::Municipal));
         log.record(service(POL, "DPS poliklinikk", CareLevel::SpecialistOutpatient));
         log.record(service(WARD, "DPS døgnpost", CareLevel::SpecialistInpatient));
         for (id, name) in [(A, "A"), (B, "B"), (C, "C"), (D, "D"), (W, "W")] {
             log.record(TherapistRegistered { therapist_id: id, name: format!("Terapeut {name}"), hpr_number: None });
         }
-        log.record(PatientRegistered { patient_id: P, birth_year: 1985, gender: Gender::Female });
+        log.patient(P, 1985, Gender::Female);
         log
-    }
-
-    /// Decides the command that records `event` and folds the event it yields.
-    fn record(&mut self, event: impl Into<Event>) -> &mut Log {
-        let event = event.into();
-        let command = when(event.clone());
-        let patient_id = command.stream().patient_id();
-        let refs = References {
-            service: command.referenced_service().and_then(|id| self.services.get(&id).cloned()),
-            therapist: command.referenced_therapist().and_then(|id| self.therapists.get(&id).cloned()),
-        };
-        let stream = command.stream();
-        let history = self.streams.entry(stream).or_default();
-        let decided = decide(&StreamState::from_events(history.iter()), &refs, command)
-            .unwrap_or_else(|e| panic!("the domain refuses {event:?}: {} {e}", e.code()));
-        assert_eq!(decided, event, "the domain records what was asked");
-        history.push(event.clone());
-        match &event {
-            Event::ServiceRegistered(e) => {
-                self.services.insert(e.service_id, e.clone());
-            }
-            Event::TherapistRegistered(e) => {
-                self.therapists.insert(e.therapist_id, e.clone());
-            }
-            _ => {}
-        }
-
-        let meta = EventMeta { position: self.next_position, stream_version: history.len() as u64, patient_id };
-        self.model.apply(meta, &event);
-        self.next_position += 1;
-        assert_eq!(self.model.position, self.next_position, "the read model has folded every event");
-        self
-    }
-
-    /// Records a session with a fresh id.
-    fn session(&mut self, episode_id: Uuid, therapist_id: Uuid, attendance: Attendance, at: Timestamp) -> &mut Log {
-        self.next_session += 1;
-        let session_id = Uuid::from_u128(0x5e55_0000 + self.next_session);
-        self.record(SessionRecorded { session_id, episode_id, therapist_id, attendance, at })
-    }
-
-    /// Records an attended session with a fresh id.
-    fn attended(&mut self, episode_id: Uuid, therapist_id: Uuid, at: Timestamp) -> &mut Log {
-        self.session(episode_id, therapist_id, Attendance::Attended, at)
     }
 
     fn continuity(&self) -> Continuity {
         continuity(&self.model.patients[&P])
-    }
-}
-
-/// The command a client sends to record `event` (patient commands on patient P).
-fn when(event: Event) -> Command {
-    let patient_id = P;
-    match event {
-        Event::ServiceRegistered(e) => Command::RegisterService(e),
-        Event::TherapistRegistered(e) => Command::RegisterTherapist(e),
-        Event::PatientRegistered(e) => Command::RegisterPatient(e),
-        Event::ReferralReceived(event) => Command::ReceiveReferral { patient_id, event },
-        Event::ReferralDecided(event) => Command::DecideReferral { patient_id, event },
-        Event::EpisodeStarted(event) => Command::StartEpisode { patient_id, event },
-        Event::EpisodeEnded(event) => Command::EndEpisode { patient_id, event },
-        Event::TherapistAssigned(event) => Command::AssignTherapist { patient_id, event },
-        Event::TherapistReleased(event) => Command::ReleaseTherapist { patient_id, event },
-        Event::SessionRecorded(event) => Command::RecordSession { patient_id, event },
-        Event::PatientAdmitted(event) => Command::AdmitPatient { patient_id, event },
-        Event::PatientDischarged(event) => Command::DischargePatient { patient_id, event },
-        Event::OutcomeRecorded(event) => Command::RecordOutcome { patient_id, event },
     }
 }
 
