@@ -261,7 +261,7 @@ fn pathway(g: &mut Gen, s: &Sector) -> Vec<Seeded> {
     push(g, Command::RegisterPatient(PatientRegistered { patient_id, birth_year, gender }));
 
     let base = Utc.with_ymd_and_hms(2016, 1, 4, 8, 0, 0).unwrap();
-    let received = base + g.days(0, 3300);
+    let received_at = base + g.days(0, 3300);
     let service_id = g.pick(&s.municipal);
     let referral_id = g.id();
     let source = g.weighted(&[
@@ -272,41 +272,18 @@ fn pathway(g: &mut Gen, s: &Sector) -> Vec<Seeded> {
         (ReferralSource::Nav, 3),
         (ReferralSource::Other, 2),
     ]);
-    push(
-        g,
-        Command::ReceiveReferral {
-            patient_id,
-            event: ReferralReceived { referral_id, service_id, source, received_at: received },
-        },
-    );
-    let decided_at = received + g.days(0, 5);
+    push(g, received(patient_id, referral_id, service_id, source, received_at));
+    let decided_at = received_at + g.days(0, 5);
     if g.chance(0.08) {
         let reason = g.weighted(&[
             (RejectionReason::Capacity, 6),
             (RejectionReason::NotInTargetGroup, 2),
             (RejectionReason::NeedsOtherLevel, 2),
         ]);
-        push(
-            g,
-            Command::DecideReferral {
-                patient_id,
-                event: ReferralDecided {
-                    referral_id,
-                    decision: ReferralDecision::Rejected,
-                    reason: Some(reason),
-                    decided_at,
-                },
-            },
-        );
+        push(g, decided(patient_id, referral_id, Some(reason), decided_at));
         return out;
     }
-    push(
-        g,
-        Command::DecideReferral {
-            patient_id,
-            event: ReferralDecided { referral_id, decision: ReferralDecision::Accepted, reason: None, decided_at },
-        },
-    );
+    push(g, decided(patient_id, referral_id, None, decided_at));
 
     let therapist = g.pick(&s.municipal_staff);
     let start = decided_at + g.days(1, 30);
@@ -316,6 +293,22 @@ fn pathway(g: &mut Gen, s: &Sector) -> Vec<Seeded> {
         onward_to_dps(g, &mut push, s, patient_id, end, last_therapist);
     }
     out
+}
+
+fn received(patient_id: Uuid, referral_id: Uuid, service_id: Uuid, source: ReferralSource, at: Timestamp) -> Command {
+    Command::ReceiveReferral {
+        patient_id,
+        event: ReferralReceived { referral_id, service_id, source, received_at: at },
+    }
+}
+
+/// Accepted without a rejection reason, rejected with one.
+fn decided(patient_id: Uuid, referral_id: Uuid, rejection: Option<RejectionReason>, at: Timestamp) -> Command {
+    let decision = if rejection.is_some() { ReferralDecision::Rejected } else { ReferralDecision::Accepted };
+    Command::DecideReferral {
+        patient_id,
+        event: ReferralDecided { referral_id, decision, reason: rejection, decided_at: at },
+    }
 }
 
 /// An onward GP referral to a DPS outpatient clinic; sometimes refused for capacity, sometimes
@@ -330,37 +323,14 @@ fn onward_to_dps(
 ) {
     let dps = g.pick(&s.outpatient);
     let referral_id = g.id();
-    let received = end + g.days(0, 7);
-    push(
-        g,
-        Command::ReceiveReferral {
-            patient_id,
-            event: ReferralReceived { referral_id, service_id: dps, source: ReferralSource::Gp, received_at: received },
-        },
-    );
-    let decided_at = received + g.days(1, 14);
+    let received_at = end + g.days(0, 7);
+    push(g, received(patient_id, referral_id, dps, ReferralSource::Gp, received_at));
+    let decided_at = received_at + g.days(1, 14);
     if g.chance(0.2) {
-        push(
-            g,
-            Command::DecideReferral {
-                patient_id,
-                event: ReferralDecided {
-                    referral_id,
-                    decision: ReferralDecision::Rejected,
-                    reason: Some(RejectionReason::Capacity),
-                    decided_at,
-                },
-            },
-        );
+        push(g, decided(patient_id, referral_id, Some(RejectionReason::Capacity), decided_at));
         return;
     }
-    push(
-        g,
-        Command::DecideReferral {
-            patient_id,
-            event: ReferralDecided { referral_id, decision: ReferralDecision::Accepted, reason: None, decided_at },
-        },
-    );
+    push(g, decided(patient_id, referral_id, None, decided_at));
     // The programme's wish: keep the therapist across levels. Some services manage it.
     let therapist = if g.chance(0.35) { last_therapist } else { g.pick(&s.specialist_staff) };
     let start = decided_at + g.days(3, 60);

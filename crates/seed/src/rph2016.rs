@@ -12,7 +12,8 @@ use forlop_domain::events::*;
 use forlop_domain::*;
 
 use crate::{
-    episode, onward_to_dps, register_service, register_staff, Dataset, EpisodePlan, Gen, PlannedScores, Sector, Seeded,
+    decided, episode, onward_to_dps, received, register_service, register_staff, Dataset, EpisodePlan, Gen,
+    PlannedScores, Sector, Seeded,
 };
 
 /// The published figures the profile reproduces.
@@ -130,26 +131,9 @@ pub fn rph2016(seed: u64) -> Dataset {
         let referral_id = sources[i].map(|source| {
             let referral_id = g.id();
             let received_at = start - g.days(1, 21);
-            push(
-                &mut g,
-                Command::ReceiveReferral {
-                    patient_id,
-                    event: ReferralReceived { referral_id, service_id: rph, source, received_at },
-                },
-            );
+            push(&mut g, received(patient_id, referral_id, rph, source, received_at));
             let decided_at = received_at + Duration::hours(g.rng.gen_range(1..20));
-            push(
-                &mut g,
-                Command::DecideReferral {
-                    patient_id,
-                    event: ReferralDecided {
-                        referral_id,
-                        decision: ReferralDecision::Accepted,
-                        reason: None,
-                        decided_at,
-                    },
-                },
-            );
+            push(&mut g, decided(patient_id, referral_id, None, decided_at));
             referral_id
         });
         let scores = plans[i];
@@ -191,24 +175,8 @@ pub fn rph2016(seed: u64) -> Dataset {
             let decided_at = received_at + Duration::days(2);
             for command in [
                 Command::RegisterPatient(PatientRegistered { patient_id, birth_year, gender }),
-                Command::ReceiveReferral {
-                    patient_id,
-                    event: ReferralReceived {
-                        referral_id,
-                        service_id: rph,
-                        source: ReferralSource::SelfReferral,
-                        received_at,
-                    },
-                },
-                Command::DecideReferral {
-                    patient_id,
-                    event: ReferralDecided {
-                        referral_id,
-                        decision: ReferralDecision::Rejected,
-                        reason: Some(reason),
-                        decided_at,
-                    },
-                },
+                received(patient_id, referral_id, rph, ReferralSource::SelfReferral, received_at),
+                decided(patient_id, referral_id, Some(reason), decided_at),
             ] {
                 out.push(Seeded { event_id: g.id(), command });
             }
