@@ -4,6 +4,7 @@
 
 pub mod commands;
 pub mod events;
+pub mod national_id;
 pub mod stream;
 pub mod types;
 

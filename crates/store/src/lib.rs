@@ -15,6 +15,8 @@ use uuid::Uuid;
 pub mod conformance;
 mod hash;
 mod sled_store;
+pub mod access_log;
+pub mod key_table;
 
 pub use hash::{chain_hash, to_hex, Hash, GENESIS_HASH};
 pub use sled_store::{SledOptions, SledStore};

@@ -1,0 +1,1 @@
+//! National identity numbers (filled in by helper).

@@ -1,0 +1,1 @@
+//! Key table (filled in by helper).
