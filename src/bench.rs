@@ -67,7 +67,7 @@ fn session_event(rng: u64) -> forlop_store::NewEvent {
     });
     let meta =
         forlop_store::Metadata { actor: "bench".into(), correlation_id: Some(Uuid::new_v4()), causation_id: None };
-    forlop_api::engine::new_event(Uuid::new_v4(), &e, meta)
+    forlop_engine::new_event(Uuid::new_v4(), &e, meta)
 }
 
 fn raw_sled_batch(args: &BenchArgs) -> anyhow::Result<f64> {
@@ -143,9 +143,58 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank - 1]
 }
 
-async fn queries(args: &BenchArgs, addr: std::net::SocketAddr, ids: Arc<Vec<Uuid>>) -> anyhow::Result<(f64, f64, f64)> {
+/// An HTTP client that sends `token` as its bearer.
+fn client(token: &str, pool: usize) -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse()?);
+    Ok(reqwest::Client::builder().pool_max_idle_per_host(pool).default_headers(headers).build()?)
+}
+
+/// Access records per second: 64 concurrent readers, one durable record each per request.
+async fn access_log_eps(args: &BenchArgs) -> anyhow::Result<f64> {
+    use forlop_store::access_log::{AccessLog, AccessOutcome, AccessRecord, SledAccessLog};
+    let dir = tempdir(args)?;
+    let log = Arc::new(SledAccessLog::open(dir.path())?);
+    let per_writer = args.single_events / WRITERS;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                for i in 0..per_writer {
+                    let record = AccessRecord {
+                        patient_id: Uuid::from_u128((w * per_writer + i) as u128),
+                        actor_sub: format!("bench-{w}"),
+                        actor_name: None,
+                        role: "clinician".into(),
+                        hpr_number: Some("9144889".into()),
+                        operation: "Continuity".into(),
+                        fields: "patient".into(),
+                        outcome: AccessOutcome::Allowed,
+                        reason: None,
+                        correlation_id: Some(Uuid::new_v4()),
+                        at: chrono::Utc::now(),
+                    };
+                    log.append(vec![record]).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(eps(per_writer * WRITERS, started.elapsed()))
+}
+
+async fn queries(
+    args: &BenchArgs,
+    addr: std::net::SocketAddr,
+    ids: Arc<Vec<Uuid>>,
+    token: &str,
+) -> anyhow::Result<(f64, f64, f64)> {
     const QUERY: &str = "query($id: UUID!) { patient(id: $id) { id version continuity { attendedSessions distinctTherapists careLevelTransitions transitionsKeepingTherapist sameTherapistAcrossCareLevels coc upc secon mmci segments { careLevel from to therapistIds sessions } handovers { episodeId fromTherapistId toTherapistId reason patientNotified releasedAt gapDays } } } }";
-    let client = reqwest::Client::builder().pool_max_idle_per_host(CLIENTS).build()?;
+    let client = client(token, CLIENTS)?;
     let url = format!("http://{addr}/graphql");
     let per_client = args.queries / CLIENTS;
     let started = Instant::now();
@@ -180,8 +229,8 @@ const ALERTS: &str = "query($t: DateTime!) { careAlerts(asOf: $t) { kind patient
 
 /// p99 latency (ms) of pathway reports over one service-year and of city-wide care alerts, one
 /// request at a time, as a dashboard would send them.
-async fn reports(args: &BenchArgs, addr: std::net::SocketAddr) -> anyhow::Result<(f64, f64)> {
-    let client = reqwest::Client::new();
+async fn reports(args: &BenchArgs, addr: std::net::SocketAddr, token: &str) -> anyhow::Result<(f64, f64)> {
+    let client = client(token, 1)?;
     let url = format!("http://{addr}/graphql");
     let post = |body: serde_json::Value| {
         let (client, url) = (client.clone(), url.clone());
@@ -254,26 +303,53 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     eprintln!("bench: replaying 1,000,000 events, then all {seeded}, into every projection ...");
     let started = Instant::now();
-    let first = forlop_api::engine::rebuild_until(&store, REPLAY_EVENTS).await?;
+    let first = forlop_engine::rebuild_until(&store, REPLAY_EVENTS).await?;
     let replay = eps(first.position as usize, started.elapsed());
     drop(first);
     let started = Instant::now();
-    let model = forlop_api::engine::rebuild(&store).await?;
+    let model = forlop_engine::rebuild(&store).await?;
     let replay_full = eps(model.position as usize, started.elapsed());
     anyhow::ensure!(model.patients.len() == args.patients, "replay lost patients");
     let episodes: usize = model.episodes_by_service.values().map(|e| e.len()).sum();
     drop(model);
 
     eprintln!("bench: {} continuity queries over HTTP, {CLIENTS} clients ...", args.queries);
-    let app = forlop_api::Application::build(store.clone(), "127.0.0.1:0".parse()?).await?;
+    // The API as deployed: every request verifies a JWT, every patient read appends a durable
+    // access record first.
+    let secret: Vec<u8> = (0..48).map(|i| b'a' + (i % 26) as u8).collect();
+    let verifier = forlop_auth::Verifier::new(
+        forlop_auth::VerifierConfig {
+            issuer: "bench".into(),
+            audience: "forlop".into(),
+            leeway_seconds: 30,
+            claims: Default::default(),
+        },
+        vec![forlop_auth::KeySource::Hs256Secret(secret.clone())],
+    )?;
+    let now = chrono::Utc::now().timestamp();
+    let token = forlop_auth::mint_hs256(
+        &secret,
+        &json!({ "iss": "bench", "aud": "forlop", "sub": "bench-admin", "role": "admin", "exp": now + 3600 }),
+    )?;
+    let parts = forlop_engine::EngineParts::open_beside(
+        dir.path(),
+        forlop_vault::MasterKey::generate(),
+        forlop_engine::Settings::default(),
+    )?;
+    let http = forlop_api::HttpSettings {
+        auth: forlop_api::Authenticator::Jwt(verifier),
+        allowed_origins: Vec::new(),
+        explorer_token: None,
+    };
+    let app = forlop_api::Application::build(store.clone(), parts, http, "127.0.0.1:0".parse()?).await?;
     let addr = app.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
     }));
-    let (p50, p99, rps) = queries(&args, addr, ids).await.context("query benchmark")?;
+    let (p50, p99, rps) = queries(&args, addr, ids, &token).await.context("query benchmark")?;
     eprintln!("bench: {} pathway reports and {} care-alert lists ...", args.reports, args.reports);
-    let (report_p99, alerts_p99) = reports(&args, addr).await.context("report benchmark")?;
+    let (report_p99, alerts_p99) = reports(&args, addr, &token).await.context("report benchmark")?;
     let _ = stop.send(());
     server.await??;
 
@@ -297,7 +373,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         p50,
         format!("patient continuity over HTTP, {CLIENTS} clients, {} patients", args.patients),
     ));
-    rows.push(("query_p99_ms", p99, String::new()));
+    rows.push(("query_p99_ms_auth", p99, "the same, each with a JWT and its durable access record".into()));
     rows.push(("query_rps", rps, String::new()));
     rows.push((
         "report_p99_ms",
@@ -305,6 +381,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         format!("pathwayReport, one service-year, {episodes} episodes in the log"),
     ));
     rows.push(("alerts_p99_ms", alerts_p99, "careAlerts over every service at a random date".into()));
+    eprintln!("bench: access log, {WRITERS} concurrent readers ...");
+    let access_eps = access_log_eps(&args).await.context("access log benchmark")?;
+    rows.push(("access_log_eps", access_eps, format!("durable access records, {WRITERS} concurrent, one per append")));
 
     let machine = machine();
     println!("forlop bench on {machine}");

@@ -1,6 +1,5 @@
 //! Subcommands. Settings come from flags, falling back to `FORLOP_`-prefixed environment variables.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -18,15 +17,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve GraphQL over HTTP and WebSocket.
-    Serve {
-        #[arg(long, env = "FORLOP_DATA", default_value = "data")]
-        data: PathBuf,
-        #[arg(long, env = "FORLOP_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// Load the synthetic demo dataset when the store is empty.
-        #[arg(long)]
-        demo: bool,
-    },
+    Serve(Box<crate::serve::ServeArgs>),
     /// Record synthetic pathways (deterministic for a given --seed; running twice adds nothing).
     Seed {
         #[arg(long, env = "FORLOP_DATA")]
@@ -52,10 +43,28 @@ enum Command {
         data: PathBuf,
         file: PathBuf,
     },
-    /// Recompute the hash chain and stream versions; exit 1 at the first bad position.
+    /// Recompute both hash chains (events and access log); exit 1 at the first bad position.
     Verify {
         #[arg(long, env = "FORLOP_DATA")]
         data: PathBuf,
+    },
+    /// Print who accessed a patient's record, from a stopped server's data directory.
+    AccessReport {
+        #[arg(long, env = "FORLOP_DATA")]
+        data: PathBuf,
+        #[arg(long)]
+        patient: uuid::Uuid,
+    },
+    /// Rewrap every patient data key from one master key to another (server stopped).
+    RotateKey {
+        #[arg(long, env = "FORLOP_DATA")]
+        data: PathBuf,
+        /// The current master key file.
+        #[arg(long)]
+        old: PathBuf,
+        /// The new master key file (`openssl rand -base64 32 > new.key`).
+        #[arg(long)]
+        new: PathBuf,
     },
     /// Print the GraphQL schema (SDL).
     Schema,
@@ -77,17 +86,51 @@ pub fn open_store(data: &std::path::Path) -> anyhow::Result<Arc<dyn EventStore>>
 
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Serve { data, listen, demo } => {
+        Command::Serve(args) => {
+            let mut args = args.layered()?;
+            if args.demo {
+                crate::serve::demo_defaults(&mut args)?;
+            } else if args.auth == Some(crate::serve::AuthMode::Off) && args.listen().ip().is_loopback() {
+                crate::serve::dev_master_key(&mut args)?;
+            }
+            let resolved = match crate::serve::resolve(&args) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("forlop serve: {e:#}");
+                    return Ok(2);
+                }
+            };
+            let (data, listen) = (args.data(), args.listen());
             let store = open_store(&data)?;
-            if demo && store.committed() == 0 {
+            if args.demo && store.committed() == 0 {
                 let mut n = crate::seeding::load(&store, &forlop_seed::rph2016(2016)).await?;
                 n += crate::seeding::load(&store, &forlop_seed::demo(2016, crate::seeding::DEMO_PATIENTS)).await?;
                 tracing::info!(events = n, "loaded the synthetic demo dataset (rph2016 profile and city pathways)");
             }
-            let app = forlop_api::Application::build(store, listen).await?;
+            let settings =
+                forlop_engine::Settings { suppression_threshold: args.suppression_threshold.unwrap_or(5).max(1) };
+            let parts = forlop_engine::EngineParts::open_beside(&data, resolved.master, settings)?;
+            let demo_tokens = match (&resolved.hs256_secret, args.demo) {
+                (Some(secret), true) => {
+                    let services = registered_services(&store).await?;
+                    let issuer = args.issuer.as_deref().unwrap_or_default();
+                    let audience = args.audience.as_deref().unwrap_or_default();
+                    crate::serve::demo_tokens(secret, issuer, audience, &services)?
+                }
+                _ => Vec::new(),
+            };
+            let admin_token = demo_tokens.iter().find(|(r, _)| *r == "admin").map(|(_, t)| t.clone());
+            let http = crate::serve::http_settings(&args, resolved.auth, admin_token);
+            let app = forlop_api::Application::build(store, parts, http, listen).await?;
             let addr = app.local_addr()?;
             tracing::info!(%addr, data = %data.display(), "forlop listening");
             eprintln!("forlop: GraphQL at http://{addr}/graphql (explorer: open it in a browser), subscriptions at ws://{addr}/graphql/ws");
+            if !demo_tokens.is_empty() {
+                eprintln!("forlop: development tokens (HS256, 30 days; send as `Authorization: Bearer <token>`):");
+                for (role, token) in &demo_tokens {
+                    eprintln!("  {role:<12} {token}");
+                }
+            }
             app.run_until(shutdown_signal()).await?;
             Ok(0)
         }
@@ -125,7 +168,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Verify { data } => {
             let store = open_store(&data)?;
-            match store.verify().await {
+            let events = match store.verify().await {
                 Ok(r) => {
                     println!(
                         "ok: {} events in {} streams, head hash {}",
@@ -133,20 +176,87 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                         r.streams,
                         forlop_store::to_hex(&r.head_hash)
                     );
-                    Ok(0)
+                    true
                 }
                 Err(StoreError::Corrupt { position, reason }) => {
                     println!("corrupt at position {position}: {reason}");
-                    Ok(1)
+                    false
                 }
-                Err(e) => Err(e.into()),
+                Err(e) => return Err(e.into()),
+            };
+            let access = forlop_store::access_log::SledAccessLog::open(&data.join("access"))?;
+            let access = match forlop_store::access_log::AccessLog::verify(&access).await {
+                Ok(r) => {
+                    println!("ok: {} access records, head hash {}", r.records, forlop_store::to_hex(&r.head_hash));
+                    true
+                }
+                Err(StoreError::Corrupt { position, reason }) => {
+                    println!("access log corrupt at position {position}: {reason}");
+                    false
+                }
+                Err(e) => return Err(e.into()),
+            };
+            Ok(if events && access { 0 } else { 1 })
+        }
+        Command::AccessReport { data, patient } => {
+            let log = forlop_store::access_log::SledAccessLog::open(&data.join("access"))?;
+            let filter = forlop_store::access_log::AccessFilter { patient_id: Some(patient), ..Default::default() };
+            let (mut after, mut n) = (None, 0);
+            println!("time\trole\tactor\tname\thpr\toutcome\toperation\tfields\treason");
+            loop {
+                let page = forlop_store::access_log::AccessLog::query(&log, &filter, after, 1000).await?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.position);
+                for r in &page {
+                    let r = &r.record;
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                        r.at.to_rfc3339(),
+                        r.role,
+                        r.actor_sub,
+                        r.actor_name.as_deref().unwrap_or(""),
+                        r.hpr_number.as_deref().unwrap_or(""),
+                        r.outcome.as_str(),
+                        r.operation,
+                        r.fields,
+                        r.reason.as_deref().unwrap_or("")
+                    );
+                    n += 1;
+                }
             }
+            eprintln!("{n} accesses to patient {patient}");
+            Ok(0)
+        }
+        Command::RotateKey { data, old, new } => {
+            let old = forlop_vault::MasterKey::load(&old).with_context(|| format!("old key {}", old.display()))?;
+            let new = forlop_vault::MasterKey::load(&new).with_context(|| format!("new key {}", new.display()))?;
+            let table = forlop_store::key_table::KeyTable::open(&data.join("keys"))?;
+            let n = forlop_vault::rotate(&table, &old, &new)?;
+            eprintln!("rewrapped {n} data keys; start forlop with the new --key-file");
+            Ok(0)
         }
         Command::Schema => {
             print!("{}", forlop_api::sdl());
             Ok(0)
         }
         Command::Bench(args) => crate::bench::run(args).await.map(|_| 0),
+    }
+}
+
+/// Every registered service's id (the demo clinician's token names them all).
+async fn registered_services(store: &Arc<dyn EventStore>) -> anyhow::Result<Vec<uuid::Uuid>> {
+    let (mut services, mut from) = (Vec::new(), 0);
+    loop {
+        let page = store.read_all(from, 4096).await?;
+        let Some(last) = page.last() else { return Ok(services) };
+        from = last.position + 1;
+        for e in &page {
+            if let Some(forlop_domain::StreamRef::Service(id)) = forlop_domain::StreamRef::parse(&e.stream) {
+                if e.version == 0 {
+                    services.push(id);
+                }
+            }
+        }
     }
 }
 

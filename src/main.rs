@@ -4,6 +4,7 @@ mod bench;
 mod cli;
 mod ndjson;
 mod seeding;
+mod serve;
 
 use clap::Parser;
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use forlop_api::engine::new_event;
+use forlop_engine::new_event;
 use forlop_seed::{decide_stream, Catalog, Dataset};
 use forlop_store::{EventStore, ExpectedVersion, Metadata};
 use futures::{StreamExt, TryStreamExt};

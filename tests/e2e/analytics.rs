@@ -157,7 +157,8 @@ async fn given_a_care_alert_subscription_when_a_therapist_leaves_without_notice_
     let (p, e) = patient_in_episode(&s, &r).await;
     let from = s.committed().await;
     let mut ws = connect(&s, Protocol::TransportWs).await;
-    send(&mut ws, json!({ "type": "connection_init" })).await;
+    send(&mut ws, json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {}", s.admin) } }))
+        .await;
     assert_eq!(recv(&mut ws).await["type"], "connection_ack");
     let sub = "subscription($s: UUID, $f: Int) { careAlertRaised(serviceId: $s, fromPosition: $f) { kind patientId episodeId since days } }";
     send(

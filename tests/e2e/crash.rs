@@ -30,7 +30,7 @@ async fn given_writers_in_flight_when_the_server_is_killed_then_every_acknowledg
                 input["eventId"] = json!(event_id);
                 let q = "mutation($i: RecordSessionInput!) { recordSession(input: $i) { position } }";
                 let body = json!({ "query": q, "variables": { "i": input } });
-                let sent = s.client().post(format!("{}/graphql", s.url)).json(&body).send().await;
+                let sent = s.client().post(format!("{}/graphql", s.url)).bearer_auth(&s.admin).json(&body).send().await;
                 let Ok(resp) = sent else { return }; // the server is gone
                 let Ok(v) = resp.json::<serde_json::Value>().await else { return };
                 if v["data"]["recordSession"]["position"].is_u64() {

@@ -3,6 +3,7 @@
 //! Each test starts its own server (`forlop serve`) on a free loopback port with its own
 //! temporary data directory, so tests run in parallel and leave nothing behind.
 
+mod access;
 mod analytics;
 mod cli;
 mod contract;
@@ -10,6 +11,7 @@ mod crash;
 mod errors;
 mod events;
 mod explorer;
+mod hardening;
 mod idempotency;
 mod subscriptions;
 mod support;

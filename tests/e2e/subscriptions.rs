@@ -104,7 +104,8 @@ async fn subscription_delivers_only_the_patients_events(protocol: Protocol) {
     let after = committed - 1;
 
     let mut ws = connect(&s, protocol).await;
-    send(&mut ws, json!({ "type": "connection_init", "payload": {} })).await;
+    send(&mut ws, json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {}", s.admin) } }))
+        .await;
     let ack = recv(&mut ws).await;
     assert_eq!(ack["type"], "connection_ack", "{ack}");
     send(
@@ -170,7 +171,8 @@ async fn unfiltered_subscription_replays_from_after(protocol: Protocol) {
     assert_eq!(committed, 6);
 
     let mut ws = connect(&s, protocol).await;
-    send(&mut ws, json!({ "type": "connection_init" })).await;
+    send(&mut ws, json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {}", s.admin) } }))
+        .await;
     assert_eq!(recv(&mut ws).await["type"], "connection_ack");
     send(
         &mut ws,
@@ -217,7 +219,8 @@ async fn given_a_subscription_from_position_zero_when_started_then_the_whole_log
     let s = Server::start().await;
     Reference::register(&s).await; // positions 0..6
     let mut ws = connect(&s, Protocol::TransportWs).await;
-    send(&mut ws, json!({ "type": "connection_init" })).await;
+    send(&mut ws, json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {}", s.admin) } }))
+        .await;
     assert_eq!(recv(&mut ws).await["type"], "connection_ack");
     let query = "subscription { events(fromPosition: 0) { position type } }";
     send(&mut ws, json!({ "id": "log", "type": "subscribe", "payload": { "query": query } })).await;

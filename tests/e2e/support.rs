@@ -60,6 +60,42 @@ pub struct Server {
     _data: Option<tempfile::TempDir>,
     /// The server's stderr, shown if it fails to start.
     log: tempfile::NamedTempFile,
+    /// The HS256 secret the server verifies tokens with.
+    secret: Vec<u8>,
+    /// An admin token, sent by `gql` and friends.
+    pub admin: String,
+}
+
+/// Issuer and audience every test server checks.
+pub const ISSUER: &str = "forlop-test";
+pub const AUDIENCE: &str = "forlop";
+
+/// Writes the test secret and master key into `dir` once, and returns the `serve` flags naming them.
+fn key_flags(dir: &Path) -> (Vec<String>, Vec<u8>) {
+    std::fs::create_dir_all(dir).expect("data dir");
+    let secret_path = dir.join("test-hs256.secret");
+    if !secret_path.exists() {
+        let secret: String = (0..48).map(|_| char::from(b'a' + rand::random::<u8>() % 26)).collect();
+        std::fs::write(&secret_path, secret).expect("write secret");
+    }
+    let key_path = dir.join("test-master.key");
+    if !key_path.exists() {
+        use base64::Engine as _;
+        let key: [u8; 32] = rand::random();
+        std::fs::write(&key_path, base64::engine::general_purpose::STANDARD.encode(key)).expect("write key");
+    }
+    let secret = std::fs::read(&secret_path).expect("read secret");
+    let flags = vec![
+        "--hs256-secret-file".to_string(),
+        secret_path.display().to_string(),
+        "--key-file".into(),
+        key_path.display().to_string(),
+        "--issuer".into(),
+        ISSUER.into(),
+        "--audience".into(),
+        AUDIENCE.into(),
+    ];
+    (flags, secret)
 }
 
 impl Server {
@@ -87,12 +123,14 @@ impl Server {
         for _ in 0..5 {
             let port = free_port();
             let log = tempfile::NamedTempFile::new().expect("log file");
+            let (keys, secret) = if args.contains(&"--auth") { (Vec::new(), Vec::new()) } else { key_flags(dir) };
             let child = forlop()
                 .arg("serve")
                 .arg("--data")
                 .arg(dir)
                 .arg("--listen")
                 .arg(format!("127.0.0.1:{port}"))
+                .args(&keys)
                 .args(args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -107,7 +145,12 @@ impl Server {
                 client: client.clone(),
                 _data: None,
                 log,
+                admin: String::new(),
+                secret: secret.clone(),
             };
+            if !secret.is_empty() {
+                server.admin = server.token("admin", &[], None);
+            }
             if server.wait_ready().await {
                 return server;
             }
@@ -170,6 +213,39 @@ impl Server {
         s
     }
 
+    /// A token signed with the server's secret: `role` (and for clinicians their `services`, for
+    /// patients their national id `pid`), valid for an hour.
+    pub fn token(&self, role: &str, services: &[Uuid], pid: Option<&str>) -> String {
+        self.token_with(json!({ "sub": format!("test-{role}"), "name": format!("Test {role}"), "role": role, "services": services, "pid": pid }))
+    }
+
+    /// A token with `claims` over the standard ones (iss, aud, exp, iat); null claims are dropped.
+    pub fn token_with(&self, claims: Value) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let mut all = json!({ "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 3600 });
+        for (k, v) in claims.as_object().expect("claims object") {
+            if v.is_null() {
+                all.as_object_mut().unwrap().remove(k);
+            } else {
+                all[k] = v.clone();
+            }
+        }
+        forlop_auth::mint_hs256(&self.secret, &all).expect("sign a test token")
+    }
+
+    /// POSTs one GraphQL request as the holder of `token` (None: no Authorization header) and
+    /// returns the HTTP status and the body.
+    pub async fn gql_as(&self, token: Option<&str>, query: &str, variables: Value) -> (reqwest::StatusCode, Value) {
+        let body = json!({ "query": query, "variables": variables });
+        let mut req = self.client.post(format!("{}/graphql", self.url)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.expect("POST /graphql");
+        let status = r.status();
+        (status, r.json().await.expect("GraphQL response is JSON"))
+    }
+
     /// Asks the server to shut down gracefully (SIGTERM) and waits for it to exit.
     pub fn stop(mut self) -> std::process::ExitStatus {
         self.terminate()
@@ -204,9 +280,7 @@ impl Server {
 
     /// POSTs one GraphQL request and returns the response body, whatever the HTTP status.
     pub async fn gql(&self, query: &str, variables: Value) -> Value {
-        let body = json!({ "query": query, "variables": variables });
-        let r = self.client.post(format!("{}/graphql", self.url)).json(&body).send().await.expect("POST /graphql");
-        r.json().await.expect("GraphQL response is JSON")
+        self.gql_as(Some(&self.admin), query, variables).await.1
     }
 
     /// POSTs a raw body to /graphql and returns the status and the JSON answer.
@@ -214,6 +288,7 @@ impl Server {
         let r = self
             .client
             .post(format!("{}/graphql", self.url))
+            .bearer_auth(&self.admin)
             .header("content-type", content_type)
             .body(body.to_owned())
             .send()

@@ -1,42 +1,84 @@
-//! HTTP wiring: POST /graphql, the offline explorer at GET /graphql, subscriptions over
-//! WebSocket at /graphql/ws (graphql-ws and graphql-transport-ws), and GET /healthz.
+//! HTTP wiring: POST (and query-only GET) /graphql, the offline explorer at GET /graphql,
+//! subscriptions over WebSocket at /graphql/ws (graphql-ws and graphql-transport-ws), /healthz.
+//!
+//! Every GraphQL request is authenticated here (a bearer JWT, or `--auth off`) and carries a
+//! `Caller` into the schema; what the caller may do is decided by the engine, never here.
 
 use std::time::Duration;
 
-use async_graphql::ServerError;
-use async_graphql_axum::GraphQLSubscription;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{header, StatusCode};
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
+use async_graphql::{Data, ErrorExtensions, ServerError};
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use tower_http::limit::RequestBodyLimitLayer;
+use forlop_auth::{Principal, Verifier};
 use tower_http::trace::TraceLayer;
 
 use crate::error::code;
 use crate::graphql::{build_schema, ForlopSchema};
-use crate::{Caller, Engine};
+use forlop_engine::{Caller, Engine};
 
 /// Largest request body accepted (a bulk of mutations fits well within).
 const MAX_BODY: usize = 2 * 1024 * 1024;
+/// Largest WebSocket message accepted.
+const MAX_WS_MESSAGE: usize = 64 * 1024;
+/// The media type of the GraphQL-over-HTTP specification.
+const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+/// Messages echo at most this many characters of what the client sent.
+const ECHO: usize = 100;
+
+/// How callers are authenticated.
+#[derive(Clone, Debug)]
+pub enum Authenticator {
+    /// `--auth off`: everyone is `admin` with actor `anonymous` (loopback only; checked at start).
+    Off,
+    Jwt(Verifier),
+}
+
+impl Authenticator {
+    fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, String> {
+        match self {
+            Authenticator::Off => Ok(Principal::anonymous_admin()),
+            Authenticator::Jwt(verifier) => {
+                let header = authorization.ok_or("a bearer token is required")?;
+                let token = forlop_auth::bearer(header).ok_or("the Authorization header must be `Bearer <token>`")?;
+                verifier.verify(token).map_err(|e| format!("invalid token: {e}"))
+            }
+        }
+    }
+}
+
+/// What the HTTP layer needs besides the engine.
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    pub auth: Authenticator,
+    /// Origins allowed to open a WebSocket or post from a browser, besides the server's own.
+    pub allowed_origins: Vec<String>,
+    /// A token to put in the explorer's Headers tab (`serve --demo` only).
+    pub explorer_token: Option<String>,
+}
 
 #[derive(Clone)]
 struct AppState {
     schema: ForlopSchema,
     engine: Engine,
+    settings: std::sync::Arc<HttpSettings>,
 }
 
-pub fn router(engine: Engine) -> Router {
+pub fn router(engine: Engine, settings: HttpSettings) -> Router {
     let schema = build_schema(Some(engine.clone()));
     Router::new()
-        .route("/graphql", get(explorer).post(graphql))
-        // GraphQLSubscription negotiates both graphql-transport-ws and the legacy graphql-ws.
-        .route_service("/graphql/ws", GraphQLSubscription::new(schema.clone()))
+        .route("/graphql", get(graphql_get).post(graphql_post))
+        .route("/graphql/ws", get(websocket))
         .route("/graphql/assets/{file}", get(asset))
         .route("/healthz", get(healthz))
-        .with_state(AppState { schema, engine })
-        .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_found)
+        .with_state(AppState { schema, engine, settings: std::sync::Arc::new(settings) })
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(60),
@@ -44,42 +86,269 @@ pub fn router(engine: Engine) -> Router {
         .layer(TraceLayer::new_for_http())
 }
 
-fn request_error(status: StatusCode, message: String) -> Response {
+/// A GraphQL error body with a code, for failures before execution.
+fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     let body = serde_json::json!({
-        "errors": [{ "message": message, "extensions": { "code": code::INVALID_INPUT } }]
+        "errors": [{ "message": message.into(), "extensions": { "code": code } }]
     });
     (status, Json(body)).into_response()
 }
 
-/// Takes the body as JSON whatever its declared content type: integrations send all sorts.
-async fn graphql(State(state): State<AppState>, body: Bytes) -> Response {
-    let request: async_graphql::Request = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return request_error(StatusCode::BAD_REQUEST, format!("malformed GraphQL request: {e}")),
-    };
-    let request_id = uuid::Uuid::new_v4();
-    let request = request.data(Caller { request_id: Some(request_id), ..Caller::default() });
-    let mut response = state.schema.execute(request).await;
-    // Parse and validation errors carry no code of their own: they are bad input.
-    for err in &mut response.errors {
-        with_code(err);
+fn clip(s: &str) -> String {
+    let mut out: String = s.chars().take(ECHO).collect();
+    if s.chars().count() > ECHO {
+        out.push('…');
     }
-    let mut http = Json(&response).into_response();
+    out
+}
+
+async fn not_found(method: Method) -> Response {
+    if method == Method::GET || method == Method::HEAD {
+        error_response(StatusCode::NOT_FOUND, code::NOT_FOUND, "no such path; GraphQL is at /graphql")
+    } else {
+        error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            code::INVALID_INPUT,
+            "method not allowed; GraphQL is at /graphql",
+        )
+    }
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// True when a browser page on `origin` may talk to this server: its own origin, or one listed.
+fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = header_str(headers, header::ORIGIN) else {
+        return true; // not a browser: cross-site requests always carry Origin
+    };
+    if allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let host = header_str(headers, header::HOST).unwrap_or_default();
+    let bare = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+    !host.is_empty() && bare.eq_ignore_ascii_case(host)
+}
+
+fn wants_graphql_response(headers: &HeaderMap) -> bool {
+    header_str(headers, header::ACCEPT).is_some_and(|a| a.contains(GRAPHQL_RESPONSE_JSON))
+}
+
+/// Authenticates the request; the caller's operation name is added once the body is parsed.
+#[allow(clippy::result_large_err)] // the error is the response itself, built once per refusal
+fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, Response> {
+    if !origin_allowed(headers, &state.settings.allowed_origins) {
+        return Err(error_response(StatusCode::FORBIDDEN, code::FORBIDDEN, "origin not allowed"));
+    }
+    state.settings.auth.authenticate(header_str(headers, header::AUTHORIZATION)).map_err(|msg| {
+        let mut r = error_response(StatusCode::UNAUTHORIZED, code::UNAUTHENTICATED, msg);
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        r
+    })
+}
+
+/// POST /graphql: only JSON bodies are executed. A form or `text/plain` post, which any web page
+/// can send cross-site without a preflight, is refused before anything runs.
+async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let content_type = header_str(&headers, header::CONTENT_TYPE).unwrap_or_default();
+    let media = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    if media != "application/json" && media != GRAPHQL_RESPONSE_JSON {
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code::INVALID_INPUT,
+            "POST /graphql takes Content-Type: application/json",
+        );
+    }
+    let principal = match authenticate(&state, &headers) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let too_large = || {
+        let mut r = error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            code::INVALID_INPUT,
+            format!("the request body exceeds {MAX_BODY} bytes"),
+        );
+        // The rest of the body is never read, so this connection cannot carry another request.
+        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        r
+    };
+    let declared = header_str(&headers, header::CONTENT_LENGTH).and_then(|l| l.parse::<usize>().ok());
+    if declared.is_some_and(|l| l > MAX_BODY) {
+        return too_large();
+    }
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => return too_large(),
+    };
+    let request = match parse_request(&body) {
+        Ok(r) => r,
+        Err(msg) => return error_response(StatusCode::BAD_REQUEST, code::INVALID_INPUT, msg),
+    };
+    execute(&state, &headers, principal, request).await
+}
+
+/// A GraphQL request must be one JSON object with a string `query`.
+fn parse_request(body: &Bytes) -> Result<async_graphql::Request, String> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| format!("the body is not JSON (line {}, column {})", e.line(), e.column()))?;
+    let serde_json::Value::Object(fields) = &value else {
+        return Err("the body must be one JSON object: {\"query\": ..., \"variables\": ...}".into());
+    };
+    if !fields.get("query").is_some_and(|q| q.is_string()) {
+        return Err("the body must carry `query` as a string".into());
+    }
+    if fields.get("variables").is_some_and(|v| !v.is_object() && !v.is_null()) {
+        return Err("`variables` must be an object".into());
+    }
+    if fields.get("operationName").is_some_and(|v| !v.is_string() && !v.is_null()) {
+        return Err("`operationName` must be a string".into());
+    }
+    serde_json::from_value(value).map_err(|_| "malformed GraphQL request".to_string())
+}
+
+#[derive(serde::Deserialize)]
+struct GetParams {
+    query: Option<String>,
+    #[serde(rename = "operationName")]
+    operation_name: Option<String>,
+    variables: Option<String>,
+}
+
+/// GET /graphql: the explorer for browsers; with `?query=`, a query (never a mutation).
+async fn graphql_get(State(state): State<AppState>, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+    let params = Query::<GetParams>::try_from_uri(&uri).ok();
+    let Some(Query(GetParams { query: Some(query), operation_name, variables })) = params else {
+        return explorer(&state);
+    };
+    let principal = match authenticate(&state, &headers) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    if let Ok(doc) = async_graphql::parser::parse_query(&query) {
+        let mutation = doc.operations.iter().any(|(name, op)| {
+            let selected = operation_name.as_deref().is_none_or(|n| name.is_some_and(|name| name.as_str() == n));
+            selected && op.node.ty != async_graphql::parser::types::OperationType::Query
+        });
+        if mutation {
+            let mut r = error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                code::INVALID_INPUT,
+                "GET executes queries only; send mutations with POST",
+            );
+            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return r;
+        }
+    }
+    let mut request = async_graphql::Request::new(query);
+    if let Some(name) = operation_name {
+        request = request.operation_name(name);
+    }
+    if let Some(vars) = variables {
+        match serde_json::from_str::<serde_json::Value>(&vars) {
+            Ok(v @ serde_json::Value::Object(_)) => request = request.variables(async_graphql::Variables::from_json(v)),
+            _ => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    code::INVALID_INPUT,
+                    "`variables` must be a JSON object",
+                )
+            }
+        }
+    }
+    execute(&state, &headers, principal, request).await
+}
+
+async fn execute(
+    state: &AppState,
+    headers: &HeaderMap,
+    principal: Principal,
+    request: async_graphql::Request,
+) -> Response {
+    let operation = match crate::limits::check(&request) {
+        Ok(name) => name,
+        Err(msg) => return error_response(StatusCode::BAD_REQUEST, code::INVALID_INPUT, msg),
+    };
+    let caller = Caller::new(principal, operation.as_deref());
+    let request_id = caller.correlation_id;
+    let mut response = state.schema.execute(request.data(caller)).await;
+    // Parse and validation errors carry no code of their own: they are bad input.
+    let mut request_error = false;
+    for err in &mut response.errors {
+        request_error |= with_code(err);
+    }
+    let graphql_response = wants_graphql_response(headers);
+    // GraphQL over HTTP: a request that could not be executed is a 400 for the new media type.
+    let status = if graphql_response && request_error && response.data == async_graphql::Value::Null {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    let mut http = (status, Json(&response)).into_response();
+    let media = if graphql_response { GRAPHQL_RESPONSE_JSON } else { "application/json" };
+    http.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
     if let Ok(v) = request_id.to_string().parse() {
         http.headers_mut().insert("x-request-id", v);
     }
     http
 }
 
-fn with_code(err: &mut ServerError) {
+/// Gives a code to errors that have none (parse and validation errors), keeping messages short.
+/// Returns true for such request errors.
+fn with_code(err: &mut ServerError) -> bool {
     let ext = err.extensions.get_or_insert_with(Default::default);
-    if ext.get("code").is_none() {
+    let uncoded = ext.get("code").is_none();
+    if uncoded {
         ext.set("code", code::INVALID_INPUT);
+        err.message = clip(&err.message);
     }
+    uncoded
 }
 
-async fn explorer() -> Html<&'static str> {
-    Html(include_str!("../assets/explorer.html"))
+/// WebSocket subscriptions. The browser's Origin is checked before the upgrade, and the
+/// caller is authenticated from `connection_init` (`{"Authorization": "Bearer …"}`), or from
+/// the upgrade's own Authorization header for clients that can set one.
+async fn websocket(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if !origin_allowed(&headers, &state.settings.allowed_origins) {
+        return error_response(StatusCode::FORBIDDEN, code::FORBIDDEN, "origin not allowed");
+    }
+    let upgrade_auth = header_str(&headers, header::AUTHORIZATION).map(str::to_owned);
+    let (schema, auth) = (state.schema.clone(), state.settings.auth.clone());
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .max_message_size(MAX_WS_MESSAGE)
+        .max_frame_size(MAX_WS_MESSAGE)
+        .on_upgrade(move |socket| async move {
+            GraphQLWebSocket::new(socket, schema, protocol)
+                .on_connection_init(move |payload| async move {
+                    let from_payload = payload
+                        .get("Authorization")
+                        .or_else(|| payload.get("authorization"))
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned);
+                    let header = from_payload.or(upgrade_auth);
+                    let principal = auth.authenticate(header.as_deref()).map_err(|msg| {
+                        async_graphql::Error::new(msg).extend_with(|_, e| e.set("code", code::UNAUTHENTICATED))
+                    })?;
+                    let mut data = Data::default();
+                    data.insert(Caller::new(principal, Some("subscription")));
+                    Ok(data)
+                })
+                .serve()
+                .await
+        })
+}
+
+fn explorer(state: &AppState) -> Response {
+    let page = include_str!("../assets/explorer.html");
+    let token = state.settings.explorer_token.as_deref().map_or("null".to_string(), |t| format!("{t:?}"));
+    Html(page.replace("/*FORLOP_TOKEN*/null", &token)).into_response()
 }
 
 async fn asset(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
@@ -88,7 +357,7 @@ async fn asset(axum::extract::Path(file): axum::extract::Path<String>) -> Respon
         "react-dom.production.min.js" => (include_bytes!("../assets/react-dom.production.min.js"), "text/javascript"),
         "graphiql.min.js" => (include_bytes!("../assets/graphiql.min.js"), "text/javascript"),
         "graphiql.min.css" => (include_bytes!("../assets/graphiql.min.css"), "text/css"),
-        _ => return StatusCode::NOT_FOUND.into_response(),
+        _ => return error_response(StatusCode::NOT_FOUND, code::NOT_FOUND, "no such asset"),
     };
     ([(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "public, max-age=86400")], body).into_response()
 }
@@ -98,5 +367,6 @@ async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
         "status": "ok",
         "committed": state.engine.store().committed(),
         "projected": state.engine.projected(),
+        "accessRecords": state.engine.access_log().committed(),
     }))
 }

@@ -1,39 +1,27 @@
 //! forlop's API: the GraphQL schema and the HTTP/WebSocket router that serves it.
 //!
 //! Invariant: this is the only crate that knows GraphQL and HTTP. It decides commands through
-//! `engine` and answers queries from the read model, which is fed from the log.
+//! `forlop_engine` and answers queries from the read model, which is fed from the log.
 
-pub mod engine;
 pub mod error;
 pub mod graphql;
 mod http;
+pub mod limits;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use forlop_store::EventStore;
 
-pub use engine::{Engine, RecordOptions, Recorded};
+pub use forlop_engine::{Caller, Engine, RecordOptions, Recorded};
 pub use graphql::{build_schema, sdl, ForlopSchema};
-pub use http::router;
-
-/// Who is calling. A placeholder until authentication lands: every caller is "unauthenticated".
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub actor: String,
-    pub request_id: Option<uuid::Uuid>,
-}
-
-impl Default for Caller {
-    fn default() -> Self {
-        Caller { actor: "unauthenticated".into(), request_id: None }
-    }
-}
+pub use http::{router, Authenticator, HttpSettings};
 
 /// A bound, ready-to-run server.
 pub struct Application {
     listener: tokio::net::TcpListener,
     engine: Engine,
+    settings: HttpSettings,
 }
 
 impl std::fmt::Debug for Application {
@@ -44,10 +32,15 @@ impl std::fmt::Debug for Application {
 
 impl Application {
     /// Rebuilds the read model from `store` and binds `listen` (port 0 picks a free port).
-    pub async fn build(store: Arc<dyn EventStore>, listen: SocketAddr) -> anyhow::Result<Application> {
-        let engine = Engine::start(store).await?;
+    pub async fn build(
+        store: Arc<dyn EventStore>,
+        parts: forlop_engine::EngineParts,
+        settings: HttpSettings,
+        listen: SocketAddr,
+    ) -> anyhow::Result<Application> {
+        let engine = Engine::start(store, parts).await?;
         let listener = tokio::net::TcpListener::bind(listen).await?;
-        Ok(Application { listener, engine })
+        Ok(Application { listener, engine, settings })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -63,7 +56,7 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let app = router(self.engine);
+        let app = router(self.engine, self.settings);
         axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await?;
         Ok(())
     }

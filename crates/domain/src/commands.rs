@@ -81,6 +81,8 @@ pub enum Command {
         patient_id: Uuid,
         event: OutcomeRecorded,
     },
+    /// Erasure: the caller destroys the data key; this records that it was done, and by whom.
+    ForgetPatient(PatientForgotten),
 }
 
 impl Command {
@@ -89,6 +91,7 @@ impl Command {
             Command::RegisterService(e) => StreamRef::Service(e.service_id),
             Command::RegisterTherapist(e) => StreamRef::Therapist(e.therapist_id),
             Command::RegisterPatient(e) => StreamRef::Patient(e.patient_id),
+            Command::ForgetPatient(e) => StreamRef::Patient(e.patient_id),
             Command::ReceiveReferral { patient_id, .. }
             | Command::DecideReferral { patient_id, .. }
             | Command::StartEpisode { patient_id, .. }
@@ -109,6 +112,7 @@ impl Command {
             Command::RegisterService(e) => e.into(),
             Command::RegisterTherapist(e) => e.into(),
             Command::RegisterPatient(e) => e.into(),
+            Command::ForgetPatient(e) => e.into(),
             Command::ReceiveReferral { event, .. } => event.into(),
             Command::DecideReferral { event, .. } => event.into(),
             Command::StartEpisode { event, .. } => event.into(),
@@ -142,6 +146,7 @@ impl Command {
             Event::PatientAdmitted(event) => Command::AdmitPatient { patient_id, event },
             Event::PatientDischarged(event) => Command::DischargePatient { patient_id, event },
             Event::OutcomeRecorded(event) => Command::RecordOutcome { patient_id, event },
+            Event::PatientForgotten(e) => Command::ForgetPatient(e),
         }
     }
 
@@ -185,6 +190,7 @@ pub struct PatientState {
     pub episodes: HashMap<Uuid, EpisodeState>,
     pub admissions: HashMap<Uuid, AdmissionState>,
     pub sessions: HashSet<Uuid>,
+    pub forgotten: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -287,6 +293,7 @@ impl StreamState {
                 }
             }
             Event::OutcomeRecorded(_) => {}
+            Event::PatientForgotten(_) => p.forgotten = true,
         }
     }
 
@@ -490,6 +497,12 @@ fn decide_patient(state: &StreamState, refs: &References, command: Command) -> R
                 return Err(invalid(format!("item {} is {}, items are scored 0 to 3", bad + 1, e.items[bad])));
             }
             e.total = e.items.iter().map(|&i| u32::from(i)).sum();
+            Ok(e.into())
+        }
+        Command::ForgetPatient(e) => {
+            if p.forgotten {
+                return Err(DomainError::AlreadyExists(format!("patient {patient_id} is already forgotten")));
+            }
             Ok(e.into())
         }
         Command::RegisterService(_) | Command::RegisterTherapist(_) | Command::RegisterPatient(_) => {

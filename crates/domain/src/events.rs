@@ -30,6 +30,17 @@ pub struct PatientRegistered {
     pub patient_id: Uuid,
     pub birth_year: i32,
     pub gender: Gender,
+    /// The national id, sealed under the patient's data key (never clear text; see forlop-vault).
+    /// Absent when none was given, so older payloads and their hashes are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub national_id: Option<String>,
+}
+
+/// The patient's data key was destroyed on request (GDPR art. 17): their sealed national id can
+/// no longer be opened. The pathway itself stays in the log, pseudonymous, for aggregate reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatientForgotten {
+    pub patient_id: Uuid,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -195,6 +206,7 @@ domain_events! {
     PatientAdmitted => 1,
     PatientDischarged => 1,
     OutcomeRecorded => 1,
+    PatientForgotten => 1,
 }
 
 fn upcast_patient_registered_v1(old: v1::PatientRegistered) -> Event {
@@ -204,7 +216,12 @@ fn upcast_patient_registered_v1(old: v1::PatientRegistered) -> Event {
         Some("") | None => Gender::Unknown,
         Some(_) => Gender::Other,
     };
-    Event::PatientRegistered(PatientRegistered { patient_id: old.patient_id, birth_year: old.birth_year, gender })
+    Event::PatientRegistered(PatientRegistered {
+        patient_id: old.patient_id,
+        birth_year: old.birth_year,
+        gender,
+        national_id: None,
+    })
 }
 
 impl Event {
@@ -212,7 +229,10 @@ impl Event {
     /// have no clinical time; the caller supplies the recording time for those.
     pub fn clinical_time(&self) -> Option<Timestamp> {
         Some(match self {
-            Event::ServiceRegistered(_) | Event::TherapistRegistered(_) | Event::PatientRegistered(_) => return None,
+            Event::ServiceRegistered(_)
+            | Event::TherapistRegistered(_)
+            | Event::PatientRegistered(_)
+            | Event::PatientForgotten(_) => return None,
             Event::ReferralReceived(e) => e.received_at,
             Event::ReferralDecided(e) => e.decided_at,
             Event::EpisodeStarted(e) => e.started_at,

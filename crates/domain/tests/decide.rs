@@ -115,7 +115,7 @@ fn therapist(id: Uuid, hpr: Option<&str>) -> TherapistRegistered {
 }
 
 fn patient(birth_year: i32) -> PatientRegistered {
-    PatientRegistered { patient_id: P, birth_year, gender: Gender::Female }
+    PatientRegistered { patient_id: P, birth_year, gender: Gender::Female, national_id: None }
 }
 
 /// Reference data the caller looked up for the command.
@@ -666,7 +666,10 @@ fn upcasts(sex_json: Option<&str>, gender: Gender) {
         None => format!(r#"{{"patient_id":"{P}","birth_year":1985}}"#),
     };
     let event = Event::decode("PatientRegistered", 1, payload.as_bytes()).expect("v1 decodes");
-    assert_eq!(event, Event::PatientRegistered(PatientRegistered { patient_id: P, birth_year: 1985, gender }));
+    assert_eq!(
+        event,
+        Event::PatientRegistered(PatientRegistered { patient_id: P, birth_year: 1985, gender, national_id: None })
+    );
     assert_eq!(event.schema_version(), 2, "upcast to the current version");
     assert_eq!(event.event_type(), "PatientRegistered");
 }
@@ -785,6 +788,7 @@ fn expected_envelope(event: &Event) -> (&'static str, u16) {
         Event::PatientAdmitted(_) => ("PatientAdmitted", 1),
         Event::PatientDischarged(_) => ("PatientDischarged", 1),
         Event::OutcomeRecorded(_) => ("OutcomeRecorded", 1),
+        Event::PatientForgotten(_) => ("PatientForgotten", 1),
     }
 }
 

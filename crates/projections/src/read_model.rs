@@ -103,6 +103,10 @@ pub struct PatientView {
     pub assignments: Vec<AssignmentFact>,
     pub releases: Vec<ReleaseFact>,
     pub outcomes: Vec<OutcomeFact>,
+    /// The national id as sealed in the log; only the vault can open it, and not after erasure.
+    pub sealed_national_id: Option<String>,
+    /// True once the patient's data key was destroyed on request.
+    pub forgotten: bool,
     /// The patient's continuity, computed on first read after a change.
     pub cached_continuity: ContinuityCache,
 }
@@ -180,6 +184,8 @@ impl ReadModel {
                         assignments: Vec::new(),
                         releases: Vec::new(),
                         outcomes: Vec::new(),
+                        sealed_national_id: e.national_id.clone(),
+                        forgotten: false,
                         cached_continuity: ContinuityCache::default(),
                     },
                 );
@@ -254,6 +260,10 @@ impl ReadModel {
                 }
             }
             Event::OutcomeRecorded(e) => p.outcomes.push(OutcomeFact { event: e.clone(), position }),
+            Event::PatientForgotten(_) => {
+                p.forgotten = true;
+                p.sealed_national_id = None;
+            }
             Event::ServiceRegistered(_) | Event::TherapistRegistered(_) | Event::PatientRegistered(_) => {}
         }
     }

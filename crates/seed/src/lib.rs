@@ -258,7 +258,7 @@ fn pathway(g: &mut Gen, s: &Sector) -> Vec<Seeded> {
     let mut push = |g: &mut Gen, command: Command| out.push(Seeded { event_id: g.id(), command });
     let gender = g.weighted(&[(Gender::Female, 65), (Gender::Male, 33), (Gender::Other, 1), (Gender::Unknown, 1)]);
     let birth_year = g.rng.gen_range(1950..=2006);
-    push(g, Command::RegisterPatient(PatientRegistered { patient_id, birth_year, gender }));
+    push(g, Command::RegisterPatient(PatientRegistered { patient_id, birth_year, gender, national_id: None }));
 
     let base = Utc.with_ymd_and_hms(2016, 1, 4, 8, 0, 0).unwrap();
     let received_at = base + g.days(0, 3300);

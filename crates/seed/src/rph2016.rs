@@ -127,7 +127,15 @@ pub fn rph2016(seed: u64) -> Dataset {
         // Starts from late January, so every referral of the cohort is received within 2016.
         let start = year + Duration::days(21) + Duration::minutes(g.rng.gen_range(0..330 * 1440));
         let birth_year = 2016 - g.rng.gen_range(age);
-        push(&mut g, Command::RegisterPatient(PatientRegistered { patient_id, birth_year, gender: genders[i] }));
+        push(
+            &mut g,
+            Command::RegisterPatient(PatientRegistered {
+                patient_id,
+                birth_year,
+                gender: genders[i],
+                national_id: None,
+            }),
+        );
         let referral_id = sources[i].map(|source| {
             let referral_id = g.id();
             let received_at = start - g.days(1, 21);
@@ -174,7 +182,7 @@ pub fn rph2016(seed: u64) -> Dataset {
             let referral_id = g.id();
             let decided_at = received_at + Duration::days(2);
             for command in [
-                Command::RegisterPatient(PatientRegistered { patient_id, birth_year, gender }),
+                Command::RegisterPatient(PatientRegistered { patient_id, birth_year, gender, national_id: None }),
                 received(patient_id, referral_id, rph, ReferralSource::SelfReferral, received_at),
                 decided(patient_id, referral_id, Some(reason), decided_at),
             ] {

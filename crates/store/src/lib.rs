@@ -12,11 +12,11 @@ use futures::Stream;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub mod access_log;
 pub mod conformance;
 mod hash;
-mod sled_store;
-pub mod access_log;
 pub mod key_table;
+mod sled_store;
 
 pub use hash::{chain_hash, to_hex, Hash, GENESIS_HASH};
 pub use sled_store::{SledOptions, SledStore};

@@ -13,7 +13,7 @@ pub use mutation::Mutation;
 pub use query::Query;
 pub use subscription::Subscription;
 
-use crate::engine::Engine;
+use forlop_engine::Engine;
 
 pub type ForlopSchema = Schema<Query, Mutation, Subscription>;
 
@@ -22,8 +22,10 @@ const MAX_DEPTH: usize = 16;
 const MAX_COMPLEXITY: usize = 20_000;
 
 pub fn build_schema(engine: Option<Engine>) -> ForlopSchema {
-    let mut builder =
-        Schema::build(Query, Mutation, Subscription).limit_depth(MAX_DEPTH).limit_complexity(MAX_COMPLEXITY);
+    let mut builder = Schema::build(Query, Mutation, Subscription)
+        .extension(crate::limits::Limits)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY);
     if let Some(engine) = engine {
         builder = builder.data(engine);
     }

@@ -10,8 +10,10 @@ use forlop_store::ExpectedVersion;
 
 use super::enums::*;
 use super::objects::Recorded;
-use crate::engine::{Engine, RecordOptions};
-use crate::error::ApiError;
+use super::query::caller;
+use crate::error::{ApiError, GqlResult, ToGql};
+use forlop_domain::national_id::NationalId;
+use forlop_engine::{Engine, RecordOptions};
 
 /// Declares an input object with the two fields every recording takes.
 macro_rules! recording_input {
@@ -37,7 +39,21 @@ recording_input!(RegisterTherapistInput {
     /// Health personnel register number (HPR), digits only.
     hpr_number: Option<String>,
 });
-recording_input!(RegisterPatientInput { patient_id: Uuid, birth_year: i32, gender: Gender });
+recording_input!(RegisterPatientInput {
+    patient_id: Uuid,
+    birth_year: i32,
+    gender: Gender,
+    /// Fødselsnummer, D- or H-number (synthetic test numbers too), checked with both check digits.
+    /// Stored only sealed under the patient's data key, never in clear text.
+    national_id: Option<String>,
+});
+
+/// Erasure on request: destroys the patient's data key (admins only).
+#[derive(InputObject, Debug)]
+pub struct ForgetPatientInput {
+    pub patient_id: Uuid,
+    pub event_id: Option<Uuid>,
+}
 recording_input!(ReceiveReferralInput {
     patient_id: Uuid,
     referral_id: Uuid,
@@ -103,19 +119,14 @@ recording_input!(RecordOutcomeInput {
     measured_at: DateTime<Utc>,
 });
 
-fn options(
-    ctx: &Context<'_>,
-    event_id: Option<Uuid>,
-    expected_version: Option<i64>,
-) -> Result<RecordOptions, ApiError> {
+fn options(event_id: Option<Uuid>, expected_version: Option<i64>) -> Result<RecordOptions, ApiError> {
     let expected_version = match expected_version {
         None => None,
         Some(-1) => Some(ExpectedVersion::NoStream),
         Some(v) if v >= 0 => Some(ExpectedVersion::Exact(v as u64)),
         Some(v) => return Err(ApiError::invalid(format!("expectedVersion {v} is not a version (use -1 for none)"))),
     };
-    let caller = ctx.data_opt::<crate::Caller>().cloned().unwrap_or_default();
-    Ok(RecordOptions { event_id, expected_version, actor: caller.actor, correlation_id: caller.request_id })
+    Ok(RecordOptions { event_id, expected_version })
 }
 
 async fn record(
@@ -124,11 +135,19 @@ async fn record(
     event_id: Option<Uuid>,
     expected: Option<i64>,
 ) -> Result<Recorded> {
-    let run = async {
-        let opts = options(ctx, event_id, expected)?;
-        ctx.data_unchecked::<Engine>().record(command, opts).await
-    };
-    run.await.map(Recorded::from).map_err(ApiError::gql)
+    record_with(ctx, command, None, event_id, expected).await
+}
+
+async fn record_with(
+    ctx: &Context<'_>,
+    command: Command,
+    national_id: Option<NationalId>,
+    event_id: Option<Uuid>,
+    expected: Option<i64>,
+) -> Result<Recorded> {
+    let caller = caller(ctx)?;
+    let opts = options(event_id, expected).gql()?;
+    ctx.data_unchecked::<Engine>().record(caller, command, national_id, opts).await.map(Recorded::from).gql()
 }
 
 pub struct Mutation;
@@ -159,12 +178,26 @@ impl Mutation {
         if input.birth_year > this_year {
             return Err(ApiError::invalid(format!("birthYear {} is in the future", input.birth_year)).gql());
         }
+        let national_id = match input.national_id.as_deref() {
+            None => None,
+            Some(n) => Some(NationalId::parse(n).map_err(|e| ApiError::invalid(format!("nationalId: {e}")).gql())?),
+        };
         let c = Command::RegisterPatient(ev::PatientRegistered {
             patient_id: input.patient_id,
             birth_year: input.birth_year,
             gender: input.gender.into(),
+            national_id: None,
         });
-        record(ctx, c, input.event_id, input.expected_version).await
+        record_with(ctx, c, national_id, input.event_id, input.expected_version).await
+    }
+
+    /// Erasure (GDPR art. 17), admins only: destroys the patient's data key, so their national id
+    /// can never be opened again and no longer finds them; the pseudonymous pathway stays in the
+    /// log and in aggregate reports, and the log still verifies.
+    async fn forget_patient(&self, ctx: &Context<'_>, input: ForgetPatientInput) -> Result<Recorded> {
+        let caller = caller(ctx)?;
+        let opts = RecordOptions { event_id: input.event_id, expected_version: None };
+        ctx.data_unchecked::<Engine>().forget_patient(caller, input.patient_id, opts).await.map(Recorded::from).gql()
     }
 
     async fn receive_referral(&self, ctx: &Context<'_>, input: ReceiveReferralInput) -> Result<Recorded> {

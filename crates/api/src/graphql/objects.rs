@@ -5,14 +5,15 @@ use async_graphql::{Context, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use forlop_engine::PatientGrant;
 use forlop_projections::read_model::{AdmissionView, EpisodeView};
 use forlop_projections::{PatientView, ServiceView, TherapistView};
 use forlop_store::RecordedEvent;
 
-use super::analytics::{Distribution, ReferralSummary};
+use super::analytics::{Distribution, Mask, ReferralSummary};
 use super::enums::*;
-use crate::engine::{self, Engine};
-use crate::error::ApiError;
+use crate::error::{ApiError, GqlResult, ToGql};
+use forlop_engine::{self as engine, Engine};
 
 /// Where a recorded event landed in the log.
 #[derive(SimpleObject, Debug)]
@@ -45,6 +46,13 @@ pub fn period(from: DateTime<Utc>, to: DateTime<Utc>) -> async_graphql::Result<(
     Ok(())
 }
 
+/// The engine and the caller's aggregate mask, for the overview fields of a service.
+fn overview<'a>(ctx: &Context<'a>) -> async_graphql::Result<(&'a Engine, Mask)> {
+    let engine = ctx.data_unchecked::<Engine>();
+    let aggregates = engine.aggregates(super::query::caller(ctx)?).map_err(ToGql::gql)?;
+    Ok((engine, Mask::new(aggregates)))
+}
+
 /// A care service: RPH, a DPS outpatient clinic, a ward.
 pub struct Service(pub ServiceView);
 
@@ -59,10 +67,12 @@ impl Service {
     async fn care_level(&self) -> CareLevel {
         self.0.care_level.into()
     }
-    /// Episodes open at `asOf`: started before it and not ended by it.
-    async fn open_episodes(&self, ctx: &Context<'_>, as_of: DateTime<Utc>) -> u64 {
-        let engine = ctx.data_unchecked::<Engine>();
-        forlop_projections::reports::open_episodes(&engine.model().read(), self.0.id, as_of)
+    /// Episodes open at `asOf`: started before it and not ended by it (null when withheld from
+    /// an analyst as a small count).
+    async fn open_episodes(&self, ctx: &Context<'_>, as_of: DateTime<Utc>) -> async_graphql::Result<Option<u64>> {
+        let (engine, mask) = overview(ctx)?;
+        let n = forlop_projections::reports::open_episodes(&engine.model().read(), self.0.id, as_of);
+        Ok(mask.distribution(forlop_projections::reports::Distribution { count: n, ..Default::default() }).count)
     }
     /// Days from referral to first attended session, for episodes started in [from, to).
     async fn waiting_days(
@@ -71,9 +81,9 @@ impl Service {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> async_graphql::Result<Distribution> {
-        let engine = ctx.data_unchecked::<Engine>();
+        let (engine, mask) = overview(ctx)?;
         period(from, to)?;
-        Ok(forlop_projections::reports::waiting_days(&engine.model().read(), self.0.id, from, to).into())
+        Ok(mask.distribution(forlop_projections::reports::waiting_days(&engine.model().read(), self.0.id, from, to)))
     }
     /// Referrals received in [from, to), by decision.
     async fn referral_outcomes(
@@ -82,9 +92,9 @@ impl Service {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> async_graphql::Result<ReferralSummary> {
-        let engine = ctx.data_unchecked::<Engine>();
+        let (engine, mask) = overview(ctx)?;
         period(from, to)?;
-        Ok(forlop_projections::reports::referral_summary(&engine.model().read(), self.0.id, from, to).into())
+        Ok(mask.referrals(forlop_projections::reports::referral_summary(&engine.model().read(), self.0.id, from, to)))
     }
 }
 
@@ -104,39 +114,61 @@ impl Therapist {
     }
 }
 
-pub struct Patient(pub PatientView);
+/// A patient as the caller was granted them: integrations see only `id` and `version`.
+pub struct Patient(pub PatientGrant);
+
+impl Patient {
+    fn full(&self) -> async_graphql::Result<&PatientView> {
+        if self.0.full {
+            Ok(&self.0.view)
+        } else {
+            Err(ApiError::forbidden("your role may see only a patient's id and version").gql())
+        }
+    }
+}
 
 #[Object]
 impl Patient {
     async fn id(&self) -> Uuid {
-        self.0.id
+        self.0.view.id
     }
     /// Version of the patient's stream: pass it as `expectedVersion` to record only if nothing changed.
     async fn version(&self) -> u64 {
-        self.0.version
+        self.0.view.version
     }
-    async fn birth_year(&self) -> i32 {
-        self.0.birth_year
+    async fn birth_year(&self) -> async_graphql::Result<i32> {
+        Ok(self.full()?.birth_year)
     }
-    async fn gender(&self) -> Gender {
-        self.0.gender.into()
+    async fn gender(&self) -> async_graphql::Result<Gender> {
+        Ok(self.full()?.gender.into())
+    }
+    /// Fødselsnummer, D- or H-number, opened from its sealed form; null if none was recorded or
+    /// the patient has been forgotten.
+    async fn national_id(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
+        ctx.data_unchecked::<Engine>().national_id(&self.0).gql()
+    }
+    /// True once the patient's data key was destroyed on request (`forgetPatient`).
+    async fn forgotten(&self) -> async_graphql::Result<bool> {
+        Ok(self.full()?.forgotten)
     }
     /// Continuity of care across care levels, computed over attended sessions in clinical order.
-    async fn continuity(&self) -> Continuity {
-        Continuity(self.0.continuity())
+    async fn continuity(&self) -> async_graphql::Result<Continuity> {
+        Ok(Continuity(self.full()?.continuity()))
     }
-    async fn episodes(&self) -> Vec<Episode> {
-        self.0.episodes.iter().cloned().map(Episode).collect()
+    async fn episodes(&self) -> async_graphql::Result<Vec<Episode>> {
+        Ok(self.full()?.episodes.iter().cloned().map(Episode).collect())
     }
-    async fn admissions(&self) -> Vec<Admission> {
-        self.0.admissions.iter().cloned().map(Admission).collect()
+    async fn admissions(&self) -> async_graphql::Result<Vec<Admission>> {
+        Ok(self.full()?.admissions.iter().cloned().map(Admission).collect())
     }
     /// The patient's own stream, oldest first: every fact recorded about them, for audit.
+    /// Auditors and admins, and clinicians for their patients.
     async fn history(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<LogEvent>> {
         let engine = ctx.data_unchecked::<Engine>();
-        let stream = forlop_domain::StreamRef::Patient(self.0.id).name();
+        let view = self.full()?;
+        let stream = forlop_domain::StreamRef::Patient(view.id).name();
         let events = engine.store().read_stream(&stream, 0, usize::MAX).await.map_err(|e| ApiError::from(e).gql())?;
-        Ok(events.into_iter().map(LogEvent).collect())
+        Ok(events.into_iter().filter(|e| e.position < self.0.as_of_position).map(LogEvent).collect())
     }
 }
 
@@ -344,4 +376,86 @@ pub type EventConnection = Connection<String, LogEvent>;
 
 pub fn event_edge(e: RecordedEvent) -> Edge<String, LogEvent, EmptyFields> {
     Edge::new(e.position.to_string(), LogEvent(e))
+}
+
+/// One access to a patient's data, as the access log keeps it.
+pub struct AccessEntry(pub forlop_store::access_log::StoredAccessRecord);
+
+#[Object]
+impl AccessEntry {
+    /// Position in the access log (its own chain, separate from the event log).
+    async fn position(&self) -> u64 {
+        self.0.position
+    }
+    async fn patient_id(&self) -> Uuid {
+        self.0.record.patient_id
+    }
+    /// The token's subject.
+    async fn actor(&self) -> &str {
+        &self.0.record.actor_sub
+    }
+    async fn actor_name(&self) -> Option<&str> {
+        self.0.record.actor_name.as_deref()
+    }
+    async fn role(&self) -> &str {
+        &self.0.record.role
+    }
+    async fn hpr_number(&self) -> Option<&str> {
+        self.0.record.hpr_number.as_deref()
+    }
+    /// The client's operation name.
+    async fn operation(&self) -> &str {
+        &self.0.record.operation
+    }
+    /// What was disclosed: the root field (`patient`, `events`, `careAlerts`, ...).
+    async fn fields(&self) -> &str {
+        &self.0.record.fields
+    }
+    /// ALLOWED, DENIED or EMERGENCY.
+    async fn outcome(&self) -> &str {
+        self.0.record.outcome.as_str()
+    }
+    /// The reason given for emergency access.
+    async fn reason(&self) -> Option<&str> {
+        self.0.record.reason.as_deref()
+    }
+    async fn correlation_id(&self) -> Option<Uuid> {
+        self.0.record.correlation_id
+    }
+    async fn at(&self) -> DateTime<Utc> {
+        self.0.record.at
+    }
+    /// SHA-256 chain hash, hex.
+    async fn hash(&self) -> String {
+        forlop_store::to_hex(&self.0.hash)
+    }
+}
+
+/// A page of the access log; pass `endCursor` as `after` for the next.
+#[derive(SimpleObject)]
+pub struct AccessLogPage {
+    pub nodes: Vec<AccessEntry>,
+    pub end_cursor: Option<String>,
+    pub has_next_page: bool,
+}
+
+impl From<forlop_engine::access::AccessPage> for AccessLogPage {
+    fn from(p: forlop_engine::access::AccessPage) -> Self {
+        AccessLogPage {
+            end_cursor: p.records.last().map(|r| r.position.to_string()),
+            has_next_page: p.has_next,
+            nodes: p.records.into_iter().map(AccessEntry).collect(),
+        }
+    }
+}
+
+/// Both chains recomputed from the start.
+#[derive(SimpleObject)]
+pub struct VerifyLog {
+    pub ok: bool,
+    /// Position of the event log's last event (null when empty).
+    pub head_position: Option<u64>,
+    pub head_hash: String,
+    pub access_head_position: Option<u64>,
+    pub access_head_hash: String,
 }

@@ -9,39 +9,134 @@ use forlop_projections::{alerts, reports, ReadModel};
 
 use super::analytics::{CareAlert, PathwayReport};
 use super::objects::*;
-use crate::engine::Engine;
-use crate::error::ApiError;
+use crate::error::{ApiError, GqlResult, ToGql};
+use forlop_engine::policy::Operation;
+use forlop_engine::Caller;
+use forlop_engine::Engine;
 
 pub struct Query;
 
 /// Largest page of the log one query returns.
-const MAX_PAGE: usize = 1000;
+pub const MAX_PAGE: usize = 1000;
+/// Most age groups one report takes.
+const MAX_AGE_BINS: usize = 40;
+
+/// The caller the HTTP or WebSocket layer authenticated; there is none in a bare schema.
+pub fn caller<'a>(ctx: &Context<'a>) -> Result<&'a Caller> {
+    ctx.data_opt::<Caller>().ok_or_else(|| ApiError::Unauthenticated("authentication required".into()).gql())
+}
+
+fn page_size(first: i32) -> Result<usize> {
+    if !(0..=MAX_PAGE as i32).contains(&first) {
+        return Err(ApiError::invalid(format!("first must be 0 to {MAX_PAGE}")).gql());
+    }
+    Ok(first as usize)
+}
+
+/// A cursor is a log position, as a string.
+fn cursor(after: Option<&str>) -> Result<Option<u64>> {
+    match after {
+        None => Ok(None),
+        Some(c) => c.parse::<u64>().map(Some).map_err(|_| {
+            let shown: String = c.chars().take(40).collect();
+            ApiError::invalid(format!("cursor {shown:?} is not a position")).gql()
+        }),
+    }
+}
 
 #[Object]
 impl Query {
-    /// A patient and their continuity of care; null if no such patient is registered.
-    async fn patient(&self, ctx: &Context<'_>, id: Uuid) -> Option<Patient> {
-        let engine = ctx.data_unchecked::<Engine>();
-        let model = engine.model().read();
-        let p = model.patients.get(&id)?;
-        p.continuity(); // fills the shared cache, so the next reader finds it computed
-        Some(Patient(p.clone()))
+    /// A patient and their continuity of care; null if no such patient is registered. Every read
+    /// is written to the access log before it is answered. A clinician may read a patient of
+    /// another service by giving `emergencyReason` (at least 10 characters): logged as EMERGENCY.
+    /// With `asOf`, answers as forlop knew the patient at that recorded time.
+    async fn patient(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+        emergency_reason: Option<String>,
+        as_of: Option<DateTime<Utc>>,
+    ) -> Result<Option<Patient>> {
+        let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
+        let grant = engine.read_patient(caller, id, emergency_reason.as_deref(), as_of, "patient").await.gql()?;
+        Ok(grant.map(Patient))
+    }
+
+    /// The patient holding this fødselsnummer, D- or H-number (found by its keyed blind index,
+    /// never by a clear-text lookup); access as for `patient`.
+    async fn patient_by_national_id(
+        &self,
+        ctx: &Context<'_>,
+        national_id: String,
+        emergency_reason: Option<String>,
+    ) -> Result<Option<Patient>> {
+        let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
+        let grant =
+            engine.read_patient_by_national_id(caller, &national_id, emergency_reason.as_deref()).await.gql()?;
+        Ok(grant.map(Patient))
     }
 
     /// Every registered service, by name.
-    async fn services(&self, ctx: &Context<'_>) -> Vec<Service> {
-        let engine = ctx.data_unchecked::<Engine>();
+    async fn services(&self, ctx: &Context<'_>) -> Result<Vec<Service>> {
+        let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
+        engine.authorize(caller, Operation::ListServices).gql()?;
         let mut out: Vec<_> = engine.model().read().services.values().cloned().collect();
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-        out.into_iter().map(Service).collect()
+        Ok(out.into_iter().map(Service).collect())
     }
 
     /// Every registered therapist, by name.
-    async fn therapists(&self, ctx: &Context<'_>) -> Vec<Therapist> {
-        let engine = ctx.data_unchecked::<Engine>();
+    async fn therapists(&self, ctx: &Context<'_>) -> Result<Vec<Therapist>> {
+        let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
+        engine.authorize(caller, Operation::ListTherapists).gql()?;
         let mut out: Vec<_> = engine.model().read().therapists.values().cloned().collect();
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-        out.into_iter().map(Therapist).collect()
+        Ok(out.into_iter().map(Therapist).collect())
+    }
+
+    /// Who accessed patient data, oldest first (auditors and admins). The cursor is the record's
+    /// position. `from` inclusive, `to` exclusive; `emergencyOnly` for the follow-up of emergency access.
+    #[allow(clippy::too_many_arguments)] // one per GraphQL argument
+    async fn access_log(
+        &self,
+        ctx: &Context<'_>,
+        patient_id: Option<Uuid>,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        emergency_only: Option<bool>,
+        #[graphql(default = 100)] first: i32,
+        after: Option<String>,
+    ) -> Result<AccessLogPage> {
+        let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
+        let (first, after) = (page_size(first)?, cursor(after.as_deref())?);
+        let filter = forlop_engine::access::access_filter(patient_id, from, to, emergency_only.unwrap_or(false));
+        Ok(engine.access_log_page(caller, &filter, after, first).await.gql()?.into())
+    }
+
+    /// Who has seen my record (the patient role): the access log of the patient named by the
+    /// token's national id, as helsenorge shows it.
+    async fn my_access_log(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 100)] first: i32,
+        after: Option<String>,
+    ) -> Result<AccessLogPage> {
+        let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
+        let (first, after) = (page_size(first)?, cursor(after.as_deref())?);
+        Ok(engine.my_access_log(caller, after, first).await.gql()?.into())
+    }
+
+    /// Recomputes both hash chains (auditors): publish the heads elsewhere as an external anchor.
+    async fn verify_log(&self, ctx: &Context<'_>) -> Result<VerifyLog> {
+        let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
+        let heads = engine.verify_logs(caller).await.gql()?;
+        Ok(VerifyLog {
+            ok: heads.ok,
+            head_position: heads.events.checked_sub(1),
+            head_hash: heads.head_hash,
+            access_head_position: heads.access_records.checked_sub(1),
+            access_head_hash: heads.access_head_hash,
+        })
     }
 
     /// The whole log in global order. The cursor is the position; pass an edge's cursor as `after`.
@@ -51,20 +146,14 @@ impl Query {
         after: Option<String>,
         #[graphql(default = 100)] first: Option<i32>,
     ) -> Result<EventConnection> {
-        let engine = ctx.data_unchecked::<Engine>();
-        let first = first.unwrap_or(100);
-        if !(0..=MAX_PAGE as i32).contains(&first) {
-            return Err(ApiError::invalid(format!("first must be 0 to {MAX_PAGE}")).gql());
-        }
-        let from = match after.as_deref() {
-            None => 0,
-            Some(c) => c
-                .parse::<u64>()
-                .map(|p| p + 1)
-                .map_err(|_| ApiError::invalid(format!("cursor {c:?} is not a log position")).gql())?,
-        };
+        let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
+        engine.authorize(caller, Operation::ReadLog).gql()?;
+        let first = page_size(first.unwrap_or(100))?;
+        let from = cursor(after.as_deref())?.map_or(0, |p| p + 1);
         query(None::<String>, None::<String>, None::<i32>, None::<i32>, |_, _, _, _| async move {
-            let events = engine.store().read_all(from, first as usize).await.map_err(|e| ApiError::from(e).gql())?;
+            let events = engine.store().read_all(from, first).await.map_err(|e| ApiError::from(e).gql())?;
+            let patients = events.iter().filter_map(|e| forlop_domain::StreamRef::parse(&e.stream)?.patient_id());
+            engine.disclosed(caller, patients, "events").await.gql()?;
             let has_next = events.last().is_some_and(|e| e.position + 1 < engine.store().committed());
             let mut conn = Connection::new(from > 0, has_next);
             conn.edges.extend(events.into_iter().map(event_edge));
@@ -83,14 +172,18 @@ impl Query {
         to: DateTime<Utc>,
         age_bins: Option<Vec<i32>>,
     ) -> Result<PathwayReport> {
-        let engine = ctx.data_unchecked::<Engine>();
+        let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
+        let disclosure = engine.aggregates(caller).gql()?;
         period(from, to)?;
+        if age_bins.as_ref().is_some_and(|b| b.len() > MAX_AGE_BINS) {
+            return Err(ApiError::invalid(format!("ageBins takes at most {MAX_AGE_BINS} bins")).gql());
+        }
         let model = engine.model().read();
         known_service(&model, service_id)?;
         let bins = age_bins.as_deref().unwrap_or(reports::DEFAULT_AGE_BINS);
         let report =
             reports::pathway_report(&model, service_id, from, to, bins).map_err(|e| ApiError::invalid(e).gql())?;
-        Ok(PathwayReport::new(service_id, from, to, report))
+        Ok(PathwayReport::new(service_id, from, to, report, disclosure))
     }
 
     /// Open episodes (started before `asOf`, not ended by it) that need attention, judged only on
@@ -103,7 +196,8 @@ impl Query {
         #[graphql(default = 7.0)] unassigned_days: Option<f64>,
         #[graphql(default = 28.0)] inactive_days: Option<f64>,
     ) -> Result<Vec<CareAlert>> {
-        let engine = ctx.data_unchecked::<Engine>();
+        let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
+        engine.authorize(caller, Operation::CareAlerts(service_id)).gql()?;
         let defaults = alerts::AlertThresholds::default();
         let unassigned_days = unassigned_days.unwrap_or(defaults.unassigned_days);
         let inactive_days = inactive_days.unwrap_or(defaults.inactive_days);
@@ -111,18 +205,23 @@ impl Query {
         {
             return Err(ApiError::invalid("unassignedDays and inactiveDays must be non-negative").gql());
         }
-        let model = engine.model().read();
-        if let Some(s) = service_id {
-            known_service(&model, s)?;
-        }
-        let thresholds = alerts::AlertThresholds { unassigned_days, inactive_days };
-        Ok(alerts::care_alerts(&model, as_of, service_id, thresholds).into_iter().map(CareAlert::from).collect())
+        let found = {
+            let model = engine.model().read();
+            if let Some(s) = service_id {
+                known_service(&model, s)?;
+            }
+            let thresholds = alerts::AlertThresholds { unassigned_days, inactive_days };
+            alerts::care_alerts(&model, as_of, service_id, thresholds)
+        };
+        engine.disclosed(caller, found.iter().map(|a| a.patient_id), "careAlerts").await.gql()?;
+        Ok(found.into_iter().map(CareAlert::from).collect())
     }
 
     /// How far the log and the read model have come.
-    async fn log(&self, ctx: &Context<'_>) -> LogInfo {
-        let engine = ctx.data_unchecked::<Engine>();
-        LogInfo { committed: engine.store().committed(), projected: engine.projected() }
+    async fn log(&self, ctx: &Context<'_>) -> Result<LogInfo> {
+        let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
+        engine.authorize(caller, Operation::LogInfo).gql()?;
+        Ok(LogInfo { committed: engine.store().committed(), projected: engine.projected() })
     }
 }
 

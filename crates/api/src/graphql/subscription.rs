@@ -1,12 +1,16 @@
 //! Live subscriptions, fed from the committed log (never from the command path).
 
-use async_graphql::{Context, Subscription};
+use async_graphql::{Context, Result, Subscription};
 use futures::{Stream, StreamExt};
 use uuid::Uuid;
 
 use super::analytics::CareAlert;
 use super::objects::LogEvent;
-use crate::engine::Engine;
+use forlop_engine::policy::Operation;
+use forlop_engine::Engine;
+
+use super::query::caller;
+use crate::error::{ApiError, GqlResult, ToGql};
 
 pub struct Subscription;
 
@@ -21,21 +25,44 @@ impl Subscription {
         patient_id: Option<Uuid>,
         after: Option<u64>,
         from_position: Option<u64>,
-    ) -> impl Stream<Item = LogEvent> {
-        let engine = ctx.data_unchecked::<Engine>();
+    ) -> Result<impl Stream<Item = Result<LogEvent>>> {
+        let (engine, caller) = (ctx.data_unchecked::<Engine>().clone(), caller(ctx)?.clone());
+        match patient_id {
+            // A patient's own stream: as for reading the patient, in full.
+            Some(id) => {
+                let grant = engine.read_patient(&caller, id, None, None, "events").await.gql()?;
+                if !grant.is_some_and(|g| g.full) {
+                    return Err(ApiError::Domain(forlop_domain::DomainError::NotFound(format!(
+                        "patient {id} not found"
+                    )))
+                    .gql());
+                }
+            }
+            None => engine.authorize(&caller, Operation::ReadLog).gql()?,
+        }
         let from = from_position.or(after.map(|p| p + 1)).unwrap_or_else(|| engine.store().committed());
         let stream = patient_id.map(|id| forlop_domain::StreamRef::Patient(id).name());
-        forlop_store::subscribe(engine.store().clone(), from).filter_map(move |e| {
-            let keep = match (&e, &stream) {
-                (Ok(e), Some(s)) => &e.stream == s,
-                (Ok(_), None) => true,
-                (Err(err), _) => {
-                    tracing::error!(error = %err, "subscription read failed");
-                    false
+        Ok(forlop_store::subscribe(engine.store().clone(), from)
+            .filter_map(move |e| {
+                let keep = match (&e, &stream) {
+                    (Ok(e), Some(s)) => &e.stream == s,
+                    (Ok(_), None) => true,
+                    (Err(err), _) => {
+                        tracing::error!(error = %err, "subscription read failed");
+                        false
+                    }
+                };
+                futures::future::ready(if keep { e.ok() } else { None })
+            })
+            .then(move |e| {
+                let (engine, caller) = (engine.clone(), caller.clone());
+                async move {
+                    // Each event that names a patient is an access, logged before it is sent.
+                    let patient = forlop_domain::StreamRef::parse(&e.stream).and_then(|s| s.patient_id());
+                    engine.disclosed(&caller, patient, "events").await.gql()?;
+                    Ok(LogEvent(e))
                 }
-            };
-            futures::future::ready(if keep { e.ok().map(LogEvent) } else { None })
-        })
+            }))
     }
 
     /// Alerts of kinds INACTIVE and HANDOVER_NOT_NOTIFIED as the events that raise them are
@@ -47,12 +74,15 @@ impl Subscription {
         ctx: &Context<'_>,
         service_id: Option<Uuid>,
         from_position: Option<u64>,
-    ) -> impl Stream<Item = CareAlert> {
+    ) -> Result<impl Stream<Item = Result<CareAlert>>> {
         use forlop_projections::alerts::{episode_alerts, AlertKind, AlertThresholds};
         let engine = ctx.data_unchecked::<Engine>().clone();
+        let caller = caller(ctx)?.clone();
+        engine.authorize(&caller, Operation::CareAlerts(service_id)).gql()?;
+        let logger = engine.clone();
         let mut raised = std::collections::HashSet::new();
         let from = from_position.unwrap_or_else(|| engine.store().committed());
-        forlop_store::subscribe(engine.store().clone(), from)
+        Ok(forlop_store::subscribe(engine.store().clone(), from)
             .then(move |e| {
                 let engine = engine.clone();
                 async move {
@@ -78,6 +108,12 @@ impl Subscription {
             .flat_map(futures::stream::iter)
             .filter(move |a| futures::future::ready(service_id.is_none_or(|s| s == a.service_id)))
             .filter(move |a| futures::future::ready(raised.insert((a.kind, a.episode_id, a.since))))
-            .map(CareAlert::from)
+            .then(move |a| {
+                let (engine, caller) = (logger.clone(), caller.clone());
+                async move {
+                    engine.disclosed(&caller, [a.patient_id], "careAlertRaised").await.gql()?;
+                    Ok(CareAlert::from(a))
+                }
+            }))
     }
 }

@@ -41,7 +41,7 @@ impl Log {
     /// Registers a patient and makes it the current one.
     pub fn patient(&mut self, patient_id: Uuid, birth_year: i32, gender: Gender) -> &mut Log {
         self.patient = patient_id;
-        self.record(PatientRegistered { patient_id, birth_year, gender })
+        self.record(PatientRegistered { patient_id, birth_year, gender, national_id: None })
     }
 
     /// Makes an already registered patient the current one.

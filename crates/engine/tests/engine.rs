@@ -2,14 +2,25 @@
 
 use std::sync::Arc;
 
-use forlop_api::engine::{new_event, Engine, RecordOptions};
 use forlop_domain::events::PatientRegistered;
 use forlop_domain::{Command, Event, Gender};
+use forlop_engine::{new_event, Caller, Engine, EngineParts, Principal, RecordOptions, Settings};
 use forlop_store::{EventStore, ExpectedVersion, Metadata, NewEvent, SledOptions, SledStore};
+use forlop_vault::MasterKey;
 use uuid::Uuid;
 
 fn open(dir: &tempfile::TempDir) -> Arc<dyn EventStore> {
     Arc::new(SledStore::open(SledOptions::new(dir.path())).unwrap())
+}
+
+/// The engine over `store`, with its access log and key table beside it in `dir`.
+async fn start(dir: &tempfile::TempDir, store: Arc<dyn EventStore>) -> Engine {
+    let parts = EngineParts::open_beside(dir.path(), MasterKey::generate(), Settings::default()).unwrap();
+    Engine::start(store, parts).await.unwrap()
+}
+
+fn admin() -> Caller {
+    Caller::new(Principal::anonymous_admin(), None)
 }
 
 #[tokio::test]
@@ -31,13 +42,17 @@ async fn a_stored_v1_event_is_upcast_when_the_read_model_is_rebuilt() {
         store.append(&format!("patient-{patient}"), ExpectedVersion::NoStream, vec![v1]).await.unwrap();
     }
     // When today's build opens it
-    let engine = Engine::start(open(&dir)).await.unwrap();
+    let engine = start(&dir, open(&dir)).await;
     // Then the patient reads in today's shape, and new facts can be recorded on top of it.
     let view = engine.model().read().patients[&patient].clone();
     assert_eq!((view.birth_year, view.gender), (1985, Gender::Female));
-    let again =
-        Command::RegisterPatient(PatientRegistered { patient_id: patient, birth_year: 1990, gender: Gender::Male });
-    let err = engine.record(again, RecordOptions::default()).await.unwrap_err();
+    let again = Command::RegisterPatient(PatientRegistered {
+        patient_id: patient,
+        birth_year: 1990,
+        gender: Gender::Male,
+        national_id: None,
+    });
+    let err = engine.record(&admin(), again, None, RecordOptions::default()).await.unwrap_err();
     assert_eq!(err.code(), "ALREADY_EXISTS", "the upcast event counts as the registration");
 }
 
@@ -45,10 +60,15 @@ async fn a_stored_v1_event_is_upcast_when_the_read_model_is_rebuilt() {
 async fn the_read_model_follows_the_log_not_the_command_path() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
-    let engine = Engine::start(store.clone()).await.unwrap();
+    let engine = start(&dir, store.clone()).await;
     // An event appended straight to the log (as another node or an import would) reaches the read model.
     let id = Uuid::from_u128(9);
-    let e = Event::PatientRegistered(PatientRegistered { patient_id: id, birth_year: 2001, gender: Gender::Other });
+    let e = Event::PatientRegistered(PatientRegistered {
+        patient_id: id,
+        birth_year: 2001,
+        gender: Gender::Other,
+        national_id: None,
+    });
     let r = store
         .append(
             &format!("patient-{id}"),
@@ -65,15 +85,16 @@ async fn the_read_model_follows_the_log_not_the_command_path() {
 #[tokio::test]
 async fn a_retry_with_the_same_event_id_is_answered_from_the_log() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::start(open(&dir)).await.unwrap();
+    let engine = start(&dir, open(&dir)).await;
     let cmd = Command::RegisterPatient(PatientRegistered {
         patient_id: Uuid::from_u128(3),
         birth_year: 1970,
         gender: Gender::Female,
+        national_id: None,
     });
     let opts = RecordOptions { event_id: Some(Uuid::from_u128(77)), ..RecordOptions::default() };
-    let first = engine.record(cmd.clone(), opts.clone()).await.unwrap();
-    let retry = engine.record(cmd, opts.clone()).await.unwrap();
+    let first = engine.record(&admin(), cmd.clone(), None, opts.clone()).await.unwrap();
+    let retry = engine.record(&admin(), cmd, None, opts.clone()).await.unwrap();
     assert_eq!(
         (retry.position, retry.stream_version, retry.deduplicated),
         (first.position, first.stream_version, true)
@@ -82,7 +103,8 @@ async fn a_retry_with_the_same_event_id_is_answered_from_the_log() {
         patient_id: Uuid::from_u128(3),
         birth_year: 1971,
         gender: Gender::Female,
+        national_id: None,
     });
-    assert_eq!(engine.record(other, opts).await.unwrap_err().code(), "IDEMPOTENCY_CONFLICT");
+    assert_eq!(engine.record(&admin(), other, None, opts).await.unwrap_err().code(), "IDEMPOTENCY_CONFLICT");
     assert_eq!(engine.store().committed(), 1);
 }

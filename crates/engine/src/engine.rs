@@ -10,11 +10,18 @@ use parking_lot::RwLock;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use forlop_domain::national_id::NationalId;
 use forlop_domain::{decide, Command, Event, References, StreamRef, StreamState};
 use forlop_projections::{EventMeta, ReadModel};
 use forlop_store::{EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StoreError};
 
-use crate::error::ApiError;
+use forlop_store::access_log::SledAccessLog;
+use forlop_store::key_table::KeyTable;
+use forlop_vault::{MasterKey, Vault};
+
+use crate::access::{Caller, SharedAccessLog};
+use crate::error::EngineError;
+use crate::policy;
 
 /// How a recording names its idempotency key and concurrency expectation.
 #[derive(Debug, Clone, Default)]
@@ -22,8 +29,40 @@ pub struct RecordOptions {
     pub event_id: Option<Uuid>,
     /// What the client expects of the stream; None lets the engine retry on concurrent writes.
     pub expected_version: Option<ExpectedVersion>,
-    pub actor: String,
-    pub correlation_id: Option<Uuid>,
+}
+
+/// What the engine needs besides the event log.
+#[derive(Clone)]
+pub struct EngineParts {
+    pub access_log: SharedAccessLog,
+    pub vault: Vault,
+    pub settings: Settings,
+}
+
+/// Tunables of the core.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Analysts see counts below this as suppressed.
+    pub suppression_threshold: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { suppression_threshold: 5 }
+    }
+}
+
+impl EngineParts {
+    /// The access log and key table in their own sled databases under the event log's directory.
+    pub fn open_beside(
+        data: &std::path::Path,
+        master: MasterKey,
+        settings: Settings,
+    ) -> Result<EngineParts, EngineError> {
+        let access = SledAccessLog::open(&data.join("access"))?;
+        let keys = KeyTable::open(&data.join("keys"))?;
+        Ok(EngineParts { access_log: Arc::new(access), vault: Vault::new(master, keys), settings })
+    }
 }
 
 /// What a successful recording returns.
@@ -39,6 +78,7 @@ pub struct Recorded {
 #[derive(Clone)]
 pub struct Engine {
     store: Arc<dyn EventStore>,
+    parts: EngineParts,
     model: Arc<RwLock<ReadModel>>,
     projected: watch::Receiver<u64>,
     /// Commands to one stream are decided one at a time on this node (striped by stream name), so
@@ -71,20 +111,20 @@ pub fn new_event(id: Uuid, event: &Event, metadata: Metadata) -> NewEvent {
 }
 
 /// Decodes a stored event into the domain, upcasting old versions.
-pub fn decode(e: &RecordedEvent) -> Result<Event, ApiError> {
+pub fn decode(e: &RecordedEvent) -> Result<Event, EngineError> {
     Event::decode(&e.event_type, e.schema_version, &e.payload)
-        .map_err(|err| ApiError::Internal(format!("position {}: {err}", e.position)))
+        .map_err(|err| EngineError::Internal(format!("position {}: {err}", e.position)))
 }
 
 /// Folds the log from position 0 into a fresh read model. Used at startup and by `bench`.
-pub async fn rebuild(store: &Arc<dyn EventStore>) -> Result<ReadModel, ApiError> {
+pub async fn rebuild(store: &Arc<dyn EventStore>) -> Result<ReadModel, EngineError> {
     let mut model = ReadModel::default();
     catch_up(store, &mut model).await?;
     Ok(model)
 }
 
 /// Folds the first `end` events of the log into a fresh read model (for measurements).
-pub async fn rebuild_until(store: &Arc<dyn EventStore>, end: u64) -> Result<ReadModel, ApiError> {
+pub async fn rebuild_until(store: &Arc<dyn EventStore>, end: u64) -> Result<ReadModel, EngineError> {
     let mut model = ReadModel::default();
     fold(store, &mut model, end).await?;
     Ok(model)
@@ -118,11 +158,11 @@ fn apply(model: &mut ReadModel, (meta, event): &Decoded) {
 
 /// Folds every committed event after `model.position`. Reading and decoding run in a task of
 /// their own, so they overlap with folding.
-pub async fn catch_up(store: &Arc<dyn EventStore>, model: &mut ReadModel) -> Result<(), ApiError> {
+pub async fn catch_up(store: &Arc<dyn EventStore>, model: &mut ReadModel) -> Result<(), EngineError> {
     fold(store, model, u64::MAX).await
 }
 
-async fn fold(store: &Arc<dyn EventStore>, model: &mut ReadModel, end: u64) -> Result<(), ApiError> {
+async fn fold(store: &Arc<dyn EventStore>, model: &mut ReadModel, end: u64) -> Result<(), EngineError> {
     const PAGE: u64 = 4096;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<Decoded>, StoreError>>(8);
     let (store, mut next) = (store.clone(), model.position);
@@ -151,13 +191,13 @@ async fn fold(store: &Arc<dyn EventStore>, model: &mut ReadModel, end: u64) -> R
             apply(model, d);
         }
     }
-    reader.await.map_err(|e| ApiError::Internal(format!("replay reader: {e}")))?;
+    reader.await.map_err(|e| EngineError::Internal(format!("replay reader: {e}")))?;
     Ok(())
 }
 
 impl Engine {
     /// Rebuilds the read model from the log, then keeps it current from a live subscription.
-    pub async fn start(store: Arc<dyn EventStore>) -> Result<Engine, ApiError> {
+    pub async fn start(store: Arc<dyn EventStore>, parts: EngineParts) -> Result<Engine, EngineError> {
         let started = std::time::Instant::now();
         let model = rebuild(&store).await?;
         tracing::info!(
@@ -195,11 +235,23 @@ impl Engine {
             }
         });
         let stripes = Arc::new((0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect());
-        Ok(Engine { store, model, projected, stripes })
+        Ok(Engine { store, parts, model, projected, stripes })
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
         &self.store
+    }
+
+    pub fn access_log(&self) -> &SharedAccessLog {
+        &self.parts.access_log
+    }
+
+    pub(crate) fn vault(&self) -> &Vault {
+        &self.parts.vault
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.parts.settings
     }
 
     pub fn model(&self) -> &RwLock<ReadModel> {
@@ -217,7 +269,7 @@ impl Engine {
         let _ = rx.wait_for(|p| *p > position).await;
     }
 
-    async fn stream_state(&self, stream: &str) -> Result<(StreamState, Option<u64>), ApiError> {
+    async fn stream_state(&self, stream: &str) -> Result<(StreamState, Option<u64>), EngineError> {
         let mut state = StreamState::default();
         let mut version = None;
         let mut from = 0;
@@ -233,7 +285,7 @@ impl Engine {
         Ok((state, version))
     }
 
-    async fn reference<T>(&self, stream: StreamRef, pick: fn(Event) -> Option<T>) -> Result<Option<T>, ApiError> {
+    async fn reference<T>(&self, stream: StreamRef, pick: fn(Event) -> Option<T>) -> Result<Option<T>, EngineError> {
         let first = self.store.read_stream(&stream.name(), 0, 1).await?;
         match first.first() {
             None => Ok(None),
@@ -241,7 +293,7 @@ impl Engine {
         }
     }
 
-    async fn references(&self, command: &Command) -> Result<References, ApiError> {
+    async fn references(&self, command: &Command) -> Result<References, EngineError> {
         let mut refs = References::default();
         if let Some(id) = command.referenced_service() {
             refs.service = self
@@ -264,13 +316,13 @@ impl Engine {
 
     /// A retry of a stored event returns its original placing; the same id with other content
     /// is a conflict. Checked before deciding, since the retry would fail today's rules.
-    async fn replayed(&self, id: Uuid, stream: &str, command: &Command) -> Result<Option<Recorded>, ApiError> {
+    async fn replayed(&self, id: Uuid, stream: &str, command: &Command) -> Result<Option<Recorded>, EngineError> {
         let Some(stored) = self.store.event_by_id(id).await? else { return Ok(None) };
         let proposed = command.proposed_event();
         let same =
             stored.stream == stream && stored.event_type == proposed.event_type() && decode(&stored)? == proposed;
         if !same {
-            return Err(ApiError::IdempotencyConflict(id));
+            return Err(EngineError::IdempotencyConflict(id));
         }
         Ok(Some(Recorded {
             event_id: id,
@@ -286,12 +338,127 @@ impl Engine {
         &self.stripes[h as usize % STRIPES]
     }
 
-    /// Decides `command` against the current log and appends its event durably.
-    pub async fn record(&self, command: Command, options: RecordOptions) -> Result<Recorded, ApiError> {
+    /// Refuses a recording the caller may not make, logging the attempt if it names a patient.
+    async fn authorize_record(&self, caller: &Caller, command: &Command) -> Result<(), EngineError> {
+        let verdict = policy::may_record(&caller.principal, command, &self.model().read());
+        let Err(why) = verdict else { return Ok(()) };
+        if let Some(patient) = command.stream().patient_id() {
+            let record = caller.denied(patient, "mutation");
+            self.log_access(vec![record]).await?;
+        }
+        Err(EngineError::Forbidden(why))
+    }
+
+    /// Decides `command` against the current log and appends its event durably, if the caller
+    /// may record it. A national id is sealed by the vault before it reaches the log.
+    pub async fn record(
+        &self,
+        caller: &Caller,
+        command: Command,
+        national_id: Option<NationalId>,
+        options: RecordOptions,
+    ) -> Result<Recorded, EngineError> {
+        self.authorize_record(caller, &command).await?;
         let stream = command.stream().name();
-        let event_id = options.event_id.unwrap_or_else(Uuid::new_v4);
         let refs = self.references(&command).await?;
         let _turn = self.stripe(&stream).lock().await;
+        match (command, national_id) {
+            (Command::RegisterPatient(e), Some(id)) => self.register_with_national_id(caller, e, id, options).await,
+            (command, None) => self.record_locked(caller, command, &refs, options).await,
+            (_, Some(_)) => Err(EngineError::invalid("only registerPatient takes a nationalId")),
+        }
+    }
+
+    /// Seals the national id and records the registration. A retry with the same event id and the
+    /// same number is recognised by opening the stored number, since every sealing differs.
+    async fn register_with_national_id(
+        &self,
+        caller: &Caller,
+        mut event: forlop_domain::events::PatientRegistered,
+        id: NationalId,
+        options: RecordOptions,
+    ) -> Result<Recorded, EngineError> {
+        let stream = StreamRef::Patient(event.patient_id).name();
+        if let Some(event_id) = options.event_id {
+            if let Some(stored) = self.store.event_by_id(event_id).await? {
+                let same = match decode(&stored)? {
+                    Event::PatientRegistered(s) if stored.stream == stream => {
+                        let revealed = match &s.national_id {
+                            Some(sealed) => forlop_vault::Sealed::from_base64(sealed)
+                                .ok()
+                                .and_then(|sealed| self.vault().reveal(s.patient_id, &sealed).ok().flatten()),
+                            None => None,
+                        };
+                        s.birth_year == event.birth_year && s.gender == event.gender && revealed.as_ref() == Some(&id)
+                    }
+                    _ => false,
+                };
+                if !same {
+                    return Err(EngineError::IdempotencyConflict(event_id));
+                }
+                return Ok(Recorded {
+                    event_id,
+                    stream_version: stored.version,
+                    position: stored.position,
+                    deduplicated: true,
+                });
+            }
+        }
+        if self.store.stream_version(&stream).await?.is_some() {
+            return Err(forlop_domain::DomainError::AlreadyExists(format!(
+                "patient {} already exists",
+                event.patient_id
+            ))
+            .into());
+        }
+        let vault_error = |e: forlop_vault::VaultError| match e {
+            forlop_vault::VaultError::NationalIdInUse => {
+                EngineError::Domain(forlop_domain::DomainError::AlreadyExists(
+                    "a patient with this national id is already registered".into(),
+                ))
+            }
+            other => EngineError::Unavailable(format!("the key table could not be written: {other}")),
+        };
+        if let Some(holder) = self.vault().find(&id).map_err(vault_error)? {
+            if holder != event.patient_id {
+                return Err(vault_error(forlop_vault::VaultError::NationalIdInUse));
+            }
+        }
+        let sealed = self.vault().protect(event.patient_id, &id).map_err(vault_error)?;
+        event.national_id = Some(sealed.to_base64());
+        self.record_locked(caller, Command::RegisterPatient(event), &References::default(), options).await
+    }
+
+    /// Erasure: destroys the patient's data key, then records that it was done. Aggregates keep
+    /// counting the pathway; the national id can no longer be opened by anyone.
+    pub async fn forget_patient(
+        &self,
+        caller: &Caller,
+        patient: Uuid,
+        options: RecordOptions,
+    ) -> Result<Recorded, EngineError> {
+        let command = Command::ForgetPatient(forlop_domain::events::PatientForgotten { patient_id: patient });
+        self.authorize_record(caller, &command).await?;
+        if !self.model().read().patients.contains_key(&patient) {
+            return Err(forlop_domain::DomainError::NotFound(format!("patient {patient} not found")).into());
+        }
+        self.vault()
+            .forget(patient)
+            .map_err(|e| EngineError::Unavailable(format!("the data key could not be destroyed: {e}")))?;
+        let stream = command.stream().name();
+        let _turn = self.stripe(&stream).lock().await;
+        self.record_locked(caller, command, &References::default(), options).await
+    }
+
+    async fn record_locked(
+        &self,
+        caller: &Caller,
+        command: Command,
+        refs: &References,
+        options: RecordOptions,
+    ) -> Result<Recorded, EngineError> {
+        let stream = command.stream().name();
+        let event_id = options.event_id.unwrap_or_else(Uuid::new_v4);
         for attempt in 0..MAX_ATTEMPTS {
             // A retry of a stored event is answered from the log, before today's rules.
             if options.event_id.is_some() {
@@ -310,9 +477,9 @@ impl Engine {
                     return Err(StoreError::WrongExpectedVersion { stream, expected, current: version }.into());
                 }
             }
-            let event = decide(&state, &refs, command.clone())?;
+            let event = decide(&state, refs, command.clone())?;
             let metadata =
-                Metadata { actor: options.actor.clone(), correlation_id: options.correlation_id, causation_id: None };
+                Metadata { actor: caller.actor(), correlation_id: Some(caller.correlation_id), causation_id: None };
             let new = new_event(event_id, &event, metadata);
             let expected = version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
             match self.store.append(&stream, expected, vec![new]).await {
@@ -336,12 +503,12 @@ impl Engine {
                     // A concurrent identical retry may have won the race.
                     return match self.replayed(id, &stream, &command).await? {
                         Some(r) => Ok(r),
-                        None => Err(ApiError::IdempotencyConflict(id)),
+                        None => Err(EngineError::IdempotencyConflict(id)),
                     };
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(ApiError::Internal(format!("stream {stream}: still contended after {MAX_ATTEMPTS} attempts")))
+        Err(EngineError::Internal(format!("stream {stream}: still contended after {MAX_ATTEMPTS} attempts")))
     }
 }

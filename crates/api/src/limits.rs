@@ -1,0 +1,197 @@
+//! Request limits checked before any work is done, in time linear in the document: each
+//! fragment's cost is computed once and reused wherever it is spread, so a document that would
+//! expand exponentially (fragments spreading fragments twice) is measured, not expanded.
+
+use std::collections::HashMap;
+
+use async_graphql::parser::types::{ExecutableDocument, FragmentDefinition, Selection, SelectionSet};
+use async_graphql::{Name, Request, Value};
+
+/// Characters of query text accepted.
+pub const MAX_QUERY_CHARS: usize = 64 * 1024;
+/// Deepest selection nesting.
+pub const MAX_DEPTH: usize = 15;
+/// Most fields a request may select once fragments are expanded.
+pub const MAX_FIELDS: u64 = 20_000;
+/// Most root fields (aliases included) in one operation.
+pub const MAX_ROOT_FIELDS: u64 = 50;
+/// Most list items a request may ask for: the sum of every `first` it would execute.
+pub const MAX_LIST_ITEMS: u64 = 10_000;
+/// `first` assumed for a list field that does not give it (the schema's default).
+const DEFAULT_FIRST: u64 = 100;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Cost {
+    fields: u64,
+    depth: usize,
+    items: u64,
+    /// Fields at the top of the set, fragments expanded: an operation's root fields.
+    roots: u64,
+}
+
+struct Walker<'a> {
+    fragments: &'a HashMap<Name, async_graphql::Positioned<FragmentDefinition>>,
+    variables: &'a async_graphql::Variables,
+    memo: HashMap<Name, Cost>,
+    visiting: Vec<Name>,
+}
+
+impl Walker<'_> {
+    fn first_arg(&self, value: &async_graphql::parser::types::Field) -> Option<u64> {
+        let (_, v) = value.arguments.iter().find(|(n, _)| n.node.as_str() == "first")?;
+        let v = v.node.clone().into_const_with(|name| self.variables.get(&name).cloned().ok_or(())).ok()?;
+        match v {
+            Value::Number(n) => n.as_u64(),
+            _ => None,
+        }
+    }
+
+    fn set(&mut self, set: &SelectionSet) -> Result<Cost, String> {
+        let mut total = Cost::default();
+        for sel in &set.items {
+            let c = match &sel.node {
+                Selection::Field(f) => {
+                    let inner = self.set(&f.node.selection_set.node)?;
+                    let items = if matches!(f.node.name.node.as_str(), "events" | "accessLog" | "myAccessLog") {
+                        self.first_arg(&f.node).unwrap_or(DEFAULT_FIRST)
+                    } else {
+                        0
+                    };
+                    Cost { fields: 1 + inner.fields, depth: 1 + inner.depth, items: items + inner.items, roots: 1 }
+                }
+                Selection::FragmentSpread(s) => self.fragment(&s.node.fragment_name.node)?,
+                Selection::InlineFragment(f) => self.set(&f.node.selection_set.node)?,
+            };
+            total.fields = total.fields.saturating_add(c.fields);
+            total.roots = total.roots.saturating_add(c.roots);
+            total.items = total.items.saturating_add(c.items);
+            total.depth = total.depth.max(c.depth);
+            if total.fields > MAX_FIELDS {
+                return Err(format!("the request selects more than {MAX_FIELDS} fields"));
+            }
+        }
+        Ok(total)
+    }
+
+    fn fragment(&mut self, name: &Name) -> Result<Cost, String> {
+        if let Some(c) = self.memo.get(name) {
+            return Ok(*c);
+        }
+        if self.visiting.contains(name) {
+            return Err("fragments must not spread themselves".into());
+        }
+        let Some(def) = self.fragments.get(name) else {
+            return Ok(Cost::default()); // validation reports the unknown fragment
+        };
+        self.visiting.push(name.clone());
+        let c = self.set(&def.node.selection_set.node)?;
+        self.visiting.pop();
+        self.memo.insert(name.clone(), c);
+        Ok(c)
+    }
+}
+
+/// The same limits as a schema extension, so they hold for every transport (WebSocket
+/// subscriptions too), checked right after parsing and before validation.
+#[derive(Debug)]
+pub struct Limits;
+
+impl async_graphql::extensions::ExtensionFactory for Limits {
+    fn create(&self) -> std::sync::Arc<dyn async_graphql::extensions::Extension> {
+        std::sync::Arc::new(Limits)
+    }
+}
+
+fn limit_error(message: String) -> async_graphql::ServerError {
+    let mut e = async_graphql::ServerError::new(message, None);
+    let mut ext = async_graphql::ErrorExtensionValues::default();
+    ext.set("code", forlop_engine::code::INVALID_INPUT);
+    e.extensions = Some(ext);
+    e
+}
+
+#[async_trait::async_trait]
+impl async_graphql::extensions::Extension for Limits {
+    async fn parse_query(
+        &self,
+        ctx: &async_graphql::extensions::ExtensionContext<'_>,
+        query: &str,
+        variables: &async_graphql::Variables,
+        next: async_graphql::extensions::NextParseQuery<'_>,
+    ) -> async_graphql::ServerResult<ExecutableDocument> {
+        if query.len() > MAX_QUERY_CHARS {
+            return Err(limit_error(format!("the query exceeds {MAX_QUERY_CHARS} characters")));
+        }
+        let doc = next.run(ctx, query, variables).await?;
+        check_document(&doc, variables).map_err(limit_error)?;
+        Ok(doc)
+    }
+}
+
+/// Refuses a request that is too large, too deep, too wide or asks for too many list items.
+/// Unparsable documents pass: the schema reports parse errors itself. Returns the name of the
+/// operation that will run, for the access log.
+pub fn check(request: &Request) -> Result<Option<String>, String> {
+    if request.query.len() > MAX_QUERY_CHARS {
+        return Err(format!("the query exceeds {MAX_QUERY_CHARS} characters"));
+    }
+    let Ok(doc) = async_graphql::parser::parse_query(&request.query) else { return Ok(None) };
+    check_document(&doc, &request.variables)?;
+    let name = match &request.operation_name {
+        Some(name) => Some(name.clone()),
+        None => doc.operations.iter().next().and_then(|(name, _)| name.map(|n| n.to_string())),
+    };
+    Ok(name)
+}
+
+fn check_document(doc: &ExecutableDocument, variables: &async_graphql::Variables) -> Result<(), String> {
+    let mut w = Walker { fragments: &doc.fragments, variables, memo: HashMap::new(), visiting: Vec::new() };
+    for (_, op) in doc.operations.iter() {
+        let c = w.set(&op.node.selection_set.node)?;
+        if c.roots > MAX_ROOT_FIELDS {
+            return Err(format!("an operation may select at most {MAX_ROOT_FIELDS} root fields (aliases included)"));
+        }
+        if c.depth > MAX_DEPTH {
+            return Err(format!("the query is nested deeper than {MAX_DEPTH}"));
+        }
+        if c.items > MAX_LIST_ITEMS {
+            return Err(format!("the request asks for more than {MAX_LIST_ITEMS} list items in all"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_q(q: &str) -> Result<(), String> {
+        check(&Request::new(q)).map(|_| ())
+    }
+
+    #[test]
+    fn exponential_fragments_are_measured_not_expanded() {
+        let mut q = String::from("{ ...F0 } ");
+        for i in 0..40 {
+            q.push_str(&format!("fragment F{i} on Query {{ log {{ committed }} ...F{} ...F{} }} ", i + 1, i + 1));
+        }
+        q.push_str("fragment F40 on Query { log { committed } }");
+        let started = std::time::Instant::now();
+        let err = check_q(&q).unwrap_err();
+        assert!(err.contains("fields"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_millis(100));
+    }
+
+    #[test]
+    fn limits() {
+        assert!(check_q("{ log { committed } }").is_ok());
+        let aliases: String = (0..51).map(|i| format!("a{i}: log {{ committed }} ")).collect();
+        assert!(check_q(&format!("{{ {aliases} }}")).unwrap_err().contains("root fields"));
+        let items: String = (0..11).map(|i| format!("e{i}: events(first: 1000) {{ nodes {{ id }} }} ")).collect();
+        assert!(check_q(&format!("{{ {items} }}")).unwrap_err().contains("list items"));
+        let opening = "patient(id: \"x\") { continuity { segments { ".repeat(6);
+        let deep = format!("{{ {opening} sessions {} }}", "}}}".repeat(6));
+        assert!(check_q(&deep).unwrap_err().contains("deeper"));
+        assert!(check_q("fragment A on Query { ...A } { ...A }").unwrap_err().contains("themselves"));
+    }
+}

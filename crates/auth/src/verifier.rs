@@ -1,0 +1,398 @@
+//! Token verification against configured keys.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+
+use crate::{AuthError, Principal, Role, MIN_HS256_SECRET_LEN};
+
+/// The HelseID claim carrying a clinician's HPR number (a string, or a number in some tokens).
+const HPR_CLAIM: &str = "helseid://claims/hpr/hpr_number";
+
+/// Tokens longer than this are refused unparsed, bounding the work an unauthenticated caller
+/// can cause (real access tokens are a few KiB).
+const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+/// RSA moduli below this are refused when the verifier is built (NIST SP 800-131A).
+const MIN_RSA_BITS: usize = 2048;
+
+/// Names of the non-standard claims, which differ between identity providers
+/// (HelseID, for one, uses `helseid://claims/identity/pid` for the national id).
+#[derive(Debug, Clone)]
+pub struct ClaimNames {
+    pub role: String,
+    pub services: String,
+    pub pid: String,
+}
+
+impl Default for ClaimNames {
+    fn default() -> Self {
+        ClaimNames { role: "role".to_owned(), services: "services".to_owned(), pid: "pid".to_owned() }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct VerifierConfig {
+    /// Must equal the token's `iss` exactly.
+    pub issuer: String,
+    /// Must be the token's `aud` or one of its members.
+    pub audience: String,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway_seconds: u64,
+    pub claims: ClaimNames,
+}
+
+/// Where verification keys come from.
+pub enum KeySource {
+    /// A shared HS256 secret (development and `serve --demo`), at least
+    /// [`MIN_HS256_SECRET_LEN`] bytes.
+    Hs256Secret(Vec<u8>),
+    /// A JSON Web Key Set document (the identity provider's `jwks_uri` content).
+    Jwks(String),
+}
+
+impl fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySource::Hs256Secret(_) => f.write_str("Hs256Secret(<redacted>)"),
+            KeySource::Jwks(doc) => write!(f, "Jwks(<{} bytes>)", doc.len()),
+        }
+    }
+}
+
+/// Verifies bearer tokens. Cheap to clone: the keys are shared.
+#[derive(Clone)]
+pub struct Verifier {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: VerifierConfig,
+    hs256: Option<DecodingKey>,
+    /// JWKS keys by `kid`, each pinned to one algorithm (RS256 or ES256).
+    jwks: HashMap<String, (Algorithm, DecodingKey)>,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut kids: Vec<(&str, Algorithm)> =
+            self.inner.jwks.iter().map(|(kid, (alg, _))| (kid.as_str(), *alg)).collect();
+        kids.sort_unstable_by_key(|(kid, _)| *kid);
+        f.debug_struct("Verifier")
+            .field("config", &self.inner.config)
+            .field("hs256_secret", &self.inner.hs256.as_ref().map(|_| "<redacted>"))
+            .field("jwks_keys", &kids)
+            .finish()
+    }
+}
+
+impl Verifier {
+    /// Builds a verifier from one or more key sources.
+    ///
+    /// Every usable key is parsed and checked here, so a bad deployment fails at startup rather
+    /// than on the first request. JWKS keys with `use` other than `sig`, or whose kty, crv or
+    /// alg this crate does not verify (anything but RS256 and ES256/P-256), are skipped, as an
+    /// identity provider may publish such keys alongside its signing keys; it is an error if no
+    /// key at all remains. Also refused: a usable JWKS key without `kid`, a duplicate `kid`,
+    /// a JWK carrying private members, RSA moduli under 2048 bits, and more than one HS256
+    /// secret.
+    pub fn new(config: VerifierConfig, keys: Vec<KeySource>) -> Result<Verifier, AuthError> {
+        ensure_crypto_provider();
+        let mut hs256 = None;
+        let mut jwks = HashMap::new();
+        for source in keys {
+            match source {
+                KeySource::Hs256Secret(secret) => {
+                    check_hs256_secret(&secret)?;
+                    if hs256.replace(DecodingKey::from_secret(&secret)).is_some() {
+                        return Err(key_err("more than one HS256 secret"));
+                    }
+                }
+                KeySource::Jwks(doc) => parse_jwks(&doc, &mut jwks)?,
+            }
+        }
+        if hs256.is_none() && jwks.is_empty() {
+            return Err(key_err("no usable key (HS256 secret, or RS256/ES256 signing key in a JWKS)"));
+        }
+        Ok(Verifier { inner: Arc::new(Inner { config, hs256, jwks }) })
+    }
+
+    /// Verifies `token` (without the "Bearer " prefix) and builds its [`Principal`].
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let inner = &*self.inner;
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(AuthError::Malformed);
+        }
+        let header = peek_header(token)?;
+
+        // Key selection by the (still untrusted) header. The algorithm checked is always the
+        // key's own, so a token cannot choose how a key is used.
+        let (alg, key) = match header.alg.as_str() {
+            "HS256" => match &inner.hs256 {
+                Some(key) => (Algorithm::HS256, key),
+                None => return Err(AuthError::AlgorithmNotAllowed),
+            },
+            "RS256" | "ES256" if !inner.jwks.is_empty() => {
+                let kid = header.kid.ok_or(AuthError::MissingKeyId)?;
+                let (key_alg, key) = inner.jwks.get(&kid).ok_or(AuthError::UnknownKeyId)?;
+                if alg_name(*key_alg) != header.alg {
+                    return Err(AuthError::AlgorithmNotAllowed);
+                }
+                (*key_alg, key)
+            }
+            _ => return Err(AuthError::AlgorithmNotAllowed),
+        };
+
+        let mut validation = Validation::new(alg);
+        validation.leeway = inner.config.leeway_seconds;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.validate_aud = true;
+        validation.set_issuer(&[&inner.config.issuer]);
+        validation.set_audience(&[&inner.config.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation)
+            .map_err(|e| map_jwt_error(e.into_kind()))?;
+        principal_from_claims(&data.claims, &inner.config)
+    }
+}
+
+/// Selects jsonwebtoken's RustCrypto backend explicitly. Its automatic choice panics at first
+/// use if another crate in the build also enables the `aws_lc_rs` feature; if some provider was
+/// already installed, that one stays.
+pub(crate) fn ensure_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
+    });
+}
+
+pub(crate) fn check_hs256_secret(secret: &[u8]) -> Result<(), AuthError> {
+    if secret.len() < MIN_HS256_SECRET_LEN {
+        return Err(key_err(&format!("HS256 secret shorter than {MIN_HS256_SECRET_LEN} bytes")));
+    }
+    Ok(())
+}
+
+fn key_err(detail: &str) -> AuthError {
+    AuthError::KeyMaterial(detail.to_owned())
+}
+
+fn alg_name(alg: Algorithm) -> &'static str {
+    match alg {
+        Algorithm::HS256 => "HS256",
+        Algorithm::RS256 => "RS256",
+        Algorithm::ES256 => "ES256",
+        _ => "other",
+    }
+}
+
+struct RawHeader {
+    alg: String,
+    kid: Option<String>,
+}
+
+/// Reads `alg` and `kid` from the header ourselves, because `jsonwebtoken::decode_header` fails
+/// on algorithm names it does not know (`none`): those are "algorithm not allowed", not
+/// "malformed". The token is re-parsed and fully checked by `jsonwebtoken::decode`.
+fn peek_header(token: &str) -> Result<RawHeader, AuthError> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(AuthError::Malformed);
+    };
+    let bytes = URL_SAFE_NO_PAD.decode(header).map_err(|_| AuthError::Malformed)?;
+    let value: Map<String, Value> = serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed)?;
+    let alg = match value.get("alg") {
+        Some(Value::String(alg)) => alg.clone(),
+        _ => return Err(AuthError::Malformed),
+    };
+    let kid = match value.get("kid") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(kid)) => Some(kid.clone()),
+        Some(_) => return Err(AuthError::Malformed),
+    };
+    Ok(RawHeader { alg, kid })
+}
+
+fn map_jwt_error(kind: ErrorKind) -> AuthError {
+    match kind {
+        ErrorKind::InvalidSignature => AuthError::BadSignature,
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+        ErrorKind::InvalidAudience => AuthError::WrongAudience,
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName | ErrorKind::MissingAlgorithm => {
+            AuthError::AlgorithmNotAllowed
+        }
+        ErrorKind::MissingRequiredClaim(claim) => AuthError::MissingClaim(claim),
+        ErrorKind::InvalidClaimFormat(claim) => AuthError::InvalidClaim(claim),
+        ErrorKind::InvalidEcdsaKey | ErrorKind::InvalidRsaKey(_) | ErrorKind::InvalidKeyFormat => {
+            key_err("key unusable for verification")
+        }
+        _ => AuthError::Malformed,
+    }
+}
+
+/// Maps verified claims to a principal. Claims that are present but of the wrong shape refuse
+/// the token: a half-understood token must not grant a partial identity.
+fn principal_from_claims(claims: &Map<String, Value>, config: &VerifierConfig) -> Result<Principal, AuthError> {
+    let names = &config.claims;
+
+    // jsonwebtoken accepts an `iss` array overlapping the expected set; we require equality.
+    if claims.get("iss").and_then(Value::as_str) != Some(config.issuer.as_str()) {
+        return Err(AuthError::WrongIssuer);
+    }
+
+    let sub = match claims.get("sub") {
+        Some(Value::String(sub)) if !sub.is_empty() => sub.clone(),
+        _ => return Err(AuthError::MissingClaim("sub".to_owned())),
+    };
+
+    let name = optional_string(claims, "name")?;
+    let national_id = optional_string(claims, &names.pid)?;
+
+    let hpr_number = match claims.get(HPR_CLAIM) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) if n.is_u64() => Some(n.to_string()),
+        Some(_) => return Err(AuthError::InvalidClaim(HPR_CLAIM.to_owned())),
+    };
+
+    let role_strings: Vec<&str> = match claims.get(&names.role) {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().ok_or_else(|| AuthError::InvalidClaim(names.role.clone())))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(AuthError::InvalidClaim(names.role.clone())),
+    };
+    // Unknown names are dropped, not refused: an identity provider may issue roles meant for
+    // other applications in the same token.
+    let mut roles: Vec<Role> = role_strings.into_iter().filter_map(|s| s.parse().ok()).collect();
+    roles.sort_unstable();
+    roles.dedup();
+
+    let mut services: Vec<uuid::Uuid> = match claims.get(&names.services) {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .and_then(|s| uuid::Uuid::parse_str(s).ok())
+                    .ok_or_else(|| AuthError::InvalidClaim(names.services.clone()))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(AuthError::InvalidClaim(names.services.clone())),
+    };
+    services.sort_unstable();
+    services.dedup();
+
+    Ok(Principal { sub, name, roles, services, national_id, hpr_number })
+}
+
+fn optional_string(claims: &Map<String, Value>, name: &str) -> Result<Option<String>, AuthError> {
+    match claims.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(AuthError::InvalidClaim(name.to_owned())),
+    }
+}
+
+/// Parses a JWKS document into `out`, keeping the keys this crate can verify with.
+fn parse_jwks(doc: &str, out: &mut HashMap<String, (Algorithm, DecodingKey)>) -> Result<(), AuthError> {
+    let value: Value = serde_json::from_str(doc).map_err(|_| key_err("JWKS is not valid JSON"))?;
+    let Some(keys) = value.get("keys").and_then(Value::as_array) else {
+        return Err(key_err("JWKS has no \"keys\" array"));
+    };
+    let before = out.len();
+    for jwk in keys {
+        let Some(jwk) = jwk.as_object() else {
+            return Err(key_err("JWKS key is not an object"));
+        };
+        if let Some((alg, key)) = parse_jwk(jwk)? {
+            let kid = match jwk.get("kid") {
+                Some(Value::String(kid)) if !kid.is_empty() => kid.clone(),
+                _ => return Err(key_err("JWKS key without kid")),
+            };
+            if out.contains_key(&kid) {
+                return Err(key_err(&format!("duplicate kid {kid:?} in JWKS")));
+            }
+            out.insert(kid, (alg, key));
+        }
+    }
+    if out.len() == before {
+        return Err(key_err("no usable signing key in JWKS (RS256 or ES256 P-256)"));
+    }
+    Ok(())
+}
+
+/// One JWK: `Ok(None)` if it is not a signing key we support (skipped), an error if it is one
+/// but its material is broken.
+fn parse_jwk(jwk: &Map<String, Value>) -> Result<Option<(Algorithm, DecodingKey)>, AuthError> {
+    let member = |name: &str| jwk.get(name).and_then(Value::as_str);
+    if member("use").is_some_and(|u| u != "sig") {
+        return Ok(None);
+    }
+    let alg = member("alg");
+    match member("kty") {
+        Some("RSA") => {
+            if alg.is_some_and(|a| a != "RS256") {
+                return Ok(None);
+            }
+            reject_private(jwk, &["d", "p", "q", "dp", "dq", "qi"])?;
+            let n = b64_member(jwk, "n")?;
+            let e = b64_member(jwk, "e")?;
+            let public = rsa::RsaPublicKey::new(rsa::BigUint::from_bytes_be(&n), rsa::BigUint::from_bytes_be(&e))
+                .map_err(|_| key_err("invalid RSA public key in JWKS"))?;
+            if rsa::traits::PublicKeyParts::n(&public).bits() < MIN_RSA_BITS {
+                return Err(key_err("RSA key in JWKS shorter than 2048 bits"));
+            }
+            Ok(Some((Algorithm::RS256, DecodingKey::from_rsa_raw_components(&n, &e))))
+        }
+        Some("EC") => {
+            if member("crv") != Some("P-256") || alg.is_some_and(|a| a != "ES256") {
+                return Ok(None);
+            }
+            reject_private(jwk, &["d"])?;
+            let x = b64_member(jwk, "x")?;
+            let y = b64_member(jwk, "y")?;
+            if x.len() != 32 || y.len() != 32 {
+                return Err(key_err("invalid P-256 public key in JWKS"));
+            }
+            let mut sec1 = Vec::with_capacity(65);
+            sec1.push(0x04);
+            sec1.extend_from_slice(&x);
+            sec1.extend_from_slice(&y);
+            // Checks the point is on the curve; jsonwebtoken would only find out per request.
+            p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
+                .map_err(|_| key_err("invalid P-256 public key in JWKS"))?;
+            Ok(Some((Algorithm::ES256, DecodingKey::from_ec_der(&sec1))))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// A private JWK in the verifier's configuration means a signing key was put somewhere it
+/// should not be; refusing it makes the mistake visible.
+fn reject_private(jwk: &Map<String, Value>, members: &[&str]) -> Result<(), AuthError> {
+    if members.iter().any(|m| jwk.contains_key(*m)) {
+        return Err(key_err("JWKS contains private key material"));
+    }
+    Ok(())
+}
+
+fn b64_member(jwk: &Map<String, Value>, name: &str) -> Result<Vec<u8>, AuthError> {
+    let text = jwk.get(name).and_then(Value::as_str).ok_or_else(|| key_err(&format!("JWKS key without {name}")))?;
+    // Some publishers pad; RFC 7518 says unpadded. Accept both.
+    URL_SAFE_NO_PAD
+        .decode(text.trim_end_matches('='))
+        .map_err(|_| key_err(&format!("JWKS key member {name} is not base64url")))
+}

@@ -1,0 +1,318 @@
+//! Access: every read of patient-level data goes through here, is decided by `policy` and is
+//! written to the access log, durably, before the data is handed to an adapter.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use forlop_auth::Principal;
+use forlop_domain::national_id::NationalId;
+use forlop_projections::PatientView;
+use forlop_store::access_log::{AccessFilter, AccessOutcome, AccessRecord, StoredAccessRecord};
+use forlop_vault::Sealed;
+use uuid::Uuid;
+
+use crate::policy::{self, Aggregates, Operation, PatientAccess};
+use crate::{Engine, EngineError};
+
+/// Who is calling, and in answer to which request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    /// Ties the access records and events of one request together (also sent as `x-request-id`).
+    pub correlation_id: Uuid,
+    /// The client's operation name, or "anonymous".
+    pub operation: String,
+}
+
+impl Caller {
+    pub fn new(principal: Principal, operation: Option<&str>) -> Caller {
+        let operation = operation.filter(|o| !o.is_empty()).unwrap_or("anonymous");
+        // Operation names are the client's; keep them short in the log.
+        let operation: String = operation.chars().take(100).collect();
+        Caller { principal, correlation_id: Uuid::new_v4(), operation }
+    }
+
+    /// The caller as recorded in an event's `actor`: `role:sub`, and the HPR number if present.
+    pub fn actor(&self) -> String {
+        let p = &self.principal;
+        let role = p.primary_role().map_or("none", |r| r.as_str());
+        match &p.hpr_number {
+            Some(hpr) => format!("{role}:{} hpr:{hpr}", p.sub),
+            None => format!("{role}:{}", p.sub),
+        }
+    }
+
+    pub(crate) fn denied(&self, patient_id: Uuid, fields: &str) -> AccessRecord {
+        self.record(patient_id, fields, AccessOutcome::Denied, None)
+    }
+
+    fn record(&self, patient_id: Uuid, fields: &str, outcome: AccessOutcome, reason: Option<String>) -> AccessRecord {
+        let p = &self.principal;
+        AccessRecord {
+            patient_id,
+            actor_sub: p.sub.clone(),
+            actor_name: p.name.clone(),
+            role: p.primary_role().map_or("none", |r| r.as_str()).to_owned(),
+            hpr_number: p.hpr_number.clone(),
+            operation: self.operation.clone(),
+            fields: fields.to_owned(),
+            outcome,
+            reason,
+            correlation_id: Some(self.correlation_id),
+            at: Utc::now(),
+        }
+    }
+}
+
+/// A patient the caller may see, and how much.
+#[derive(Debug, Clone)]
+pub struct PatientGrant {
+    pub view: PatientView,
+    /// False for integrations: only `id` and `version`.
+    pub full: bool,
+    /// Events at or after this log position are not part of the view (`asOf`); u64::MAX otherwise.
+    pub as_of_position: u64,
+}
+
+/// One page of the access log.
+#[derive(Debug, Clone)]
+pub struct AccessPage {
+    pub records: Vec<StoredAccessRecord>,
+    pub has_next: bool,
+}
+
+fn unavailable(e: forlop_store::StoreError) -> EngineError {
+    tracing::error!(error = %e, "access log append failed");
+    EngineError::Unavailable("the access log could not be made durable; nothing was disclosed".into())
+}
+
+impl Engine {
+    /// Refuses `op` unless the caller's roles allow it.
+    pub fn authorize(&self, caller: &Caller, op: Operation) -> Result<(), EngineError> {
+        if policy::may(&caller.principal, op) {
+            Ok(())
+        } else {
+            Err(EngineError::forbidden(format!("your role may not use {op:?}")))
+        }
+    }
+
+    /// How aggregates are disclosed to this caller, after checking they may see them at all.
+    pub fn aggregates(&self, caller: &Caller) -> Result<Aggregates, EngineError> {
+        self.authorize(caller, Operation::ServiceAnalytics)?;
+        Ok(policy::aggregates(&caller.principal, self.settings().suppression_threshold))
+    }
+
+    /// Appends access records and returns once they are durable.
+    pub async fn log_access(&self, records: Vec<AccessRecord>) -> Result<(), EngineError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.access_log().append(records).await.map(|_| ()).map_err(unavailable)
+    }
+
+    /// Logs that `patients` were disclosed to the caller through `fields` (a list or a stream).
+    pub async fn disclosed(
+        &self,
+        caller: &Caller,
+        patients: impl IntoIterator<Item = Uuid>,
+        fields: &str,
+    ) -> Result<(), EngineError> {
+        let mut seen = std::collections::HashSet::new();
+        let records = patients
+            .into_iter()
+            .filter(|p| seen.insert(*p))
+            .map(|p| caller.record(p, fields, AccessOutcome::Allowed, None))
+            .collect();
+        self.log_access(records).await
+    }
+
+    /// One patient, if the caller may see them; the access (or the refusal) is logged durably
+    /// first. Ok(None) when no such patient is registered and the caller may read any patient.
+    pub async fn read_patient(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        emergency_reason: Option<&str>,
+        as_of: Option<DateTime<Utc>>,
+        fields: &str,
+    ) -> Result<Option<PatientGrant>, EngineError> {
+        let (access, view) = {
+            let model = self.model().read();
+            let view = model.patients.get(&id);
+            let access = policy::patient_access(&caller.principal, view, emergency_reason);
+            if !matches!(access, PatientAccess::Denied(_)) {
+                // Fill the shared continuity cache under the read lock, once per change.
+                view.map(|v| v.continuity());
+            }
+            (access, view.cloned())
+        };
+        let (outcome, reason, full) = match access {
+            PatientAccess::Full => (AccessOutcome::Allowed, None, true),
+            PatientAccess::IdentityOnly => (AccessOutcome::Allowed, None, false),
+            PatientAccess::Emergency(reason) => (AccessOutcome::Emergency, Some(reason), true),
+            PatientAccess::Denied(why) => {
+                self.log_access(vec![caller.record(id, fields, AccessOutcome::Denied, None)]).await?;
+                return Err(EngineError::Forbidden(why));
+            }
+        };
+        let Some(view) = view else { return Ok(None) };
+        let fields = if full { fields } else { "patient.id,version" };
+        self.log_access(vec![caller.record(id, fields, outcome, reason)]).await?;
+        match as_of {
+            None => Ok(Some(PatientGrant { view, full, as_of_position: u64::MAX })),
+            Some(t) => Ok(self.patient_as_of(id, t).await?.map(|(view, as_of_position)| PatientGrant {
+                view,
+                full,
+                as_of_position,
+            })),
+        }
+    }
+
+    /// The patient holding `national_id`, read as `read_patient` would.
+    pub async fn read_patient_by_national_id(
+        &self,
+        caller: &Caller,
+        national_id: &str,
+        emergency_reason: Option<&str>,
+    ) -> Result<Option<PatientGrant>, EngineError> {
+        if !policy::may_look_up_national_id(&caller.principal) {
+            return Err(EngineError::forbidden("your role may not look patients up by national id"));
+        }
+        let id = NationalId::parse(national_id).map_err(|e| EngineError::invalid(format!("nationalId: {e}")))?;
+        let Some(patient) = self.vault_find(&id)? else {
+            return Ok(None);
+        };
+        self.read_patient(caller, patient, emergency_reason, None, "patientByNationalId").await
+    }
+
+    /// The national id of a patient already granted in full; None if none was given or the
+    /// patient has been forgotten.
+    pub fn national_id(&self, grant: &PatientGrant) -> Result<Option<String>, EngineError> {
+        if !grant.full {
+            return Err(EngineError::forbidden("your role may see only a patient's id and version"));
+        }
+        let Some(sealed) = &grant.view.sealed_national_id else { return Ok(None) };
+        let sealed = Sealed::from_base64(sealed).map_err(|e| EngineError::Internal(format!("sealed id: {e}")))?;
+        let revealed = self
+            .vault()
+            .reveal(grant.view.id, &sealed)
+            .map_err(|e| EngineError::Internal(format!("revealing a national id: {e}")))?;
+        Ok(revealed.map(|n| n.as_str().to_owned()))
+    }
+
+    /// The patient as forlop knew them at recorded time `t`: events recorded after it are
+    /// ignored, so an audit sees what a past decision was based on.
+    async fn patient_as_of(&self, id: Uuid, t: DateTime<Utc>) -> Result<Option<(PatientView, u64)>, EngineError> {
+        let stream = forlop_domain::StreamRef::Patient(id).name();
+        let events = self.store().read_stream(&stream, 0, usize::MAX).await?;
+        let mut model = {
+            let current = self.model().read();
+            forlop_projections::ReadModel {
+                services: current.services.clone(),
+                therapists: current.therapists.clone(),
+                ..Default::default()
+            }
+        };
+        let mut end = 0;
+        for e in events.iter().filter(|e| e.recorded_at <= t) {
+            let meta =
+                forlop_projections::EventMeta { position: e.position, stream_version: e.version, patient_id: Some(id) };
+            model.apply(meta, &crate::decode(e)?);
+            end = e.position + 1;
+        }
+        Ok(model.patients.remove(&id).map(|v| (v, end)))
+    }
+
+    fn vault_find(&self, id: &NationalId) -> Result<Option<Uuid>, EngineError> {
+        self.vault().find(id).map_err(|e| EngineError::Unavailable(format!("the key table could not be read: {e}")))
+    }
+
+    /// The access log, for auditors: every record, or one patient's, in log order.
+    pub async fn access_log_page(
+        &self,
+        caller: &Caller,
+        filter: &AccessFilter,
+        after: Option<u64>,
+        first: usize,
+    ) -> Result<AccessPage, EngineError> {
+        self.authorize(caller, Operation::ReadAccessLog)?;
+        self.access_page(filter, after, first).await
+    }
+
+    /// "Who has seen my record": the access log of the patient named by the caller's national id.
+    /// Empty when the number is unknown or the patient has been forgotten.
+    pub async fn my_access_log(
+        &self,
+        caller: &Caller,
+        after: Option<u64>,
+        first: usize,
+    ) -> Result<AccessPage, EngineError> {
+        self.authorize(caller, Operation::ReadOwnAccessLog)?;
+        let Some(pid) = caller.principal.national_id.as_deref() else {
+            return Err(EngineError::forbidden("the token carries no national id"));
+        };
+        let id = NationalId::parse(pid).map_err(|_| EngineError::forbidden("the token's national id is not valid"))?;
+        let Some(patient) = self.vault_find(&id)? else {
+            return Ok(AccessPage { records: Vec::new(), has_next: false });
+        };
+        let filter = AccessFilter { patient_id: Some(patient), ..AccessFilter::default() };
+        self.access_page(&filter, after, first).await
+    }
+
+    async fn access_page(
+        &self,
+        filter: &AccessFilter,
+        after: Option<u64>,
+        first: usize,
+    ) -> Result<AccessPage, EngineError> {
+        let mut records = self.access_log().query(filter, after, first + 1).await?;
+        let has_next = records.len() > first;
+        records.truncate(first);
+        Ok(AccessPage { records, has_next })
+    }
+
+    /// Recomputes both chains; for auditors who publish the heads elsewhere as an anchor.
+    pub async fn verify_logs(&self, caller: &Caller) -> Result<LogHeads, EngineError> {
+        self.authorize(caller, Operation::VerifyLog)?;
+        let events = self.store().verify().await;
+        let access = self.access_log().verify().await;
+        let ok = events.is_ok() && access.is_ok();
+        if let Err(e) = &events {
+            tracing::error!(error = %e, "event log verification failed");
+        }
+        if let Err(e) = &access {
+            tracing::error!(error = %e, "access log verification failed");
+        }
+        Ok(LogHeads {
+            ok,
+            events: events.as_ref().map(|r| r.events).unwrap_or(0),
+            head_hash: events.map(|r| forlop_store::to_hex(&r.head_hash)).unwrap_or_default(),
+            access_records: access.as_ref().map(|r| r.records).unwrap_or(0),
+            access_head_hash: access.map(|r| forlop_store::to_hex(&r.head_hash)).unwrap_or_default(),
+        })
+    }
+}
+
+/// The heads of both chains after a full verification.
+#[derive(Debug, Clone)]
+pub struct LogHeads {
+    pub ok: bool,
+    /// Number of events; the head is the event at `events − 1`.
+    pub events: u64,
+    pub head_hash: String,
+    pub access_records: u64,
+    pub access_head_hash: String,
+}
+
+/// A time range filter, `from` inclusive, `to` exclusive.
+pub fn access_filter(
+    patient_id: Option<Uuid>,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    emergency_only: bool,
+) -> AccessFilter {
+    AccessFilter { patient_id, from, to, emergency_only }
+}
+
+/// Keeps `Arc` in the public signature of `Engine::access_log` readable.
+pub type SharedAccessLog = Arc<dyn forlop_store::access_log::AccessLog>;

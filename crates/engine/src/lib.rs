@@ -1,0 +1,15 @@
+//! forlop's application core: decides commands against the log and appends their events, folds
+//! the log into the read model, and (one place for both) authorises every access and logs it.
+//!
+//! Invariant: knows neither GraphQL nor HTTP nor FHIR. Adapters translate their protocol into
+//! calls on `Engine` with a `Caller`, and the engine's answers and `EngineError` codes back.
+
+pub mod access;
+pub mod engine;
+pub mod error;
+pub mod policy;
+
+pub use access::{Caller, PatientGrant};
+pub use engine::{decode, new_event, rebuild, rebuild_until, Engine, EngineParts, RecordOptions, Recorded, Settings};
+pub use error::{code, EngineError};
+pub use forlop_auth::{Principal, Role};

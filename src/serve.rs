@@ -1,0 +1,249 @@
+//! `forlop serve` settings, layered as operators expect: defaults, then a TOML file
+//! (`--config`), then `FORLOP_`-prefixed environment variables, then flags (clap merges the last
+//! two). Secrets are never settings themselves: settings name the files that hold them.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use forlop_api::{Authenticator, HttpSettings};
+use forlop_auth::{ClaimNames, KeySource, Verifier, VerifierConfig};
+use forlop_vault::MasterKey;
+use serde::Deserialize;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Bearer JWTs, verified against `--jwks` and/or `--hs256-secret-file`.
+    Jwt,
+    /// Everyone is admin (actor `anonymous`); only on a loopback address.
+    Off,
+}
+
+/// Every setting of `serve`. Flags and environment variables are optional so that a value
+/// from the file shows through when neither is given.
+#[derive(clap::Args, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServeArgs {
+    /// TOML file with any of these settings (keys as the flags, without dashes in front).
+    #[arg(long, env = "FORLOP_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Data directory [default: data].
+    #[arg(long, env = "FORLOP_DATA")]
+    pub data: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "FORLOP_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Load the synthetic demo dataset into an empty store, create development keys in the data
+    /// directory and print one token per role.
+    #[arg(long)]
+    #[serde(default)]
+    pub demo: bool,
+    /// `jwt` (default) or `off`.
+    #[arg(long, env = "FORLOP_AUTH", value_enum)]
+    pub auth: Option<AuthMode>,
+    /// JSON Web Key Set file (RS256 and ES256 keys chosen by `kid`), as HelseID publishes.
+    #[arg(long, env = "FORLOP_JWKS")]
+    pub jwks: Option<PathBuf>,
+    /// File holding an HS256 secret (at least 32 bytes), for development.
+    #[arg(long, env = "FORLOP_HS256_SECRET_FILE")]
+    pub hs256_secret_file: Option<PathBuf>,
+    /// Required `iss` of every token.
+    #[arg(long, env = "FORLOP_ISSUER")]
+    pub issuer: Option<String>,
+    /// Required `aud` of every token.
+    #[arg(long, env = "FORLOP_AUDIENCE")]
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf` [default: 30].
+    #[arg(long, env = "FORLOP_LEEWAY_SECONDS")]
+    pub leeway_seconds: Option<u64>,
+    /// Claim holding the role(s) [default: role].
+    #[arg(long, env = "FORLOP_ROLE_CLAIM")]
+    pub role_claim: Option<String>,
+    /// Claim holding a clinician's service ids [default: services].
+    #[arg(long, env = "FORLOP_SERVICES_CLAIM")]
+    pub services_claim: Option<String>,
+    /// Claim holding a patient's national id [default: pid].
+    #[arg(long, env = "FORLOP_PID_CLAIM")]
+    pub pid_claim: Option<String>,
+    /// Master key file: 32 random bytes, base64 (`openssl rand -base64 32`).
+    #[arg(long, env = "FORLOP_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Browser origins allowed besides the server's own (comma-separated; `*` for any).
+    #[arg(long, env = "FORLOP_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Counts below this are suppressed for analysts [default: 5].
+    #[arg(long, env = "FORLOP_SUPPRESSION_THRESHOLD")]
+    pub suppression_threshold: Option<u64>,
+}
+
+impl ServeArgs {
+    /// Fills what flags and environment left open from the `--config` file.
+    pub fn layered(mut self) -> anyhow::Result<ServeArgs> {
+        let Some(path) = self.config.clone() else { return Ok(self) };
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let file: ServeArgs = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        macro_rules! fill {
+            ($($f:ident),+) => { $( if self.$f.is_none() { self.$f = file.$f; } )+ };
+        }
+        fill!(data, listen, auth, jwks, hs256_secret_file, issuer, audience, leeway_seconds);
+        fill!(role_claim, services_claim, pid_claim, key_file, allowed_origins, suppression_threshold);
+        self.demo |= file.demo;
+        Ok(self)
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.data.clone().unwrap_or_else(|| PathBuf::from("data"))
+    }
+
+    pub fn listen(&self) -> SocketAddr {
+        self.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)))
+    }
+}
+
+/// Names of the development files `serve --demo` creates in the data directory.
+pub const DEMO_SECRET: &str = "dev-hs256.secret";
+pub const DEMO_MASTER_KEY: &str = "master.key";
+pub const DEMO_ISSUER: &str = "forlop-demo";
+pub const DEMO_AUDIENCE: &str = "forlop";
+
+/// Writes `contents` to `path` with mode 0600 unless it exists; returns the file's contents.
+fn private_file(path: &Path, contents: impl FnOnce() -> String) -> anyhow::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut file, contents().as_bytes())?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// Under `--demo`: development secret, master key, issuer and audience, unless given.
+pub fn demo_defaults(args: &mut ServeArgs) -> anyhow::Result<()> {
+    let data = args.data();
+    std::fs::create_dir_all(&data)?;
+    if args.hs256_secret_file.is_none() && args.jwks.is_none() {
+        let path = data.join(DEMO_SECRET);
+        private_file(&path, || {
+            use rand::Rng;
+            rand::thread_rng().sample_iter(rand::distributions::Alphanumeric).take(48).map(char::from).collect()
+        })?;
+        args.hs256_secret_file = Some(path);
+    }
+    dev_master_key(args)?;
+    args.issuer.get_or_insert_with(|| DEMO_ISSUER.into());
+    args.audience.get_or_insert_with(|| DEMO_AUDIENCE.into());
+    Ok(())
+}
+
+/// Under `--demo` or `--auth off` (development on loopback): a master key in the data directory,
+/// created on first start, unless `--key-file` names one.
+pub fn dev_master_key(args: &mut ServeArgs) -> anyhow::Result<()> {
+    if args.key_file.is_none() {
+        let path = args.data().join(DEMO_MASTER_KEY);
+        private_file(&path, || MasterKey::generate().to_base64() + "\n")?;
+        args.key_file = Some(path);
+    }
+    Ok(())
+}
+
+/// Everything `serve` needs, checked: refuses to start with one clear line naming what is missing.
+pub struct Resolved {
+    pub auth: Authenticator,
+    pub master: MasterKey,
+    pub hs256_secret: Option<Vec<u8>>,
+}
+
+pub fn resolve(args: &ServeArgs) -> anyhow::Result<Resolved> {
+    let mode = args.auth.unwrap_or(AuthMode::Jwt);
+    let master = match &args.key_file {
+        Some(path) => MasterKey::load(path).with_context(|| format!("master key {}", path.display()))?,
+        None => bail!("missing --key-file (FORLOP_KEY_FILE): the master key that protects national ids"),
+    };
+    let hs256_secret = match &args.hs256_secret_file {
+        Some(path) => {
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            Some(bytes.trim_ascii().to_vec())
+        }
+        None => None,
+    };
+    let auth = match mode {
+        AuthMode::Off => {
+            if !args.listen().ip().is_loopback() {
+                bail!(
+                    "--auth off serves everyone as admin; it needs a loopback --listen address, not {}",
+                    args.listen()
+                );
+            }
+            Authenticator::Off
+        }
+        AuthMode::Jwt => {
+            let mut keys = Vec::new();
+            if let Some(path) = &args.jwks {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                keys.push(KeySource::Jwks(text));
+            }
+            if let Some(secret) = &hs256_secret {
+                keys.push(KeySource::Hs256Secret(secret.clone()));
+            }
+            if keys.is_empty() {
+                bail!("missing a verification key: give --jwks FILE or --hs256-secret-file FILE (or --auth off on loopback)");
+            }
+            let Some(issuer) = args.issuer.clone() else { bail!("missing --issuer (FORLOP_ISSUER)") };
+            let Some(audience) = args.audience.clone() else { bail!("missing --audience (FORLOP_AUDIENCE)") };
+            let defaults = ClaimNames::default();
+            let config = VerifierConfig {
+                issuer,
+                audience,
+                leeway_seconds: args.leeway_seconds.unwrap_or(30),
+                claims: ClaimNames {
+                    role: args.role_claim.clone().unwrap_or(defaults.role),
+                    services: args.services_claim.clone().unwrap_or(defaults.services),
+                    pid: args.pid_claim.clone().unwrap_or(defaults.pid),
+                },
+            };
+            Authenticator::Jwt(Verifier::new(config, keys).context("verification keys")?)
+        }
+    };
+    Ok(Resolved { auth, master, hs256_secret })
+}
+
+pub fn http_settings(args: &ServeArgs, auth: Authenticator, explorer_token: Option<String>) -> HttpSettings {
+    HttpSettings { auth, allowed_origins: args.allowed_origins.clone().unwrap_or_default(), explorer_token }
+}
+
+/// One development token per role, valid for 30 days, for the demo's printout. The clinician
+/// works at every service in the demo; the patient's national id is synthetic.
+pub fn demo_tokens(
+    secret: &[u8],
+    issuer: &str,
+    audience: &str,
+    services: &[uuid::Uuid],
+) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let now = chrono::Utc::now().timestamp();
+    let mut out = Vec::new();
+    for role in ["admin", "auditor", "analyst", "integration", "clinician", "patient"] {
+        let mut claims = serde_json::json!({
+            "iss": issuer, "aud": audience, "sub": format!("demo-{role}"), "name": format!("Demo {role}"),
+            "role": role, "iat": now, "exp": now + 30 * 24 * 3600,
+        });
+        if role == "clinician" {
+            claims["services"] = serde_json::json!(services);
+            claims["helseid://claims/hpr/hpr_number"] = serde_json::json!("9144889");
+        }
+        if role == "patient" {
+            claims["pid"] = serde_json::json!(DEMO_PATIENT_PID);
+        }
+        out.push((role, forlop_auth::mint_hs256(secret, &claims)?));
+    }
+    Ok(out)
+}
+
+/// A synthetic national id (month + 80) for the demo patient token: it names no real person.
+pub const DEMO_PATIENT_PID: &str = "31929956780";
