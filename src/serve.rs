@@ -162,6 +162,9 @@ pub struct Resolved {
 
 pub fn resolve(args: &ServeArgs) -> anyhow::Result<Resolved> {
     let mode = args.auth.unwrap_or(AuthMode::Jwt);
+    if mode == AuthMode::Off && !args.listen().ip().is_loopback() {
+        bail!("--auth off serves everyone as admin; it needs a loopback --listen address, not {}", args.listen());
+    }
     let master = match &args.key_file {
         Some(path) => MasterKey::load(path).with_context(|| format!("master key {}", path.display()))?,
         None => bail!("missing --key-file (FORLOP_KEY_FILE): the master key that protects national ids"),

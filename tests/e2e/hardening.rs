@@ -486,3 +486,78 @@ async fn given_a_websocket_when_initialised_then_only_authorised_callers_are_ack
         other => panic!("no answer to the analyst's subscription: {other:?}"),
     }
 }
+
+/// The next `next` or `error` message for subscription `id` (skipping `complete`).
+async fn answer(ws: &mut Ws, id: &str) -> Value {
+    loop {
+        match next(ws).await {
+            Next::Msg(v) if v["id"] == id && v["type"] != "complete" => return v,
+            Next::Msg(_) => continue,
+            closed => panic!("socket closed while waiting for {id}: {closed:?}"),
+        }
+    }
+}
+
+/// The code of a subscription's error, sent as an `error` message or as `next` with errors.
+fn ws_error_code(v: &Value) -> Option<&str> {
+    let errors = if v["type"] == "error" { &v["payload"] } else { &v["payload"]["errors"] };
+    errors[0]["extensions"]["code"].as_str()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_websocket_when_a_subscription_is_malformed_or_over_the_cap_then_coded_errors() {
+    let s = Server::start().await;
+    let (mut ws, ack) = init(&s, json!({ "Authorization": format!("Bearer {}", s.admin) })).await;
+    assert!(matches!(&ack, Next::Msg(v) if v["type"] == "connection_ack"), "{ack:?}");
+
+    // A parse error and a validation error carry a code over WebSocket as over HTTP.
+    for (id, query) in [("p", "subscription { events("), ("v", "subscription { nope }")] {
+        send(&mut ws, json!({ "id": id, "type": "subscribe", "payload": { "query": query } })).await;
+        let v = answer(&mut ws, id).await;
+        assert_eq!(ws_error_code(&v), Some("INVALID_INPUT"), "{v}");
+    }
+
+    // One token holds at most 32 live subscriptions: of 33, exactly one is refused (which one
+    // depends on the order the server starts them in), and the rest keep running.
+    for i in 0..33 {
+        let sub = json!({ "id": format!("s{i}"), "type": "subscribe", "payload": { "query": "subscription { events { position } }" } });
+        send(&mut ws, sub).await;
+    }
+    let refused = loop {
+        match next(&mut ws).await {
+            Next::Msg(v) if v["type"] != "complete" => break v,
+            Next::Msg(_) => continue,
+            closed => panic!("socket closed: {closed:?}"),
+        }
+    };
+    assert_eq!(ws_error_code(&refused), Some("INVALID_INPUT"), "{refused}");
+    assert!(refused["payload"].to_string().contains("at most 32"), "{refused}");
+    // Another token is not affected.
+    let other = s.token("auditor", &[], None);
+    let (mut ws2, ack) = init(&s, json!({ "Authorization": format!("Bearer {other}") })).await;
+    assert!(matches!(&ack, Next::Msg(v) if v["type"] == "connection_ack"), "{ack:?}");
+    send(
+        &mut ws2,
+        json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription { events { position } }" } }),
+    )
+    .await;
+    s.record("registerService", json!({ "serviceId": id(), "name": "x", "careLevel": "MUNICIPAL" })).await;
+    let Next::Msg(v) = next(&mut ws2).await else { panic!("socket closed") };
+    assert_eq!(v["type"], "next", "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_live_subscription_when_the_server_gets_sigterm_then_it_exits_within_ten_seconds() {
+    let s = Server::start().await;
+    let (mut ws, ack) = init(&s, json!({ "Authorization": format!("Bearer {}", s.admin) })).await;
+    assert!(matches!(&ack, Next::Msg(v) if v["type"] == "connection_ack"), "{ack:?}");
+    send(
+        &mut ws,
+        json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription { events { position } }" } }),
+    )
+    .await;
+    let started = Instant::now();
+    let status = s.stop();
+    assert!(started.elapsed() < Duration::from_secs(10), "exit took {:?}", started.elapsed());
+    assert_eq!(status.code(), Some(0));
+}

@@ -13,5 +13,7 @@ mod events;
 mod explorer;
 mod hardening;
 mod idempotency;
+mod identity;
+mod startup;
 mod subscriptions;
 mod support;

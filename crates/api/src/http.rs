@@ -273,11 +273,11 @@ async fn execute(
     let caller = Caller::new(principal, operation.as_deref());
     let request_id = caller.correlation_id;
     let mut response = state.schema.execute(request.data(caller)).await;
-    // Parse and validation errors carry no code of their own: they are bad input.
-    let mut request_error = false;
     for err in &mut response.errors {
-        request_error |= with_code(err);
+        with_code(err);
     }
+    // A request error (parse, validation, limits) has no path: nothing was executed.
+    let request_error = !response.errors.is_empty() && response.errors.iter().all(|e| e.path.is_empty());
     let graphql_response = wants_graphql_response(headers);
     // GraphQL over HTTP: a request that could not be executed is a 400 for the new media type.
     let status = if graphql_response && request_error && response.data == async_graphql::Value::Null {
@@ -294,16 +294,14 @@ async fn execute(
     http
 }
 
-/// Gives a code to errors that have none (parse and validation errors), keeping messages short.
-/// Returns true for such request errors.
-fn with_code(err: &mut ServerError) -> bool {
+/// Gives a code to any error that still has none (a safety net: the schema's limits extension
+/// codes parse and validation errors), keeping messages short.
+fn with_code(err: &mut ServerError) {
     let ext = err.extensions.get_or_insert_with(Default::default);
-    let uncoded = ext.get("code").is_none();
-    if uncoded {
+    if ext.get("code").is_none() {
         ext.set("code", code::INVALID_INPUT);
         err.message = clip(&err.message);
     }
-    uncoded
 }
 
 /// WebSocket subscriptions. The browser's Origin is checked before the upgrade, and the

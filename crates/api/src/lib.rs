@@ -17,6 +17,9 @@ pub use forlop_engine::{Caller, Engine, RecordOptions, Recorded};
 pub use graphql::{build_schema, sdl, ForlopSchema};
 pub use http::{router, Authenticator, HttpSettings};
 
+/// How long running requests may finish after a shutdown signal.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(8);
+
 /// A bound, ready-to-run server.
 pub struct Application {
     listener: tokio::net::TcpListener,
@@ -57,7 +60,24 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let app = router(self.engine, self.settings);
-        axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await?;
+        let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stopping.send(());
+        });
+        // New connections stop at once; running requests and live subscriptions get a grace
+        // period, so a stuck client cannot keep the process from exiting.
+        let deadline = async move {
+            if stopped.await.is_ok() {
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            served = std::future::IntoFuture::into_future(server) => served?,
+            () = deadline => tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still running at shutdown; exiting"),
+        }
         Ok(())
     }
 }

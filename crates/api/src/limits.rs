@@ -122,11 +122,35 @@ impl async_graphql::extensions::Extension for Limits {
         if query.len() > MAX_QUERY_CHARS {
             return Err(limit_error(format!("the query exceeds {MAX_QUERY_CHARS} characters")));
         }
-        let doc = next.run(ctx, query, variables).await?;
+        let doc = next.run(ctx, query, variables).await.map_err(coded)?;
         check_document(&doc, variables).map_err(limit_error)?;
         Ok(doc)
     }
+
+    async fn validation(
+        &self,
+        ctx: &async_graphql::extensions::ExtensionContext<'_>,
+        next: async_graphql::extensions::NextValidation<'_>,
+    ) -> Result<async_graphql::ValidationResult, Vec<async_graphql::ServerError>> {
+        next.run(ctx).await.map_err(|errors| errors.into_iter().map(coded).collect())
+    }
 }
+
+/// Parse and validation errors are bad input: they get the code over every transport, and
+/// their messages echo at most ~100 characters of what the client sent.
+fn coded(mut e: async_graphql::ServerError) -> async_graphql::ServerError {
+    let ext = e.extensions.get_or_insert_with(Default::default);
+    if ext.get("code").is_none() {
+        ext.set("code", forlop_engine::code::INVALID_INPUT);
+    }
+    if e.message.chars().count() > ECHO {
+        e.message = e.message.chars().take(ECHO).chain(std::iter::once('…')).collect();
+    }
+    e
+}
+
+/// Characters of client input an error message may echo.
+const ECHO: usize = 100;
 
 /// Refuses a request that is too large, too deep, too wide or asks for too many list items.
 /// Unparsable documents pass: the schema reports parse errors itself. Returns the name of the

@@ -85,6 +85,8 @@ pub struct Engine {
     /// concurrent writers to one patient queue instead of failing; optimistic concurrency in the
     /// store still guards against other nodes.
     stripes: Arc<Vec<tokio::sync::Mutex<()>>>,
+    /// Live subscriptions per token subject, to cap them.
+    pub(crate) subscriptions: crate::access::SubscriptionCounts,
 }
 
 const STRIPES: usize = 256;
@@ -235,7 +237,7 @@ impl Engine {
             }
         });
         let stripes = Arc::new((0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect());
-        Ok(Engine { store, parts, model, projected, stripes })
+        Ok(Engine { store, parts, model, projected, stripes, subscriptions: Default::default() })
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {

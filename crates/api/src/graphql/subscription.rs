@@ -27,6 +27,7 @@ impl Subscription {
         from_position: Option<u64>,
     ) -> Result<impl Stream<Item = Result<LogEvent>>> {
         let (engine, caller) = (ctx.data_unchecked::<Engine>().clone(), caller(ctx)?.clone());
+        let slot = engine.subscription_slot(&caller).gql()?;
         match patient_id {
             // A patient's own stream: as for reading the patient, in full.
             Some(id) => {
@@ -55,6 +56,7 @@ impl Subscription {
                 futures::future::ready(if keep { e.ok() } else { None })
             })
             .then(move |e| {
+                let _held = &slot;
                 let (engine, caller) = (engine.clone(), caller.clone());
                 async move {
                     // Each event that names a patient is an access, logged before it is sent.
@@ -79,6 +81,7 @@ impl Subscription {
         let engine = ctx.data_unchecked::<Engine>().clone();
         let caller = caller(ctx)?.clone();
         engine.authorize(&caller, Operation::CareAlerts(service_id)).gql()?;
+        let slot = engine.subscription_slot(&caller).gql()?;
         let logger = engine.clone();
         let mut raised = std::collections::HashSet::new();
         let from = from_position.unwrap_or_else(|| engine.store().committed());
@@ -109,6 +112,7 @@ impl Subscription {
             .filter(move |a| futures::future::ready(service_id.is_none_or(|s| s == a.service_id)))
             .filter(move |a| futures::future::ready(raised.insert((a.kind, a.episode_id, a.since))))
             .then(move |a| {
+                let _held = &slot;
                 let (engine, caller) = (logger.clone(), caller.clone());
                 async move {
                     engine.disclosed(&caller, [a.patient_id], "careAlertRaised").await.gql()?;
