@@ -561,3 +561,71 @@ async fn given_a_live_subscription_when_the_server_gets_sigterm_then_it_exits_wi
     assert!(started.elapsed() < Duration::from_secs(10), "exit took {:?}", started.elapsed());
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_graphql_transport_ws_when_a_subscribe_id_is_reused_then_the_socket_closes_with_4409() {
+    let s = Server::start().await;
+    let (mut ws, ack) = init(&s, json!({ "Authorization": format!("Bearer {}", s.admin) })).await;
+    assert!(matches!(&ack, Next::Msg(v) if v["type"] == "connection_ack"), "{ack:?}");
+    let sub =
+        json!({ "id": "same", "type": "subscribe", "payload": { "query": "subscription { events { position } }" } });
+    send(&mut ws, sub.clone()).await;
+    send(&mut ws, sub).await;
+    match next(&mut ws).await {
+        Next::Closed(code, reason) => {
+            assert_eq!(code, Some(4409), "{reason}");
+            assert!(reason.contains("same"), "{reason}");
+        }
+        other => panic!("expected a 4409 close, got {other:?}"),
+    }
+    // After a subscription completes, its id may be used again.
+    let (mut ws, _) = init(&s, json!({ "Authorization": format!("Bearer {}", s.admin) })).await;
+    let once = json!({ "id": "q", "type": "subscribe", "payload": { "query": "subscription { nope }" } });
+    send(&mut ws, once.clone()).await;
+    let v = answer(&mut ws, "q").await;
+    assert_eq!(ws_error_code(&v), Some("INVALID_INPUT"));
+    loop {
+        if let Next::Msg(v) = next(&mut ws).await {
+            if v["type"] == "complete" {
+                break;
+            }
+        }
+    }
+    send(&mut ws, once).await;
+    let v = answer(&mut ws, "q").await;
+    assert_eq!(ws_error_code(&v), Some("INVALID_INPUT"), "the id was free again: {v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_socket_that_never_initialises_when_ten_seconds_pass_then_it_is_closed_with_4408() {
+    let s = Server::start().await;
+    let mut ws = ws_with_origin(&s, None).await.expect("WebSocket handshake");
+    let started = Instant::now();
+    match next(&mut ws).await {
+        Next::Closed(code, reason) => assert_eq!(code, Some(4408), "{reason}"),
+        other => panic!("expected a 4408 close, got {other:?}"),
+    }
+    assert!(started.elapsed() >= Duration::from_secs(9), "closed after {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_an_overlong_uri_or_headers_when_requested_then_414_or_431_as_coded_json() {
+    let s = Server::start().await;
+    let long = format!("{}/graphql?query={}", s.url, "a".repeat(20 * 1024));
+    let r = s.client().get(long).bearer_auth(&s.admin).send().await.expect("GET");
+    assert_eq!(r.status(), 414);
+    let v: Value = r.json().await.expect("JSON body");
+    assert_eq!(error_code(&v), Some("INVALID_INPUT"), "{v}");
+    let r = s
+        .client()
+        .post(format!("{}/graphql", s.url))
+        .bearer_auth(&s.admin)
+        .header("x-padding", "p".repeat(40 * 1024))
+        .json(&json!({ "query": "{ log { committed } }" }))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), 431);
+    let v: Value = r.json().await.expect("JSON body");
+    assert_eq!(error_code(&v), Some("INVALID_INPUT"), "{v}");
+}

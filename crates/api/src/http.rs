@@ -6,9 +6,8 @@
 
 use std::time::Duration;
 
-use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
+use async_graphql::http::{WebSocketProtocols, ALL_WEBSOCKET_PROTOCOLS};
 use async_graphql::{Data, ErrorExtensions, ServerError};
-use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -79,6 +78,7 @@ pub fn router(engine: Engine, settings: HttpSettings) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .with_state(AppState { schema, engine, settings: std::sync::Arc::new(settings) })
+        .layer(axum::middleware::from_fn(request_bounds))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(60),
@@ -92,6 +92,31 @@ fn error_response(status: StatusCode, code: &str, message: impl Into<String>) ->
         "errors": [{ "message": message.into(), "extensions": { "code": code } }]
     });
     (status, Json(body)).into_response()
+}
+
+/// Longest request target accepted (a GET query fits well within).
+const MAX_URI: usize = 16 * 1024;
+/// Most header bytes accepted (a HelseID token is a few kilobytes).
+const MAX_HEADERS: usize = 32 * 1024;
+
+/// 414 and 431 as coded JSON errors, like every other refusal.
+async fn request_bounds(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if request.uri().to_string().len() > MAX_URI {
+        return error_response(
+            StatusCode::URI_TOO_LONG,
+            code::INVALID_INPUT,
+            format!("the URI exceeds {MAX_URI} bytes"),
+        );
+    }
+    let header_bytes: usize = request.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if header_bytes > MAX_HEADERS {
+        return error_response(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            code::INVALID_INPUT,
+            format!("the request headers exceed {MAX_HEADERS} bytes"),
+        );
+    }
+    next.run(request).await
 }
 
 fn clip(s: &str) -> String {
@@ -307,40 +332,122 @@ fn with_code(err: &mut ServerError) {
 /// WebSocket subscriptions. The browser's Origin is checked before the upgrade, and the
 /// caller is authenticated from `connection_init` (`{"Authorization": "Bearer …"}`), or from
 /// the upgrade's own Authorization header for clients that can set one.
-async fn websocket(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    protocol: GraphQLProtocol,
-    upgrade: WebSocketUpgrade,
-) -> Response {
+async fn websocket(State(state): State<AppState>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
     if !origin_allowed(&headers, &state.settings.allowed_origins) {
         return error_response(StatusCode::FORBIDDEN, code::FORBIDDEN, "origin not allowed");
     }
+    // The first subprotocol offered that we speak (graphql-transport-ws or legacy graphql-ws).
+    let protocol = header_str(&headers, header::SEC_WEBSOCKET_PROTOCOL)
+        .unwrap_or_default()
+        .split(',')
+        .find_map(|p| p.trim().parse::<WebSocketProtocols>().ok())
+        .unwrap_or(WebSocketProtocols::SubscriptionsTransportWS);
     let upgrade_auth = header_str(&headers, header::AUTHORIZATION).map(str::to_owned);
     let (schema, auth) = (state.schema.clone(), state.settings.auth.clone());
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .max_message_size(MAX_WS_MESSAGE)
         .max_frame_size(MAX_WS_MESSAGE)
-        .on_upgrade(move |socket| async move {
-            GraphQLWebSocket::new(socket, schema, protocol)
-                .on_connection_init(move |payload| async move {
-                    let from_payload = payload
-                        .get("Authorization")
-                        .or_else(|| payload.get("authorization"))
-                        .and_then(|v| v.as_str())
-                        .map(str::to_owned);
-                    let header = from_payload.or(upgrade_auth);
-                    let principal = auth.authenticate(header.as_deref()).map_err(|msg| {
-                        async_graphql::Error::new(msg).extend_with(|_, e| e.set("code", code::UNAUTHENTICATED))
-                    })?;
-                    let mut data = Data::default();
-                    data.insert(Caller::new(principal, Some("subscription")));
-                    Ok(data)
-                })
-                .serve()
-                .await
-        })
+        .on_upgrade(move |socket| ws_session(socket, schema, protocol, auth, upgrade_auth))
+}
+
+/// A client must send `connection_init` within this time (graphql-transport-ws: close 4408).
+const WS_INIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The message's `type` and `id`, when it is a JSON object.
+fn message_kind(text: &str) -> (Option<String>, Option<String>) {
+    let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
+    (s("type"), s("id"))
+}
+
+/// One WebSocket connection: async-graphql speaks the protocol; this loop adds the rules it
+/// leaves to the server: the initialisation timeout (4408) and unique subscription ids (4409).
+async fn ws_session(
+    socket: axum::extract::ws::WebSocket,
+    schema: ForlopSchema,
+    protocol: WebSocketProtocols,
+    auth: Authenticator,
+    upgrade_auth: Option<String>,
+) {
+    use axum::extract::ws::{CloseFrame, Message};
+    use futures::{SinkExt, StreamExt};
+    let (mut sink, mut source) = socket.split();
+    let (to_graphql, from_client) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut graphql = async_graphql::http::WebSocket::new(
+        schema,
+        tokio_stream::wrappers::UnboundedReceiverStream::new(from_client),
+        protocol,
+    )
+    .on_connection_init(move |payload| async move {
+        let from_payload = payload
+            .get("Authorization")
+            .or_else(|| payload.get("authorization"))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
+        let header = from_payload.or(upgrade_auth);
+        let principal = auth
+            .authenticate(header.as_deref())
+            .map_err(|msg| async_graphql::Error::new(msg).extend_with(|_, e| e.set("code", code::UNAUTHENTICATED)))?;
+        let mut data = Data::default();
+        data.insert(Caller::new(principal, Some("subscription")));
+        Ok(data)
+    });
+    let close = |code: u16, reason: &str| Message::Close(Some(CloseFrame { code, reason: reason.to_owned().into() }));
+    let init_deadline = tokio::time::sleep(WS_INIT_TIMEOUT);
+    tokio::pin!(init_deadline);
+    let mut initialised = false;
+    let mut active = std::collections::HashSet::<String>::new();
+    loop {
+        tokio::select! {
+            () = &mut init_deadline, if !initialised => {
+                let _ = sink.send(close(4408, "Connection initialisation timeout")).await;
+                break;
+            }
+            incoming = source.next() => {
+                let text = match incoming {
+                    Some(Ok(Message::Text(t))) => t.as_str().to_owned(),
+                    Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                };
+                match message_kind(&text) {
+                    (Some(t), _) if t == "connection_init" => initialised = true,
+                    (Some(t), Some(id)) if t == "subscribe" || t == "start" => {
+                        if !active.insert(id.clone()) {
+                            let reason = format!("Subscriber for {} already exists", clip(&id));
+                            let _ = sink.send(close(4409, &reason)).await;
+                            break;
+                        }
+                    }
+                    (Some(t), Some(id)) if t == "complete" || t == "stop" => {
+                        active.remove(&id);
+                    }
+                    _ => {}
+                }
+                if to_graphql.send(text).is_err() {
+                    break;
+                }
+            }
+            outgoing = graphql.next() => match outgoing {
+                Some(async_graphql::http::WsMessage::Text(t)) => {
+                    if let (Some(kind), Some(id)) = message_kind(&t) {
+                        if kind == "complete" || kind == "error" {
+                            active.remove(&id);
+                        }
+                    }
+                    if sink.send(Message::Text(t.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(async_graphql::http::WsMessage::Close(code, reason)) => {
+                    let _ = sink.send(close(code, &reason)).await;
+                    break;
+                }
+                None => break,
+            },
+        }
+    }
 }
 
 fn explorer(state: &AppState) -> Response {
