@@ -413,12 +413,10 @@ async fn ws_session(
                 };
                 match message_kind(&text) {
                     (Some(t), _) if t == "connection_init" => initialised = true,
-                    (Some(t), Some(id)) if t == "subscribe" || t == "start" => {
-                        if !active.insert(id.clone()) {
-                            let reason = format!("Subscriber for {} already exists", clip(&id));
-                            let _ = sink.send(close(4409, &reason)).await;
-                            break;
-                        }
+                    (Some(t), Some(id)) if (t == "subscribe" || t == "start") && !active.insert(id.clone()) => {
+                        let reason = format!("Subscriber for {} already exists", clip(&id));
+                        let _ = sink.send(close(4409, &reason)).await;
+                        break;
                     }
                     (Some(t), Some(id)) if t == "complete" || t == "stop" => {
                         active.remove(&id);
