@@ -310,7 +310,14 @@ async fn execute(
     } else {
         StatusCode::OK
     };
-    let mut http = (status, Json(&response)).into_response();
+    let mut body = serde_json::to_value(&response).unwrap_or_default();
+    if request_error && response.data == async_graphql::Value::Null {
+        // Nothing was executed: no `data` entry at all (GraphQL over HTTP).
+        if let Some(o) = body.as_object_mut() {
+            o.remove("data");
+        }
+    }
+    let mut http = (status, Json(body)).into_response();
     let media = if graphql_response { GRAPHQL_RESPONSE_JSON } else { "application/json" };
     http.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
     if let Ok(v) = request_id.to_string().parse() {
