@@ -37,7 +37,7 @@ pub struct ServeArgs {
     pub listen: Option<SocketAddr>,
     /// Load the synthetic demo dataset into an empty store, create development keys in the data
     /// directory and print one token per role.
-    #[arg(long)]
+    #[arg(long, env = "FORLOP_DEMO")]
     #[serde(default)]
     pub demo: bool,
     /// `jwt` (default) or `off`.

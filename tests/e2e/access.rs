@@ -311,3 +311,68 @@ async fn given_a_past_time_when_a_patient_is_read_as_of_it_then_later_recordings
     let before_all = s.query(q, json!({ "p": p, "t": "2000-01-01T00:00:00Z" })).await;
     assert!(before_all["patient"].is_null(), "{before_all}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_each_role_when_recording_a_whole_pathway_then_only_integration_clinician_and_admin_may() {
+    let s = Server::start().await;
+    let r = Reference::register(&s).await;
+    for role in ROLES {
+        let token = s.token(role, &[r.rph], None);
+        let may = ["integration", "clinician", "admin"].contains(&role);
+        // A patient of the clinician's service, registered by the admin.
+        let (p, _) = patient_in_episode(&s, &r).await;
+        let (referral, episode, admission) = (id(), id(), id());
+        let steps = [
+            (
+                "receiveReferral",
+                json!({ "patientId": p, "referralId": referral, "serviceId": r.rph, "source": "GP", "receivedAt": "2016-03-01T00:00:00Z" }),
+            ),
+            (
+                "decideReferral",
+                json!({ "patientId": p, "referralId": referral, "decision": "ACCEPTED", "decidedAt": "2016-03-02T00:00:00Z" }),
+            ),
+            (
+                "startEpisode",
+                json!({ "patientId": p, "episodeId": episode, "serviceId": r.rph, "referralId": referral, "startedAt": "2016-03-03T00:00:00Z" }),
+            ),
+            (
+                "assignTherapist",
+                json!({ "patientId": p, "episodeId": episode, "therapistId": r.b, "assignedAt": "2016-03-03T00:00:00Z" }),
+            ),
+            ("recordSession", session(p, episode, r.b, "2016-03-04T10:00:00Z")),
+            (
+                "recordOutcome",
+                json!({ "patientId": p, "episodeId": episode, "instrument": "GAD7", "phase": "INTAKE", "items": [1, 2, 1, 2, 1, 2, 1], "measuredAt": "2016-03-04T10:00:00Z" }),
+            ),
+            (
+                "releaseTherapist",
+                json!({ "patientId": p, "episodeId": episode, "therapistId": r.b, "reason": "SICK_LEAVE", "patientNotified": true, "releasedAt": "2016-03-05T00:00:00Z" }),
+            ),
+            (
+                "admitPatient",
+                json!({ "patientId": p, "admissionId": admission, "serviceId": r.ward, "admittedAt": "2016-03-06T00:00:00Z" }),
+            ),
+            (
+                "dischargePatient",
+                json!({ "patientId": p, "admissionId": admission, "dischargedAt": "2016-03-07T00:00:00Z" }),
+            ),
+            (
+                "endEpisode",
+                json!({ "patientId": p, "episodeId": episode, "reason": "COMPLETED", "endedAt": "2016-03-08T00:00:00Z" }),
+            ),
+            ("registerTherapist", json!({ "therapistId": id(), "name": "Ny terapeut" })),
+            ("forgetPatient", json!({ "patientId": p })),
+        ];
+        for (op, input) in steps {
+            let before = s.committed().await;
+            let (_, v) = s.gql_as(Some(&token), &mutation(op), json!({ "in": input })).await;
+            let want = match op {
+                "registerTherapist" => ["integration", "admin"].contains(&role),
+                "forgetPatient" => role == "admin",
+                _ => may,
+            };
+            assert_eq!(allowed(&v, op), want, "{op} as {role}: {v}");
+            assert_eq!(s.committed().await, before + u64::from(want), "{op} as {role}: {v}");
+        }
+    }
+}

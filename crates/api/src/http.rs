@@ -23,6 +23,8 @@ use forlop_engine::{Caller, Engine};
 
 /// Largest request body accepted (a bulk of mutations fits well within).
 const MAX_BODY: usize = 2 * 1024 * 1024;
+/// Largest response sent; the list-items limit keeps ordinary queries far below it.
+const MAX_RESPONSE: usize = 32 * 1024 * 1024;
 /// Largest WebSocket message accepted.
 const MAX_WS_MESSAGE: usize = 64 * 1024;
 /// The media type of the GraphQL-over-HTTP specification.
@@ -317,7 +319,16 @@ async fn execute(
             o.remove("data");
         }
     }
-    let mut http = (status, Json(body)).into_response();
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    if bytes.len() > MAX_RESPONSE {
+        // Unbounded lists (careAlerts, history) times aliases: refuse rather than send it.
+        return error_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            code::INVALID_INPUT,
+            format!("the response would exceed {MAX_RESPONSE} bytes; narrow the query or page it"),
+        );
+    }
+    let mut http = (status, bytes).into_response();
     let media = if graphql_response { GRAPHQL_RESPONSE_JSON } else { "application/json" };
     http.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
     if let Ok(v) = request_id.to_string().parse() {
