@@ -11,6 +11,7 @@ mod crash;
 mod errors;
 mod events;
 mod explorer;
+mod faults;
 mod hardening;
 mod idempotency;
 mod identity;

@@ -117,6 +117,11 @@ impl Server {
 
     /// A server on the store in `dir` (which outlives it), with extra `serve` flags.
     pub async fn start_in(dir: &Path, args: &[&str]) -> Server {
+        Server::start_in_env(dir, args, &[]).await
+    }
+
+    /// As `start_in`, with extra environment variables (e.g. the debug build's fault injection).
+    pub async fn start_in_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let client = reqwest::Client::builder().timeout(TIMEOUT).build().expect("http client");
         // Another process may grab the port between our probe and the server's bind: try a few.
         let mut last_log = String::new();
@@ -132,6 +137,7 @@ impl Server {
                 .arg(format!("127.0.0.1:{port}"))
                 .args(&keys)
                 .args(args)
+                .envs(env.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(File::create(log.path()).expect("open log file"))
@@ -328,6 +334,13 @@ impl Server {
     pub async fn committed(&self) -> u64 {
         let d = self.query("{ log { committed projected } }", json!({})).await;
         d["log"]["committed"].as_u64().expect("committed is a number")
+    }
+
+    /// GET `path` and return the status and JSON body, whatever the status.
+    pub async fn get_json(&self, path: &str) -> (reqwest::StatusCode, Value) {
+        let r = self.client.get(format!("{}{path}", self.url)).send().await.expect("GET");
+        let status = r.status();
+        (status, r.json().await.expect("JSON body"))
     }
 
     /// GET /healthz as JSON.

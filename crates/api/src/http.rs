@@ -77,6 +77,7 @@ pub fn router(engine: Engine, settings: HttpSettings) -> Router {
         .route("/graphql/ws", get(websocket))
         .route("/graphql/assets/{file}", get(asset))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .with_state(AppState { schema, engine, settings: std::sync::Arc::new(settings) })
@@ -483,11 +484,30 @@ async fn asset(axum::extract::Path(file): axum::extract::Path<String>) -> Respon
     ([(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "public, max-age=86400")], body).into_response()
 }
 
-async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "status": "ok",
+/// Liveness: 200 only while the writer and the projector are alive and no log has failed; else
+/// 503 naming what is wrong (fail-stop: a restart after the cause is fixed recovers).
+async fn healthz(State(state): State<AppState>) -> Response {
+    let failures = state.engine.failures();
+    let status = if failures.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = serde_json::json!({
+        "status": if failures.is_empty() { "ok" } else { "failed" },
+        "reasons": failures,
         "committed": state.engine.store().committed(),
         "projected": state.engine.projected(),
         "accessRecords": state.engine.access_log().committed(),
-    }))
+    });
+    (status, Json(body)).into_response()
+}
+
+/// Readiness: 503 until the read model has folded every event the log held at start (and while
+/// the node is failed), 200 afterwards.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let ready = state.engine.ready() && state.engine.failures().is_empty();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "committed": state.engine.store().committed(),
+        "projected": state.engine.projected(),
+    });
+    (status, Json(body)).into_response()
 }

@@ -83,7 +83,7 @@ pub struct AccessPage {
 
 fn unavailable(e: forlop_store::StoreError) -> EngineError {
     tracing::error!(error = %e, "access log append failed");
-    EngineError::Unavailable("the access log could not be made durable; nothing was disclosed".into())
+    EngineError::Unavailable(format!("the access log could not be made durable; nothing was disclosed ({e})"))
 }
 
 impl Engine {

@@ -87,6 +87,10 @@ pub struct Engine {
     stripes: Arc<Vec<tokio::sync::Mutex<()>>>,
     /// Live subscriptions per token subject, to cap them.
     pub(crate) subscriptions: crate::access::SubscriptionCounts,
+    /// Set if the projector task died.
+    projector_failed: Arc<std::sync::OnceLock<String>>,
+    /// Events in the log when this engine started; ready once it has folded them all.
+    started_at: u64,
 }
 
 const STRIPES: usize = 256;
@@ -211,7 +215,7 @@ impl Engine {
         let (tx, projected) = watch::channel(model.position);
         let model = Arc::new(RwLock::new(model));
         let (projector_model, projector_store) = (model.clone(), store.clone());
-        tokio::spawn(async move {
+        let projector = tokio::spawn(async move {
             // The projector outlives read errors: it logs them and resumes from where it stopped.
             loop {
                 let from = *tx.borrow();
@@ -220,6 +224,10 @@ impl Engine {
                     match next {
                         Ok(e) => {
                             let position = e.position;
+                            #[cfg(debug_assertions)]
+                            if forlop_store::faults::projector_should_panic(position) {
+                                panic!("injected fault: projector panic at position {position}");
+                            }
                             let decoded = decode_for_model(&e);
                             apply(&mut projector_model.write(), &decoded);
                             tx.send_replace(position + 1);
@@ -236,8 +244,29 @@ impl Engine {
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
         });
+        // Supervise the projector: if it dies, reads would go stale while writes succeeded
+        // unseen, so the engine fails stop instead (mutations answer UNAVAILABLE, /healthz 503).
+        let projector_failed = Arc::new(std::sync::OnceLock::new());
+        let failed = projector_failed.clone();
+        tokio::spawn(async move {
+            if let Err(e) = projector.await {
+                let reason = if e.is_panic() { "the projector panicked" } else { "the projector was stopped" };
+                tracing::error!(reason, "projector died; failing every later mutation");
+                let _ = failed.set(reason.to_string());
+            }
+        });
         let stripes = Arc::new((0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect());
-        Ok(Engine { store, parts, model, projected, stripes, subscriptions: Default::default() })
+        let started_at = store.committed();
+        Ok(Engine {
+            store,
+            parts,
+            model,
+            projected,
+            stripes,
+            subscriptions: Default::default(),
+            projector_failed,
+            started_at,
+        })
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
@@ -265,10 +294,36 @@ impl Engine {
         *self.projected.borrow()
     }
 
-    /// Waits until the read model has folded the event at `position` (read-your-writes).
-    pub async fn wait_projected(&self, position: u64) {
+    /// Waits until the read model has folded the event at `position` (read-your-writes). Fails
+    /// if the projector has died: the event is durable but will not be seen by this process.
+    pub async fn wait_projected(&self, position: u64) -> Result<(), EngineError> {
         let mut rx = self.projected.clone();
-        let _ = rx.wait_for(|p| *p > position).await;
+        let reached = rx.wait_for(|p| *p > position).await.is_ok();
+        if !reached {
+            // The projector is gone; say so at once rather than when its supervisor notices.
+            let _ = self.projector_failed.set("the projector stopped".into());
+        }
+        match reached {
+            true => Ok(()),
+            false => Err(EngineError::Unavailable(
+                "the read model is no longer updated (the projector stopped); the event is durable, retry on a healthy node".into(),
+            )),
+        }
+    }
+
+    /// Everything that keeps this engine from serving writes (fail-stop): a failed event log or
+    /// access log, or a dead projector. Empty while healthy.
+    pub fn failures(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        out.extend(self.store.failure());
+        out.extend(self.access_log().failure());
+        out.extend(self.projector_failed.get().map(|r| format!("projector: {r}")));
+        out
+    }
+
+    /// True once the read model has folded every event the log held at start.
+    pub fn ready(&self) -> bool {
+        self.projected() >= self.started_at
     }
 
     async fn stream_state(&self, stream: &str) -> Result<(StreamState, Option<u64>), EngineError> {
@@ -360,6 +415,27 @@ impl Engine {
         national_id: Option<NationalId>,
         options: RecordOptions,
     ) -> Result<Recorded, EngineError> {
+        match self.record_checked(caller, command, national_id, options).await {
+            // An internal error while the node is failing (a read of a store that could not
+            // write) is the failure itself: retryable elsewhere, not a bug to report.
+            Err(EngineError::Internal(detail)) if !self.failures().is_empty() => {
+                tracing::warn!(%detail, "write refused while failed");
+                Err(EngineError::Unavailable(format!("not accepting writes: {}", self.failures().join("; "))))
+            }
+            other => other,
+        }
+    }
+
+    async fn record_checked(
+        &self,
+        caller: &Caller,
+        command: Command,
+        national_id: Option<NationalId>,
+        options: RecordOptions,
+    ) -> Result<Recorded, EngineError> {
+        if let Some(reason) = self.failures().into_iter().next() {
+            return Err(EngineError::Unavailable(format!("not accepting writes: {reason}")));
+        }
         self.authorize_record(caller, &command).await?;
         let stream = command.stream().name();
         let refs = self.references(&command).await?;
@@ -487,7 +563,7 @@ impl Engine {
             match self.store.append(&stream, expected, vec![new]).await {
                 Ok(r) => {
                     let c = r.events[0];
-                    self.wait_projected(c.position).await;
+                    self.wait_projected(c.position).await?;
                     tracing::info!(%stream, event = event.event_type(), position = c.position, "recorded");
                     return Ok(Recorded {
                         event_id,

@@ -86,6 +86,9 @@ impl From<StoreError> for EngineError {
             },
             StoreError::IdempotencyConflict { id } => EngineError::IdempotencyConflict(id),
             StoreError::InvalidAppend(msg) => EngineError::InvalidInput(msg),
+            StoreError::Unavailable(reason) => {
+                EngineError::Unavailable(format!("the log could not be made durable; nothing was recorded ({reason})"))
+            }
             other => EngineError::Internal(other.to_string()),
         }
     }

@@ -77,7 +77,7 @@ async fn the_read_model_follows_the_log_not_the_command_path() {
         )
         .await
         .unwrap();
-    engine.wait_projected(r.events[0].position).await;
+    engine.wait_projected(r.events[0].position).await.unwrap();
     assert_eq!(engine.model().read().patients[&id].gender, Gender::Other);
     assert_eq!(engine.projected(), store.committed());
 }

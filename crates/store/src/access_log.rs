@@ -12,7 +12,7 @@
 //! - `P` + patient id (16 bytes) + position (u64 BE) -> empty: the per-patient index
 //!
 //! Fail-stop: if a group's `apply_batch` or `flush` fails, that group and every later append fail
-//! with `StoreError::Backend("access log is not durable: ...")`; positions are never reused.
+//! with `StoreError::Unavailable("access log is not durable: ...")`; positions are never reused.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -145,6 +145,11 @@ pub trait AccessLog: Send + Sync + 'static {
     /// Recomputes the chain and positions over the whole log (and checks the patient index points
     /// at existing records); Err(StoreError::Corrupt{position,..}) at the first bad record.
     async fn verify(&self) -> Result<AccessVerifyReport, StoreError>;
+
+    /// Why the log accepts no more records, once it has failed (fail-stop); None while healthy.
+    fn failure(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The canonical bytes of a record: what the hash covers and what is stored. Ends with the
@@ -174,7 +179,7 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 }
 
 fn not_durable(reason: &str) -> StoreError {
-    StoreError::Backend(format!("access log is not durable: {reason}"))
+    StoreError::Unavailable(format!("access log is not durable: {reason}"))
 }
 
 fn record_key(position: u64) -> [u8; 9] {
@@ -528,8 +533,9 @@ impl AccessLog for SledAccessLog {
         }
         let (reply, answer) = oneshot::channel();
         let req = Request { records, reply };
-        self.requests.as_ref().ok_or(StoreError::Closed)?.send(req).map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        let gone = || not_durable("the writer thread stopped");
+        self.requests.as_ref().ok_or(StoreError::Closed)?.send(req).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 
     async fn query(
@@ -576,6 +582,10 @@ impl AccessLog for SledAccessLog {
             }
         }
         Ok(out)
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.shared.failed.get().map(|r| format!("the access log could not be made durable: {r}"))
     }
 
     fn committed(&self) -> u64 {
@@ -703,10 +713,10 @@ mod tests {
             let head = log.head_hash();
             log.fail_next.store(true, Ordering::SeqCst);
             let err = log.append(vec![record(p)]).await.unwrap_err();
-            assert!(matches!(&err, StoreError::Backend(m) if m.starts_with("access log is not durable")), "{err}");
+            assert!(matches!(&err, StoreError::Unavailable(m) if m.starts_with("access log is not durable")), "{err}");
             // Every later append fails too, and nothing moved.
             let err = log.append(vec![record(p), record(p)]).await.unwrap_err();
-            assert!(matches!(&err, StoreError::Backend(m) if m.starts_with("access log is not durable")), "{err}");
+            assert!(matches!(&err, StoreError::Unavailable(m) if m.starts_with("access log is not durable")), "{err}");
             assert_eq!(log.committed(), 1);
             assert_eq!(log.head_hash(), head);
             assert_eq!(log.query(&AccessFilter::default(), None, 10).await.unwrap().len(), 1);

@@ -14,6 +14,8 @@ use uuid::Uuid;
 
 pub mod access_log;
 pub mod conformance;
+#[cfg(debug_assertions)]
+pub mod faults;
 mod hash;
 pub mod key_table;
 mod sled_store;
@@ -116,6 +118,10 @@ pub enum StoreError {
     Backend(String),
     #[error("store is shut down")]
     Closed,
+    /// Fail-stop: a write could not be made durable (or the writer died), so this process writes
+    /// nothing more. Retryable elsewhere or after a restart.
+    #[error("the log could not be made durable: {0}")]
+    Unavailable(String),
 }
 
 impl StoreError {
@@ -124,6 +130,7 @@ impl StoreError {
             StoreError::WrongExpectedVersion { .. } => "WRONG_EXPECTED_VERSION",
             StoreError::IdempotencyConflict { .. } => "IDEMPOTENCY_CONFLICT",
             StoreError::InvalidAppend(_) => "INVALID_INPUT",
+            StoreError::Unavailable(_) => "UNAVAILABLE",
             StoreError::Corrupt { .. } | StoreError::Backend(_) | StoreError::Closed => "INTERNAL",
         }
     }
@@ -178,6 +185,11 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Recomputes the hash chain, positions and stream versions over the whole log.
     async fn verify(&self) -> Result<VerifyReport, StoreError>;
+
+    /// Why the store accepts no more writes, once it has failed (fail-stop); None while healthy.
+    fn failure(&self) -> Option<String> {
+        None
+    }
 }
 
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<RecordedEvent, StoreError>> + Send>>;

@@ -49,6 +49,8 @@ impl SledOptions {
 
 pub struct SledStore {
     tree: sled::Tree,
+    /// Set once a group failed to become durable or the writer died: no later write touches sled.
+    failed: Arc<std::sync::OnceLock<String>>,
     requests: Option<mpsc::Sender<Request>>,
     writer: Option<JoinHandle<()>>,
     committed: Arc<AtomicU64>,
@@ -243,14 +245,22 @@ impl SledStore {
         let committed = Arc::new(AtomicU64::new(next_position));
         let (watch_tx, watch) = watch::channel(next_position);
         let (requests, rx) = mpsc::channel();
-        let writer =
-            Writer { db, tree: tree.clone(), next_position, last_hash, committed: committed.clone(), watch: watch_tx };
+        let failed = Arc::new(std::sync::OnceLock::new());
+        let writer = Writer {
+            failed: failed.clone(),
+            db,
+            tree: tree.clone(),
+            next_position,
+            last_hash,
+            committed: committed.clone(),
+            watch: watch_tx,
+        };
         let writer = std::thread::Builder::new()
             .name("forlop-sled-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(backend)?;
         tracing::info!(path = %options.path.display(), events = next_position, "opened sled event store");
-        Ok(SledStore { tree, requests: Some(requests), writer: Some(writer), committed, watch })
+        Ok(SledStore { tree, failed, requests: Some(requests), writer: Some(writer), committed, watch })
     }
 
     fn get_position(&self, position: u64) -> Result<Option<RecordedEvent>, StoreError> {
@@ -299,6 +309,7 @@ impl Drop for SledStore {
 }
 
 struct Writer {
+    failed: Arc<std::sync::OnceLock<String>>,
     db: sled::Db,
     tree: sled::Tree,
     next_position: u64,
@@ -317,6 +328,18 @@ struct Pending {
 
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Request>) {
+        // If this thread dies by a panic, the store fails stop rather than leaving appends to a
+        // closed queue.
+        struct Watchdog(Arc<std::sync::OnceLock<String>>);
+        impl Drop for Watchdog {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    let _ = self.0.set("the writer thread panicked".into());
+                    tracing::error!("event log writer thread panicked; failing every later append");
+                }
+            }
+        }
+        let _watchdog = Watchdog(self.failed.clone());
         while let Ok(first) = rx.recv() {
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
@@ -330,6 +353,14 @@ impl Writer {
     }
 
     fn commit_group(&mut self, group: Vec<Request>) {
+        if let Some(reason) = self.failed.get() {
+            for req in group {
+                let _ = req.reply.send(Err(StoreError::Unavailable(reason.clone())));
+            }
+            return;
+        }
+        #[cfg(debug_assertions)]
+        crate::faults::writer_may_panic(self.next_position);
         let mut batch = sled::Batch::default();
         let mut pending = Pending::default();
         let (mut position, mut hash) = (self.next_position, self.last_hash);
@@ -339,9 +370,13 @@ impl Writer {
         if position != self.next_position {
             let durable = self.tree.apply_batch(batch).and_then(|_| self.db.flush().map(|_| ()));
             if let Err(e) = durable {
-                tracing::error!(error = %e, "group commit failed; acknowledging nothing");
+                // Fail-stop: whether the batch reached the disk is unknown, and sled may hold it in
+                // memory, so no later group may reuse these positions. Nothing more is written.
+                let reason = e.to_string();
+                tracing::error!(error = %reason, "group commit failed; acknowledging nothing and failing every later append");
+                let _ = self.failed.set(reason.clone());
                 for req in group {
-                    let _ = req.reply.send(Err(backend(&e)));
+                    let _ = req.reply.send(Err(StoreError::Unavailable(reason.clone())));
                 }
                 return;
             }
@@ -496,10 +531,23 @@ impl EventStore for SledStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendResult, StoreError> {
+        if let Some(reason) = self.failed.get() {
+            return Err(StoreError::Unavailable(reason.clone()));
+        }
         let (reply, answer) = oneshot::channel();
         let req = Request { stream: stream.to_owned(), expected, events, reply };
-        self.requests.as_ref().ok_or(StoreError::Closed)?.send(req).map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        // The writer's queue or reply closed: it died. Record that before answering, so that
+        // /healthz already says so when the client sees the error.
+        let writer_gone = || {
+            let _ = self.failed.set("the writer thread stopped".into());
+            StoreError::Unavailable(self.failed.get().cloned().unwrap_or_default())
+        };
+        self.requests.as_ref().ok_or(StoreError::Closed)?.send(req).map_err(|_| writer_gone())?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failed.get().map(|r| format!("the event log could not be made durable: {r}"))
     }
 
     async fn read_stream(

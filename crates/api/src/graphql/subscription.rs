@@ -99,7 +99,7 @@ impl Subscription {
                         forlop_domain::Event::OutcomeRecorded(x) => x.episode_id,
                         _ => return None,
                     };
-                    engine.wait_projected(e.position).await;
+                    engine.wait_projected(e.position).await.ok()?;
                     let model = engine.model().read();
                     let p = model.patients.get(&patient_id)?;
                     let ep = p.episode(episode_id)?;

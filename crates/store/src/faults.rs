@@ -1,0 +1,22 @@
+//! Fault injection for end-to-end tests, compiled into debug builds only (the tests run the
+//! debug binary; release builds have none of this). Set by environment variables:
+//! - `FORLOP_FAULT_WRITER_PANIC_AT=N`: the event log's writer thread panics when asked to commit
+//!   a group starting at position N.
+
+/// Panics the writer thread if the test asked for it at this position.
+pub fn writer_may_panic(next_position: u64) {
+    if let Some(at) = std::env::var("FORLOP_FAULT_WRITER_PANIC_AT").ok().and_then(|v| v.parse::<u64>().ok()) {
+        if next_position >= at {
+            panic!("injected fault: writer panic at position {next_position}");
+        }
+    }
+}
+
+/// True if the projector should panic on folding the event at `position`
+/// (`FORLOP_FAULT_PROJECTOR_PANIC_AT=N`).
+pub fn projector_should_panic(position: u64) -> bool {
+    std::env::var("FORLOP_FAULT_PROJECTOR_PANIC_AT")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|at| position >= at)
+}

@@ -1,0 +1,141 @@
+//! Fail-stop: when the log cannot be made durable or a background task dies, forlop says so
+//! (UNAVAILABLE, /healthz 503) instead of hanging or succeeding unseen, and a restart recovers.
+//! Faults are real where the machine allows (a full tmpfs) and injected into the debug build
+//! otherwise (`FORLOP_FAULT_*`, compiled out of release builds).
+
+use serde_json::json;
+
+use crate::support::*;
+
+fn service() -> serde_json::Value {
+    json!({ "serviceId": id(), "name": "Tjeneste", "careLevel": "MUNICIPAL" })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_projector_that_dies_when_recording_then_unavailable_and_healthz_503_until_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in_env(dir.path(), &[], &[("FORLOP_FAULT_PROJECTOR_PANIC_AT", "2")]).await;
+    s.record("registerService", service()).await;
+    s.record("registerService", service()).await;
+    assert_eq!(s.get_json("/readyz").await.0, 200);
+    // The third event is durable, but the projector dies folding it: the mutation must not
+    // report a success that reads would never show.
+    let r = s.try_record("registerService", service()).await;
+    assert_eq!(error_code(&r), Some("UNAVAILABLE"), "{r}");
+    let (status, h) = s.get_json("/healthz").await;
+    assert_eq!(status, 503, "{h}");
+    assert!(h["reasons"].to_string().contains("projector"), "{h}");
+    assert_eq!(s.get_json("/readyz").await.0, 503);
+    // Later mutations fail at once and append nothing; reads still answer from what was folded.
+    let r = s.try_record("registerService", service()).await;
+    assert_eq!(error_code(&r), Some("UNAVAILABLE"), "{r}");
+    let d = s.query("{ services { id } log { committed } }", json!({})).await;
+    assert_eq!(d["services"].as_array().unwrap().len(), 2);
+    assert_eq!(d["log"]["committed"], 3, "the refused mutation appended nothing");
+
+    // A restart without the fault recovers, and the durable third event is there.
+    let s = s.restart(&[]).await;
+    assert_eq!(s.health().await["status"], "ok");
+    let d = s.query("{ services { id } }", json!({})).await;
+    assert_eq!(d["services"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_writer_thread_that_dies_when_recording_then_unavailable_and_the_log_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in_env(dir.path(), &[], &[("FORLOP_FAULT_WRITER_PANIC_AT", "2")]).await;
+    s.record("registerService", service()).await;
+    s.record("registerService", service()).await;
+    let r = s.try_record("registerService", service()).await;
+    assert_eq!(error_code(&r), Some("UNAVAILABLE"), "{r}");
+    let (status, h) = s.get_json("/healthz").await;
+    assert_eq!(status, 503, "{h}");
+    assert!(h["reasons"].to_string().contains("writer thread"), "{h}");
+    let r = s.try_record("registerService", service()).await;
+    assert_eq!(error_code(&r), Some("UNAVAILABLE"), "{r}");
+    assert_eq!(s.stop().code(), Some(0));
+    let out = run_ok(&["verify", "--data", dir.path().to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok: 2 events"), "{out:?}");
+}
+
+/// Mounts a tmpfs of `size` at `dir` (the tests run as root, as CI does).
+fn mount_tmpfs(dir: &std::path::Path, size: &str) {
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .status()
+        .expect("run mount");
+    assert!(status.success(), "mounting a tmpfs needs root (CI runs as root)");
+}
+
+fn remount(dir: &std::path::Path, size: &str) {
+    let status = std::process::Command::new("mount")
+        .args(["-o", &format!("remount,size={size}")])
+        .arg(dir)
+        .status()
+        .expect("run mount");
+    assert!(status.success());
+}
+
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_full_disk_when_clients_record_then_they_get_unavailable_and_a_grown_disk_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    mount_tmpfs(dir.path(), "12m");
+    let _unmount = Unmount(dir.path().to_owned());
+    let s = Server::start_in(dir.path(), &[]).await;
+
+    // Eight clients register patients until the disk is full.
+    let acknowledged = std::sync::Mutex::new(Vec::new());
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let clients = (0..8).map(|_| {
+        let (s, acknowledged, failed) = (&s, &acknowledged, &failed);
+        async move {
+            for _ in 0..20_000 {
+                if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                let p = id();
+                let r = s
+                    .try_record("registerPatient", json!({ "patientId": p, "birthYear": 1980, "gender": "FEMALE" }))
+                    .await;
+                match error_code(&r) {
+                    None => acknowledged.lock().unwrap().push(p),
+                    Some("UNAVAILABLE") => {
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                        return;
+                    }
+                    Some(other) => panic!("unexpected {other}: {r}"),
+                }
+            }
+        }
+    });
+    futures::future::join_all(clients).await;
+    assert!(failed.into_inner(), "12 MB never filled up");
+    let (status, h) = s.get_json("/healthz").await;
+    assert_eq!(status, 503, "{h}");
+    let r = s.try_record("registerService", service()).await;
+    assert_eq!(error_code(&r), Some("UNAVAILABLE"), "{r}");
+    assert!(r["errors"][0]["message"].as_str().unwrap().contains("durable"), "{r}");
+    let acknowledged = acknowledged.into_inner().unwrap();
+    assert!(!acknowledged.is_empty());
+
+    // Grow the disk and restart: every acknowledged event is there, and the log verifies.
+    assert_eq!(s.stop().code(), Some(0));
+    remount(dir.path(), "256m");
+    let out = run_cli(&["verify", "--data", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "verify after the disk grew: {out:?}");
+    let s = Server::start_in(dir.path(), &[]).await;
+    assert_eq!(s.health().await["status"], "ok");
+    for p in acknowledged.iter().step_by(37) {
+        assert!(s.patient(*p, "id").await.is_object(), "acknowledged patient {p} is missing");
+    }
+    s.record("registerService", service()).await;
+}
