@@ -629,3 +629,41 @@ async fn given_an_overlong_uri_or_headers_when_requested_then_414_or_431_as_code
     let v: Value = r.json().await.expect("JSON body");
     assert_eq!(error_code(&v), Some("INVALID_INPUT"), "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_out_of_range_numbers_when_queried_then_invalid_input_not_a_wrap() {
+    let s = Server::start().await;
+    s.record("registerService", json!({ "serviceId": id(), "name": "x", "careLevel": "MUNICIPAL" })).await;
+    let v = s.gql("{ events(after: \"18446744073709551615\") { edges { cursor } } }", json!({})).await;
+    assert_eq!(error_code(&v), Some("INVALID_INPUT"), "the cursor must not wrap to position 0: {v}");
+    let before = s.committed().await;
+    let v = s
+        .try_record(
+            "registerService",
+            json!({ "serviceId": id(), "name": "y", "careLevel": "MUNICIPAL", "expectedVersion": 2_147_483_648_i64 }),
+        )
+        .await;
+    assert_eq!(error_code(&v), Some("INVALID_INPUT"), "{v}");
+    assert_eq!(s.committed().await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_client_request_id_when_recording_then_it_is_returned_and_kept_as_the_correlation_id() {
+    let s = Server::start().await;
+    let mine = id();
+    let q = "mutation($in: RegisterServiceInput!) { registerService(input: $in) { position } }";
+    let body =
+        json!({ "query": q, "variables": { "in": { "serviceId": id(), "name": "x", "careLevel": "MUNICIPAL" } } });
+    let r = s
+        .client()
+        .post(format!("{}/graphql", s.url))
+        .bearer_auth(&s.admin)
+        .header("x-request-id", mine.to_string())
+        .json(&body)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.headers().get("x-request-id").and_then(|v| v.to_str().ok()), Some(mine.to_string().as_str()));
+    let d = s.query("{ events(first: 1) { nodes { correlationId } } }", json!({})).await;
+    assert_eq!(d["events"]["nodes"][0]["correlationId"], json!(mine));
+}

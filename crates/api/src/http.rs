@@ -82,6 +82,7 @@ pub fn router(engine: Engine, settings: HttpSettings) -> Router {
         .method_not_allowed_fallback(not_found)
         .with_state(AppState { schema, engine, settings: std::sync::Arc::new(settings) })
         .layer(axum::middleware::from_fn(request_bounds))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(60),
@@ -95,6 +96,23 @@ fn error_response(status: StatusCode, code: &str, message: impl Into<String>) ->
         "errors": [{ "message": message.into(), "extensions": { "code": code } }]
     });
     (status, Json(body)).into_response()
+}
+
+/// A panic in a handler becomes a coded 500 with a correlation id to find it in the log, not a
+/// dropped connection.
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic");
+    let id = uuid::Uuid::new_v4();
+    tracing::error!(correlation_id = %id, %detail, "handler panicked");
+    let mut r = error_response(StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL, format!("internal error ({id})"));
+    if let Ok(v) = id.to_string().parse() {
+        r.headers_mut().insert("x-request-id", v);
+    }
+    r
 }
 
 /// Longest request target accepted (a GET query fits well within).
@@ -298,7 +316,12 @@ async fn execute(
         Ok(name) => name,
         Err(msg) => return error_response(StatusCode::BAD_REQUEST, code::INVALID_INPUT, msg),
     };
-    let caller = Caller::new(principal, operation.as_deref());
+    let mut caller = Caller::new(principal, operation.as_deref());
+    // A client's own correlation id (a UUID in `x-request-id`) ties our records to its logs.
+    if let Some(id) = header_str(headers, header::HeaderName::from_static("x-request-id")).and_then(|v| v.parse().ok())
+    {
+        caller.correlation_id = id;
+    }
     let request_id = caller.correlation_id;
     let mut response = state.schema.execute(request.data(caller)).await;
     for err in &mut response.errors {

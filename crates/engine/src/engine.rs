@@ -564,7 +564,7 @@ impl Engine {
                 Ok(r) => {
                     let c = r.events[0];
                     self.wait_projected(c.position).await?;
-                    tracing::info!(%stream, event = event.event_type(), position = c.position, "recorded");
+                    tracing::debug!(%stream, event = event.event_type(), position = c.position, "recorded");
                     return Ok(Recorded {
                         event_id,
                         stream_version: c.version,

@@ -27,7 +27,7 @@ macro_rules! recording_input {
             pub event_id: Option<Uuid>,
             /// Record only if the target stream is at this version (-1: only if it does not exist
             /// yet); otherwise fail with WRONG_EXPECTED_VERSION.
-            pub expected_version: Option<i64>,
+            pub expected_version: Option<i32>,
         }
     };
 }
@@ -119,7 +119,7 @@ recording_input!(RecordOutcomeInput {
     measured_at: DateTime<Utc>,
 });
 
-fn options(event_id: Option<Uuid>, expected_version: Option<i64>) -> Result<RecordOptions, ApiError> {
+fn options(event_id: Option<Uuid>, expected_version: Option<i32>) -> Result<RecordOptions, ApiError> {
     let expected_version = match expected_version {
         None => None,
         Some(-1) => Some(ExpectedVersion::NoStream),
@@ -133,7 +133,7 @@ async fn record(
     ctx: &Context<'_>,
     command: Command,
     event_id: Option<Uuid>,
-    expected: Option<i64>,
+    expected: Option<i32>,
 ) -> Result<Recorded> {
     record_with(ctx, command, None, event_id, expected).await
 }
@@ -143,7 +143,7 @@ async fn record_with(
     command: Command,
     national_id: Option<NationalId>,
     event_id: Option<Uuid>,
-    expected: Option<i64>,
+    expected: Option<i32>,
 ) -> Result<Recorded> {
     let caller = caller(ctx)?;
     let opts = options(event_id, expected).gql()?;

@@ -149,7 +149,10 @@ impl Query {
         let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
         engine.authorize(caller, Operation::ReadLog).gql()?;
         let first = page_size(first.unwrap_or(100))?;
-        let from = cursor(after.as_deref())?.map_or(0, |p| p + 1);
+        let from = match cursor(after.as_deref())? {
+            None => 0,
+            Some(p) => p.checked_add(1).ok_or_else(|| ApiError::invalid("after is past the end of any log").gql())?,
+        };
         query(None::<String>, None::<String>, None::<i32>, None::<i32>, |_, _, _, _| async move {
             let events = engine.store().read_all(from, first).await.map_err(|e| ApiError::from(e).gql())?;
             let patients = events.iter().filter_map(|e| forlop_domain::StreamRef::parse(&e.stream)?.patient_id());

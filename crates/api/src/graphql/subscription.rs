@@ -41,7 +41,13 @@ impl Subscription {
             }
             None => engine.authorize(&caller, Operation::ReadLog).gql()?,
         }
-        let from = from_position.or(after.map(|p| p + 1)).unwrap_or_else(|| engine.store().committed());
+        let after = match after {
+            None => None,
+            Some(p) => {
+                Some(p.checked_add(1).ok_or_else(|| ApiError::invalid("after is past the end of any log").gql())?)
+            }
+        };
+        let from = from_position.or(after).unwrap_or_else(|| engine.store().committed());
         let stream = patient_id.map(|id| forlop_domain::StreamRef::Patient(id).name());
         Ok(forlop_store::subscribe(engine.store().clone(), from)
             .filter_map(move |e| {
