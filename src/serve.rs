@@ -218,7 +218,12 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Resolved> {
 }
 
 pub fn http_settings(args: &ServeArgs, auth: Authenticator, explorer_token: Option<String>) -> HttpSettings {
-    HttpSettings { auth, allowed_origins: args.allowed_origins.clone().unwrap_or_default(), explorer_token }
+    HttpSettings {
+        auth,
+        allowed_origins: args.allowed_origins.clone().unwrap_or_default(),
+        explorer_token,
+        metrics: install_metrics(),
+    }
 }
 
 /// One development token per role, valid for 30 days, for the demo's printout. The clinician
@@ -250,3 +255,30 @@ pub fn demo_tokens(
 
 /// A synthetic national id (month + 80) for the demo patient token: it names no real person.
 pub const DEMO_PATIENT_PID: &str = "31929956780";
+
+/// Installs the Prometheus recorder for `/metrics` (once per process). Latencies are histograms
+/// with buckets from 0.1 ms to 10 s, so they aggregate across nodes.
+fn install_metrics() -> Option<forlop_api::MetricsRenderer> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let seconds = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+    let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+    let builder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_size".into()), &sizes));
+    let handle = match builder.and_then(|b| b.install_recorder()) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics recorder not installed; /metrics disabled");
+            return None;
+        }
+    };
+    let upkeep = handle.clone();
+    std::thread::Builder::new()
+        .name("forlop-metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            upkeep.run_upkeep();
+        })
+        .ok()?;
+    Some(forlop_api::MetricsRenderer(std::sync::Arc::new(move || handle.render())))
+}

@@ -139,3 +139,52 @@ async fn given_a_full_disk_when_clients_record_then_they_get_unavailable_and_a_g
     }
     s.record("registerService", service()).await;
 }
+
+/// GET /metrics, parsed as Prometheus text format.
+async fn scrape(s: &Server) -> prometheus_parse::Scrape {
+    let r = s.client().get(format!("{}/metrics", s.url)).send().await.expect("GET /metrics");
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.expect("metrics body");
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text format")
+}
+
+fn value(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>) -> Option<f64> {
+    scrape.samples.iter().find_map(|s| {
+        let labelled = label.is_none_or(|(k, v)| s.labels.get(k) == Some(v));
+        match (&s.value, s.metric == name && labelled) {
+            (prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v), true) => Some(*v),
+            (prometheus_parse::Value::Untyped(v), true) => Some(*v),
+            (prometheus_parse::Value::Histogram(h), true) => h.last().map(|b| b.count),
+            _ => None,
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_traffic_when_metrics_are_scraped_then_appends_fsyncs_requests_and_lag_are_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in_env(dir.path(), &[], &[("FORLOP_FAULT_WRITER_PANIC_AT", "3")]).await;
+    for _ in 0..3 {
+        s.record("registerService", service()).await;
+    }
+    let (_, v) = s.gql_as(Some(&s.admin), "query Overview { services { id } }", json!({})).await;
+    ok_data(&v);
+    let m = scrape(&s).await;
+    assert_eq!(value(&m, "forlop_events_appended_total", Some(("type", "ServiceRegistered"))), Some(3.0));
+    assert!(
+        value(&m, "forlop_fsync_seconds_count", Some(("log", "events"))).is_some_and(|n| n >= 3.0),
+        "{:?}",
+        m.samples.len()
+    );
+    assert!(value(&m, "forlop_graphql_requests_total", Some(("operation", "Overview"))).is_some_and(|n| n >= 1.0));
+    assert_eq!(value(&m, "forlop_projection_lag_events", None), Some(0.0));
+    assert_eq!(value(&m, "forlop_live_subscriptions", None), Some(0.0));
+    assert_eq!(value(&m, "forlop_failed", None), Some(0.0));
+
+    // A failed store shows in the metrics too.
+    let r = s.try_record("registerService", service()).await;
+    assert_eq!(error_code(&r), Some("UNAVAILABLE"));
+    let m = scrape(&s).await;
+    assert_eq!(value(&m, "forlop_failed", None), Some(1.0));
+    assert!(value(&m, "forlop_graphql_requests_total", Some(("outcome", "UNAVAILABLE"))).is_some());
+}

@@ -61,6 +61,18 @@ pub struct HttpSettings {
     pub allowed_origins: Vec<String>,
     /// A token to put in the explorer's Headers tab (`serve --demo` only).
     pub explorer_token: Option<String>,
+    /// Renders the process's metrics in Prometheus text format for `/metrics` (None: no route).
+    pub metrics: Option<MetricsRenderer>,
+}
+
+/// Renders the installed metrics recorder (the binary chooses the exporter).
+#[derive(Clone)]
+pub struct MetricsRenderer(pub std::sync::Arc<dyn Fn() -> String + Send + Sync>);
+
+impl std::fmt::Debug for MetricsRenderer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsRenderer")
+    }
 }
 
 #[derive(Clone)]
@@ -78,6 +90,7 @@ pub fn router(engine: Engine, settings: HttpSettings) -> Router {
         .route("/graphql/assets/{file}", get(asset))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .with_state(AppState { schema, engine, settings: std::sync::Arc::new(settings) })
@@ -323,7 +336,20 @@ async fn execute(
         caller.correlation_id = id;
     }
     let request_id = caller.correlation_id;
+    let label = operation_label(operation.as_deref());
+    let started = std::time::Instant::now();
     let mut response = state.schema.execute(request.data(caller)).await;
+    let outcome = response
+        .errors
+        .first()
+        .and_then(|e| e.extensions.as_ref())
+        .and_then(|x| x.get("code"))
+        .and_then(|c| if let async_graphql::Value::String(c) = c { Some(c.clone()) } else { None })
+        .unwrap_or_else(|| if response.errors.is_empty() { "OK".into() } else { code::INVALID_INPUT.into() });
+    metrics::counter!("forlop_graphql_requests_total", "operation" => label.clone(), "outcome" => outcome.clone())
+        .increment(1);
+    metrics::histogram!("forlop_graphql_request_seconds", "operation" => label, "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
     for err in &mut response.errors {
         with_code(err);
     }
@@ -520,6 +546,35 @@ async fn healthz(State(state): State<AppState>) -> Response {
         "accessRecords": state.engine.access_log().committed(),
     });
     (status, Json(body)).into_response()
+}
+
+/// Prometheus text format. Gauges that are states rather than events are set at scrape time.
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    let Some(render) = &state.settings.metrics else {
+        return error_response(StatusCode::NOT_FOUND, code::NOT_FOUND, "metrics are not enabled");
+    };
+    let engine = &state.engine;
+    let lag = engine.store().committed().saturating_sub(engine.projected());
+    metrics::gauge!("forlop_projection_lag_events").set(lag as f64);
+    metrics::gauge!("forlop_live_subscriptions").set(engine.live_subscriptions() as f64);
+    metrics::gauge!("forlop_failed").set(if engine.failures().is_empty() { 0.0 } else { 1.0 });
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], (render.0)()).into_response()
+}
+
+/// A label value for a client-chosen operation name: short identifiers only, and at most 200
+/// distinct ones per process, so a client cannot blow up the metrics' cardinality.
+fn operation_label(name: Option<&str>) -> String {
+    static SEEN: std::sync::OnceLock<parking_lot::Mutex<std::collections::HashSet<String>>> =
+        std::sync::OnceLock::new();
+    let Some(name) = name.filter(|n| n.len() <= 64 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')) else {
+        return if name.is_some() { "other".into() } else { "anonymous".into() };
+    };
+    let mut seen = SEEN.get_or_init(Default::default).lock();
+    if seen.contains(name) || (seen.len() < 200 && seen.insert(name.to_owned())) {
+        name.to_owned()
+    } else {
+        "other".into()
+    }
 }
 
 /// Readiness: 503 until the read model has folded every event the log held at start (and while

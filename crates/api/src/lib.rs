@@ -15,7 +15,7 @@ use forlop_store::EventStore;
 
 pub use forlop_engine::{Caller, Engine, RecordOptions, Recorded};
 pub use graphql::{build_schema, sdl, ForlopSchema};
-pub use http::{router, Authenticator, HttpSettings};
+pub use http::{router, Authenticator, HttpSettings, MetricsRenderer};
 
 /// How long running requests may finish after a shutdown signal.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(8);

@@ -339,6 +339,11 @@ impl Drop for SubscriptionSlot {
 }
 
 impl Engine {
+    /// Live subscriptions on this node.
+    pub fn live_subscriptions(&self) -> usize {
+        self.subscriptions.lock().values().sum()
+    }
+
     /// Takes one of the caller's subscription slots, or refuses when they hold the maximum.
     pub fn subscription_slot(&self, caller: &Caller) -> Result<SubscriptionSlot, EngineError> {
         let sub = caller.principal.sub.clone();

@@ -450,6 +450,7 @@ impl Writer {
             }
             return;
         }
+        metrics::histogram!("forlop_group_commit_size", "log" => "access").record(group.len() as f64);
         let mut batch = sled::Batch::default();
         let (mut position, mut hash) = (self.next_position, self.last_hash);
         let mut results = Vec::with_capacity(group.len());
@@ -463,6 +464,7 @@ impl Writer {
                 let reason = e.to_string();
                 tracing::error!(error = %reason, "access log group commit failed; failing every later append");
                 let _ = self.shared.failed.set(reason.clone());
+                metrics::gauge!("forlop_store_failed", "log" => "access").set(1.0);
                 for req in group {
                     let _ = req.reply.send(Err(not_durable(&reason)));
                 }
@@ -487,7 +489,9 @@ impl Writer {
             return Err(sled::Error::ReportableBug("injected flush failure".into()));
         }
         self.tree.apply_batch(batch)?;
+        let flushing = std::time::Instant::now();
         self.db.flush()?;
+        metrics::histogram!("forlop_fsync_seconds", "log" => "access").record(flushing.elapsed().as_secs_f64());
         Ok(())
     }
 }

@@ -368,17 +368,37 @@ impl Writer {
             .map(|i| self.plan(&group, i, &mut pending, &mut batch, &mut position, &mut hash))
             .collect();
         if position != self.next_position {
-            let durable = self.tree.apply_batch(batch).and_then(|_| self.db.flush().map(|_| ()));
+            let started = std::time::Instant::now();
+            let durable = self.tree.apply_batch(batch).and_then(|_| {
+                let flushing = std::time::Instant::now();
+                let flushed = self.db.flush().map(|_| ());
+                metrics::histogram!("forlop_fsync_seconds", "log" => "events").record(flushing.elapsed().as_secs_f64());
+                flushed
+            });
+            metrics::histogram!("forlop_group_commit_seconds", "log" => "events")
+                .record(started.elapsed().as_secs_f64());
+            metrics::histogram!("forlop_group_commit_size", "log" => "events").record(group.len() as f64);
             if let Err(e) = durable {
                 // Fail-stop: whether the batch reached the disk is unknown, and sled may hold it in
                 // memory, so no later group may reuse these positions. Nothing more is written.
                 let reason = e.to_string();
                 tracing::error!(error = %reason, "group commit failed; acknowledging nothing and failing every later append");
                 let _ = self.failed.set(reason.clone());
+                metrics::gauge!("forlop_store_failed", "log" => "events").set(1.0);
                 for req in group {
                     let _ = req.reply.send(Err(StoreError::Unavailable(reason.clone())));
                 }
                 return;
+            }
+            for (req, result) in group.iter().zip(&results) {
+                if let Ok(r) = result {
+                    if !r.deduplicated {
+                        for e in &req.events {
+                            metrics::counter!("forlop_events_appended_total", "type" => e.event_type.clone())
+                                .increment(1);
+                        }
+                    }
+                }
             }
             self.next_position = position;
             self.last_hash = hash;
@@ -542,8 +562,11 @@ impl EventStore for SledStore {
             let _ = self.failed.set("the writer thread stopped".into());
             StoreError::Unavailable(self.failed.get().cloned().unwrap_or_default())
         };
+        let started = std::time::Instant::now();
         self.requests.as_ref().ok_or(StoreError::Closed)?.send(req).map_err(|_| writer_gone())?;
-        answer.await.map_err(|_| writer_gone())?
+        let result = answer.await.map_err(|_| writer_gone())?;
+        metrics::histogram!("forlop_append_seconds").record(started.elapsed().as_secs_f64());
+        result
     }
 
     fn failure(&self) -> Option<String> {
