@@ -37,11 +37,15 @@ enum Command {
         #[arg(long, env = "FORLOP_DATA")]
         data: PathBuf,
     },
-    /// Append the events of an NDJSON export (idempotent: events already stored are skipped).
+    /// Append the events of an NDJSON export, after checking its whole hash chain (nothing is
+    /// appended if a line fails); events already held are skipped, so an import can be resumed.
     Import {
         #[arg(long, env = "FORLOP_DATA")]
         data: PathBuf,
         file: PathBuf,
+        /// Skip the chain check, for exports from versions whose hashes differ. Says so loudly.
+        #[arg(long)]
+        trust_unverified: bool,
     },
     /// Recompute both hash chains (events and access log); exit 1 at the first bad position.
     Verify {
@@ -157,14 +161,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             eprintln!("exported {n} events");
             Ok(0)
         }
-        Command::Import { data, file } => {
+        Command::Import { data, file, trust_unverified } => {
+            if trust_unverified {
+                eprintln!("forlop import: WARNING: --trust-unverified: the file's hash chain is NOT checked");
+                tracing::warn!(file = %file.display(), "importing without verifying the hash chain");
+            }
             let store = open_store(&data)?;
-            let reader = std::io::BufReader::new(
-                std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?,
-            );
-            let (read, written) = crate::ndjson::import(&*store, reader).await?;
-            eprintln!("imported {read} events, {written} new");
-            Ok(0)
+            match crate::ndjson::import(&*store, &file, trust_unverified).await {
+                Ok((read, written)) => {
+                    eprintln!("imported {read} events, {written} new");
+                    Ok(0)
+                }
+                Err(e) => {
+                    eprintln!("forlop import: refused: {e:#}");
+                    Ok(1)
+                }
+            }
         }
         Command::Verify { data } => {
             let store = open_store(&data)?;

@@ -3,6 +3,7 @@
 //! into an empty store reproduces positions and hashes exactly, and importing twice adds nothing.
 
 use std::io::{BufRead, Write};
+use std::path::Path;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -65,8 +66,96 @@ pub async fn export(store: &dyn EventStore, out: &mut impl Write) -> anyhow::Res
     Ok(from)
 }
 
+impl Line {
+    /// The line as the stored event it claims to be (hash excluded).
+    fn to_recorded(&self) -> RecordedEvent {
+        RecordedEvent {
+            id: self.id,
+            stream: self.stream.clone(),
+            version: self.version,
+            position: self.position,
+            event_type: self.event_type.clone(),
+            schema_version: self.schema_version,
+            occurred_at: self.occurred_at,
+            recorded_at: self.recorded_at,
+            metadata: Metadata {
+                actor: self.actor.clone(),
+                correlation_id: self.correlation_id,
+                causation_id: self.causation_id,
+            },
+            payload: self.payload.get().as_bytes().to_vec(),
+            hash: [0; 32],
+        }
+    }
+}
+
+/// Each non-empty line of the file, parsed, with its line number.
+fn lines(path: &Path) -> anyhow::Result<impl Iterator<Item = anyhow::Result<(usize, Line)>>> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    Ok(std::io::BufReader::new(file).lines().enumerate().filter_map(|(i, line)| {
+        let n = i + 1;
+        match line {
+            Err(e) => Some(Err(anyhow::Error::new(e).context(format!("line {n}")))),
+            Ok(l) if l.trim().is_empty() => None,
+            Ok(l) => Some(
+                serde_json::from_str::<Line>(&l)
+                    .map(|x| (n, x))
+                    .with_context(|| format!("line {n}: not an exported event")),
+            ),
+        }
+    }))
+}
+
+/// Checks the whole file before anything is appended: positions from 0 without gaps, stream
+/// versions from 0 without gaps, and every hash recomputed along the chain. Streams the file,
+/// keeping only each stream's last version. Returns the number of events.
+pub fn verify_file(path: &Path) -> anyhow::Result<u64> {
+    let mut versions: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    let (mut previous, mut next) = (forlop_store::GENESIS_HASH, 0u64);
+    for item in lines(path)? {
+        let (n, line) = item?;
+        anyhow::ensure!(line.position == next, "line {n}: position {} where {next} was expected", line.position);
+        let expected_version = versions.get(&line.stream).map_or(0, |v| v + 1);
+        anyhow::ensure!(
+            line.version == expected_version,
+            "line {n}: {} version {} where {expected_version} was expected",
+            line.stream,
+            line.version
+        );
+        let hash = forlop_store::event_hash(&previous, &line.to_recorded()).with_context(|| format!("line {n}"))?;
+        let found = line.hash.to_ascii_lowercase();
+        let computed = forlop_store::to_hex(&hash);
+        anyhow::ensure!(
+            found == computed,
+            "line {n}: hash does not match the chain: expected {computed}, found {found}"
+        );
+        versions.insert(line.stream, line.version);
+        previous = hash;
+        next += 1;
+    }
+    Ok(next)
+}
+
+/// Appends the events of an export. Unless `trust_unverified`, the file is verified first and
+/// nothing is appended if any line fails. Events the store already holds (a resumed import) are
+/// checked against the store's chain and skipped, so a longer export over a shorter earlier import
+/// appends exactly the missing tail, at the same positions and with the same hashes.
 /// Returns (events read, events newly written).
-pub async fn import(store: &dyn EventStore, input: impl BufRead) -> anyhow::Result<(u64, u64)> {
+pub async fn import(store: &dyn EventStore, path: &Path, trust_unverified: bool) -> anyhow::Result<(u64, u64)> {
+    if !trust_unverified {
+        verify_file(path)?;
+    }
+    let held = store.committed();
+    if held > 0 {
+        // The store must hold exactly the file's prefix: compare the last held event's hash.
+        let last = store.read_all(held - 1, 1).await?;
+        let head = last.first().map(|e| forlop_store::to_hex(&e.hash)).unwrap_or_default();
+        let matches = lines(path)?
+            .filter_map(Result::ok)
+            .find(|(_, l)| l.position == held - 1)
+            .is_some_and(|(_, l)| l.hash.eq_ignore_ascii_case(&head));
+        anyhow::ensure!(matches, "the store's {held} events are not a prefix of this file; nothing was imported");
+    }
     let (mut read, mut written) = (0, 0);
     // Consecutive events of one stream go in one append, as they were most likely written.
     let mut pending: Option<(String, Vec<NewEvent>)> = None;
@@ -79,13 +168,12 @@ pub async fn import(store: &dyn EventStore, input: impl BufRead) -> anyhow::Resu
             .with_context(|| format!("appending to {stream}"))?;
         Ok(if r.deduplicated { 0 } else { n })
     };
-    for (i, line) in input.lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
+    for item in lines(path)? {
+        let (_, l) = item?;
+        read += 1;
+        if l.position < held {
             continue;
         }
-        let l: Line = serde_json::from_str(&line).with_context(|| format!("line {}: not an exported event", i + 1))?;
-        read += 1;
         let event = NewEvent {
             id: l.id,
             event_type: l.event_type,

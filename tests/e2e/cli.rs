@@ -102,7 +102,10 @@ fn given_an_export_when_imported_into_a_fresh_store_then_it_verifies_and_exports
     assert!(stderr(&again).contains(&format!("imported {n} events, 0 new")), "{}", stderr(&again));
     assert!(export(&dst) == original, "a second import changed the log");
     // The source verifies too, with the same head hash.
-    let head = |out: &std::process::Output| stdout(out).trim().rsplit(' ').next().expect("head hash").to_owned();
+    let head = |out: &std::process::Output| {
+        let events_line = stdout(out).lines().next().expect("the event log's line").to_owned();
+        events_line.rsplit(' ').next().expect("head hash").to_owned()
+    };
     assert_eq!(head(&run_ok(&["verify", "--data", path(&src)])), head(&verified));
 
     // A server on the imported store answers from it.
@@ -113,6 +116,60 @@ fn given_an_export_when_imported_into_a_fresh_store_then_it_verifies_and_exports
         let v = s.query("{ services { id } log { projected } }", json!({})).await;
         assert!(!v["services"].as_array().expect("services").is_empty());
     });
+}
+
+#[test]
+fn given_a_tampered_export_when_imported_then_it_is_refused_at_its_line_and_nothing_is_appended() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    seed(&src, "10", "5");
+    let original = export(&src);
+    let original = String::from_utf8(original).unwrap();
+    let mut lines: Vec<String> = original.lines().map(str::to_owned).collect();
+    // Change one fact in the middle of the log and keep its recorded hash: a forgery.
+    let target = lines.len() / 2;
+    let mut v: Value = serde_json::from_str(&lines[target]).unwrap();
+    v["actor"] = json!("someone-else");
+    lines[target] = v.to_string();
+    let file = tmp.path().join("tampered.ndjson");
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let out = run_cli(&["import", "--data", path(&dst), path(&file)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("line {}", target + 1)) && err.contains("expected") && err.contains("found"),
+        "{err}"
+    );
+    assert!(export(&dst).is_empty(), "a refused import appended events");
+    // --trust-unverified imports it anyway, and says so.
+    let out = run_ok(&["import", "--data", path(&dst), "--trust-unverified", path(&file)]);
+    assert!(stderr(&out).contains("NOT checked"), "{}", stderr(&out));
+}
+
+#[test]
+fn given_a_partial_import_when_the_full_export_is_imported_then_exactly_the_tail_is_appended() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    seed(&src, "20", "9");
+    let original = export(&src);
+    let text = String::from_utf8(original.clone()).unwrap();
+    let all: Vec<&str> = text.lines().collect();
+    // An earlier import stopped part-way, inside a run of one stream's events.
+    let cut = all.len() * 2 / 3;
+    let (part, full) = (tmp.path().join("part.ndjson"), tmp.path().join("full.ndjson"));
+    std::fs::write(&part, all[..cut].join("\n") + "\n").unwrap();
+    std::fs::write(&full, &original).unwrap();
+    run_ok(&["import", "--data", path(&dst), path(&part)]);
+    let out = run_ok(&["import", "--data", path(&dst), path(&full)]);
+    assert!(stderr(&out).contains(&format!("{} new", all.len() - cut)), "{}", stderr(&out));
+    assert!(export(&dst) == original, "the resumed import differs from the source");
+    run_ok(&["verify", "--data", path(&dst)]);
+    // A file whose prefix is not what the store holds is refused.
+    let other = tmp.path().join("other");
+    seed(&other, "5", "77");
+    let out = run_cli(&["import", "--data", path(&other), path(&full)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not a prefix"), "{}", stderr(&out));
 }
 
 #[test]

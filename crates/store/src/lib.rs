@@ -21,7 +21,7 @@ pub mod key_table;
 mod sled_store;
 
 pub use hash::{chain_hash, to_hex, Hash, GENESIS_HASH};
-pub use sled_store::{SledOptions, SledStore};
+pub use sled_store::{event_hash, SledOptions, SledStore};
 
 /// What the writer expects the stream's version to be before the append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -166,6 +166,27 @@ fn records(first: u64, value: &[u8]) -> impl Iterator<Item = Result<(&[u8], &[u8
     })
 }
 
+/// The chain hash of `e` after `previous`: what `append` stored for it. Lets an importer check
+/// an exported log before appending anything.
+pub fn event_hash(previous: &Hash, e: &RecordedEvent) -> Result<Hash, StoreError> {
+    let c = Canonical {
+        id: *e.id.as_bytes(),
+        stream: &e.stream,
+        version: e.version,
+        position: e.position,
+        event_type: &e.event_type,
+        schema_version: e.schema_version,
+        occurred_at_ns: nanos(e.occurred_at)?,
+        recorded_at_ns: nanos(e.recorded_at)?,
+        actor: &e.metadata.actor,
+        correlation_id: e.metadata.correlation_id.map(|u| *u.as_bytes()),
+        causation_id: e.metadata.causation_id.map(|u| *u.as_bytes()),
+        payload: &e.payload,
+    };
+    let bytes = postcard::to_stdvec(&c).map_err(backend)?;
+    Ok(chain_hash(previous, &bytes))
+}
+
 /// Decodes one record found at `position`.
 fn decode(position: u64, body: &[u8], hash: &[u8]) -> Result<RecordedEvent, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt { position, reason };
