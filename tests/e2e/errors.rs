@@ -372,3 +372,49 @@ async fn given_malformed_requests_when_posted_then_coded_errors_and_the_server_k
     s.record("recordSession", session(p, e, r.a, "2016-01-20T10:00:00Z")).await;
     assert_eq!(s.committed().await, before + 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_disguised_names_placeholder_ids_leap_seconds_or_future_dates_when_recording_then_invalid_input() {
+    let s = Server::start().await;
+    let r = Reference::register(&s).await;
+    let (p, e) = patient_in_episode(&s, &r).await;
+    for name in ["ab\u{0}cd", "Dr \u{202e}evil\u{202c}", "a\u{1b}[31m", "zero\u{200b}width", "\u{feff}bom", "  "] {
+        let err = s
+            .rejects(
+                "registerService",
+                json!({ "serviceId": id(), "name": name, "careLevel": "MUNICIPAL" }),
+                "INVALID_INPUT",
+            )
+            .await;
+        assert!(err["message"].as_str().unwrap().contains("name"), "{err}");
+    }
+    // Clean names are trimmed and normalised to NFC before they are stored.
+    let sid = id();
+    s.record(
+        "registerService",
+        json!({ "serviceId": sid, "name": "  Bjo\u{0308}rnstad DPS ", "careLevel": "MUNICIPAL" }),
+    )
+    .await;
+    let names = s.query("{ services { id name } }", json!({})).await;
+    let stored = names["services"].as_array().unwrap().iter().find(|x| x["id"] == json!(sid)).unwrap()["name"].clone();
+    assert_eq!(stored, "Björnstad DPS");
+
+    for placeholder in ["00000000-0000-0000-0000-000000000000", "ffffffff-ffff-ffff-ffff-ffffffffffff"] {
+        s.rejects(
+            "registerPatient",
+            json!({ "patientId": placeholder, "birthYear": 1990, "gender": "MALE" }),
+            "INVALID_INPUT",
+        )
+        .await;
+        let mut input = session(p, e, r.a, "2016-01-20T10:00:00Z");
+        input["sessionId"] = json!(placeholder);
+        s.rejects("recordSession", input, "INVALID_INPUT").await;
+    }
+    s.rejects("recordSession", session(p, e, r.a, "2016-12-31T23:59:60Z"), "INVALID_INPUT").await;
+    let tomorrow_and_more = (chrono::Utc::now() + chrono::Duration::hours(30)).to_rfc3339();
+    let err = s.rejects("recordSession", session(p, e, r.a, &tomorrow_and_more), "INVALID_INPUT").await;
+    assert!(
+        err["message"].as_str().unwrap().contains("at ") && err["message"].as_str().unwrap().contains("24 h"),
+        "{err}"
+    );
+}

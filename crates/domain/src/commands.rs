@@ -309,8 +309,32 @@ impl StreamState {
 /// Earliest and latest birth years accepted.
 pub const BIRTH_YEARS: std::ops::RangeInclusive<i32> = 1900..=2100;
 
+/// Ids that no client may choose: the nil and the max UUID (placeholders in many systems).
+fn placeholder_id(id: Uuid) -> bool {
+    id.is_nil() || id == Uuid::max()
+}
+
+/// Checks every id the command carries and its clinical time, whatever its kind.
+fn check_ids_and_time(command: &Command) -> Result<(), DomainError> {
+    let proposed = command.proposed_event();
+    let payload: serde_json::Value = serde_json::from_slice(&proposed.to_payload()).unwrap_or_default();
+    for (field, value) in payload.as_object().into_iter().flatten() {
+        let id = value.as_str().and_then(|v| Uuid::parse_str(v).ok());
+        if field.ends_with("_id") && id.is_some_and(placeholder_id) {
+            return Err(invalid(format!("{field}: the nil and max UUIDs are not ids")));
+        }
+    }
+    if let Some(t) = proposed.clinical_time() {
+        if chrono::Timelike::nanosecond(&t) >= 1_000_000_000 {
+            return Err(invalid(format!("{t}: a leap second (:60) is not a time forlop records")));
+        }
+    }
+    Ok(())
+}
+
 /// Decides a command against the state of its stream and the references it names.
 pub fn decide(state: &StreamState, refs: &References, command: Command) -> Result<Event, DomainError> {
+    check_ids_and_time(&command)?;
     match command {
         Command::RegisterService(e) => {
             if state.exists {
@@ -511,11 +535,19 @@ fn decide_patient(state: &StreamState, refs: &References, command: Command) -> R
     }
 }
 
+/// A name must already be clean (the API cleans it before building the command, so a retry
+/// compares equal); see `text::clean_name`.
 fn non_empty(field: &str, value: &str) -> Result<(), DomainError> {
-    if value.trim().is_empty() || value.chars().count() > 200 {
-        return Err(invalid(format!("{field} must be 1 to 200 characters")));
+    match crate::text::clean_name(value) {
+        Ok(clean) if clean == value => Ok(()),
+        Ok(_) => Err(invalid(format!("{field} must be trimmed and in Unicode NFC"))),
+        Err(crate::text::NameError::Length) => {
+            Err(invalid(format!("{field} must be 1 to {} characters", crate::text::MAX_NAME_CHARS)))
+        }
+        Err(crate::text::NameError::Forbidden(c)) => {
+            Err(invalid(format!("{field} holds {c}, a control, invisible or direction-changing character")))
+        }
     }
-    Ok(())
 }
 
 fn not_before(field: &str, t: Timestamp, other: &str, earlier: Timestamp) -> Result<(), DomainError> {

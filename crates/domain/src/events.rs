@@ -225,6 +225,23 @@ fn upcast_patient_registered_v1(old: v1::PatientRegistered) -> Event {
 }
 
 impl Event {
+    /// The GraphQL name of the field holding the clinical time, for messages.
+    pub fn clinical_time_field(&self) -> &'static str {
+        match self {
+            Event::ReferralReceived(_) => "receivedAt",
+            Event::ReferralDecided(_) => "decidedAt",
+            Event::EpisodeStarted(_) => "startedAt",
+            Event::EpisodeEnded(_) => "endedAt",
+            Event::TherapistAssigned(_) => "assignedAt",
+            Event::TherapistReleased(_) => "releasedAt",
+            Event::SessionRecorded(_) => "at",
+            Event::PatientAdmitted(_) => "admittedAt",
+            Event::PatientDischarged(_) => "dischargedAt",
+            Event::OutcomeRecorded(_) => "measuredAt",
+            _ => "time",
+        }
+    }
+
     /// Clinical time of the fact (the envelope's occurredAt). Registrations of reference data
     /// have no clinical time; the caller supplies the recording time for those.
     pub fn clinical_time(&self) -> Option<Timestamp> {

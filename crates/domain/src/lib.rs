@@ -6,6 +6,7 @@ pub mod commands;
 pub mod events;
 pub mod national_id;
 pub mod stream;
+pub mod text;
 pub mod types;
 
 pub use commands::{decide, Command, DomainError, References, StreamState};

@@ -555,6 +555,17 @@ impl Engine {
                     return Err(StoreError::WrongExpectedVersion { stream, expected, current: version }.into());
                 }
             }
+            // The domain has no clock: a fact dated more than a day ahead is refused here.
+            let proposed = command.proposed_event();
+            if let Some(t) = proposed.clinical_time() {
+                let bound = Utc::now() + chrono::Duration::hours(24);
+                if t > bound {
+                    let field = proposed.clinical_time_field();
+                    return Err(EngineError::invalid(format!(
+                        "{field} {t} is more than 24 h in the future (latest accepted: {bound})"
+                    )));
+                }
+            }
             let event = decide(&state, refs, command.clone())?;
             let metadata =
                 Metadata { actor: caller.actor(), correlation_id: Some(caller.correlation_id), causation_id: None };

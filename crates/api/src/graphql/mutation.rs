@@ -150,6 +150,12 @@ async fn record_with(
     ctx.data_unchecked::<Engine>().record(caller, command, national_id, opts).await.map(Recorded::from).gql()
 }
 
+/// Names are stored trimmed and in NFC; anything the cleaning refuses goes on to `decide` as
+/// given, which refuses it with a message naming the character.
+fn clean(name: String) -> String {
+    forlop_domain::text::clean_name(&name).unwrap_or(name)
+}
+
 pub struct Mutation;
 
 #[Object]
@@ -157,7 +163,7 @@ impl Mutation {
     async fn register_service(&self, ctx: &Context<'_>, input: RegisterServiceInput) -> Result<Recorded> {
         let c = Command::RegisterService(ev::ServiceRegistered {
             service_id: input.service_id,
-            name: input.name,
+            name: clean(input.name),
             care_level: input.care_level.into(),
         });
         record(ctx, c, input.event_id, input.expected_version).await
@@ -166,7 +172,7 @@ impl Mutation {
     async fn register_therapist(&self, ctx: &Context<'_>, input: RegisterTherapistInput) -> Result<Recorded> {
         let c = Command::RegisterTherapist(ev::TherapistRegistered {
             therapist_id: input.therapist_id,
-            name: input.name,
+            name: clean(input.name),
             hpr_number: input.hpr_number,
         });
         record(ctx, c, input.event_id, input.expected_version).await
