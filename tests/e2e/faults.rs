@@ -188,3 +188,44 @@ async fn given_traffic_when_metrics_are_scraped_then_appends_fsyncs_requests_and
     assert_eq!(value(&m, "forlop_failed", None), Some(1.0));
     assert!(value(&m, "forlop_graphql_requests_total", Some(("outcome", "UNAVAILABLE"))).is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_clean_shutdown_when_restarted_then_the_checkpoint_is_loaded_and_a_bad_one_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let info = [("FORLOP_LOG", "info")];
+    let s = Server::start_in_env(dir.path(), &[], &info).await;
+    for _ in 0..3 {
+        s.record("registerService", service()).await;
+    }
+    assert_eq!(s.stop().code(), Some(0));
+    let checkpoint = dir.path().join("readmodel.checkpoint");
+    assert!(checkpoint.exists(), "a clean shutdown writes a checkpoint");
+
+    // The next start loads it and replays only the tail (none here).
+    let s = Server::start_in_env(dir.path(), &[], &info).await;
+    assert!(s.log_text().contains("loaded read-model checkpoint"), "{}", s.log_text());
+    assert_eq!(s.query("{ services { id } }", json!({})).await["services"].as_array().unwrap().len(), 3);
+    s.record("registerService", service()).await;
+    let good = std::fs::read(&checkpoint).unwrap();
+    // Killed, not stopped: the checkpoint on disk is the old one, and the tail is replayed.
+    let s = s.crash_and_restart().await;
+    assert_eq!(s.query("{ services { id } }", json!({})).await["services"].as_array().unwrap().len(), 4);
+    drop(s);
+
+    // A checkpoint that does not match the log (another store's) or that is garbage is ignored.
+    let other = tempfile::tempdir().unwrap();
+    let o = Server::start_in(other.path(), &[]).await;
+    o.record("registerService", service()).await;
+    assert_eq!(o.stop().code(), Some(0));
+    for bad in [
+        std::fs::read(other.path().join("readmodel.checkpoint")).unwrap(),
+        b"FORLOPRMgarbage".to_vec(),
+        good[..good.len() / 2].to_vec(),
+    ] {
+        std::fs::write(&checkpoint, &bad).unwrap();
+        let s = Server::start_in_env(dir.path(), &[], &info).await;
+        assert!(s.log_text().contains("checkpoint ignored"), "{}", s.log_text());
+        assert_eq!(s.query("{ services { id } }", json!({})).await["services"].as_array().unwrap().len(), 4);
+        assert_eq!(s.stop().code(), Some(0));
+    }
+}

@@ -336,6 +336,11 @@ impl Server {
         d["log"]["committed"].as_u64().expect("committed is a number")
     }
 
+    /// What the server has written to stderr so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
     /// GET `path` and return the status and JSON body, whatever the status.
     pub async fn get_json(&self, path: &str) -> (reqwest::StatusCode, Value) {
         let r = self.client.get(format!("{}{path}", self.url)).send().await.expect("GET");

@@ -18,7 +18,7 @@ pub use graphql::{build_schema, sdl, ForlopSchema};
 pub use http::{router, Authenticator, HttpSettings, MetricsRenderer};
 
 /// How long running requests may finish after a shutdown signal.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(8);
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(6);
 
 /// A bound, ready-to-run server.
 pub struct Application {
@@ -59,6 +59,7 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let engine = self.engine.clone();
         let app = router(self.engine, self.settings);
         let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
@@ -77,6 +78,11 @@ impl Application {
         tokio::select! {
             served = std::future::IntoFuture::into_future(server) => served?,
             () = deadline => tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still running at shutdown; exiting"),
+        }
+        // A checkpoint lets the next start replay only the tail of the log.
+        match engine.checkpoint().await {
+            Ok(position) => tracing::info!(events = position, "read-model checkpoint written"),
+            Err(e) => tracing::warn!(error = %e, "no checkpoint written; the next start replays the log"),
         }
         Ok(())
     }

@@ -37,6 +37,8 @@ pub struct EngineParts {
     pub access_log: SharedAccessLog,
     pub vault: Vault,
     pub settings: Settings,
+    /// Where the read model is checkpointed (at clean shutdown) and loaded from at start.
+    pub checkpoint: Option<std::path::PathBuf>,
 }
 
 /// Tunables of the core.
@@ -61,7 +63,12 @@ impl EngineParts {
     ) -> Result<EngineParts, EngineError> {
         let access = SledAccessLog::open(&data.join("access"))?;
         let keys = KeyTable::open(&data.join("keys"))?;
-        Ok(EngineParts { access_log: Arc::new(access), vault: Vault::new(master, keys), settings })
+        Ok(EngineParts {
+            access_log: Arc::new(access),
+            vault: Vault::new(master, keys),
+            settings,
+            checkpoint: Some(data.join("readmodel.checkpoint")),
+        })
     }
 }
 
@@ -205,7 +212,14 @@ impl Engine {
     /// Rebuilds the read model from the log, then keeps it current from a live subscription.
     pub async fn start(store: Arc<dyn EventStore>, parts: EngineParts) -> Result<Engine, EngineError> {
         let started = std::time::Instant::now();
-        let model = rebuild(&store).await?;
+        let mut model = match &parts.checkpoint {
+            Some(path) => crate::checkpoint::load(path, &store).await.unwrap_or_default(),
+            None => ReadModel::default(),
+        };
+        if model.position > 0 {
+            tracing::info!(events = model.position, "loaded read-model checkpoint; replaying the tail");
+        }
+        catch_up(&store, &mut model).await?;
         tracing::info!(
             events = model.position,
             patients = model.patients.len(),
@@ -309,6 +323,29 @@ impl Engine {
                 "the read model is no longer updated (the projector stopped); the event is durable, retry on a healthy node".into(),
             )),
         }
+    }
+
+    /// Writes the read model to its checkpoint file (done at clean shutdown), so the next start
+    /// replays only the tail. Returns the position checkpointed.
+    pub async fn checkpoint(&self) -> Result<u64, EngineError> {
+        let Some(path) = self.parts.checkpoint.clone() else { return Ok(0) };
+        let bytes = loop {
+            let position = self.model.read().position;
+            let head = match position {
+                0 => [0; 32],
+                p => self.store.read_all(p - 1, 1).await?.first().map(|e| e.hash).unwrap_or([0; 32]),
+            };
+            let model = self.model.read();
+            if model.position == position {
+                break crate::checkpoint::encode(&model, head).map_err(EngineError::Internal)?;
+            }
+        };
+        let position = self.projected();
+        tokio::task::spawn_blocking(move || crate::checkpoint::write(&path, &bytes))
+            .await
+            .map_err(|e| EngineError::Internal(format!("checkpoint task: {e}")))?
+            .map_err(|e| EngineError::Internal(format!("writing the checkpoint: {e}")))?;
+        Ok(position)
     }
 
     /// Everything that keeps this engine from serving writes (fail-stop): a failed event log or

@@ -18,21 +18,21 @@ pub struct EventMeta {
     pub patient_id: Option<Uuid>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ServiceView {
     pub id: Uuid,
     pub name: String,
     pub care_level: CareLevel,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TherapistView {
     pub id: Uuid,
     pub name: String,
     pub hpr_number: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ReferralView {
     pub id: Uuid,
     pub service_id: Uuid,
@@ -41,7 +41,7 @@ pub struct ReferralView {
     pub decision: Option<(ReferralDecision, Option<RejectionReason>, Timestamp)>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EpisodeView {
     pub id: Uuid,
     pub service_id: Uuid,
@@ -52,7 +52,7 @@ pub struct EpisodeView {
     pub ended: Option<EpisodeEnded>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AdmissionView {
     pub id: Uuid,
     pub service_id: Uuid,
@@ -60,14 +60,14 @@ pub struct AdmissionView {
     pub discharged_at: Option<Timestamp>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SessionFact {
     pub event: SessionRecorded,
     /// Log position: the recording order, used to break ties in clinical time.
     pub position: u64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AssignmentFact {
     pub episode_id: Uuid,
     pub therapist_id: Uuid,
@@ -76,20 +76,20 @@ pub struct AssignmentFact {
     pub position: u64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ReleaseFact {
     pub event: TherapistReleased,
     pub position: u64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OutcomeFact {
     pub event: OutcomeRecorded,
     pub position: u64,
 }
 
 /// Everything recorded about one patient, in recording order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PatientView {
     pub id: Uuid,
     /// Version of the patient's stream (its last event).
@@ -108,6 +108,7 @@ pub struct PatientView {
     /// True once the patient's data key was destroyed on request.
     pub forgotten: bool,
     /// The patient's continuity, computed on first read after a change.
+    #[serde(skip)]
     pub cached_continuity: ContinuityCache,
 }
 
@@ -137,7 +138,7 @@ impl PatientView {
 }
 
 /// All read models, folded from the log in position order.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ReadModel {
     pub services: HashMap<Uuid, ServiceView>,
     pub therapists: HashMap<Uuid, TherapistView>,
