@@ -352,7 +352,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     eprintln!("bench: {} pathway reports and {} care-alert lists ...", args.reports, args.reports);
     let (report_p99, alerts_p99) = reports(&args, addr, &token).await.context("report benchmark")?;
     let _ = stop.send(());
+    // The server writes its read-model checkpoint as it stops; a restart loads it.
+    let stopping = Instant::now();
     server.await??;
+    let shutdown_s = stopping.elapsed().as_secs_f64();
+    eprintln!("bench: restart from the checkpoint ...");
+    let restarting = Instant::now();
+    let parts = forlop_engine::EngineParts::open_beside(
+        dir.path(),
+        forlop_vault::MasterKey::generate(),
+        forlop_engine::Settings::default(),
+    )?;
+    let engine = forlop_engine::Engine::start(store.clone(), parts).await?;
+    anyhow::ensure!(engine.ready(), "the restarted engine is not ready");
+    let restart_s = restarting.elapsed().as_secs_f64();
+    drop(engine);
 
     rows.push(("raw_sled_batch_eps", raw_batch, "raw sled, 300-byte values, 1000 per batch, flush per batch".into()));
     rows.push((
@@ -382,6 +396,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         format!("pathwayReport, one service-year, {episodes} episodes in the log"),
     ));
     rows.push(("alerts_p99_ms", alerts_p99, "careAlerts over every service at a random date".into()));
+    rows.push(("shutdown_s", shutdown_s, "stopping the server, writing the read-model checkpoint".into()));
+    rows.push(("restart_ready_s", restart_s, format!("start to ready on all {seeded} events, from the checkpoint")));
     eprintln!("bench: access log, {WRITERS} concurrent readers ...");
     let access_eps = access_log_eps(&args).await.context("access log benchmark")?;
     rows.push(("access_log_eps", access_eps, format!("durable access records, {WRITERS} concurrent, one per append")));

@@ -270,6 +270,7 @@ fn given_small_sizes_when_benchmarking_then_every_figure_is_positive() {
         "query_p50_ms",
         "query_p99_ms_auth",
         "access_log_eps",
+        "restart_ready_s",
         "query_rps",
         "report_p99_ms",
         "alerts_p99_ms",

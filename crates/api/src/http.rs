@@ -80,6 +80,7 @@ struct AppState {
     schema: ForlopSchema,
     engine: Engine,
     settings: std::sync::Arc<HttpSettings>,
+    documents: std::sync::Arc<crate::limits::DocumentCache>,
 }
 
 pub fn router(engine: Engine, settings: HttpSettings) -> Router {
@@ -93,7 +94,7 @@ pub fn router(engine: Engine, settings: HttpSettings) -> Router {
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
-        .with_state(AppState { schema, engine, settings: std::sync::Arc::new(settings) })
+        .with_state(AppState { schema, engine, settings: std::sync::Arc::new(settings), documents: Default::default() })
         .layer(axum::middleware::from_fn(request_bounds))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -323,9 +324,9 @@ async fn execute(
     state: &AppState,
     headers: &HeaderMap,
     principal: Principal,
-    request: async_graphql::Request,
+    mut request: async_graphql::Request,
 ) -> Response {
-    let operation = match crate::limits::check(&request) {
+    let operation = match crate::limits::check(&mut request, &state.documents) {
         Ok(name) => name,
         Err(msg) => return error_response(StatusCode::BAD_REQUEST, code::INVALID_INPUT, msg),
     };
