@@ -418,3 +418,23 @@ async fn given_disguised_names_placeholder_ids_leap_seconds_or_future_dates_when
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_an_outcome_or_release_dated_outside_its_episode_when_recorded_then_invalid_input_naming_the_field() {
+    let s = Server::start().await;
+    let r = Reference::register(&s).await;
+    let (p, e) = patient_in_episode(&s, &r).await; // started 2016-01-11, therapist A assigned
+    let outcome = json!({ "patientId": p, "episodeId": e, "instrument": "PHQ9", "phase": "INTAKE",
+        "items": [1, 1, 1, 1, 1, 1, 1, 1, 1], "measuredAt": "2016-01-01T10:00:00Z" });
+    let err = s.rejects("recordOutcome", outcome, "INVALID_INPUT").await;
+    assert!(err["message"].as_str().unwrap().contains("measuredAt"), "{err}");
+    s.record(
+        "endEpisode",
+        json!({ "patientId": p, "episodeId": e, "reason": "COMPLETED", "endedAt": "2016-03-01T00:00:00Z" }),
+    )
+    .await;
+    let release = json!({ "patientId": p, "episodeId": e, "therapistId": r.a, "reason": "SICK_LEAVE",
+        "patientNotified": false, "releasedAt": "2016-04-01T00:00:00Z" });
+    let err = s.rejects("releaseTherapist", release, "INVALID_INPUT").await;
+    assert!(err["message"].as_str().unwrap().contains("releasedAt"), "{err}");
+}

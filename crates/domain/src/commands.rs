@@ -469,6 +469,7 @@ fn decide_patient(state: &StreamState, refs: &References, command: Command) -> R
                     invalid(format!("therapist {} is not assigned to episode {}", e.therapist_id, e.episode_id))
                 })?;
             not_before("releasedAt", e.released_at, "assignedAt", a.assigned_at)?;
+            within_episode("releasedAt", e.released_at, ep)?;
             Ok(e.into())
         }
         Command::RecordSession { event: e, .. } => {
@@ -512,7 +513,7 @@ fn decide_patient(state: &StreamState, refs: &References, command: Command) -> R
             Ok(e.into())
         }
         Command::RecordOutcome { event: mut e, .. } => {
-            episode(e.episode_id)?;
+            within_episode("measuredAt", e.measured_at, episode(e.episode_id)?)?;
             let want = e.instrument.item_count();
             if e.items.len() != want {
                 return Err(invalid(format!("{} takes exactly {want} items, got {}", e.instrument, e.items.len())));

@@ -418,11 +418,11 @@ fn an_episode_cannot_end_before_an_assignment_already_recorded() {
     let ended_feb_8 = in_episode([ended(E1, t(2, 8, 11)).into()]);
     refuses(&ended_feb_8, &a, assigned(E1, A, t(2, 10, 9)), INVALID_INPUT);
 
-    // Related: a release is only checked against its assignment, never against the episode, so
-    // a therapist may be released after the episode ended (today's behaviour, possibly intended:
-    // a release is often recorded after the fact).
+    // Related: a release lies within its episode too (it may be recorded late, but it is dated
+    // when it happened), so it cannot be dated after the episode ended.
     let with_a_then_ended = in_episode([assigned(E1, A, t(1, 11, 9)).into(), ended(E1, t(2, 8, 11)).into()]);
-    accepts(&with_a_then_ended, &none, released(E1, A, t(3, 1, 9)));
+    refuses(&with_a_then_ended, &none, released(E1, A, t(3, 1, 9)), INVALID_INPUT);
+    accepts(&with_a_then_ended, &none, released(E1, A, t(2, 8, 11)));
 }
 
 // ---------------------------------------------------------------------------------------------
