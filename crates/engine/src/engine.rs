@@ -157,6 +157,7 @@ fn decode_for_model(e: &RecordedEvent) -> Decoded {
         Err(err) => {
             // Skip, but loudly: a newer writer may have stored a type this build does not know.
             tracing::error!(position = e.position, error = %err, "event not understood; read model skips it");
+            metrics::counter!("forlop_events_unknown_total", "type" => e.event_type.clone()).increment(1);
             (meta, None)
         }
     }
@@ -373,7 +374,16 @@ impl Engine {
             from = last.version + 1;
             version = Some(last.version);
             for e in &page {
-                state.apply(&decode(e)?);
+                match Event::decode(&e.event_type, e.schema_version, &e.payload) {
+                    Ok(event) => state.apply(&event),
+                    // A type (or version) a newer forlop wrote: it carries no rule this build
+                    // knows, so it must not stop the stream from being decided.
+                    Err(forlop_domain::DecodeError::UnknownType { event_type, schema_version }) => {
+                        metrics::counter!("forlop_events_unknown_total", "type" => event_type.clone()).increment(1);
+                        tracing::warn!(position = e.position, %event_type, schema_version, "unknown event type skipped while deciding");
+                    }
+                    Err(err) => return Err(EngineError::Internal(format!("position {}: {err}", e.position))),
+                }
             }
         }
         Ok((state, version))

@@ -108,3 +108,37 @@ async fn a_retry_with_the_same_event_id_is_answered_from_the_log() {
     assert_eq!(engine.record(&admin(), other, None, opts).await.unwrap_err().code(), "IDEMPOTENCY_CONFLICT");
     assert_eq!(engine.store().committed(), 1);
 }
+
+#[tokio::test]
+async fn an_event_type_from_a_newer_version_neither_stops_deciding_nor_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let patient = Uuid::from_u128(5);
+    let store = open(&dir);
+    let engine = start(&dir, store.clone()).await;
+    let register = Command::RegisterPatient(PatientRegistered {
+        patient_id: patient,
+        birth_year: 1980,
+        gender: Gender::Male,
+        national_id: None,
+    });
+    engine.record(&admin(), register, None, RecordOptions::default()).await.unwrap();
+    // A newer forlop wrote a type this build does not know into the patient's stream.
+    let future = NewEvent {
+        id: Uuid::new_v4(),
+        event_type: "PatientMovedAbroad".into(),
+        schema_version: 1,
+        occurred_at: chrono::Utc::now(),
+        payload: br#"{"country":"SE"}"#.to_vec(),
+        metadata: Metadata::default(),
+        recorded_at: None,
+    };
+    let r = store.append(&format!("patient-{patient}"), ExpectedVersion::Any, vec![future]).await.unwrap();
+    engine.wait_projected(r.events[0].position).await.unwrap();
+    // The stream can still be decided on, and the read model kept the patient.
+    let forget = Command::ForgetPatient(forlop_domain::events::PatientForgotten { patient_id: patient });
+    engine.record(&admin(), forget, None, RecordOptions::default()).await.unwrap();
+    assert!(engine.model().read().patients[&patient].forgotten);
+    // And a fresh replay of the same log succeeds.
+    let model = forlop_engine::rebuild(&store).await.unwrap();
+    assert_eq!(model.position, 3);
+}
