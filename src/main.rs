@@ -3,6 +3,7 @@
 mod bench;
 mod cli;
 mod ndjson;
+mod progress;
 mod seeding;
 mod serve;
 

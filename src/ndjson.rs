@@ -52,17 +52,20 @@ impl Line {
 }
 
 pub async fn export(store: &dyn EventStore, out: &mut impl Write) -> anyhow::Result<u64> {
+    let progress = crate::progress::bar(Some(store.committed()), "exporting events");
     let mut from = 0;
     loop {
         let page = store.read_all(from, 4096).await?;
         let Some(last) = page.last() else { break };
         from = last.position + 1;
+        progress.inc(page.len() as u64);
         for e in page {
             serde_json::to_writer(&mut *out, &Line::from_event(e)?)?;
             out.write_all(b"\n")?;
         }
     }
     out.flush()?;
+    progress.finish_and_clear();
     Ok(from)
 }
 
@@ -112,8 +115,10 @@ fn lines(path: &Path) -> anyhow::Result<impl Iterator<Item = anyhow::Result<(usi
 pub fn verify_file(path: &Path) -> anyhow::Result<u64> {
     let mut versions: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     let (mut previous, mut next) = (forlop_store::GENESIS_HASH, 0u64);
+    let progress = crate::progress::bar(None, "verifying events");
     for item in lines(path)? {
         let (n, line) = item?;
+        progress.inc(1);
         anyhow::ensure!(line.position == next, "line {n}: position {} where {next} was expected", line.position);
         let expected_version = versions.get(&line.stream).map_or(0, |v| v + 1);
         anyhow::ensure!(
@@ -133,6 +138,7 @@ pub fn verify_file(path: &Path) -> anyhow::Result<u64> {
         previous = hash;
         next += 1;
     }
+    progress.finish_and_clear();
     Ok(next)
 }
 
@@ -168,9 +174,11 @@ pub async fn import(store: &dyn EventStore, path: &Path, trust_unverified: bool)
             .with_context(|| format!("appending to {stream}"))?;
         Ok(if r.deduplicated { 0 } else { n })
     };
+    let progress = crate::progress::bar(None, "importing events");
     for item in lines(path)? {
         let (_, l) = item?;
         read += 1;
+        progress.inc(1);
         if l.position < held {
             continue;
         }
@@ -192,5 +200,6 @@ pub async fn import(store: &dyn EventStore, path: &Path, trust_unverified: bool)
         }
     }
     written += flush(pending.take()).await?;
+    progress.finish_and_clear();
     Ok((read, written))
 }

@@ -20,6 +20,7 @@ fn seeder() -> Metadata {
 /// Returns the number of events newly written.
 pub async fn load(store: &Arc<dyn EventStore>, dataset: &Dataset) -> anyhow::Result<u64> {
     let catalog = Catalog::from_reference(&dataset.reference);
+    let progress = crate::progress::bar(Some(dataset.event_count() as u64), "seeding events");
     let mut written = 0;
     for r in &dataset.reference {
         let events = decide_stream(&Catalog::default(), std::slice::from_ref(r)).context("reference data")?;
@@ -31,18 +32,20 @@ pub async fn load(store: &Arc<dyn EventStore>, dataset: &Dataset) -> anyhow::Res
     }
     let counts: Vec<u64> = futures::stream::iter(&dataset.patients)
         .map(|commands| {
-            let catalog = &catalog;
+            let (catalog, progress) = (&catalog, &progress);
             async move {
                 let events = decide_stream(catalog, commands).context("synthetic pathway broke a domain rule")?;
                 let stream = commands[0].command.stream().name();
                 let n = events.len() as u64;
                 let batch = events.iter().map(|(id, e)| new_event(*id, e, seeder())).collect();
                 let res = store.append(&stream, ExpectedVersion::Any, batch).await?;
+                progress.inc(n);
                 anyhow::Ok(if res.deduplicated { 0 } else { n })
             }
         })
         .buffer_unordered(CONCURRENCY)
         .try_collect()
         .await?;
+    progress.finish_and_clear();
     Ok(written + counts.iter().sum::<u64>())
 }

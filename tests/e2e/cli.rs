@@ -162,6 +162,12 @@ fn given_a_partial_import_when_the_full_export_is_imported_then_exactly_the_tail
     run_ok(&["import", "--data", path(&dst), path(&part)]);
     let out = run_ok(&["import", "--data", path(&dst), path(&full)]);
     assert!(stderr(&out).contains(&format!("{} new", all.len() - cut)), "{}", stderr(&out));
+    // Piped, as here, the progress bars stay quiet.
+    assert!(
+        !stderr(&out).contains("importing events") && !stderr(&out).contains("verifying events"),
+        "{}",
+        stderr(&out)
+    );
     assert!(export(&dst) == original, "the resumed import differs from the source");
     run_ok(&["verify", "--data", path(&dst)]);
     // A file whose prefix is not what the store holds is refused.
