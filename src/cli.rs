@@ -106,7 +106,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             };
             let (data, listen) = (args.data(), args.listen());
             let store = open_store(&data)?;
-            if args.demo && store.committed() == 0 {
+            let load_demo = args.demo && store.committed() == 0;
+            if load_demo {
                 let mut n = crate::seeding::load(&store, &forlop_seed::rph2016(2016)).await?;
                 n += crate::seeding::load(&store, &forlop_seed::demo(2016, crate::seeding::DEMO_PATIENTS)).await?;
                 tracing::info!(events = n, "loaded the synthetic demo dataset (rph2016 profile and city pathways)");
@@ -126,6 +127,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let admin_token = demo_tokens.iter().find(|(r, _)| *r == "admin").map(|(_, t)| t.clone());
             let http = crate::serve::http_settings(&args, resolved.auth, admin_token);
             let app = forlop_api::Application::build(store, parts, http, listen).await?;
+            if load_demo {
+                crate::serve::demo_patient(app.engine()).await.context("registering the demo patient")?;
+            }
             let addr = app.local_addr()?;
             tracing::info!(%addr, data = %data.display(), "forlop listening");
             eprintln!("forlop: GraphQL at http://{addr}/graphql (explorer: open it in a browser), subscriptions at ws://{addr}/graphql/ws");

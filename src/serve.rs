@@ -282,3 +282,74 @@ fn install_metrics() -> Option<forlop_api::MetricsRenderer> {
         .ok()?;
     Some(forlop_api::MetricsRenderer(std::sync::Arc::new(move || handle.render())))
 }
+
+/// The demo's one patient with a (synthetic) national id, so the demo patient token's
+/// `myAccessLog` shows who read their record. Recorded with fixed event ids: a restart adds nothing.
+pub async fn demo_patient(engine: &forlop_engine::Engine) -> anyhow::Result<()> {
+    use forlop_domain::events::{EpisodeStarted, PatientRegistered, ReferralReceived};
+    use forlop_domain::{CareLevel, Command, Gender, ReferralSource};
+    use uuid::Uuid;
+    let service = {
+        let model = engine.model().read();
+        let mut municipal: Vec<_> = model
+            .services
+            .values()
+            .filter(|s| s.care_level == CareLevel::Municipal)
+            .map(|s| (s.name.clone(), s.id))
+            .collect();
+        municipal.sort();
+        municipal.first().map(|(_, id)| *id)
+    };
+    let Some(service) = service else { return Ok(()) };
+    let caller = forlop_engine::Caller::new(
+        forlop_auth::Principal { sub: "forlop-demo".into(), ..forlop_auth::Principal::anonymous_admin() },
+        Some("demo"),
+    );
+    let patient = Uuid::from_u128(0xdeb0_0000_0000_4000_8000_0000_0000_0001);
+    let referral = Uuid::from_u128(0xdeb0_0000_0000_4000_8000_0000_0000_0002);
+    let at = chrono::DateTime::parse_from_rfc3339("2026-01-05T09:00:00Z")?.to_utc();
+    let steps = [
+        (
+            Command::RegisterPatient(PatientRegistered {
+                patient_id: patient,
+                birth_year: 1999,
+                gender: Gender::Female,
+                national_id: None,
+            }),
+            Some(forlop_domain::national_id::NationalId::parse(DEMO_PATIENT_PID)?),
+            0xdeb1,
+        ),
+        (
+            Command::ReceiveReferral {
+                patient_id: patient,
+                event: ReferralReceived {
+                    referral_id: referral,
+                    service_id: service,
+                    source: ReferralSource::SelfReferral,
+                    received_at: at,
+                },
+            },
+            None,
+            0xdeb2,
+        ),
+        (
+            Command::StartEpisode {
+                patient_id: patient,
+                event: EpisodeStarted {
+                    episode_id: Uuid::from_u128(0xdeb0_0000_0000_4000_8000_0000_0000_0003),
+                    service_id: service,
+                    referral_id: None,
+                    started_at: at,
+                },
+            },
+            None,
+            0xdeb3,
+        ),
+    ];
+    for (command, national_id, event) in steps {
+        let options = forlop_engine::RecordOptions { event_id: Some(Uuid::from_u128(event)), expected_version: None };
+        engine.record(&caller, command, national_id, options).await?;
+    }
+    eprintln!("forlop: demo patient {patient} holds the synthetic national id in the patient token");
+    Ok(())
+}

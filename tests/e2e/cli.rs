@@ -233,6 +233,19 @@ async fn given_an_empty_store_when_served_with_demo_then_the_demo_loads_once() {
     let p = s.patient(patient.parse().expect("uuid"), "id continuity { attendedSessions }").await;
     assert!(p["continuity"]["attendedSessions"].as_u64().is_some(), "{p}");
 
+    // The demo's patient with a synthetic national id sees who read their record.
+    let (_, v) = s
+        .gql_as(
+            Some(&s.admin),
+            "query Check { patient(id: \"deb00000-0000-4000-8000-000000000001\") { nationalId } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(ok_data(&v)["patient"]["nationalId"], "31929956780");
+    let mine = s.token("patient", &[], Some("31929956780"));
+    let (_, v) = s.gql_as(Some(&mine), "{ myAccessLog { nodes { operation role } } }", json!({})).await;
+    assert!(ok_data(&v)["myAccessLog"]["nodes"].to_string().contains("Check"), "{v}");
+
     // A second start on the same store does not load it again.
     let s = s.restart(&["--demo"]).await;
     assert_eq!(s.committed().await, committed, "--demo loaded again into a non-empty store");
