@@ -2,6 +2,9 @@
 //! debug binary; release builds have none of this). Set by environment variables:
 //! - `FORLOP_FAULT_WRITER_PANIC_AT=N`: the event log's writer thread panics when asked to commit
 //!   a group starting at position N.
+//! - `FORLOP_FAULT_FLUSH_FAIL_AT=N`: the event log's flush fails for a group that would reach
+//!   position N (after sled has applied the batch in memory, as a real failed fsync leaves it).
+//! - `FORLOP_FAULT_PROJECTOR_PANIC_AT=N`: the projector panics folding position N.
 
 /// Panics the writer thread if the test asked for it at this position.
 pub fn writer_may_panic(next_position: u64) {
@@ -19,4 +22,9 @@ pub fn projector_should_panic(position: u64) -> bool {
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
         .is_some_and(|at| position >= at)
+}
+
+/// True if the flush of a group ending at `end` (exclusive) should fail.
+pub fn flush_should_fail(end: u64) -> bool {
+    std::env::var("FORLOP_FAULT_FLUSH_FAIL_AT").ok().and_then(|v| v.parse::<u64>().ok()).is_some_and(|at| end > at)
 }

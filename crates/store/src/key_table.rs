@@ -114,7 +114,9 @@ fn unlink(tx: &TransactionalTree, patient: Uuid) -> Result<(), ConflictableTrans
 impl KeyTable {
     /// Opens (or creates) the key table in its own directory.
     pub fn open(path: &Path) -> Result<KeyTable, StoreError> {
-        let db = sled::Config::new().path(path).open().map_err(backend)?;
+        // Every write flushes itself; without a timer thread the file lock is released as soon as
+        // the table is dropped, so a reopen in the same process never finds it still held.
+        let db = sled::Config::new().path(path).flush_every_ms(None).open().map_err(backend)?;
         let tree = db.open_tree("keys").map_err(backend)?;
         Ok(KeyTable { db, tree })
     }

@@ -302,7 +302,7 @@ impl SledStore {
     /// `path` must not be open.
     #[doc(hidden)]
     pub fn tamper(path: &Path, position: u64) -> Result<(), StoreError> {
-        let db = sled::Config::new().path(path).open().map_err(backend)?;
+        let db = sled::Config::new().path(path).flush_every_ms(None).open().map_err(backend)?;
         let tree = db.open_tree("log").map_err(backend)?;
         let (first, value) = find_append(&tree, position)?.ok_or(StoreError::Closed)?;
         let mut value = value.to_vec();
@@ -392,6 +392,10 @@ impl Writer {
             let started = std::time::Instant::now();
             let durable = self.tree.apply_batch(batch).and_then(|_| {
                 let flushing = std::time::Instant::now();
+                #[cfg(debug_assertions)]
+                if crate::faults::flush_should_fail(position) {
+                    return Err(sled::Error::Io(std::io::Error::other("injected fault: flush failed")));
+                }
                 let flushed = self.db.flush().map(|_| ());
                 metrics::histogram!("forlop_fsync_seconds", "log" => "events").record(flushing.elapsed().as_secs_f64());
                 flushed
