@@ -16,6 +16,7 @@ pub mod access_log;
 pub mod conformance;
 #[cfg(debug_assertions)]
 pub mod faults;
+mod group;
 mod hash;
 pub mod key_table;
 mod sled_store;
