@@ -530,7 +530,11 @@ impl AccessLog for SledAccessLog {
         }
         let (reply, answer) = oneshot::channel();
         let req = Request { records, reply };
-        let gone = || not_durable("the writer thread stopped");
+        // The writer died (its queue or reply closed): fail stop, so /healthz says so too.
+        let gone = || {
+            let _ = self.shared.failed.set("the writer thread stopped".into());
+            not_durable("the writer thread stopped")
+        };
         self.requests.as_ref().ok_or(StoreError::Closed)?.send(req).map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
