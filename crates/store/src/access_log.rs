@@ -17,7 +17,6 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
-use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -319,8 +318,7 @@ impl Shared {
 /// The sled-backed access log. Dropping it ends the writer thread and releases the database.
 pub struct SledAccessLog {
     tree: sled::Tree,
-    requests: Option<mpsc::Sender<Request>>,
-    writer: Option<JoinHandle<()>>,
+    writer: crate::group::WriterThread<Request>,
     shared: Arc<Shared>,
     #[cfg(test)]
     fail_next: Arc<std::sync::atomic::AtomicBool>,
@@ -366,16 +364,12 @@ impl SledAccessLog {
             #[cfg(test)]
             fail_next: fail_next.clone(),
         };
-        let (requests, rx) = mpsc::channel();
-        let writer = std::thread::Builder::new()
-            .name("forlop-access-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(backend)?;
+        let writer =
+            crate::group::WriterThread::spawn("forlop-access-writer", move |rx| writer.run(rx)).map_err(backend)?;
         tracing::info!(path = %path.display(), records = next_position, "opened access log");
         Ok(SledAccessLog {
             tree,
-            requests: Some(requests),
-            writer: Some(writer),
+            writer,
             shared,
             #[cfg(test)]
             fail_next,
@@ -406,16 +400,6 @@ impl SledAccessLog {
             reason: "patient index points at a missing record".into(),
         })?;
         decode(position, &value)
-    }
-}
-
-impl Drop for SledAccessLog {
-    fn drop(&mut self) {
-        // Closing the queue ends the writer thread; joining it releases sled's file lock.
-        self.requests.take();
-        if let Some(w) = self.writer.take() {
-            let _ = w.join();
-        }
     }
 }
 
@@ -535,7 +519,7 @@ impl AccessLog for SledAccessLog {
             let _ = self.shared.failed.set("the writer thread stopped".into());
             not_durable("the writer thread stopped")
         };
-        self.requests.as_ref().ok_or(StoreError::Closed)?.send(req).map_err(|_| gone())?;
+        self.writer.send(req).map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
 

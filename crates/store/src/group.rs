@@ -16,3 +16,39 @@ pub(crate) fn next_group<R>(rx: &mpsc::Receiver<R>, max: usize) -> Option<Vec<R>
     }
     Some(group)
 }
+
+/// A writer thread and its request queue. Dropping it closes the queue, which ends the thread,
+/// and joins it, which releases sled's file lock before a reopen.
+pub(crate) struct WriterThread<R> {
+    requests: Option<mpsc::Sender<R>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<R: Send + 'static> WriterThread<R> {
+    /// Starts `run` on a thread named `name`, fed by the returned handle's queue.
+    pub(crate) fn spawn(
+        name: &str,
+        run: impl FnOnce(mpsc::Receiver<R>) + Send + 'static,
+    ) -> std::io::Result<WriterThread<R>> {
+        let (requests, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new().name(name.into()).spawn(move || run(rx))?;
+        Ok(WriterThread { requests: Some(requests), thread: Some(thread) })
+    }
+
+    /// Queues a request; Err(request) if the thread is gone.
+    pub(crate) fn send(&self, request: R) -> Result<(), R> {
+        match &self.requests {
+            Some(q) => q.send(request).map_err(|e| e.0),
+            None => Err(request),
+        }
+    }
+}
+
+impl<R> Drop for WriterThread<R> {
+    fn drop(&mut self) {
+        self.requests.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

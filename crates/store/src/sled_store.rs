@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -51,8 +50,7 @@ pub struct SledStore {
     tree: sled::Tree,
     /// Set once a group failed to become durable or the writer died: no later write touches sled.
     failed: Arc<std::sync::OnceLock<String>>,
-    requests: Option<mpsc::Sender<Request>>,
-    writer: Option<JoinHandle<()>>,
+    writer: crate::group::WriterThread<Request>,
     committed: Arc<AtomicU64>,
     watch: watch::Receiver<u64>,
 }
@@ -265,7 +263,6 @@ impl SledStore {
         }
         let committed = Arc::new(AtomicU64::new(next_position));
         let (watch_tx, watch) = watch::channel(next_position);
-        let (requests, rx) = mpsc::channel();
         let failed = Arc::new(std::sync::OnceLock::new());
         let writer = Writer {
             failed: failed.clone(),
@@ -276,12 +273,10 @@ impl SledStore {
             committed: committed.clone(),
             watch: watch_tx,
         };
-        let writer = std::thread::Builder::new()
-            .name("forlop-sled-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(backend)?;
+        let writer =
+            crate::group::WriterThread::spawn("forlop-sled-writer", move |rx| writer.run(rx)).map_err(backend)?;
         tracing::info!(path = %options.path.display(), events = next_position, "opened sled event store");
-        Ok(SledStore { tree, failed, requests: Some(requests), writer: Some(writer), committed, watch })
+        Ok(SledStore { tree, failed, writer, committed, watch })
     }
 
     fn get_position(&self, position: u64) -> Result<Option<RecordedEvent>, StoreError> {
@@ -316,16 +311,6 @@ impl SledStore {
         tree.insert(event_key(first), value).map_err(backend)?;
         db.flush().map_err(backend)?;
         Ok(())
-    }
-}
-
-impl Drop for SledStore {
-    fn drop(&mut self) {
-        // Closing the queue ends the writer thread; joining it releases sled's file lock.
-        self.requests.take();
-        if let Some(w) = self.writer.take() {
-            let _ = w.join();
-        }
     }
 }
 
@@ -581,7 +566,7 @@ impl EventStore for SledStore {
             StoreError::Unavailable(self.failed.get().cloned().unwrap_or_default())
         };
         let started = std::time::Instant::now();
-        self.requests.as_ref().ok_or(StoreError::Closed)?.send(req).map_err(|_| writer_gone())?;
+        self.writer.send(req).map_err(|_| writer_gone())?;
         let result = answer.await.map_err(|_| writer_gone())?;
         metrics::histogram!("forlop_append_seconds").record(started.elapsed().as_secs_f64());
         result
