@@ -139,7 +139,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     eprintln!("  {role:<12} {token}");
                 }
             }
-            app.run_until(shutdown_signal()).await?;
+            app.run_until(shutdown_signal()?).await?;
             Ok(0)
         }
         Command::Seed { data, patients, seed, profile } => {
@@ -276,18 +276,23 @@ async fn registered_services(store: &Arc<dyn EventStore>) -> anyhow::Result<Vec<
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGINT or SIGTERM. The handlers are installed here, before the server answers
+/// anything: a signal that arrives once the health check passes must stop it cleanly, never kill
+/// it with the default action.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            s.recv().await;
-        }
-    };
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        Ok(async move {
+            tokio::select! { _ = interrupt.recv() => {}, _ = terminate.recv() => {} }
+            tracing::info!("shutting down");
+        })
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutting down");
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    })
 }

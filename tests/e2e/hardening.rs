@@ -536,11 +536,10 @@ async fn given_a_websocket_when_a_subscription_is_malformed_or_over_the_cap_then
     let other = s.token("auditor", &[], None);
     let (mut ws2, ack) = init(&s, json!({ "Authorization": format!("Bearer {other}") })).await;
     assert!(matches!(&ack, Next::Msg(v) if v["type"] == "connection_ack"), "{ack:?}");
-    send(
-        &mut ws2,
-        json!({ "id": "1", "type": "subscribe", "payload": { "query": "subscription { events { position } }" } }),
-    )
-    .await;
+    // From the current head, so the event below arrives however late the server starts the stream.
+    let head = s.committed().await;
+    let query = format!("subscription {{ events(fromPosition: {head}) {{ position }} }}");
+    send(&mut ws2, json!({ "id": "1", "type": "subscribe", "payload": { "query": query } })).await;
     s.record("registerService", json!({ "serviceId": id(), "name": "x", "careLevel": "MUNICIPAL" })).await;
     let Next::Msg(v) = next(&mut ws2).await else { panic!("socket closed") };
     assert_eq!(v["type"], "next", "{v}");

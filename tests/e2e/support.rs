@@ -247,7 +247,7 @@ impl Server {
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
-        let r = req.send().await.expect("POST /graphql");
+        let r = req.send().await.unwrap_or_else(|e| panic!("POST /graphql: {e:?}\n{}", self.log_tail()));
         let status = r.status();
         (status, r.json().await.expect("GraphQL response is JSON"))
     }
@@ -334,6 +334,13 @@ impl Server {
     pub async fn committed(&self) -> u64 {
         let d = self.query("{ log { committed projected } }", json!({})).await;
         d["log"]["committed"].as_u64().expect("committed is a number")
+    }
+
+    /// The last lines the server wrote to stderr, for a failing test's message.
+    pub fn log_tail(&self) -> String {
+        let text = self.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        format!("--- last server log lines ---\n{}", lines[lines.len().saturating_sub(40)..].join("\n"))
     }
 
     /// What the server has written to stderr so far.

@@ -82,12 +82,23 @@ pub struct Recorded {
     pub deduplicated: bool,
 }
 
+/// What the projector publishes after each event it folds, or when it cannot read the log.
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    /// Events folded into the read model (the next position to fold).
+    position: u64,
+    /// Why the projector cannot read the log right now (cleared by the next successful read).
+    /// While set, writes are refused and waiting mutations fail: their events are durable, but
+    /// this node would never show them.
+    stalled: Option<Arc<str>>,
+}
+
 #[derive(Clone)]
 pub struct Engine {
     store: Arc<dyn EventStore>,
     parts: EngineParts,
     model: Arc<RwLock<ReadModel>>,
-    projected: watch::Receiver<u64>,
+    projected: watch::Receiver<Progress>,
     /// Commands to one stream are decided one at a time on this node (striped by stream name), so
     /// concurrent writers to one patient queue instead of failing; optimistic concurrency in the
     /// store still guards against other nodes.
@@ -106,7 +117,7 @@ const MAX_ATTEMPTS: usize = 32;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("projected", &*self.projected.borrow()).finish()
+        f.debug_struct("Engine").field("projected", &self.projected.borrow().position).finish()
     }
 }
 
@@ -227,13 +238,13 @@ impl Engine {
             ms = started.elapsed().as_millis() as u64,
             "read model rebuilt"
         );
-        let (tx, projected) = watch::channel(model.position);
+        let (tx, projected) = watch::channel(Progress { position: model.position, stalled: None });
         let model = Arc::new(RwLock::new(model));
         let (projector_model, projector_store) = (model.clone(), store.clone());
         let projector = tokio::spawn(async move {
             // The projector outlives read errors: it logs them and resumes from where it stopped.
             loop {
-                let from = *tx.borrow();
+                let from = tx.borrow().position;
                 let mut events = forlop_store::subscribe(projector_store.clone(), from);
                 while let Some(next) = events.next().await {
                     match next {
@@ -245,10 +256,15 @@ impl Engine {
                             }
                             let decoded = decode_for_model(&e);
                             apply(&mut projector_model.write(), &decoded);
-                            tx.send_replace(position + 1);
+                            tx.send_replace(Progress { position: position + 1, stalled: None });
                         }
                         Err(err) => {
-                            tracing::error!(error = %err, from = *tx.borrow(), "projection read failed; retrying");
+                            // Fail-stop while the log cannot be read (sled keeps an I/O error, a
+                            // full disk, for good); a read that succeeds again clears it.
+                            let position = tx.borrow().position;
+                            tracing::error!(error = %err, from = position, "projection read failed; refusing writes and retrying");
+                            let reason = format!("cannot read the log at position {position}: {err}");
+                            tx.send_replace(Progress { position, stalled: Some(reason.into()) });
                             break;
                         }
                     }
@@ -306,23 +322,28 @@ impl Engine {
 
     /// Number of log events the read model has folded.
     pub fn projected(&self) -> u64 {
-        *self.projected.borrow()
+        self.projected.borrow().position
     }
 
     /// Waits until the read model has folded the event at `position` (read-your-writes). Fails
     /// if the projector has died: the event is durable but will not be seen by this process.
     pub async fn wait_projected(&self, position: u64) -> Result<(), EngineError> {
         let mut rx = self.projected.clone();
-        let reached = rx.wait_for(|p| *p > position).await.is_ok();
-        if !reached {
-            // The projector is gone; say so at once rather than when its supervisor notices.
-            let _ = self.projector_failed.set("the projector stopped".into());
-        }
-        match reached {
-            true => Ok(()),
-            false => Err(EngineError::Unavailable(
-                "the read model is no longer updated (the projector stopped); the event is durable, retry on a healthy node".into(),
-            )),
+        let progress = match rx.wait_for(|p| p.position > position || p.stalled.is_some()).await {
+            Ok(p) => p.clone(),
+            Err(_) => {
+                // The projector is gone; say so at once rather than when its supervisor notices.
+                let _ = self.projector_failed.set("the projector stopped".into());
+                return Err(EngineError::Unavailable(
+                    "the read model is no longer updated (the projector stopped); the event is durable, retry on a healthy node".into(),
+                ));
+            }
+        };
+        match progress.stalled {
+            Some(reason) if progress.position <= position => Err(EngineError::Unavailable(format!(
+                "the read model is not updated ({reason}); the event is durable, retry on a healthy node"
+            ))),
+            _ => Ok(()),
         }
     }
 
@@ -356,6 +377,7 @@ impl Engine {
         out.extend(self.store.failure());
         out.extend(self.access_log().failure());
         out.extend(self.projector_failed.get().map(|r| format!("projector: {r}")));
+        out.extend(self.projected.borrow().stalled.as_ref().map(|r| format!("projector: {r}")));
         out
     }
 
