@@ -152,9 +152,9 @@ fn client(token: &str, pool: usize) -> anyhow::Result<reqwest::Client> {
 
 /// Access records per second: 64 concurrent readers, one durable record each per request.
 async fn access_log_eps(args: &BenchArgs) -> anyhow::Result<f64> {
-    use forlop_store::access_log::{AccessLog, AccessOutcome, AccessRecord, SledAccessLog};
+    use forlop_store::access_log::{AccessLog, AccessOutcome, AccessRecord, FileAccessLog};
     let dir = tempdir(args)?;
-    let log = Arc::new(SledAccessLog::open(dir.path())?);
+    let log = Arc::new(FileAccessLog::open(dir.path())?);
     let per_writer = args.single_events / WRITERS;
     let started = Instant::now();
     let tasks: Vec<_> = (0..WRITERS)

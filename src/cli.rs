@@ -200,8 +200,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
                 Err(e) => return Err(e.into()),
             };
-            let access = forlop_store::access_log::SledAccessLog::open(&data.join("access"))?;
-            let access = match forlop_store::access_log::AccessLog::verify(&access).await {
+            // Read-only: an audit changes nothing, not even a torn final record.
+            let access = match forlop_store::access_log::FileAccessLog::verify_dir(&data.join("access")) {
                 Ok(r) => {
                     println!("ok: {} access records, head hash {}", r.records, forlop_store::to_hex(&r.head_hash));
                     true
@@ -215,7 +215,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(if events && access { 0 } else { 1 })
         }
         Command::AccessReport { data, patient } => {
-            let log = forlop_store::access_log::SledAccessLog::open(&data.join("access"))?;
+            let log = forlop_store::access_log::FileAccessLog::open(&data.join("access"))?;
             let filter = forlop_store::access_log::AccessFilter { patient_id: Some(patient), ..Default::default() };
             let (mut after, mut n) = (None, 0);
             println!("time\trole\tactor\tname\thpr\toutcome\toperation\tfields\treason");

@@ -307,7 +307,7 @@ async fn given_a_tampered_access_log_when_verifying_then_verify_exits_1_naming_t
     assert_eq!(s.stop().code(), Some(0));
     run_ok(&["verify", "--data", path(dir.path())]);
 
-    forlop_store::access_log::SledAccessLog::tamper(&dir.path().join("access"), 0).expect("tamper");
+    forlop_store::access_log::FileAccessLog::tamper(&dir.path().join("access"), 0).expect("tamper");
     let out = run_cli(&["verify", "--data", path(dir.path())]);
     let text = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "verify of a tampered access log: {text}");

@@ -15,7 +15,7 @@ use forlop_domain::{decide, Command, Event, References, StreamRef, StreamState};
 use forlop_projections::{EventMeta, ReadModel};
 use forlop_store::{EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StoreError};
 
-use forlop_store::access_log::SledAccessLog;
+use forlop_store::access_log::FileAccessLog;
 use forlop_store::key_table::KeyTable;
 use forlop_vault::{MasterKey, Vault};
 
@@ -61,7 +61,7 @@ impl EngineParts {
         master: MasterKey,
         settings: Settings,
     ) -> Result<EngineParts, EngineError> {
-        let access = SledAccessLog::open(&data.join("access"))?;
+        let access = FileAccessLog::open(&data.join("access"))?;
         let keys = KeyTable::open(&data.join("keys"))?;
         Ok(EngineParts {
             access_log: Arc::new(access),

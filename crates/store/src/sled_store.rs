@@ -90,6 +90,15 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// A failed read. sled keeps an I/O error (a full disk, a failing device) and fails every later
+/// call with it, so that is the store being unavailable, not a bug: callers answer UNAVAILABLE.
+fn read_error(e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Io(_) => StoreError::Unavailable(format!("the event log cannot be read: {e}")),
+        other => StoreError::Backend(other.to_string()),
+    }
+}
+
 fn nanos(t: DateTime<Utc>) -> Result<i64, StoreError> {
     t.timestamp_nanos_opt().ok_or_else(|| StoreError::InvalidAppend(format!("time {t} is outside 1677-2262")))
 }
@@ -213,7 +222,7 @@ fn find_append(tree: &sled::Tree, position: u64) -> Result<Option<(u64, sled::IV
     match tree.range(event_key(0)..=event_key(position)).next_back() {
         None => Ok(None),
         Some(kv) => {
-            let (k, v) = kv.map_err(backend)?;
+            let (k, v) = kv.map_err(read_error)?;
             Ok(Some((be_u64(&k[1..]), v)))
         }
     }
@@ -253,7 +262,7 @@ impl SledStore {
         let tree = db.open_tree("log").map_err(backend)?;
         let (mut next_position, mut last_hash) = (0, GENESIS_HASH);
         if let Some(kv) = tree.scan_prefix([EVENT]).next_back() {
-            let (k, v) = kv.map_err(backend)?;
+            let (k, v) = kv.map_err(read_error)?;
             let first = be_u64(&k[1..]);
             for (i, r) in records(first, &v).enumerate() {
                 let (_, hash) = r?;
@@ -420,7 +429,7 @@ impl Writer {
         match self.tree.scan_prefix(stream_prefix(stream)).next_back() {
             None => Ok(None),
             Some(kv) => {
-                let (k, v) = kv.map_err(backend)?;
+                let (k, v) = kv.map_err(read_error)?;
                 let (first_version, _, count) = run(&k, &v);
                 Ok(Some(first_version + count - 1))
             }
@@ -462,7 +471,7 @@ impl Writer {
                     return Err(StoreError::IdempotencyConflict { id: e.id });
                 }
                 stored.push(committed);
-            } else if let Some(pos) = self.tree.get(id_key(e.id)).map_err(backend)? {
+            } else if let Some(pos) = self.tree.get(id_key(e.id)).map_err(read_error)? {
                 let old = self.stored(be_u64(&pos))?;
                 if !old.same_content(&req.stream, e) {
                     return Err(StoreError::IdempotencyConflict { id: e.id });
@@ -586,7 +595,7 @@ impl EventStore for SledStore {
         let committed = self.committed();
         // Start at the run holding `from_version`: the last run starting at or before it.
         let start = match self.tree.range(stream_key(&prefix, 0)..=stream_key(&prefix, from_version)).next_back() {
-            Some(kv) => kv.map_err(backend)?.0.to_vec(),
+            Some(kv) => kv.map_err(read_error)?.0.to_vec(),
             None => stream_key(&prefix, from_version),
         };
         let mut out = Vec::new();
@@ -594,14 +603,14 @@ impl EventStore for SledStore {
             if out.len() >= limit {
                 break;
             }
-            let (k, v) = kv.map_err(backend)?;
+            let (k, v) = kv.map_err(read_error)?;
             let (first_version, first_position, count) = run(&k, &v);
             if first_position >= committed {
                 break; // written by a group whose flush has not been acknowledged yet
             }
             let from = first_position + from_version.saturating_sub(first_version);
             let to = (first_position + count).min(from.saturating_add((limit - out.len()) as u64));
-            let value = self.tree.get(event_key(first_position)).map_err(backend)?.ok_or(StoreError::Corrupt {
+            let value = self.tree.get(event_key(first_position)).map_err(read_error)?.ok_or(StoreError::Corrupt {
                 position: first_position,
                 reason: "stream index points at a missing append".into(),
             })?;
@@ -619,7 +628,7 @@ impl EventStore for SledStore {
         let start = find_append(&self.tree, from_position)?.map_or(from_position, |(first, _)| first);
         let mut out = Vec::with_capacity((end - from_position) as usize);
         for kv in self.tree.range(event_key(start)..event_key(end)) {
-            let (k, v) = kv.map_err(backend)?;
+            let (k, v) = kv.map_err(read_error)?;
             decode_append(be_u64(&k[1..]), &v, from_position, end, &mut out)?;
         }
         Ok(out)
@@ -628,7 +637,7 @@ impl EventStore for SledStore {
     async fn stream_version(&self, stream: &str) -> Result<Option<u64>, StoreError> {
         let committed = self.committed();
         for kv in self.tree.scan_prefix(stream_prefix(stream)).rev() {
-            let (k, v) = kv.map_err(backend)?;
+            let (k, v) = kv.map_err(read_error)?;
             let (first_version, first_position, count) = run(&k, &v);
             if first_position < committed {
                 return Ok(Some(first_version + count - 1));
@@ -638,7 +647,7 @@ impl EventStore for SledStore {
     }
 
     async fn event_by_id(&self, id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
-        match self.tree.get(id_key(id)).map_err(backend)? {
+        match self.tree.get(id_key(id)).map_err(read_error)? {
             None => Ok(None),
             Some(pos) => self.get_position(be_u64(&pos)),
         }
@@ -658,7 +667,7 @@ impl EventStore for SledStore {
         let mut versions: HashMap<String, u64> = HashMap::new();
         let mut expected_position = 0u64;
         for kv in self.tree.range(event_key(0)..event_key(end)) {
-            let (k, v) = kv.map_err(backend)?;
+            let (k, v) = kv.map_err(read_error)?;
             let first = be_u64(&k[1..]);
             if first != expected_position {
                 return Err(StoreError::Corrupt {
@@ -689,7 +698,7 @@ impl EventStore for SledStore {
                     }
                     Some(_) => {}
                 }
-                if self.tree.get(id_key(e.id)).map_err(backend)?.as_deref().map(be_u64) != Some(position) {
+                if self.tree.get(id_key(e.id)).map_err(read_error)?.as_deref().map(be_u64) != Some(position) {
                     return Err(corrupt("id index does not point at this event".into()));
                 }
                 versions.insert(e.stream, e.version);
@@ -699,7 +708,7 @@ impl EventStore for SledStore {
             let Some((stream, first_version)) = run_start else {
                 return Err(StoreError::Corrupt { position: first, reason: "empty append".into() });
             };
-            let indexed = self.tree.get(stream_key(&stream_prefix(&stream), first_version)).map_err(backend)?;
+            let indexed = self.tree.get(stream_key(&stream_prefix(&stream), first_version)).map_err(read_error)?;
             if indexed.as_deref().map(|v| (be_u64(v), u32::from_be_bytes(v[8..12].try_into().unwrap()) as u64))
                 != Some((first, expected_position - first))
             {

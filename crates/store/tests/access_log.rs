@@ -1,9 +1,9 @@
-//! The sled access log: durability, ordering, filters, paging and tamper detection.
+//! The access log: durability, ordering, filters, paging and tamper detection.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use forlop_store::access_log::{AccessFilter, AccessLog, AccessOutcome, AccessRecord, SledAccessLog};
+use forlop_store::access_log::{AccessFilter, AccessLog, AccessOutcome, AccessRecord, FileAccessLog};
 use forlop_store::{StoreError, GENESIS_HASH};
 use uuid::Uuid;
 
@@ -41,7 +41,7 @@ fn access_log_outcome_strings() {
 #[tokio::test]
 async fn access_log_append_and_query_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let log = SledAccessLog::open(dir.path()).unwrap();
+    let log = FileAccessLog::open(dir.path()).unwrap();
     assert_eq!(log.committed(), 0);
     assert_eq!(log.head_hash(), GENESIS_HASH);
     assert_eq!(log.append(vec![]).await.unwrap(), 0);
@@ -78,7 +78,7 @@ async fn access_log_durable_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let p = Uuid::new_v4();
     let head = {
-        let log = SledAccessLog::open(dir.path()).unwrap();
+        let log = FileAccessLog::open(dir.path()).unwrap();
         for i in 0..5 {
             assert_eq!(log.append(vec![allowed(p, t(i))]).await.unwrap(), i as u64);
         }
@@ -86,7 +86,7 @@ async fn access_log_durable_across_reopen() {
         assert_eq!(report.records, 5);
         log.head_hash()
     };
-    let log = SledAccessLog::open(dir.path()).unwrap();
+    let log = FileAccessLog::open(dir.path()).unwrap();
     assert_eq!(log.committed(), 5);
     assert_eq!(log.head_hash(), head);
     assert_eq!(log.append(vec![allowed(p, t(5)), allowed(p, t(6))]).await.unwrap(), 5);
@@ -102,7 +102,7 @@ async fn access_log_concurrent_appenders_get_gapless_positions() {
     const TASKS: usize = 64;
     const EACH: usize = 50;
     let dir = tempfile::tempdir().unwrap();
-    let log = Arc::new(SledAccessLog::open(dir.path()).unwrap());
+    let log = Arc::new(FileAccessLog::open(dir.path()).unwrap());
     let patients: Vec<Uuid> = (0..TASKS).map(|_| Uuid::new_v4()).collect();
     let mut tasks = Vec::new();
     for (task, &patient) in patients.iter().enumerate() {
@@ -142,7 +142,7 @@ async fn access_log_concurrent_appenders_get_gapless_positions() {
 #[tokio::test]
 async fn access_log_patient_query_with_paging() {
     let dir = tempfile::tempdir().unwrap();
-    let log = SledAccessLog::open(dir.path()).unwrap();
+    let log = FileAccessLog::open(dir.path()).unwrap();
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     for i in 0..10 {
         log.append(vec![allowed(a, t(i)), allowed(b, t(i)), allowed(b, t(i))]).await.unwrap();
@@ -180,7 +180,7 @@ async fn access_log_patient_query_with_paging() {
 #[tokio::test]
 async fn access_log_emergency_only() {
     let dir = tempfile::tempdir().unwrap();
-    let log = SledAccessLog::open(dir.path()).unwrap();
+    let log = FileAccessLog::open(dir.path()).unwrap();
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     log.append(vec![
         allowed(a, t(0)),
@@ -205,7 +205,7 @@ async fn access_log_emergency_only() {
 #[tokio::test]
 async fn access_log_time_range() {
     let dir = tempfile::tempdir().unwrap();
-    let log = SledAccessLog::open(dir.path()).unwrap();
+    let log = FileAccessLog::open(dir.path()).unwrap();
     let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
     log.append((0..10).map(|i| allowed(if i % 2 == 0 { a } else { b }, t(i))).collect()).await.unwrap();
     let range = AccessFilter { from: Some(t(3)), to: Some(t(7)), ..Default::default() };
@@ -226,12 +226,12 @@ async fn access_log_tamper_is_detected() {
     let dir = tempfile::tempdir().unwrap();
     let p = Uuid::new_v4();
     {
-        let log = SledAccessLog::open(dir.path()).unwrap();
+        let log = FileAccessLog::open(dir.path()).unwrap();
         log.append((0..6).map(|i| allowed(p, t(i))).collect()).await.unwrap();
         log.verify().await.unwrap();
     }
-    SledAccessLog::tamper(dir.path(), 3).unwrap();
-    let log = SledAccessLog::open(dir.path()).unwrap();
+    FileAccessLog::tamper(dir.path(), 3).unwrap();
+    let log = FileAccessLog::open(dir.path()).unwrap();
     match log.verify().await {
         Err(StoreError::Corrupt { position, .. }) => assert_eq!(position, 3),
         other => panic!("expected Corrupt at 3, got {other:?}"),
@@ -241,7 +241,7 @@ async fn access_log_tamper_is_detected() {
 #[tokio::test]
 async fn access_log_head_hash_tracks_appends() {
     let dir = tempfile::tempdir().unwrap();
-    let log = SledAccessLog::open(dir.path()).unwrap();
+    let log = FileAccessLog::open(dir.path()).unwrap();
     let p = Uuid::new_v4();
     let mut heads = vec![log.head_hash()];
     assert_eq!(log.verify().await.unwrap().head_hash, GENESIS_HASH);
@@ -264,7 +264,7 @@ async fn access_log_head_hash_tracks_appends() {
 #[tokio::test]
 async fn access_log_rejects_absurd_records() {
     let dir = tempfile::tempdir().unwrap();
-    let log = SledAccessLog::open(dir.path()).unwrap();
+    let log = FileAccessLog::open(dir.path()).unwrap();
     let p = Uuid::new_v4();
     let mut long = allowed(p, t(0));
     long.reason = Some("x".repeat(5000));
