@@ -290,7 +290,7 @@ pub async fn demo_patient(engine: &forlop_engine::Engine) -> anyhow::Result<()> 
     use forlop_domain::{CareLevel, Command, Gender, ReferralSource};
     use uuid::Uuid;
     let service = {
-        let model = engine.model().read();
+        let model = engine.model();
         let mut municipal: Vec<_> = model
             .services
             .values()

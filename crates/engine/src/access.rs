@@ -67,7 +67,8 @@ impl Caller {
 /// A patient the caller may see, and how much.
 #[derive(Debug, Clone)]
 pub struct PatientGrant {
-    pub view: PatientView,
+    /// The patient's view in the snapshot the read started on (shared, not copied).
+    pub view: Arc<PatientView>,
     /// False for integrations: only `id` and `version`.
     pub full: bool,
     /// Events at or after this log position are not part of the view (`asOf`); u64::MAX otherwise.
@@ -137,11 +138,11 @@ impl Engine {
         fields: &str,
     ) -> Result<Option<PatientGrant>, EngineError> {
         let (access, view) = {
-            let model = self.model().read();
+            let model = self.model();
             let view = model.patients.get(&id);
-            let access = policy::patient_access(&caller.principal, view, emergency_reason);
+            let access = policy::patient_access(&caller.principal, view.map(|v| &**v), emergency_reason);
             if !matches!(access, PatientAccess::Denied(_)) {
-                // Fill the shared continuity cache under the read lock, once per change.
+                // Fill the continuity cache the snapshot shares, once per change of the patient.
                 view.map(|v| v.continuity());
             }
             (access, view.cloned())
@@ -161,7 +162,7 @@ impl Engine {
         match as_of {
             None => Ok(Some(PatientGrant { view, full, as_of_position: u64::MAX })),
             Some(t) => Ok(self.patient_as_of(id, t).await?.map(|(view, as_of_position)| PatientGrant {
-                view,
+                view: Arc::new(view),
                 full,
                 as_of_position,
             })),
@@ -206,7 +207,7 @@ impl Engine {
         let stream = forlop_domain::StreamRef::Patient(id).name();
         let events = self.store().read_stream(&stream, 0, usize::MAX).await?;
         let mut model = {
-            let current = self.model().read();
+            let current = self.model();
             forlop_projections::ReadModel {
                 services: current.services.clone(),
                 therapists: current.therapists.clone(),
@@ -220,7 +221,7 @@ impl Engine {
             model.apply(meta, &crate::decode(e)?);
             end = e.position + 1;
         }
-        Ok(model.patients.remove(&id).map(|v| (v, end)))
+        Ok(model.patients.remove(&id).map(|v| (Arc::unwrap_or_clone(v), end)))
     }
 
     fn vault_find(&self, id: &NationalId) -> Result<Option<Uuid>, EngineError> {

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use chrono::Utc;
-use futures::StreamExt;
-use parking_lot::RwLock;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -97,7 +97,9 @@ struct Progress {
 pub struct Engine {
     store: Arc<dyn EventStore>,
     parts: EngineParts,
-    model: Arc<RwLock<ReadModel>>,
+    /// The latest snapshot of the read model, published by the projector after each batch.
+    /// Readers load it and keep it as long as they like; nothing they do delays the projector.
+    model: Arc<ArcSwap<ReadModel>>,
     projected: watch::Receiver<Progress>,
     /// Commands to one stream are decided one at a time on this node (striped by stream name), so
     /// concurrent writers to one patient queue instead of failing; optimistic concurrency in the
@@ -112,6 +114,8 @@ pub struct Engine {
 }
 
 const STRIPES: usize = 256;
+/// Under a steady stream of events, a snapshot is published at least every this many.
+const PUBLISH_EVERY: u64 = 1024;
 /// Optimistic retries against writers on other nodes before giving up.
 const MAX_ATTEMPTS: usize = 32;
 
@@ -239,24 +243,38 @@ impl Engine {
             "read model rebuilt"
         );
         let (tx, projected) = watch::channel(Progress { position: model.position, stalled: None });
-        let model = Arc::new(RwLock::new(model));
-        let (projector_model, projector_store) = (model.clone(), store.clone());
+        let snapshot = Arc::new(ArcSwap::from_pointee(model.clone()));
+        let (publish, projector_store) = (snapshot.clone(), store.clone());
+        let mut working = model;
         let projector = tokio::spawn(async move {
             // The projector outlives read errors: it logs them and resumes from where it stopped.
             loop {
                 let from = tx.borrow().position;
                 let mut events = forlop_store::subscribe(projector_store.clone(), from);
-                while let Some(next) = events.next().await {
-                    match next {
+                let mut next = events.next().await;
+                while let Some(item) = next.take() {
+                    match item {
                         Ok(e) => {
                             let position = e.position;
                             #[cfg(debug_assertions)]
                             if forlop_store::faults::projector_should_panic(position) {
                                 panic!("injected fault: projector panic at position {position}");
                             }
-                            let decoded = decode_for_model(&e);
-                            apply(&mut projector_model.write(), &decoded);
-                            tx.send_replace(Progress { position: position + 1, stalled: None });
+                            apply(&mut working, &decode_for_model(&e));
+                            // Fold whatever else is already here before publishing, so a burst
+                            // of events costs one snapshot; then publish, then tell waiting
+                            // mutations (read-your-writes: their event is in what readers load).
+                            next = match events.next().now_or_never() {
+                                Some(ready @ Some(_)) if working.position % PUBLISH_EVERY != 0 => ready,
+                                _ => {
+                                    let started = std::time::Instant::now();
+                                    publish.store(Arc::new(working.clone()));
+                                    metrics::histogram!("forlop_snapshot_publish_seconds")
+                                        .record(started.elapsed().as_secs_f64());
+                                    tx.send_replace(Progress { position: position + 1, stalled: None });
+                                    events.next().await
+                                }
+                            };
                         }
                         Err(err) => {
                             // Fail-stop while the log cannot be read (sled keeps an I/O error, a
@@ -291,7 +309,7 @@ impl Engine {
         Ok(Engine {
             store,
             parts,
-            model,
+            model: snapshot,
             projected,
             stripes,
             subscriptions: Default::default(),
@@ -316,8 +334,10 @@ impl Engine {
         self.parts.settings
     }
 
-    pub fn model(&self) -> &RwLock<ReadModel> {
-        &self.model
+    /// The latest published snapshot of the read model: a consistent prefix of the log, which
+    /// the caller may hold for as long as a report takes.
+    pub fn model(&self) -> Arc<ReadModel> {
+        self.model.load_full()
     }
 
     /// Number of log events the read model has folded.
@@ -351,22 +371,20 @@ impl Engine {
     /// replays only the tail. Returns the position checkpointed.
     pub async fn checkpoint(&self) -> Result<u64, EngineError> {
         let Some(path) = self.parts.checkpoint.clone() else { return Ok(0) };
-        let bytes = loop {
-            let position = self.model.read().position;
-            let head = match position {
-                0 => [0; 32],
-                p => self.store.read_all(p - 1, 1).await?.first().map(|e| e.hash).unwrap_or([0; 32]),
-            };
-            let model = self.model.read();
-            if model.position == position {
-                break crate::checkpoint::encode(&model, head).map_err(EngineError::Internal)?;
-            }
+        let model = self.model();
+        let position = model.position;
+        let head = match position {
+            0 => [0; 32],
+            p => self.store.read_all(p - 1, 1).await?.first().map(|e| e.hash).unwrap_or([0; 32]),
         };
-        let position = self.projected();
-        tokio::task::spawn_blocking(move || crate::checkpoint::write(&path, &bytes))
-            .await
-            .map_err(|e| EngineError::Internal(format!("checkpoint task: {e}")))?
-            .map_err(|e| EngineError::Internal(format!("writing the checkpoint: {e}")))?;
+        // Encoding a whole snapshot takes a while: off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let bytes = crate::checkpoint::encode(&model, head)?;
+            crate::checkpoint::write(&path, &bytes).map_err(|e| format!("writing the checkpoint: {e}"))
+        })
+        .await
+        .map_err(|e| EngineError::Internal(format!("checkpoint task: {e}")))?
+        .map_err(EngineError::Internal)?;
         Ok(position)
     }
 
@@ -466,7 +484,7 @@ impl Engine {
 
     /// Refuses a recording the caller may not make, logging the attempt if it names a patient.
     async fn authorize_record(&self, caller: &Caller, command: &Command) -> Result<(), EngineError> {
-        let verdict = policy::may_record(&caller.principal, command, &self.model().read());
+        let verdict = policy::may_record(&caller.principal, command, &self.model());
         let Err(why) = verdict else { return Ok(()) };
         if let Some(patient) = command.stream().patient_id() {
             let record = caller.denied(patient, "mutation");
@@ -586,7 +604,7 @@ impl Engine {
     ) -> Result<Recorded, EngineError> {
         let command = Command::ForgetPatient(forlop_domain::events::PatientForgotten { patient_id: patient });
         self.authorize_record(caller, &command).await?;
-        if !self.model().read().patients.contains_key(&patient) {
+        if !self.model().patients.contains_key(&patient) {
             return Err(forlop_domain::DomainError::NotFound(format!("patient {patient} not found")).into());
         }
         self.vault()

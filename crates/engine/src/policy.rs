@@ -221,7 +221,7 @@ mod tests {
             }
             .into(),
         );
-        let view = model.patients.get(&patient);
+        let view = model.patients.get(&patient).map(|v| &**v);
         let check = |role, services: &[Uuid], reason: Option<&str>, expect: &str| {
             let got = patient_access(&principal(role, services), view, reason);
             let got = match got {

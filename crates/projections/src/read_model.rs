@@ -1,7 +1,8 @@
 //! The in-memory read model: reference data and one view per patient, folded from the log.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
+
+use imbl::{HashMap, OrdMap};
 
 use forlop_domain::events::*;
 use forlop_domain::{CareLevel, Event, Gender, ReferralDecision, ReferralSource, RejectionReason};
@@ -138,15 +139,20 @@ impl PatientView {
 }
 
 /// All read models, folded from the log in position order.
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+///
+/// Persistent maps (`imbl`) with each patient behind an `Arc`: a clone is a snapshot that costs a
+/// few reference counts, and folding an event into the next version copies only the path to what
+/// changed (the patient's view once, and a few map nodes). Readers keep the snapshot they started
+/// with; the projector never waits for them.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ReadModel {
     pub services: HashMap<Uuid, ServiceView>,
     pub therapists: HashMap<Uuid, TherapistView>,
-    pub patients: HashMap<Uuid, PatientView>,
+    pub patients: HashMap<Uuid, Arc<PatientView>>,
     /// Per service: (startedAt, episode id) -> patient id, for cohorts by start date.
-    pub episodes_by_service: HashMap<Uuid, BTreeMap<(Timestamp, Uuid), Uuid>>,
+    pub episodes_by_service: HashMap<Uuid, OrdMap<(Timestamp, Uuid), Uuid>>,
     /// Per service: (receivedAt, referral id) -> patient id.
-    pub referrals_by_service: HashMap<Uuid, BTreeMap<(Timestamp, Uuid), Uuid>>,
+    pub referrals_by_service: HashMap<Uuid, OrdMap<(Timestamp, Uuid), Uuid>>,
     /// Number of log events folded so far (the next position expected).
     pub position: u64,
 }
@@ -173,7 +179,7 @@ impl ReadModel {
             Event::PatientRegistered(e) => {
                 self.patients.insert(
                     e.patient_id,
-                    PatientView {
+                    Arc::new(PatientView {
                         id: e.patient_id,
                         version: meta.stream_version,
                         birth_year: e.birth_year,
@@ -188,7 +194,7 @@ impl ReadModel {
                         sealed_national_id: e.national_id.clone(),
                         forgotten: false,
                         cached_continuity: ContinuityCache::default(),
-                    },
+                    }),
                 );
                 return;
             }
@@ -197,6 +203,8 @@ impl ReadModel {
         let Some(p) = meta.patient_id.and_then(|id| self.patients.get_mut(&id)) else {
             return;
         };
+        // Copies the view only if a snapshot still holds this version of it.
+        let p = Arc::make_mut(p);
         p.version = meta.stream_version;
         p.cached_continuity = ContinuityCache::default();
         let position = meta.position;

@@ -174,7 +174,7 @@ pub fn cohort<'a>(
     from: Timestamp,
     to: Timestamp,
 ) -> impl Iterator<Item = (&'a PatientView, &'a EpisodeView)> + 'a {
-    // An empty or reversed period selects nothing (BTreeMap::range would panic on a reversed one).
+    // An empty or reversed period selects nothing (a range would panic on a reversed one).
     let to = to.max(from);
     model
         .episodes_by_service
@@ -182,7 +182,7 @@ pub fn cohort<'a>(
         .into_iter()
         .flat_map(move |index| index.range((from, Uuid::nil())..(to, Uuid::nil())))
         .filter_map(move |((_, episode_id), patient_id)| {
-            let p = model.patients.get(patient_id)?;
+            let p: &PatientView = model.patients.get(patient_id)?;
             Some((p, p.episode(*episode_id)?))
         })
 }

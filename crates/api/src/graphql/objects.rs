@@ -71,7 +71,7 @@ impl Service {
     /// an analyst as a small count).
     async fn open_episodes(&self, ctx: &Context<'_>, as_of: DateTime<Utc>) -> async_graphql::Result<Option<u64>> {
         let (engine, mask) = overview(ctx)?;
-        let n = forlop_projections::reports::open_episodes(&engine.model().read(), self.0.id, as_of);
+        let n = forlop_projections::reports::open_episodes(&engine.model(), self.0.id, as_of);
         Ok(mask.distribution(forlop_projections::reports::Distribution { count: n, ..Default::default() }).count)
     }
     /// Days from referral to first attended session, for episodes started in [from, to).
@@ -83,7 +83,7 @@ impl Service {
     ) -> async_graphql::Result<Distribution> {
         let (engine, mask) = overview(ctx)?;
         period(from, to)?;
-        Ok(mask.distribution(forlop_projections::reports::waiting_days(&engine.model().read(), self.0.id, from, to)))
+        Ok(mask.distribution(forlop_projections::reports::waiting_days(&engine.model(), self.0.id, from, to)))
     }
     /// Referrals received in [from, to), by decision.
     async fn referral_outcomes(
@@ -94,7 +94,7 @@ impl Service {
     ) -> async_graphql::Result<ReferralSummary> {
         let (engine, mask) = overview(ctx)?;
         period(from, to)?;
-        Ok(mask.referrals(forlop_projections::reports::referral_summary(&engine.model().read(), self.0.id, from, to)))
+        Ok(mask.referrals(forlop_projections::reports::referral_summary(&engine.model(), self.0.id, from, to)))
     }
 }
 

@@ -80,7 +80,7 @@ impl Query {
     async fn services(&self, ctx: &Context<'_>) -> Result<Vec<Service>> {
         let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
         engine.authorize(caller, Operation::ListServices).gql()?;
-        let mut out: Vec<_> = engine.model().read().services.values().cloned().collect();
+        let mut out: Vec<_> = engine.model().services.values().cloned().collect();
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
         Ok(out.into_iter().map(Service).collect())
     }
@@ -89,7 +89,7 @@ impl Query {
     async fn therapists(&self, ctx: &Context<'_>) -> Result<Vec<Therapist>> {
         let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
         engine.authorize(caller, Operation::ListTherapists).gql()?;
-        let mut out: Vec<_> = engine.model().read().therapists.values().cloned().collect();
+        let mut out: Vec<_> = engine.model().therapists.values().cloned().collect();
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
         Ok(out.into_iter().map(Therapist).collect())
     }
@@ -181,7 +181,7 @@ impl Query {
         if age_bins.as_ref().is_some_and(|b| b.len() > MAX_AGE_BINS) {
             return Err(ApiError::invalid(format!("ageBins takes at most {MAX_AGE_BINS} bins")).gql());
         }
-        let model = engine.model().read();
+        let model = engine.model();
         known_service(&model, service_id)?;
         let bins = age_bins.as_deref().unwrap_or(reports::DEFAULT_AGE_BINS);
         let report =
@@ -209,7 +209,7 @@ impl Query {
             return Err(ApiError::invalid("unassignedDays and inactiveDays must be non-negative").gql());
         }
         let found = {
-            let model = engine.model().read();
+            let model = engine.model();
             if let Some(s) = service_id {
                 known_service(&model, s)?;
             }

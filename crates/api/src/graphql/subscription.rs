@@ -106,7 +106,7 @@ impl Subscription {
                         _ => return None,
                     };
                     engine.wait_projected(e.position).await.ok()?;
-                    let model = engine.model().read();
+                    let model = engine.model();
                     let p = model.patients.get(&patient_id)?;
                     let ep = p.episode(episode_id)?;
                     let alerts = episode_alerts(p, ep, e.occurred_at, AlertThresholds::default());
