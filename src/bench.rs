@@ -269,6 +269,79 @@ async fn reports(args: &BenchArgs, addr: std::net::SocketAddr, token: &str) -> a
     Ok((percentile(&report_ms, 0.99), percentile(&alert_ms, 0.99)))
 }
 
+const REGISTER: &str = "mutation($in: RegisterPatientInput!) { registerPatient(input: $in) { position } }";
+/// Mutations each writer sends in the mutation measurements.
+const MUTATIONS_PER_WRITER: usize = 40;
+/// Report clients looping while the writers run, in `mutation_p99_under_reports_ms`.
+const REPORT_CLIENTS: usize = 4;
+
+/// p99 latency (ms) of `WRITERS` concurrent writers registering patients over HTTP, while
+/// `report_clients` clients loop the all-time pathway report of `service`.
+async fn mutations(
+    addr: std::net::SocketAddr,
+    token: &str,
+    service: Uuid,
+    report_clients: usize,
+) -> anyhow::Result<f64> {
+    let url = format!("http://{addr}/graphql");
+    let writers_client = client(token, WRITERS)?;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reporters: Vec<_> = (0..report_clients)
+        .map(|_| {
+            let (client, url, done) = (client(token, 1), url.clone(), done.clone());
+            tokio::spawn(async move {
+                let client = client?;
+                let vars = json!({ "s": service, "from": "1900-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z" });
+                let mut n = 0usize;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r: serde_json::Value = client
+                        .post(&url)
+                        .json(&json!({ "query": REPORT, "variables": vars }))
+                        .send()
+                        .await?
+                        .json()
+                        .await?;
+                    anyhow::ensure!(r["errors"].is_null(), "report failed: {r}");
+                    n += 1;
+                }
+                anyhow::Ok(n)
+            })
+        })
+        .collect();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|_| {
+            let (client, url) = (writers_client.clone(), url.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(MUTATIONS_PER_WRITER);
+                for _ in 0..MUTATIONS_PER_WRITER {
+                    let input = json!({ "patientId": Uuid::new_v4(), "birthYear": 1980, "gender": "FEMALE" });
+                    let t = Instant::now();
+                    let r: serde_json::Value = client
+                        .post(&url)
+                        .json(&json!({ "query": REGISTER, "variables": { "in": input } }))
+                        .send()
+                        .await?
+                        .json()
+                        .await?;
+                    latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                    anyhow::ensure!(r["errors"].is_null(), "mutation failed: {r}");
+                }
+                anyhow::Ok(latencies)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for w in writers {
+        all.extend(w.await??);
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in reporters {
+        r.await??;
+    }
+    all.sort_by(f64::total_cmp);
+    Ok(percentile(&all, 0.99))
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -311,6 +384,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let replay_full = eps(model.position as usize, started.elapsed());
     anyhow::ensure!(model.patients.len() == args.patients, "replay lost patients");
     let episodes: usize = model.episodes_by_service.values().map(|e| e.len()).sum();
+    let (largest, largest_episodes) = model
+        .episodes_by_service
+        .iter()
+        .map(|(s, e)| (*s, e.len()))
+        .max_by_key(|(_, n)| *n)
+        .context("no episodes seeded")?;
     drop(model);
 
     eprintln!("bench: {} continuity queries over HTTP, {CLIENTS} clients ...", args.queries);
@@ -344,6 +423,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let app = forlop_api::Application::build(store.clone(), parts, http, "127.0.0.1:0".parse()?).await?;
     let addr = app.local_addr()?;
+    let engine = app.engine().clone();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
@@ -351,6 +431,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (p50, p99, rps) = queries(&args, addr, ids, &token).await.context("query benchmark")?;
     eprintln!("bench: {} pathway reports and {} care-alert lists ...", args.reports, args.reports);
     let (report_p99, alerts_p99) = reports(&args, addr, &token).await.context("report benchmark")?;
+    eprintln!("bench: {WRITERS} writers registering patients, alone, then under {REPORT_CLIENTS} report loops ...");
+    let mutation_p99 = mutations(addr, &token, largest, 0).await.context("mutation benchmark")?;
+    engine.take_max_stall();
+    let mutation_p99_reports =
+        mutations(addr, &token, largest, REPORT_CLIENTS).await.context("mutation benchmark under reports")?;
+    let max_stall_ms = engine.take_max_stall().as_secs_f64() * 1000.0;
+    drop(engine);
     let _ = stop.send(());
     // The server writes its read-model checkpoint as it stops; a restart loads it.
     let stopping = Instant::now();
@@ -396,6 +483,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         format!("pathwayReport, one service-year, {episodes} episodes in the log"),
     ));
     rows.push(("alerts_p99_ms", alerts_p99, "careAlerts over every service at a random date".into()));
+    rows.push(("mutation_p99_ms", mutation_p99, format!("registerPatient over HTTP, {WRITERS} writers alone")));
+    rows.push((
+        "mutation_p99_under_reports_ms",
+        mutation_p99_reports,
+        format!(
+            "the same while {REPORT_CLIENTS} clients loop the all-time pathwayReport of the largest service ({largest_episodes} episodes)"
+        ),
+    ));
+    rows.push((
+        "max_projection_stall_ms",
+        max_stall_ms,
+        "longest wait of an event between reaching the projector and being readable, under that load".into(),
+    ));
     rows.push(("shutdown_s", shutdown_s, "stopping the server, writing the read-model checkpoint".into()));
     rows.push(("restart_ready_s", restart_s, format!("start to ready on all {seeded} events, from the checkpoint")));
     eprintln!("bench: access log, {WRITERS} concurrent readers ...");
@@ -404,14 +504,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     let machine = machine();
     println!("forlop bench on {machine}");
-    println!("{:<22} {:>14}  what", "figure", "value");
+    println!("{:<30} {:>14}  what", "figure", "value");
     for (k, v, what) in &rows {
-        println!("{k:<22} {v:>14.2}  {what}");
+        println!("{k:<30} {v:>14.2}  {what}");
     }
     println!(
         "ratios: store_batch/raw_batch = {:.2} (target >= 0.5), store_concurrent/raw_single = {:.2} (target >= 2)",
         store_batch / raw_batch,
         store_concurrent / raw_single
+    );
+    println!(
+        "        mutation_p99_under_reports/mutation_p99 = {:.2} (target <= 3), max_projection_stall_ms = {:.2} (target <= 5)",
+        mutation_p99_reports / mutation_p99,
+        max_stall_ms
     );
     let mut out = serde_json::Map::new();
     for (k, v, _) in &rows {

@@ -111,6 +111,12 @@ pub struct Engine {
     projector_failed: Arc<std::sync::OnceLock<String>>,
     /// Events in the log when this engine started; ready once it has folded them all.
     started_at: u64,
+    /// The longest an event has waited, from reaching the projector to being in a published
+    /// snapshot (nanoseconds): what readers can delay writers by. Reset by `take_max_stall`.
+    max_stall: Arc<std::sync::atomic::AtomicU64>,
+    /// Slots for whole-model computations (reports, alert scans): one core fewer than the
+    /// machine has, so they never take every core from writers and patient reads.
+    analysis_slots: Arc<tokio::sync::Semaphore>,
 }
 
 const STRIPES: usize = 256;
@@ -246,7 +252,11 @@ impl Engine {
         let snapshot = Arc::new(ArcSwap::from_pointee(model.clone()));
         let (publish, projector_store) = (snapshot.clone(), store.clone());
         let mut working = model;
+        let max_stall = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let stall = max_stall.clone();
         let projector = tokio::spawn(async move {
+            // When the oldest event not yet in a published snapshot arrived.
+            let mut waiting_since: Option<std::time::Instant> = None;
             // The projector outlives read errors: it logs them and resumes from where it stopped.
             loop {
                 let from = tx.borrow().position;
@@ -260,6 +270,7 @@ impl Engine {
                             if forlop_store::faults::projector_should_panic(position) {
                                 panic!("injected fault: projector panic at position {position}");
                             }
+                            waiting_since.get_or_insert_with(std::time::Instant::now);
                             apply(&mut working, &decode_for_model(&e));
                             // Fold whatever else is already here before publishing, so a burst
                             // of events costs one snapshot; then publish, then tell waiting
@@ -267,11 +278,14 @@ impl Engine {
                             next = match events.next().now_or_never() {
                                 Some(ready @ Some(_)) if working.position % PUBLISH_EVERY != 0 => ready,
                                 _ => {
-                                    let started = std::time::Instant::now();
                                     publish.store(Arc::new(working.clone()));
-                                    metrics::histogram!("forlop_snapshot_publish_seconds")
-                                        .record(started.elapsed().as_secs_f64());
                                     tx.send_replace(Progress { position: position + 1, stalled: None });
+                                    if let Some(since) = waiting_since.take() {
+                                        let waited = since.elapsed();
+                                        metrics::histogram!("forlop_projection_stall_seconds")
+                                            .record(waited.as_secs_f64());
+                                        stall.fetch_max(waited.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+                                    }
                                     events.next().await
                                 }
                             };
@@ -315,6 +329,10 @@ impl Engine {
             subscriptions: Default::default(),
             projector_failed,
             started_at,
+            max_stall,
+            analysis_slots: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
+            )),
         })
     }
 
@@ -338,6 +356,30 @@ impl Engine {
     /// the caller may hold for as long as a report takes.
     pub fn model(&self) -> Arc<ReadModel> {
         self.model.load_full()
+    }
+
+    /// Runs a whole-model computation (a report, an alert scan) on the current snapshot, on a
+    /// blocking thread, a limited number at a time. A report takes tens of milliseconds of CPU;
+    /// run on the async workers, a few of them would hold up every mutation and patient read
+    /// queued behind them. Here reports queue among themselves instead.
+    pub async fn analyse<T: Send + 'static>(
+        &self,
+        compute: impl FnOnce(&ReadModel) -> T + Send + 'static,
+    ) -> Result<T, EngineError> {
+        let _slot = self
+            .analysis_slots
+            .acquire()
+            .await
+            .map_err(|_| EngineError::Unavailable("the engine is shutting down".into()))?;
+        let model = self.model();
+        tokio::task::spawn_blocking(move || compute(&model))
+            .await
+            .map_err(|e| EngineError::Internal(format!("analysis task: {e}")))
+    }
+
+    /// The longest projection stall since the last call (see `max_stall`), and resets it.
+    pub fn take_max_stall(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.max_stall.swap(0, std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Number of log events the read model has folded.

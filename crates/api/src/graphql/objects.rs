@@ -71,7 +71,8 @@ impl Service {
     /// an analyst as a small count).
     async fn open_episodes(&self, ctx: &Context<'_>, as_of: DateTime<Utc>) -> async_graphql::Result<Option<u64>> {
         let (engine, mask) = overview(ctx)?;
-        let n = forlop_projections::reports::open_episodes(&engine.model(), self.0.id, as_of);
+        let id = self.0.id;
+        let n = engine.analyse(move |m| forlop_projections::reports::open_episodes(m, id, as_of)).await.gql()?;
         Ok(mask.distribution(forlop_projections::reports::Distribution { count: n, ..Default::default() }).count)
     }
     /// Days from referral to first attended session, for episodes started in [from, to).
@@ -83,7 +84,10 @@ impl Service {
     ) -> async_graphql::Result<Distribution> {
         let (engine, mask) = overview(ctx)?;
         period(from, to)?;
-        Ok(mask.distribution(forlop_projections::reports::waiting_days(&engine.model(), self.0.id, from, to)))
+        let id = self.0.id;
+        Ok(mask.distribution(
+            engine.analyse(move |m| forlop_projections::reports::waiting_days(m, id, from, to)).await.gql()?,
+        ))
     }
     /// Referrals received in [from, to), by decision.
     async fn referral_outcomes(
@@ -94,7 +98,10 @@ impl Service {
     ) -> async_graphql::Result<ReferralSummary> {
         let (engine, mask) = overview(ctx)?;
         period(from, to)?;
-        Ok(mask.referrals(forlop_projections::reports::referral_summary(&engine.model(), self.0.id, from, to)))
+        let id = self.0.id;
+        Ok(mask.referrals(
+            engine.analyse(move |m| forlop_projections::reports::referral_summary(m, id, from, to)).await.gql()?,
+        ))
     }
 }
 

@@ -181,11 +181,13 @@ impl Query {
         if age_bins.as_ref().is_some_and(|b| b.len() > MAX_AGE_BINS) {
             return Err(ApiError::invalid(format!("ageBins takes at most {MAX_AGE_BINS} bins")).gql());
         }
-        let model = engine.model();
-        known_service(&model, service_id)?;
-        let bins = age_bins.as_deref().unwrap_or(reports::DEFAULT_AGE_BINS);
-        let report =
-            reports::pathway_report(&model, service_id, from, to, bins).map_err(|e| ApiError::invalid(e).gql())?;
+        known_service(&engine.model(), service_id)?;
+        let bins = age_bins.unwrap_or_else(|| reports::DEFAULT_AGE_BINS.to_vec());
+        let report = engine
+            .analyse(move |model| reports::pathway_report(model, service_id, from, to, &bins))
+            .await
+            .gql()?
+            .map_err(|e| ApiError::invalid(e).gql())?;
         Ok(PathwayReport::new(service_id, from, to, report, disclosure))
     }
 
@@ -208,14 +210,12 @@ impl Query {
         {
             return Err(ApiError::invalid("unassignedDays and inactiveDays must be non-negative").gql());
         }
-        let found = {
-            let model = engine.model();
-            if let Some(s) = service_id {
-                known_service(&model, s)?;
-            }
-            let thresholds = alerts::AlertThresholds { unassigned_days, inactive_days };
-            alerts::care_alerts(&model, as_of, service_id, thresholds)
-        };
+        if let Some(s) = service_id {
+            known_service(&engine.model(), s)?;
+        }
+        let thresholds = alerts::AlertThresholds { unassigned_days, inactive_days };
+        let found =
+            engine.analyse(move |model| alerts::care_alerts(model, as_of, service_id, thresholds)).await.gql()?;
         engine.disclosed(caller, found.iter().map(|a| a.patient_id), "careAlerts").await.gql()?;
         Ok(found.into_iter().map(CareAlert::from).collect())
     }
