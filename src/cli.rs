@@ -112,8 +112,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 n += crate::seeding::load(&store, &forlop_seed::demo(2016, crate::seeding::DEMO_PATIENTS)).await?;
                 tracing::info!(events = n, "loaded the synthetic demo dataset (rph2016 profile and city pathways)");
             }
-            let settings =
-                forlop_engine::Settings { suppression_threshold: args.suppression_threshold.unwrap_or(5).max(1) };
+            let defaults = forlop_engine::Settings::default();
+            let settings = forlop_engine::Settings {
+                suppression_threshold: args.suppression_threshold.unwrap_or(defaults.suppression_threshold).max(1),
+                checkpoint_every: args.checkpoint_every.unwrap_or(defaults.checkpoint_every),
+            };
             let parts = forlop_engine::EngineParts::open_beside(&data, resolved.master, settings)?;
             let demo_tokens = match (&resolved.hs256_secret, args.demo) {
                 (Some(secret), true) => {

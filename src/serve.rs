@@ -76,6 +76,10 @@ pub struct ServeArgs {
     /// Counts below this are suppressed for analysts [default: 5].
     #[arg(long, env = "FORLOP_SUPPRESSION_THRESHOLD")]
     pub suppression_threshold: Option<u64>,
+    /// Write a read-model checkpoint in the background every this many events (0: only at
+    /// clean shutdown) [default: 100000].
+    #[arg(long, env = "FORLOP_CHECKPOINT_EVERY")]
+    pub checkpoint_every: Option<u64>,
 }
 
 impl ServeArgs {
@@ -89,6 +93,7 @@ impl ServeArgs {
         }
         fill!(data, listen, auth, jwks, hs256_secret_file, issuer, audience, leeway_seconds);
         fill!(role_claim, services_claim, pid_claim, key_file, allowed_origins, suppression_threshold);
+        fill!(checkpoint_every);
         self.demo |= file.demo;
         Ok(self)
     }

@@ -84,6 +84,7 @@ impl Application {
             Ok(position) => tracing::info!(events = position, "read-model checkpoint written"),
             Err(e) => tracing::warn!(error = %e, "no checkpoint written; the next start replays the log"),
         }
+        engine.stop();
         Ok(())
     }
 }

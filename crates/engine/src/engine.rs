@@ -37,7 +37,8 @@ pub struct EngineParts {
     pub access_log: SharedAccessLog,
     pub vault: Vault,
     pub settings: Settings,
-    /// Where the read model is checkpointed (at clean shutdown) and loaded from at start.
+    /// Where the read model is checkpointed (in the background and at clean shutdown) and
+    /// loaded from at start.
     pub checkpoint: Option<std::path::PathBuf>,
 }
 
@@ -46,11 +47,14 @@ pub struct EngineParts {
 pub struct Settings {
     /// Analysts see counts below this as suppressed.
     pub suppression_threshold: u64,
+    /// The projector checkpoints the read model in the background every this many events (0:
+    /// only at clean shutdown), so a crash replays at most this many.
+    pub checkpoint_every: u64,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { suppression_threshold: 5 }
+        Settings { suppression_threshold: 5, checkpoint_every: 100_000 }
     }
 }
 
@@ -117,6 +121,51 @@ pub struct Engine {
     /// Slots for whole-model computations (reports, alert scans): one core fewer than the
     /// machine has, so they never take every core from writers and patient reads.
     analysis_slots: Arc<tokio::sync::Semaphore>,
+    /// The position of the last checkpoint written in the background.
+    checkpointed: watch::Receiver<u64>,
+    /// Stops the projector at shutdown, which releases its hold on the store.
+    projector_abort: tokio::task::AbortHandle,
+}
+
+/// The projector's background checkpoints: every `every` events it encodes and writes the
+/// snapshot it just published, on a blocking thread, one at a time; a checkpoint still being
+/// written when the next is due is simply skipped.
+struct BackgroundCheckpoint {
+    path: Option<std::path::PathBuf>,
+    every: u64,
+    last: u64,
+    running: Arc<std::sync::atomic::AtomicBool>,
+    written: Arc<watch::Sender<u64>>,
+}
+
+impl BackgroundCheckpoint {
+    /// `head` is the hash of the last event in `model`.
+    fn maybe_start(&mut self, model: &Arc<ReadModel>, head: forlop_store::Hash) {
+        use std::sync::atomic::Ordering;
+        let Some(path) = self.path.clone() else { return };
+        if self.every == 0 || model.position < self.last.saturating_add(self.every) {
+            return;
+        }
+        if self.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.last = model.position;
+        let (model, running, written) = (model.clone(), self.running.clone(), self.written.clone());
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let result = crate::checkpoint::encode(&model, head)
+                .and_then(|bytes| crate::checkpoint::write(&path, &bytes).map_err(|e| e.to_string()));
+            match result {
+                Ok(()) => {
+                    let ms = started.elapsed().as_millis() as u64;
+                    tracing::info!(events = model.position, ms, "read-model checkpoint written in the background");
+                    written.send_replace(model.position);
+                }
+                Err(e) => tracing::warn!(error = %e, "background checkpoint failed; the next start replays more"),
+            }
+            running.store(false, Ordering::Release);
+        });
+    }
 }
 
 const STRIPES: usize = 256;
@@ -252,6 +301,14 @@ impl Engine {
         let snapshot = Arc::new(ArcSwap::from_pointee(model.clone()));
         let (publish, projector_store) = (snapshot.clone(), store.clone());
         let mut working = model;
+        let (checkpointed_tx, checkpointed) = watch::channel(working.position);
+        let mut background = BackgroundCheckpoint {
+            path: parts.checkpoint.clone(),
+            every: parts.settings.checkpoint_every,
+            last: working.position,
+            running: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            written: Arc::new(checkpointed_tx),
+        };
         let max_stall = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let stall = max_stall.clone();
         let projector = tokio::spawn(async move {
@@ -280,6 +337,7 @@ impl Engine {
                                 _ => {
                                     publish.store(Arc::new(working.clone()));
                                     tx.send_replace(Progress { position: position + 1, stalled: None });
+                                    background.maybe_start(&publish.load_full(), e.hash);
                                     if let Some(since) = waiting_since.take() {
                                         let waited = since.elapsed();
                                         metrics::histogram!("forlop_projection_stall_seconds")
@@ -311,6 +369,7 @@ impl Engine {
         // unseen, so the engine fails stop instead (mutations answer UNAVAILABLE, /healthz 503).
         let projector_failed = Arc::new(std::sync::OnceLock::new());
         let failed = projector_failed.clone();
+        let projector_abort = projector.abort_handle();
         tokio::spawn(async move {
             if let Err(e) = projector.await {
                 let reason = if e.is_panic() { "the projector panicked" } else { "the projector was stopped" };
@@ -330,6 +389,8 @@ impl Engine {
             projector_failed,
             started_at,
             max_stall,
+            checkpointed,
+            projector_abort,
             analysis_slots: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
             )),
@@ -375,6 +436,22 @@ impl Engine {
         tokio::task::spawn_blocking(move || compute(&model))
             .await
             .map_err(|e| EngineError::Internal(format!("analysis task: {e}")))
+    }
+
+    /// Stops following the log (at shutdown): the projector lets go of the store, so the data
+    /// directory can be opened again in this process. Later mutations answer UNAVAILABLE.
+    pub fn stop(&self) {
+        self.projector_abort.abort();
+    }
+
+    /// Waits until a background checkpoint at or beyond `position` has been written.
+    pub async fn wait_checkpointed(&self, position: u64) -> Result<u64, EngineError> {
+        let mut rx = self.checkpointed.clone();
+        let at = rx
+            .wait_for(|p| *p >= position)
+            .await
+            .map_err(|_| EngineError::Unavailable("the projector stopped".into()))?;
+        Ok(*at)
     }
 
     /// The longest projection stall since the last call (see `max_stall`), and resets it.

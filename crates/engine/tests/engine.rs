@@ -170,3 +170,41 @@ async fn a_reader_holding_a_snapshot_never_delays_a_mutation_and_keeps_its_consi
     let now = engine.model();
     assert_eq!((now.patients.len(), now.position), (50, 50));
 }
+
+#[test]
+fn the_projector_checkpoints_in_the_background_every_n_events_and_a_crash_restarts_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("readmodel.checkpoint");
+    // The first process: its runtime is dropped without a clean shutdown, as a crash would.
+    let crashed = tokio::runtime::Runtime::new().unwrap();
+    crashed.block_on(async {
+        let settings = Settings { checkpoint_every: 10, ..Settings::default() };
+        let parts = EngineParts::open_beside(dir.path(), MasterKey::generate(), settings).unwrap();
+        let engine = Engine::start(open(&dir), parts).await.unwrap();
+        for n in 1..=25 {
+            let cmd = Command::RegisterPatient(PatientRegistered {
+                patient_id: Uuid::from_u128(n),
+                birth_year: 1980,
+                gender: Gender::Male,
+                national_id: None,
+            });
+            engine.record(&admin(), cmd, None, RecordOptions::default()).await.unwrap();
+        }
+        let at = tokio::time::timeout(std::time::Duration::from_secs(20), engine.wait_checkpointed(20))
+            .await
+            .expect("a background checkpoint within 20 s")
+            .unwrap();
+        assert!((20..=25).contains(&at), "{at}");
+    });
+    drop(crashed);
+
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = open(&dir);
+        let model =
+            forlop_engine::checkpoint::load(&checkpoint, &store).await.expect("the background checkpoint loads");
+        assert!(model.position >= 20 && model.patients.len() as u64 == model.position, "{}", model.position);
+        // A restart loads it and replays only the tail.
+        let engine = start(&dir, store).await;
+        assert_eq!(engine.model().patients.len(), 25);
+    });
+}
