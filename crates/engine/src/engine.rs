@@ -372,9 +372,14 @@ impl Engine {
         let projector_abort = projector.abort_handle();
         tokio::spawn(async move {
             if let Err(e) = projector.await {
-                let reason = if e.is_panic() { "the projector panicked" } else { "the projector was stopped" };
-                tracing::error!(reason, "projector died; failing every later mutation");
-                let _ = failed.set(reason.to_string());
+                if e.is_panic() {
+                    tracing::error!("projector panicked; failing every later mutation");
+                    let _ = failed.set("the projector panicked".to_string());
+                } else {
+                    // `Engine::stop`, at shutdown.
+                    tracing::debug!("projector stopped");
+                    let _ = failed.set("the engine is shutting down".to_string());
+                }
             }
         });
         let stripes = Arc::new((0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect());

@@ -2,7 +2,12 @@
 
 use std::sync::{Arc, OnceLock};
 
-use imbl::{HashMap, OrdMap};
+use imbl::OrdMap;
+
+/// A persistent hash map with foldhash: the read model's maps are looked up hundreds of
+/// thousands of times per report and replay, and SipHash was a third of that. foldhash is
+/// seeded per process, so client-chosen ids cannot be aimed at one bucket ahead of time.
+pub type HashMap<K, V> = imbl::GenericHashMap<K, V, foldhash::fast::RandomState, imbl::shared_ptr::DefaultSharedPtr>;
 
 use forlop_domain::events::*;
 use forlop_domain::{CareLevel, Event, Gender, ReferralDecision, ReferralSource, RejectionReason};
