@@ -345,6 +345,7 @@ pub async fn demo_patient(engine: &forlop_engine::Engine) -> anyhow::Result<()> 
                     service_id: service,
                     referral_id: None,
                     started_at: at,
+                    acute: false,
                 },
             },
             None,

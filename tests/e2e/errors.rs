@@ -8,7 +8,7 @@ use crate::support::*;
 /// A patient with some history to break rules against:
 /// - referral r1 to RPH, decided ACCEPTED; referral r2 to the outpatient clinic, undecided;
 /// - episode e1 at RPH from 2016-01-11, open, therapist A assigned, one session s1 on 2016-01-12;
-/// - episode e2 at the outpatient clinic 2016-02-01 to 2016-02-10 (ended);
+/// - episode e2 at the outpatient clinic 2016-02-01 to 2016-02-10 (ended), from an accepted referral r3;
 /// - admission adm1 to the ward from 2016-03-01, not discharged.
 struct World {
     r: Reference,
@@ -54,9 +54,21 @@ async fn world(s: &Server) -> World {
         json!({ "patientId": p, "episodeId": e1, "sessionId": s1, "therapistId": r.a, "attendance": "ATTENDED", "at": "2016-01-12T10:00:00Z" }),
     )
     .await;
+    // The clinic's episode comes from a third referral (a specialist episode needs one).
+    let r3 = id();
+    s.record(
+        "receiveReferral",
+        json!({ "patientId": p, "referralId": r3, "serviceId": r.pol, "source": "GP", "receivedAt": "2016-01-21T09:00:00Z" }),
+    )
+    .await;
+    s.record(
+        "decideReferral",
+        json!({ "patientId": p, "referralId": r3, "decision": "ACCEPTED", "decidedAt": "2016-01-25T09:00:00Z" }),
+    )
+    .await;
     s.record(
         "startEpisode",
-        json!({ "patientId": p, "episodeId": e2, "serviceId": r.pol, "startedAt": "2016-02-01T09:00:00Z" }),
+        json!({ "patientId": p, "episodeId": e2, "serviceId": r.pol, "referralId": r3, "startedAt": "2016-02-01T09:00:00Z" }),
     )
     .await;
     s.record(
@@ -280,7 +292,7 @@ async fn given_a_stale_expected_version_when_recording_then_wrong_expected_versi
     let s = Server::start().await;
     let w = world(&s).await;
     let version = s.patient(w.p, "version").await["version"].as_u64().expect("version");
-    assert_eq!(version, 9, "ten events on the patient's stream");
+    assert_eq!(version, 11, "twelve events on the patient's stream");
 
     let mut input = session(w.p, w.e1, w.r.a, "2016-01-19T10:00:00Z");
     input["expectedVersion"] = json!(version - 1);
@@ -437,4 +449,52 @@ async fn given_an_outcome_or_release_dated_outside_its_episode_when_recorded_the
         "patientNotified": false, "releasedAt": "2016-04-01T00:00:00Z" });
     let err = s.rejects("releaseTherapist", release, "INVALID_INPUT").await;
     assert!(err["message"].as_str().unwrap().contains("releasedAt"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_referral_undecided_used_or_decided_later_or_none_for_specialist_care_when_starting_an_episode_then_invalid_input(
+) {
+    let s = Server::start().await;
+    let r = Reference::register(&s).await;
+    let p = id();
+    s.record("registerPatient", json!({ "patientId": p, "birthYear": 1990, "gender": "FEMALE" })).await;
+    let referral = id();
+    s.record(
+        "receiveReferral",
+        json!({ "patientId": p, "referralId": referral, "serviceId": r.pol, "source": "GP", "receivedAt": "2016-02-01T09:00:00Z" }),
+    )
+    .await;
+    let start = |episode: Uuid, referral: Option<Uuid>, at: &str| json!({ "patientId": p, "episodeId": episode, "serviceId": r.pol, "referralId": referral, "startedAt": at });
+    let before = s.committed().await;
+    // Undecided.
+    let err = s.rejects("startEpisode", start(id(), Some(referral), "2016-02-10T09:00:00Z"), "INVALID_INPUT").await;
+    assert!(err["message"].as_str().unwrap().contains("not decided"), "{err}");
+    s.record(
+        "decideReferral",
+        json!({ "patientId": p, "referralId": referral, "decision": "ACCEPTED", "decidedAt": "2016-02-05T09:00:00Z" }),
+    )
+    .await;
+    // Dated before the decision.
+    let err = s.rejects("startEpisode", start(id(), Some(referral), "2016-02-03T09:00:00Z"), "INVALID_INPUT").await;
+    assert!(err["message"].as_str().unwrap().contains("startedAt"), "{err}");
+    // No referral for specialist care, unless acute.
+    let err = s.rejects("startEpisode", start(id(), None, "2016-02-10T09:00:00Z"), "INVALID_INPUT").await;
+    assert!(err["message"].as_str().unwrap().contains("referralId"), "{err}");
+    assert_eq!(s.committed().await, before + 1, "only the decision was appended");
+
+    s.record("startEpisode", start(id(), Some(referral), "2016-02-10T09:00:00Z")).await;
+    // A referral opens one episode.
+    let err = s.rejects("startEpisode", start(id(), Some(referral), "2016-03-10T09:00:00Z"), "INVALID_INPUT").await;
+    assert!(err["message"].as_str().unwrap().contains("already opened"), "{err}");
+
+    // An emergency admission without a referral, flagged as such, is taken and shown.
+    let acute = id();
+    let mut input = start(acute, None, "2016-04-01T02:00:00Z");
+    input["serviceId"] = json!(r.ward);
+    input["acute"] = json!(true);
+    s.record("startEpisode", input).await;
+    let v = s.patient(p, "episodes { id acute referralId }").await;
+    let episodes = v["episodes"].as_array().unwrap();
+    assert!(episodes.iter().any(|e| e["id"] == json!(acute) && e["acute"] == json!(true)), "{v}");
+    assert!(episodes.iter().any(|e| e["acute"] == json!(false) && e["referralId"] == json!(referral)), "{v}");
 }

@@ -198,6 +198,9 @@ pub struct ReferralState {
     pub service_id: Uuid,
     pub received_at: Timestamp,
     pub decision: Option<ReferralDecision>,
+    pub decided_at: Option<Timestamp>,
+    /// The episode this referral opened, if any: a referral opens at most one.
+    pub opened: Option<Uuid>,
 }
 
 #[derive(Debug, Clone)]
@@ -234,15 +237,25 @@ impl StreamState {
             Event::ReferralReceived(e) => {
                 p.referrals.insert(
                     e.referral_id,
-                    ReferralState { service_id: e.service_id, received_at: e.received_at, decision: None },
+                    ReferralState {
+                        service_id: e.service_id,
+                        received_at: e.received_at,
+                        decision: None,
+                        decided_at: None,
+                        opened: None,
+                    },
                 );
             }
             Event::ReferralDecided(e) => {
                 if let Some(r) = p.referrals.get_mut(&e.referral_id) {
                     r.decision = Some(e.decision);
+                    r.decided_at = Some(e.decided_at);
                 }
             }
             Event::EpisodeStarted(e) => {
+                if let Some(r) = e.referral_id.and_then(|rid| p.referrals.get_mut(&rid)) {
+                    r.opened = Some(e.episode_id);
+                }
                 p.episodes.insert(
                     e.episode_id,
                     EpisodeState {
@@ -416,20 +429,44 @@ fn decide_patient(state: &StreamState, refs: &References, command: Command) -> R
             Ok(e.into())
         }
         Command::StartEpisode { event: e, .. } => {
-            service(e.service_id)?;
+            let s = service(e.service_id)?;
             if p.episodes.contains_key(&e.episode_id) {
                 return Err(DomainError::AlreadyExists(format!("episode {} already exists", e.episode_id)));
             }
-            if let Some(rid) = e.referral_id {
-                let r =
-                    p.referrals.get(&rid).ok_or_else(|| DomainError::NotFound(format!("referral {rid} not found")))?;
-                if r.service_id != e.service_id {
-                    return Err(invalid(format!("referral {rid} was sent to another service")));
+            match e.referral_id {
+                Some(rid) => {
+                    let r = p
+                        .referrals
+                        .get(&rid)
+                        .ok_or_else(|| DomainError::NotFound(format!("referral {rid} not found")))?;
+                    if r.service_id != e.service_id {
+                        return Err(invalid(format!("referral {rid} was sent to another service")));
+                    }
+                    match (r.decision, r.decided_at) {
+                        (Some(ReferralDecision::Accepted), Some(decided_at)) => {
+                            not_before("startedAt", e.started_at, "the referral's decidedAt", decided_at)?
+                        }
+                        (Some(ReferralDecision::Rejected), _) => {
+                            return Err(invalid(format!("referralId: referral {rid} was rejected")))
+                        }
+                        _ => {
+                            return Err(invalid(format!(
+                                "referralId: referral {rid} is not decided yet; accept it before starting an episode"
+                            )))
+                        }
+                    }
+                    if let Some(opened) = r.opened {
+                        return Err(invalid(format!("referralId: referral {rid} already opened episode {opened}")));
+                    }
                 }
-                if r.decision == Some(ReferralDecision::Rejected) {
-                    return Err(invalid(format!("referral {rid} was rejected")));
+                // Specialist care needs a referral (spesialisthelsetjenesteloven § 2-2), except an
+                // emergency admission (øyeblikkelig hjelp).
+                None if s.care_level != CareLevel::Municipal && !e.acute => {
+                    return Err(invalid(
+                        "referralId: a specialist episode needs the referral that led to it, or acute: true for an emergency admission",
+                    ))
                 }
-                not_before("startedAt", e.started_at, "the referral's receivedAt", r.received_at)?;
+                None => {}
             }
             Ok(e.into())
         }

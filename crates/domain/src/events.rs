@@ -67,6 +67,10 @@ pub struct EpisodeStarted {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub referral_id: Option<Uuid>,
     pub started_at: Timestamp,
+    /// An emergency admission (øyeblikkelig hjelp): a specialist episode without a referral.
+    /// Absent (false) in every event written before it existed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub acute: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

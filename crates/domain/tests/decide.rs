@@ -140,7 +140,7 @@ fn rejected(id: Uuid, reason: Option<RejectionReason>, at: Timestamp) -> Referra
 }
 
 fn started(id: Uuid, service_id: Uuid, started_at: Timestamp) -> EpisodeStarted {
-    EpisodeStarted { episode_id: id, service_id, referral_id: None, started_at }
+    EpisodeStarted { episode_id: id, service_id, referral_id: None, started_at, acute: false }
 }
 
 fn started_on(id: Uuid, service_id: Uuid, referral: Uuid, started_at: Timestamp) -> EpisodeStarted {
@@ -361,10 +361,18 @@ fn starting_an_episode_on_a_referral() {
     ]);
 
     accepts(&was_accepted, &at_pol, started_on(E1, POL, R1, t(1, 11, 9)));
-    // Starting treatment on an undecided referral is allowed today (it amounts to accepting it).
-    accepts(&undecided, &at_pol, started_on(E1, POL, R1, t(1, 11, 9)));
-    // Waiting time is counted from receipt, so a start at the instant of receipt is not before it.
-    accepts(&undecided, &at_pol, started_on(E1, POL, R1, t(1, 4, 9)));
+    // A start at the instant of the decision is not before it.
+    accepts(&was_accepted, &at_pol, started_on(E1, POL, R1, t(1, 5, 9)));
+    // An undecided referral must be accepted first; a start before the decision is refused.
+    refuses(&undecided, &at_pol, started_on(E1, POL, R1, t(1, 11, 9)), INVALID_INPUT);
+    refuses(&was_accepted, &at_pol, started_on(E1, POL, R1, t(1, 5, 8)), INVALID_INPUT);
+    // A referral opens one episode.
+    let opened = registered_then([
+        referral(R1, POL, t(1, 4, 9)).into(),
+        accepted(R1, t(1, 5, 9)).into(),
+        started_on(E1, POL, R1, t(1, 11, 9)).into(),
+    ]);
+    refuses(&opened, &at_pol, started_on(E2, POL, R1, t(2, 11, 9)), INVALID_INPUT);
 
     refuses(&registered(), &at_pol, started_on(E1, POL, R1, t(1, 11, 9)), NOT_FOUND);
     refuses(&was_accepted, &at_pol, started_on(E1, POL, R2, t(1, 11, 9)), NOT_FOUND);
@@ -372,6 +380,16 @@ fn starting_an_episode_on_a_referral() {
     refuses(&was_accepted, &at_pol, started_on(E1, POL, R1, t(1, 4, 8)), INVALID_INPUT);
     // The referral was sent to POL, not RPH.
     refuses(&was_accepted, &refs(Some(rph()), None), started_on(E1, RPH, R1, t(1, 11, 9)), INVALID_INPUT);
+}
+
+#[test]
+fn a_specialist_episode_needs_a_referral_unless_it_is_an_emergency_admission() {
+    refuses(&registered(), &refs(Some(pol()), None), started(E1, POL, t(1, 11, 9)), INVALID_INPUT);
+    refuses(&registered(), &refs(Some(ward()), None), started(E1, WARD, t(1, 11, 9)), INVALID_INPUT);
+    let acute = EpisodeStarted { acute: true, ..started(E1, WARD, t(1, 11, 9)) };
+    accepts(&registered(), &refs(Some(ward()), None), acute);
+    // Municipal low-threshold services take patients without a referral.
+    accepts(&registered(), &refs(Some(rph()), None), started(E1, RPH, t(1, 11, 9)));
 }
 
 #[test]

@@ -56,6 +56,9 @@ pub struct EpisodeView {
     pub referral_id: Option<Uuid>,
     pub started_at: Timestamp,
     pub ended: Option<EpisodeEnded>,
+    /// An emergency admission without a referral.
+    #[serde(default)]
+    pub acute: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -239,6 +242,7 @@ impl ReadModel {
                     referral_id: e.referral_id,
                     started_at: e.started_at,
                     ended: None,
+                    acute: e.acute,
                 });
             }
             Event::EpisodeEnded(e) => {

@@ -160,11 +160,16 @@ fn rejected(referral_id: Uuid, reason: RejectionReason, decided_at: Timestamp) -
 }
 
 fn started(id: Uuid, service_id: Uuid, started_at: Timestamp) -> EpisodeStarted {
-    EpisodeStarted { episode_id: id, service_id, referral_id: None, started_at }
+    EpisodeStarted { episode_id: id, service_id, referral_id: None, started_at, acute: false }
+}
+
+/// A specialist episode without a referral: an emergency admission (øyeblikkelig hjelp).
+fn started_acute(id: Uuid, service_id: Uuid, started_at: Timestamp) -> EpisodeStarted {
+    EpisodeStarted { acute: true, ..started(id, service_id, started_at) }
 }
 
 fn started_from(id: Uuid, service_id: Uuid, referral_id: Uuid, started_at: Timestamp) -> EpisodeStarted {
-    EpisodeStarted { episode_id: id, service_id, referral_id: Some(referral_id), started_at }
+    EpisodeStarted { episode_id: id, service_id, referral_id: Some(referral_id), started_at, acute: false }
 }
 
 fn ended(id: Uuid, reason: EndReason, ended_at: Timestamp) -> EpisodeEnded {
@@ -226,7 +231,7 @@ fn given_episodes_around_the_period_when_reported_then_the_cohort_is_half_open_a
         .record(started(E4, RPH, from - Duration::seconds(1))); // a second before `from`: out
     log.patient(P3, 1970, Gender::Other)
         .record(started(E5, OTHER, t(2, 1, 9))) // another service: out
-        .record(started(E6, POL, t(2, 1, 9)));
+        .record(started_acute(E6, POL, t(2, 1, 9)));
     log.patient(P4, 2000, Gender::Unknown).record(started(E7, RPH, to - Duration::seconds(1))); // last second: in
 
     let cohort: Vec<_> = reports::cohort(&log.model, RPH, from, to).map(|(p, e)| (p.id, e.id)).collect();
@@ -258,11 +263,13 @@ fn given_a_mixed_cohort_when_reported_then_gender_sources_and_end_reasons_list_e
         .record(started(E2, RPH, t(4, 1, 9))); // no referral, still open
     log.patient(P2, 1990, Gender::Other)
         .record(received(R2, RPH, ReferralSource::Nav, t(2, 1, 9)))
+        .record(accepted(R2, t(2, 8, 9)))
         .record(started_from(E3, RPH, R2, t(2, 8, 9))) // the referral is still undecided
         .record(ended(E3, EndReason::DroppedOut, t(2, 20, 9)));
     // At another service: none of its keys count.
     log.patient(P3, 1970, Gender::Male)
         .record(received(R3, OTHER, ReferralSource::SelfReferral, t(2, 1, 9)))
+        .record(accepted(R3, t(2, 2, 9)))
         .record(started_from(E4, OTHER, R3, t(2, 2, 9)))
         .record(ended(E4, EndReason::Moved, t(2, 3, 9)));
 
@@ -597,6 +604,7 @@ fn waiting_pathways() -> Log {
     log.patient(P2, 1990, Gender::Male)
         // Referred Feb 1 00:00, a cancelled session, then attended Feb 2 06:00: 1.25 days.
         .record(received(R2, RPH, ReferralSource::SelfReferral, t(2, 1, 0)))
+        .record(accepted(R2, t(2, 1, 0)))
         .record(started_from(E2, RPH, R2, t(2, 1, 0)))
         .session(E2, A, Attendance::CancelledByService, t(2, 1, 12))
         .attended(E2, A, t(2, 2, 6))
@@ -608,10 +616,12 @@ fn waiting_pathways() -> Log {
     log.patient(P3, 1975, Gender::Female)
         // Referred, but only a no-show: no waiting time, no sessions.
         .record(received(R4, RPH, ReferralSource::Nav, t(2, 15, 9)))
+        .record(accepted(R4, t(2, 20, 9)))
         .record(started_from(E4, RPH, R4, t(2, 20, 9)))
         .session(E4, C, Attendance::NoShow, t(2, 21, 9))
         // Referred Mar 1 00:00, first attended Mar 4 00:00: 3 days; four sessions.
         .record(received(R5, RPH, ReferralSource::Gp, t(3, 1, 0)))
+        .record(accepted(R5, t(3, 2, 0)))
         .record(started_from(E5, RPH, R5, t(3, 2, 0)))
         .attended(E5, C, t(3, 4, 0))
         .attended(E5, C, t(3, 11, 0))
@@ -620,6 +630,7 @@ fn waiting_pathways() -> Log {
     log.patient(P4, 1965, Gender::Other)
         // Referred Apr 1 00:00, first attended Apr 21 00:00: 20 days.
         .record(received(R6, RPH, ReferralSource::Relative, t(4, 1, 0)))
+        .record(accepted(R6, t(4, 10, 0)))
         .record(started_from(E6, RPH, R6, t(4, 10, 0)))
         .attended(E6, A, t(4, 21, 0));
     log
@@ -786,7 +797,7 @@ fn given_patients_with_whole_pathways_when_reported_then_each_continuity_counts_
         .attended(E1, A, t(1, 18, 10))
         .record(released(E1, A, ReleaseReason::EpisodeEnded, true, t(2, 1, 9)))
         .record(ended(E1, EndReason::ReferredOnward, t(2, 1, 9)))
-        .record(started(E2, POL, t(2, 8, 9)))
+        .record(started_acute(E2, POL, t(2, 8, 9)))
         .record(assigned(E2, A, t(2, 8, 9)))
         .record(assigned(E2, B, t(2, 8, 9)))
         .attended(E2, A, t(2, 15, 10))
@@ -811,7 +822,7 @@ fn given_patients_with_whole_pathways_when_reported_then_each_continuity_counts_
     log.patient(P4, 1960, Gender::Male)
         .record(started(E6, RPH, ymd(2015, 12, 1)))
         .attended(E6, A, ymd(2015, 12, 2))
-        .record(started(E7, POL, t(1, 5, 9)))
+        .record(started_acute(E7, POL, t(1, 5, 9)))
         .record(assigned(E7, B, t(1, 5, 9)))
         .attended(E7, B, t(1, 6, 10))
         .record(released(E7, B, ReleaseReason::SickLeave, false, t(1, 20, 9)));
@@ -886,6 +897,7 @@ fn given_no_episode_in_the_period_when_reported_then_counts_are_zero_means_null_
     // A full pathway, but in 2015.
     log.patient(P1, 1980, Gender::Female)
         .record(received(R1, RPH, ReferralSource::Gp, ymd(2015, 3, 1)))
+        .record(accepted(R1, ymd(2015, 3, 2)))
         .record(started_from(E1, RPH, R1, ymd(2015, 3, 2)))
         .attended(E1, A, ymd(2015, 3, 3))
         .attended(E1, A, ymd(2015, 3, 10))
@@ -907,6 +919,7 @@ fn given_a_period_whose_end_is_before_its_start_when_reported_then_nothing_is_se
     let mut log = Log::new();
     log.patient(P1, 1980, Gender::Female)
         .record(received(R1, RPH, ReferralSource::Gp, t(3, 1, 9)))
+        .record(accepted(R1, t(3, 2, 9)))
         .record(started_from(E1, RPH, R1, t(3, 2, 9)));
     let (from, to) = (t(7, 1, 0), t(1, 1, 0));
     let model = &log.model;

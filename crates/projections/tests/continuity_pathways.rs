@@ -71,8 +71,11 @@ fn service(id: Uuid, name: &str, care_level: CareLevel) -> ServiceRegistered {
     ServiceRegistered { service_id: id, name: name.into(), care_level }
 }
 
+/// An episode without a referral: these pathways are about continuity, so the specialist
+/// episodes (DPS clinic and ward) come as emergency admissions rather than through referrals,
+/// which `decide.rs` and the analytics tests cover.
 fn started(id: Uuid, service_id: Uuid, started_at: Timestamp) -> EpisodeStarted {
-    EpisodeStarted { episode_id: id, service_id, referral_id: None, started_at }
+    EpisodeStarted { episode_id: id, service_id, referral_id: None, started_at, acute: service_id != RPH }
 }
 
 fn ended(id: Uuid, ended_at: Timestamp) -> EpisodeEnded {

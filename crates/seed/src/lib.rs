@@ -387,7 +387,7 @@ fn episode(
         g,
         Command::StartEpisode {
             patient_id,
-            event: EpisodeStarted { episode_id, service_id, referral_id, started_at: start },
+            event: EpisodeStarted { episode_id, service_id, referral_id, started_at: start, acute: false },
         },
     );
     push(

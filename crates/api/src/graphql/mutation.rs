@@ -73,9 +73,12 @@ recording_input!(StartEpisodeInput {
     patient_id: Uuid,
     episode_id: Uuid,
     service_id: Uuid,
-    /// The referral that led here; none for self-referred low-threshold services.
+    /// The referral that led here: it must be accepted, and opens one episode. None only for
+    /// municipal low-threshold services, or with `acute`.
     referral_id: Option<Uuid>,
     started_at: DateTime<Utc>,
+    /// An emergency admission (øyeblikkelig hjelp): a specialist episode without a referral.
+    acute: Option<bool>,
 });
 recording_input!(EndEpisodeInput { patient_id: Uuid, episode_id: Uuid, reason: EndReason, ended_at: DateTime<Utc> });
 recording_input!(AssignTherapistInput {
@@ -240,6 +243,7 @@ impl Mutation {
                 service_id: input.service_id,
                 referral_id: input.referral_id,
                 started_at: input.started_at,
+                acute: input.acute.unwrap_or(false),
             },
         };
         record(ctx, c, input.event_id, input.expected_version).await

@@ -192,6 +192,10 @@ impl Episode {
     async fn care_level(&self) -> CareLevel {
         self.0.care_level.into()
     }
+    /// True for an emergency admission (øyeblikkelig hjelp), started without a referral.
+    async fn acute(&self) -> bool {
+        self.0.acute
+    }
     async fn referral_id(&self) -> Option<Uuid> {
         self.0.referral_id
     }
