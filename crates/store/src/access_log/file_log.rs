@@ -206,7 +206,7 @@ fn rebuild(file: &File, final_frame: FinalFrame) -> Result<(Index, Reach), Store
     let mut frames = frames_from(file, reach.offset)?;
     let mut last: Option<Frame> = None;
     let mut before_last = GENESIS_HASH;
-    while let Some(frame) = frames.next_frame()? {
+    while let Some(frame) = frames.next_frame().map_err(|e| at_position(e, reach.position))? {
         let position = reach.position;
         let corrupt = |reason: &str| StoreError::Corrupt { position, reason: reason.into() };
         if claimed_position(&frame.value) != Some(position) {
@@ -220,21 +220,21 @@ fn rebuild(file: &File, final_frame: FinalFrame) -> Result<(Index, Reach), Store
         }
         let patient = frame.patient().ok_or_else(|| corrupt("frame too short"))?;
         index.add(patient, position, frame.offset);
-        let (_, hash) = split(position, &frame.value)?;
+        let (body, hash) = split(position, &frame.value)?;
+        // Auditing checks the chain as it reads, so that a damaged length is blamed on its own
+        // record, not on the next one it misaligns.
+        if final_frame == FinalFrame::Report && chain_hash(&reach.hash, body) != hash {
+            return Err(corrupt("hash chain broken: content or order changed"));
+        }
         before_last = reach.hash;
         reach = Reach { position: position + 1, offset: frame.offset + frame.len(), hash };
         last = Some(frame);
     }
-    if let Some(frame) = last {
+    // Auditing leaves the chain to `verify`, which reports its first break, wherever it is.
+    if let Some(frame) = last.filter(|_| final_frame == FinalFrame::Recover) {
         let position = reach.position - 1;
         let (body, hash) = split(position, &frame.value)?;
         if chain_hash(&before_last, body) != hash {
-            if final_frame == FinalFrame::Report {
-                return Err(StoreError::Corrupt {
-                    position,
-                    reason: "hash chain broken at the last record: content changed, or a write torn by a crash (serving cuts it off and keeps it aside)".into(),
-                });
-            }
             // Written but never acknowledged: the write was cut short by a crash.
             tracing::warn!(position, "cutting a torn final frame off the access log");
             let entries = index.by_patient.get_mut(&frame.patient().expect("indexed")).expect("indexed");
@@ -245,7 +245,27 @@ fn rebuild(file: &File, final_frame: FinalFrame) -> Result<(Index, Reach), Store
             reach = Reach { position, offset: frame.offset, hash: before_last };
         }
     }
+    if final_frame == FinalFrame::Report {
+        // After the last frame come only zeros laid down ahead. Anything else is a frame that
+        // could not be read (a damaged length, a torn write): never a silently shorter log.
+        let mut rest = Vec::new();
+        frames_from(file, reach.offset)?.reader.read_to_end(&mut rest).map_err(backend)?;
+        if rest.iter().any(|b| *b != 0) {
+            return Err(StoreError::Corrupt {
+                position: reach.position,
+                reason: "unreadable bytes where this record should start (a damaged length or a torn write)".into(),
+            });
+        }
+    }
     Ok((index, reach))
+}
+
+/// A `Corrupt` error from reading frames names the position being read.
+fn at_position(e: StoreError, position: u64) -> StoreError {
+    match e {
+        StoreError::Corrupt { position: u64::MAX, reason } => StoreError::Corrupt { position, reason },
+        other => other,
+    }
 }
 
 /// Copies a cut-off final frame (any non-zero bytes after `offset`) to `records.cut-<offset>`
@@ -697,7 +717,8 @@ fn verify(file: &File, shared: &Shared) -> Result<AccessVerifyReport, StoreError
     let mut seen: HashMap<Uuid, usize> = HashMap::new();
     for position in 0..end {
         let corrupt = |reason: &str| StoreError::Corrupt { position, reason: reason.into() };
-        let frame = frames.next_frame()?.ok_or_else(|| corrupt("record missing"))?;
+        let frame =
+            frames.next_frame().map_err(|e| at_position(e, position))?.ok_or_else(|| corrupt("record missing"))?;
         let (body, hash) = split(position, &frame.value)?;
         if chain_hash(&previous, body) != hash {
             return Err(corrupt("hash chain broken: content or order changed"));
