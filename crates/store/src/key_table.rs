@@ -116,7 +116,7 @@ impl KeyTable {
     pub fn open(path: &Path) -> Result<KeyTable, StoreError> {
         // Every write flushes itself; without a timer thread the file lock is released as soon as
         // the table is dropped, so a reopen in the same process never finds it still held.
-        let db = sled::Config::new().path(path).flush_every_ms(None).open().map_err(backend)?;
+        let db = crate::sled_open::open(&sled::Config::new().path(path).flush_every_ms(None)).map_err(backend)?;
         let tree = db.open_tree("keys").map_err(backend)?;
         Ok(KeyTable { db, tree })
     }

@@ -19,6 +19,7 @@ pub mod faults;
 mod group;
 mod hash;
 pub mod key_table;
+mod sled_open;
 mod sled_store;
 
 pub use hash::{chain_hash, to_hex, Hash, GENESIS_HASH};

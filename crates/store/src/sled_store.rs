@@ -252,13 +252,12 @@ pub fn validate_stream_name(stream: &str) -> Result<(), StoreError> {
 
 impl SledStore {
     pub fn open(options: SledOptions) -> Result<SledStore, StoreError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(&options.path)
             .cache_capacity(options.cache_bytes)
             // We flush explicitly before every acknowledgement; a timer adds nothing.
-            .flush_every_ms(None)
-            .open()
-            .map_err(backend)?;
+            .flush_every_ms(None);
+        let db = crate::sled_open::open(&config).map_err(backend)?;
         let tree = db.open_tree("log").map_err(backend)?;
         let (mut next_position, mut last_hash) = (0, GENESIS_HASH);
         if let Some(kv) = tree.scan_prefix([EVENT]).next_back() {
@@ -306,7 +305,7 @@ impl SledStore {
     /// `path` must not be open.
     #[doc(hidden)]
     pub fn tamper(path: &Path, position: u64) -> Result<(), StoreError> {
-        let db = sled::Config::new().path(path).flush_every_ms(None).open().map_err(backend)?;
+        let db = crate::sled_open::open(&sled::Config::new().path(path).flush_every_ms(None)).map_err(backend)?;
         let tree = db.open_tree("log").map_err(backend)?;
         let (first, value) = find_append(&tree, position)?.ok_or(StoreError::Closed)?;
         let mut value = value.to_vec();

@@ -492,7 +492,7 @@ fn migrate_from_sled(dir: &Path) -> Result<(), StoreError> {
     if !old.exists() || dir.join(RECORDS).exists() {
         return Ok(());
     }
-    let db = sled::Config::new().path(dir).flush_every_ms(None).open().map_err(backend)?;
+    let db = crate::sled_open::open(&sled::Config::new().path(dir).flush_every_ms(None)).map_err(backend)?;
     let tree = db.open_tree("access").map_err(backend)?;
     let partial = dir.join("records.migrating");
     let mut out = std::io::BufWriter::new(File::create(&partial).map_err(backend)?);
