@@ -498,3 +498,43 @@ async fn given_a_referral_undecided_used_or_decided_later_or_none_for_specialist
     assert!(episodes.iter().any(|e| e["id"] == json!(acute) && e["acute"] == json!(true)), "{v}");
     assert!(episodes.iter().any(|e| e["acute"] == json!(false) && e["referralId"] == json!(referral)), "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_an_id_another_patient_already_uses_when_recording_then_invalid_input_naming_the_field() {
+    let s = Server::start().await;
+    let r = Reference::register(&s).await;
+    let (first, _) = patient_in_episode(&s, &r).await;
+    let v = s.patient(first, "episodes { id }").await;
+    let episode = v["episodes"][0]["id"].as_str().unwrap().to_owned();
+    let session_id = id();
+    let mut first_session = session(first, episode.parse().unwrap(), r.a, "2016-01-12T10:00:00Z");
+    first_session["sessionId"] = json!(session_id);
+    s.record("recordSession", first_session.clone()).await;
+
+    let second = id();
+    s.record("registerPatient", json!({ "patientId": second, "birthYear": 1991, "gender": "MALE" })).await;
+    // The first patient's episode id, for the second patient.
+    let err = s
+        .rejects(
+            "startEpisode",
+            json!({ "patientId": second, "episodeId": episode, "serviceId": r.rph, "startedAt": "2016-01-11T09:00:00Z" }),
+            "INVALID_INPUT",
+        )
+        .await;
+    assert!(err["message"].as_str().unwrap().contains("episodeId"), "{err}");
+    assert!(err["message"].as_str().unwrap().contains("another patient"), "{err}");
+    // A fresh episode for the second patient, then the first patient's session id in it.
+    let own = id();
+    s.record(
+        "startEpisode",
+        json!({ "patientId": second, "episodeId": own, "serviceId": r.rph, "startedAt": "2016-01-11T09:00:00Z" }),
+    )
+    .await;
+    let mut clash = session(second, own, r.a, "2016-01-12T10:00:00Z");
+    clash["sessionId"] = json!(session_id);
+    let err = s.rejects("recordSession", clash, "INVALID_INPUT").await;
+    assert!(err["message"].as_str().unwrap().contains("sessionId"), "{err}");
+    // The same fact again for its own patient is still an idempotent retry or ALREADY_EXISTS, as before.
+    let again = s.try_record("recordSession", first_session).await;
+    assert_ne!(error_code(&again), Some("INVALID_INPUT"), "{again}");
+}

@@ -85,7 +85,47 @@ pub enum Command {
     ForgetPatient(PatientForgotten),
 }
 
+/// The kinds of id a patient command introduces. These ids are global: one referral, episode,
+/// session or admission id names one fact of one patient, so that a record system's id (FHIR)
+/// maps to exactly one thing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewId {
+    Referral(Uuid),
+    Episode(Uuid),
+    Session(Uuid),
+    Admission(Uuid),
+}
+
+impl NewId {
+    pub fn id(self) -> Uuid {
+        match self {
+            NewId::Referral(id) | NewId::Episode(id) | NewId::Session(id) | NewId::Admission(id) => id,
+        }
+    }
+
+    /// The input field that carries it.
+    pub fn field(self) -> &'static str {
+        match self {
+            NewId::Referral(_) => "referralId",
+            NewId::Episode(_) => "episodeId",
+            NewId::Session(_) => "sessionId",
+            NewId::Admission(_) => "admissionId",
+        }
+    }
+}
+
 impl Command {
+    /// The global id this command introduces, if any.
+    pub fn new_id(&self) -> Option<NewId> {
+        match self {
+            Command::ReceiveReferral { event, .. } => Some(NewId::Referral(event.referral_id)),
+            Command::StartEpisode { event, .. } => Some(NewId::Episode(event.episode_id)),
+            Command::RecordSession { event, .. } => Some(NewId::Session(event.session_id)),
+            Command::AdmitPatient { event, .. } => Some(NewId::Admission(event.admission_id)),
+            _ => None,
+        }
+    }
+
     pub fn stream(&self) -> StreamRef {
         match self {
             Command::RegisterService(e) => StreamRef::Service(e.service_id),

@@ -9,7 +9,7 @@ pub mod stream;
 pub mod text;
 pub mod types;
 
-pub use commands::{decide, Command, DomainError, References, StreamState};
+pub use commands::{decide, Command, DomainError, NewId, References, StreamState};
 pub use events::{DecodeError, Event, Timestamp};
 pub use stream::StreamRef;
 pub use types::*;

@@ -125,6 +125,20 @@ pub struct Engine {
     checkpointed: watch::Receiver<u64>,
     /// Stops the projector at shutdown, which releases its hold on the store.
     projector_abort: tokio::task::AbortHandle,
+    /// Global ids being recorded right now, and for whom (see `claim`).
+    id_claims: Arc<parking_lot::Mutex<std::collections::HashMap<Uuid, Uuid>>>,
+}
+
+/// A claimed global id; released when dropped.
+struct IdClaim {
+    claims: Arc<parking_lot::Mutex<std::collections::HashMap<Uuid, Uuid>>>,
+    id: Uuid,
+}
+
+impl Drop for IdClaim {
+    fn drop(&mut self) {
+        self.claims.lock().remove(&self.id);
+    }
 }
 
 /// The projector's background checkpoints: every `every` events it encodes and writes the
@@ -396,6 +410,7 @@ impl Engine {
             max_stall,
             checkpointed,
             projector_abort,
+            id_claims: Default::default(),
             analysis_slots: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
             )),
@@ -441,6 +456,25 @@ impl Engine {
         tokio::task::spawn_blocking(move || compute(&model))
             .await
             .map_err(|e| EngineError::Internal(format!("analysis task: {e}")))
+    }
+
+    /// Claims a global id for `patient` until the returned guard is dropped (after the event is
+    /// readable): refused if another patient's fact already has it, or another patient's command
+    /// is recording it right now.
+    fn claim(&self, new: forlop_domain::NewId, patient: Uuid) -> Result<IdClaim, EngineError> {
+        let id = new.id();
+        let taken = || {
+            EngineError::invalid(format!("{}: {id} is already used by another patient (ids are global)", new.field()))
+        };
+        let mut claims = self.id_claims.lock();
+        if claims.get(&id).is_some_and(|p| *p != patient) {
+            return Err(taken());
+        }
+        if self.model().owners.get(&id).is_some_and(|p| *p != patient) {
+            return Err(taken());
+        }
+        claims.insert(id, patient);
+        Ok(IdClaim { claims: self.id_claims.clone(), id })
     }
 
     /// Stops following the log (at shutdown): the projector lets go of the store, so the data
@@ -651,6 +685,10 @@ impl Engine {
         let stream = command.stream().name();
         let refs = self.references(&command).await?;
         let _turn = self.stripe(&stream).lock().await;
+        let _claim = match (command.new_id(), command.stream().patient_id()) {
+            (Some(new), Some(patient)) => Some(self.claim(new, patient)?),
+            _ => None,
+        };
         match (command, national_id) {
             (Command::RegisterPatient(e), Some(id)) => self.register_with_national_id(caller, e, id, options).await,
             (command, None) => self.record_locked(caller, command, &refs, options).await,

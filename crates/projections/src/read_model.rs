@@ -161,6 +161,8 @@ pub struct ReadModel {
     pub episodes_by_service: HashMap<Uuid, OrdMap<(Timestamp, Uuid), Uuid>>,
     /// Per service: (receivedAt, referral id) -> patient id.
     pub referrals_by_service: HashMap<Uuid, OrdMap<(Timestamp, Uuid), Uuid>>,
+    /// Every referral, episode, session and admission id -> its patient: these ids are global.
+    pub owners: HashMap<Uuid, Uuid>,
     /// Number of log events folded so far (the next position expected).
     pub position: u64,
 }
@@ -208,6 +210,18 @@ impl ReadModel {
             }
             _ => {}
         }
+        let new_id = match event {
+            Event::ReferralReceived(e) => Some(e.referral_id),
+            Event::EpisodeStarted(e) => Some(e.episode_id),
+            Event::SessionRecorded(e) => Some(e.session_id),
+            Event::PatientAdmitted(e) => Some(e.admission_id),
+            _ => None,
+        };
+        if let (Some(id), Some(patient)) = (new_id, meta.patient_id) {
+            if self.patients.contains_key(&patient) {
+                self.owners.insert(id, patient);
+            }
+        }
         let Some(p) = meta.patient_id.and_then(|id| self.patients.get_mut(&id)) else {
             return;
         };
@@ -215,6 +229,7 @@ impl ReadModel {
         let p = Arc::make_mut(p);
         p.version = meta.stream_version;
         p.cached_continuity = ContinuityCache::default();
+
         let position = meta.position;
         match event {
             Event::ReferralReceived(e) => {
