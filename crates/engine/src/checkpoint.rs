@@ -12,8 +12,7 @@ use forlop_store::{EventStore, Hash};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever the read model's shape changes: an older checkpoint is then ignored.
-/// 2: the read model holds the owners of global ids.
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 1;
 const MAGIC: &[u8; 8] = b"FORLOPRM";
 
 #[derive(Serialize, Deserialize)]

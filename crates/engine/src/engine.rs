@@ -125,8 +125,25 @@ pub struct Engine {
     checkpointed: watch::Receiver<u64>,
     /// Stops the projector at shutdown, which releases its hold on the store.
     projector_abort: tokio::task::AbortHandle,
+    /// Every referral, episode, session and admission id folded so far, and its patient. A flat
+    /// map beside the snapshots (a persistent one cost several times the memory), written only
+    /// by the projector, each lock held for one insert or lookup.
+    owners: Owners,
     /// Global ids being recorded right now, and for whom (see `claim`).
     id_claims: Arc<parking_lot::Mutex<std::collections::HashMap<Uuid, Uuid>>>,
+}
+
+type Owners = Arc<parking_lot::RwLock<std::collections::HashMap<Uuid, Uuid>>>;
+
+/// The global id an event introduces (see `forlop_domain::NewId`).
+fn fact_id(event: &Event) -> Option<Uuid> {
+    match event {
+        Event::ReferralReceived(e) => Some(e.referral_id),
+        Event::EpisodeStarted(e) => Some(e.episode_id),
+        Event::SessionRecorded(e) => Some(e.session_id),
+        Event::PatientAdmitted(e) => Some(e.admission_id),
+        _ => None,
+    }
 }
 
 /// A claimed global id; released when dropped.
@@ -305,6 +322,11 @@ impl Engine {
             tracing::info!(events = model.position, "loaded read-model checkpoint; replaying the tail");
         }
         catch_up(&store, &mut model).await?;
+        // Who owns each global id: derived from the model (so checkpoints need not carry it),
+        // then kept current by the projector.
+        let owners: Owners = Arc::new(parking_lot::RwLock::new(
+            model.patients.values().flat_map(|p| p.fact_ids().map(|id| (id, p.id))).collect(),
+        ));
         tracing::info!(
             events = model.position,
             patients = model.patients.len(),
@@ -313,7 +335,7 @@ impl Engine {
         );
         let (tx, projected) = watch::channel(Progress { position: model.position, stalled: None });
         let snapshot = Arc::new(ArcSwap::from_pointee(model.clone()));
-        let (publish, projector_store) = (snapshot.clone(), store.clone());
+        let (publish, projector_store, projector_owners) = (snapshot.clone(), store.clone(), owners.clone());
         let mut working = model;
         let (checkpointed_tx, checkpointed) = watch::channel(working.position);
         let mut background = BackgroundCheckpoint {
@@ -342,7 +364,13 @@ impl Engine {
                                 panic!("injected fault: projector panic at position {position}");
                             }
                             waiting_since.get_or_insert_with(std::time::Instant::now);
-                            apply(&mut working, &decode_for_model(&e));
+                            let decoded = decode_for_model(&e);
+                            if let (Some(id), Some(patient)) =
+                                (decoded.1.as_ref().and_then(fact_id), decoded.0.patient_id)
+                            {
+                                projector_owners.write().insert(id, patient);
+                            }
+                            apply(&mut working, &decoded);
                             // Fold whatever else is already here before publishing, so a burst
                             // of events costs one snapshot; then publish, then tell waiting
                             // mutations (read-your-writes: their event is in what readers load).
@@ -411,6 +439,7 @@ impl Engine {
             checkpointed,
             projector_abort,
             id_claims: Default::default(),
+            owners,
             analysis_slots: Arc::new(tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
             )),
@@ -470,7 +499,7 @@ impl Engine {
         if claims.get(&id).is_some_and(|p| *p != patient) {
             return Err(taken());
         }
-        if self.model().owners.get(&id).is_some_and(|p| *p != patient) {
+        if self.owners.read().get(&id).is_some_and(|p| *p != patient) {
             return Err(taken());
         }
         claims.insert(id, patient);

@@ -132,6 +132,16 @@ impl PartialEq for ContinuityCache {
 }
 
 impl PatientView {
+    /// Every referral, episode, session and admission id of this patient (ids that are global).
+    pub fn fact_ids(&self) -> impl Iterator<Item = Uuid> + '_ {
+        self.referrals
+            .iter()
+            .map(|r| r.id)
+            .chain(self.episodes.iter().map(|e| e.id))
+            .chain(self.sessions.iter().map(|s| s.event.session_id))
+            .chain(self.admissions.iter().map(|a| a.id))
+    }
+
     pub fn episode(&self, id: Uuid) -> Option<&EpisodeView> {
         self.episodes.iter().find(|e| e.id == id)
     }
@@ -161,8 +171,6 @@ pub struct ReadModel {
     pub episodes_by_service: HashMap<Uuid, OrdMap<(Timestamp, Uuid), Uuid>>,
     /// Per service: (receivedAt, referral id) -> patient id.
     pub referrals_by_service: HashMap<Uuid, OrdMap<(Timestamp, Uuid), Uuid>>,
-    /// Every referral, episode, session and admission id -> its patient: these ids are global.
-    pub owners: HashMap<Uuid, Uuid>,
     /// Number of log events folded so far (the next position expected).
     pub position: u64,
 }
@@ -209,18 +217,6 @@ impl ReadModel {
                 return;
             }
             _ => {}
-        }
-        let new_id = match event {
-            Event::ReferralReceived(e) => Some(e.referral_id),
-            Event::EpisodeStarted(e) => Some(e.episode_id),
-            Event::SessionRecorded(e) => Some(e.session_id),
-            Event::PatientAdmitted(e) => Some(e.admission_id),
-            _ => None,
-        };
-        if let (Some(id), Some(patient)) = (new_id, meta.patient_id) {
-            if self.patients.contains_key(&patient) {
-                self.owners.insert(id, patient);
-            }
         }
         let Some(p) = meta.patient_id.and_then(|id| self.patients.get_mut(&id)) else {
             return;
