@@ -22,18 +22,9 @@ struct World {
 
 async fn world(s: &Server) -> World {
     let r = Reference::register(s).await;
-    let (p, r1, r2, e1, e2, s1, adm1) = (id(), id(), id(), id(), id(), id(), id());
+    let (p, r2, e1, e2, s1, adm1) = (id(), id(), id(), id(), id(), id());
     s.record("registerPatient", json!({ "patientId": p, "birthYear": 1970, "gender": "OTHER" })).await;
-    s.record(
-        "receiveReferral",
-        json!({ "patientId": p, "referralId": r1, "serviceId": r.rph, "source": "GP", "receivedAt": "2016-01-04T09:00:00Z" }),
-    )
-    .await;
-    s.record(
-        "decideReferral",
-        json!({ "patientId": p, "referralId": r1, "decision": "ACCEPTED", "decidedAt": "2016-01-05T09:00:00Z" }),
-    )
-    .await;
+    let r1 = accepted_referral(s, p, r.rph, "GP", "2016-01-04T09:00:00Z", "2016-01-05T09:00:00Z").await;
     s.record(
         "receiveReferral",
         json!({ "patientId": p, "referralId": r2, "serviceId": r.pol, "source": "NAV", "receivedAt": "2016-01-20T09:00:00Z" }),
@@ -55,17 +46,7 @@ async fn world(s: &Server) -> World {
     )
     .await;
     // The clinic's episode comes from a third referral (a specialist episode needs one).
-    let r3 = id();
-    s.record(
-        "receiveReferral",
-        json!({ "patientId": p, "referralId": r3, "serviceId": r.pol, "source": "GP", "receivedAt": "2016-01-21T09:00:00Z" }),
-    )
-    .await;
-    s.record(
-        "decideReferral",
-        json!({ "patientId": p, "referralId": r3, "decision": "ACCEPTED", "decidedAt": "2016-01-25T09:00:00Z" }),
-    )
-    .await;
+    let r3 = accepted_referral(s, p, r.pol, "GP", "2016-01-21T09:00:00Z", "2016-01-25T09:00:00Z").await;
     s.record(
         "startEpisode",
         json!({ "patientId": p, "episodeId": e2, "serviceId": r.pol, "referralId": r3, "startedAt": "2016-02-01T09:00:00Z" }),

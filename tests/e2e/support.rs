@@ -473,6 +473,30 @@ impl Reference {
 
 /// Registers a patient and starts an open RPH episode on 2016-01-11 with therapist A assigned.
 /// Returns (patient, episode).
+/// Records a referral of patient `p` to `service`, received and accepted at the given times;
+/// returns its id.
+pub async fn accepted_referral(
+    s: &Server,
+    p: Uuid,
+    service: Uuid,
+    source: &str,
+    received_at: &str,
+    decided_at: &str,
+) -> Uuid {
+    let referral = id();
+    s.record(
+        "receiveReferral",
+        json!({ "patientId": p, "referralId": referral, "serviceId": service, "source": source, "receivedAt": received_at }),
+    )
+    .await;
+    s.record(
+        "decideReferral",
+        json!({ "patientId": p, "referralId": referral, "decision": "ACCEPTED", "decidedAt": decided_at }),
+    )
+    .await;
+    referral
+}
+
 pub async fn patient_in_episode(s: &Server, r: &Reference) -> (Uuid, Uuid) {
     let (p, e) = (id(), id());
     s.record("registerPatient", json!({ "patientId": p, "birthYear": 1990, "gender": "MALE" })).await;
