@@ -1,0 +1,195 @@
+//! The embedded backend: one sled tree, written by one thread that commits appends in groups.
+//!
+//! Key layout (one tree, so one `apply_batch` makes a group of appends atomic):
+//! - `E` + first position (u64 BE)                -> the append's records, each
+//!   `[u32 LE length][canonical bytes][SHA-256 chain hash]`
+//! - `S` + stream + 0x00 + first version (u64 BE) -> first position (u64 BE) ++ count (u32 BE)
+//! - `I` + event id (16 bytes)                    -> position (u64 BE)
+//!
+//! One value per append (not per event) keeps a 1000-event append to one sled value plus its id
+//! index entries, within a small factor of raw sled. Group commit: concurrent appends queue for
+//! the writer thread, which validates each against the log plus the earlier requests of the same
+//! group, applies them in one batch and makes it durable with one `flush` (fsync) before
+//! acknowledging any of them.
+
+mod encoding;
+mod reads;
+mod verify;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::{oneshot, watch};
+use uuid::Uuid;
+
+use crate::hash::GENESIS_HASH;
+use crate::*;
+pub use encoding::event_hash;
+use encoding::*;
+use writer::{Request, Writer};
+
+#[derive(Debug, Clone)]
+pub struct SledOptions {
+    pub path: PathBuf,
+    /// sled page cache in bytes.
+    pub cache_bytes: u64,
+}
+
+impl SledOptions {
+    pub fn new(path: impl AsRef<Path>) -> Self {
+        SledOptions { path: path.as_ref().to_owned(), cache_bytes: 1024 * 1024 * 1024 }
+    }
+}
+
+pub struct SledStore {
+    tree: sled::Tree,
+    /// Set once a group failed to become durable or the writer died: no later write touches sled.
+    failed: Arc<std::sync::OnceLock<String>>,
+    writer: crate::group::WriterThread<Request>,
+    committed: Arc<AtomicU64>,
+    watch: watch::Receiver<u64>,
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore").field("committed", &self.committed()).finish()
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// A failed read. sled keeps an I/O error (a full disk, a failing device) and fails every later
+/// call with it, so that is the store being unavailable, not a bug: callers answer UNAVAILABLE.
+fn read_error(e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Io(_) => StoreError::Unavailable(format!("the event log cannot be read: {e}")),
+        other => StoreError::Backend(other.to_string()),
+    }
+}
+
+impl SledStore {
+    pub fn open(options: SledOptions) -> Result<SledStore, StoreError> {
+        let config = sled::Config::new()
+            .path(&options.path)
+            .cache_capacity(options.cache_bytes)
+            // We flush explicitly before every acknowledgement; a timer adds nothing.
+            .flush_every_ms(None);
+        let db = crate::sled_open::open(&config).map_err(backend)?;
+        let tree = db.open_tree("log").map_err(backend)?;
+        let (mut next_position, mut last_hash) = (0, GENESIS_HASH);
+        if let Some(kv) = tree.scan_prefix([EVENT]).next_back() {
+            let (k, v) = kv.map_err(read_error)?;
+            let first = be_u64(&k[1..]);
+            for (i, r) in records(first, &v).enumerate() {
+                let (_, hash) = r?;
+                next_position = first + i as u64 + 1;
+                last_hash = hash.try_into().map_err(backend)?;
+            }
+        }
+        let committed = Arc::new(AtomicU64::new(next_position));
+        let (watch_tx, watch) = watch::channel(next_position);
+        let failed = Arc::new(std::sync::OnceLock::new());
+        let writer = Writer {
+            failed: failed.clone(),
+            db,
+            tree: tree.clone(),
+            next_position,
+            last_hash,
+            committed: committed.clone(),
+            watch: watch_tx,
+        };
+        let writer =
+            crate::group::WriterThread::spawn("forlop-sled-writer", move |rx| writer.run(rx)).map_err(backend)?;
+        tracing::info!(path = %options.path.display(), events = next_position, "opened sled event store");
+        Ok(SledStore { tree, failed, writer, committed, watch })
+    }
+
+    /// Flips one byte of the stored event at `position`, for tamper-detection tests. The store at
+    /// `path` must not be open.
+    #[doc(hidden)]
+    pub fn tamper(path: &Path, position: u64) -> Result<(), StoreError> {
+        let db = crate::sled_open::open(&sled::Config::new().path(path).flush_every_ms(None)).map_err(backend)?;
+        let tree = db.open_tree("log").map_err(backend)?;
+        let (first, value) = find_append(&tree, position)?.ok_or(StoreError::Closed)?;
+        let mut value = value.to_vec();
+        let mut offset = 0;
+        for _ in first..position {
+            let len = u32::from_le_bytes(value[offset..offset + 4].try_into().unwrap()) as usize;
+            offset += 4 + len + 32;
+        }
+        let len = u32::from_le_bytes(value[offset..offset + 4].try_into().unwrap()) as usize;
+        value[offset + 4 + len - 2] ^= 0x01; // inside the payload, which ends the canonical bytes
+        tree.insert(event_key(first), value).map_err(backend)?;
+        db.flush().map_err(backend)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl EventStore for SledStore {
+    async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult, StoreError> {
+        if let Some(reason) = self.failed.get() {
+            return Err(StoreError::Unavailable(reason.clone()));
+        }
+        let (reply, answer) = oneshot::channel();
+        let req = Request { stream: stream.to_owned(), expected, events, reply };
+        // The writer's queue or reply closed: it died. Record that before answering, so that
+        // /healthz already says so when the client sees the error.
+        let writer_gone = || {
+            let _ = self.failed.set("the writer thread stopped".into());
+            StoreError::Unavailable(self.failed.get().cloned().unwrap_or_default())
+        };
+        let started = std::time::Instant::now();
+        self.writer.send(req).map_err(|_| writer_gone())?;
+        let result = answer.await.map_err(|_| writer_gone())?;
+        metrics::histogram!("forlop_append_seconds").record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failed.get().map(|r| format!("the event log could not be made durable: {r}"))
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.stream_events(stream, from_version, limit)
+    }
+
+    async fn read_all(&self, from_position: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.log_events(from_position, limit)
+    }
+
+    async fn stream_version(&self, stream: &str) -> Result<Option<u64>, StoreError> {
+        self.last_version(stream)
+    }
+
+    async fn event_by_id(&self, id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
+        self.event_with_id(id)
+    }
+
+    fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    fn watch_committed(&self) -> watch::Receiver<u64> {
+        self.watch.clone()
+    }
+
+    async fn verify(&self) -> Result<VerifyReport, StoreError> {
+        self.verify_log()
+    }
+}
