@@ -266,3 +266,46 @@ async fn given_a_failing_flush_when_recording_then_unavailable_nothing_later_is_
     assert!(ids.contains(a["serviceId"].as_str().unwrap()) && ids.contains(b["serviceId"].as_str().unwrap()), "{d}");
     s.record("registerService", service()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_code_a_newer_version_stored_when_served_then_it_reads_as_unrecognised_is_counted_and_cannot_be_sent() {
+    // A newer forlop registered a service at a care level this version does not know.
+    let dir = tempfile::tempdir().unwrap();
+    let service_id = id();
+    {
+        let store = forlop_store::SledStore::open(forlop_store::SledOptions::new(dir.path())).unwrap();
+        let future = forlop_store::NewEvent {
+            id: id(),
+            event_type: "ServiceRegistered".into(),
+            schema_version: 1,
+            occurred_at: chrono::Utc::now(),
+            payload: json!({ "service_id": service_id, "name": "Akutteam", "care_level": "CRISIS_TEAM" })
+                .to_string()
+                .into_bytes(),
+            metadata: Default::default(),
+            recorded_at: None,
+        };
+        use forlop_store::EventStore;
+        store
+            .append(&format!("service-{service_id}"), forlop_store::ExpectedVersion::NoStream, vec![future])
+            .await
+            .unwrap();
+    }
+    let s = Server::start_in(dir.path(), &[]).await;
+    // It is served, shown as UNRECOGNISED, ...
+    let v = s.query("{ services { id careLevel } }", json!({})).await;
+    assert_eq!(v["services"], json!([{ "id": service_id, "careLevel": "UNRECOGNISED" }]));
+    // ... counted, ...
+    let m = scrape(&s).await;
+    assert_eq!(value(&m, "forlop_unrecognised_codes_total", Some(("enum", "CareLevel"))), Some(1.0));
+    // ... and the placeholder cannot be recorded: the field is named, nothing is appended.
+    let err = s
+        .rejects(
+            "registerService",
+            json!({ "serviceId": id(), "name": "x", "careLevel": "UNRECOGNISED" }),
+            "INVALID_INPUT",
+        )
+        .await;
+    assert!(err["message"].as_str().unwrap().contains("care_level"), "{err}");
+    assert_eq!(s.committed().await, 1);
+}

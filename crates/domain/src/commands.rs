@@ -367,6 +367,10 @@ fn placeholder_id(id: Uuid) -> bool {
     id.is_nil() || id == Uuid::max()
 }
 
+/// Payload fields holding a code (`code_enum!` values).
+const CODE_FIELDS: &[&str] =
+    &["care_level", "gender", "source", "decision", "reason", "attendance", "instrument", "phase"];
+
 /// Checks every id the command carries and its clinical time, whatever its kind.
 fn check_ids_and_time(command: &Command) -> Result<(), DomainError> {
     let proposed = command.proposed_event();
@@ -375,6 +379,12 @@ fn check_ids_and_time(command: &Command) -> Result<(), DomainError> {
         let id = value.as_str().and_then(|v| Uuid::parse_str(v).ok());
         if field.ends_with("_id") && id.is_some_and(placeholder_id) {
             return Err(invalid(format!("{field}: the nil and max UUIDs are not ids")));
+        }
+        if CODE_FIELDS.contains(&field.as_str()) && value.as_str() == Some(crate::types::UNRECOGNISED) {
+            return Err(invalid(format!(
+                "{field}: {} shows a code a newer forlop stored; it cannot be recorded",
+                crate::types::UNRECOGNISED
+            )));
         }
     }
     if let Some(t) = proposed.clinical_time() {

@@ -2,19 +2,94 @@
 
 use serde::{Deserialize, Serialize};
 
+/// How a code this version does not know is shown (GraphQL, exports of read models).
+pub const UNRECOGNISED: &str = "UNRECOGNISED";
+
+/// Writes a code: its name in JSON (events, exports), its index in binary formats (read-model
+/// checkpoints; one byte, as serde's derived unit variants wrote it).
+fn serialize_code<S: serde::Serializer>(s: S, code: &'static str, index: Option<usize>) -> Result<S::Ok, S::Error> {
+    if s.is_human_readable() {
+        s.serialize_str(code)
+    } else {
+        // `Unrecognised` takes the first index past the known codes.
+        s.serialize_u8(index.unwrap_or(u8::MAX as usize) as u8)
+    }
+}
+
+/// Reads a code without allocating. One this version does not know becomes `unrecognised` and
+/// is counted, so that a newer writer's events neither stop replay nor a stream's decisions.
+fn deserialize_code<'de, D, T>(
+    d: D,
+    name: &'static str,
+    parse: fn(&str) -> Option<T>,
+    all: &'static [T],
+    unrecognised: T,
+) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Copy,
+{
+    struct Code<T: 'static>(fn(&str) -> Option<T>, &'static str, &'static [T], T);
+    impl<T: Copy> Code<T> {
+        fn unrecognised(&self) -> T {
+            metrics::counter!("forlop_unrecognised_codes_total", "enum" => self.1).increment(1);
+            self.3
+        }
+    }
+    impl<T: Copy> serde::de::Visitor<'_> for Code<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "a {} code", self.1)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+            Ok(self.0(v).unwrap_or_else(|| self.unrecognised()))
+        }
+        fn visit_u8<E: serde::de::Error>(self, v: u8) -> Result<T, E> {
+            Ok(self.2.get(usize::from(v)).copied().unwrap_or_else(|| self.unrecognised()))
+        }
+    }
+    if d.is_human_readable() {
+        d.deserialize_str(Code(parse, name, all, unrecognised))
+    } else {
+        d.deserialize_u8(Code(parse, name, all, unrecognised))
+    }
+}
+
 macro_rules! code_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident = $code:literal),+ $(,)? }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        pub enum $name { $(#[serde(rename = $code)] $variant),+ }
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name {
+            $($variant,)+
+            /// A code this version does not know, stored by a newer forlop. It is read, counted
+            /// (`forlop_unrecognised_codes_total`) and shown as `UNRECOGNISED`; never recorded.
+            Unrecognised,
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                serialize_code(s, self.code(), $name::ALL.iter().position(|v| v == self))
+            }
+        }
 
         impl $name {
-            /// Every value, in declaration order (reports list every key, even when empty).
+            /// Every recordable value, in declaration order (reports list every key, even when
+            /// empty); `Unrecognised` is not one.
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
 
             /// The stable wire name, as used in GraphQL and exports.
             pub fn code(self) -> &'static str {
-                match self { $($name::$variant => $code),+ }
+                match self { $($name::$variant => $code,)+ $name::Unrecognised => UNRECOGNISED }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let parse = |code: &str| match code {
+                    $($code => Some($name::$variant),)+
+                    _ => None,
+                };
+                deserialize_code(d, stringify!($name), parse, $name::ALL, $name::Unrecognised)
             }
         }
 
@@ -83,6 +158,8 @@ impl Instrument {
         match self {
             Instrument::Phq9 => 9,
             Instrument::Gad7 => 7,
+            // Never recorded (`decide` refuses it), so no item count fits.
+            Instrument::Unrecognised => 0,
         }
     }
 
@@ -91,6 +168,8 @@ impl Instrument {
         match self {
             Instrument::Phq9 => 10,
             Instrument::Gad7 => 8,
+            // A score on an unknown scale is never judged to be at caseness.
+            Instrument::Unrecognised => u32::MAX,
         }
     }
 
@@ -99,6 +178,8 @@ impl Instrument {
         match self {
             Instrument::Phq9 => 6,
             Instrument::Gad7 => 4,
+            // ... nor a reliable change.
+            Instrument::Unrecognised => u32::MAX,
         }
     }
 }

@@ -743,7 +743,7 @@ fn malformed_payloads_are_refused() {
         ("SessionRecorded", 1, "{}".into()),
         ("SessionRecorded", 1, "not json".into()),
         ("SessionRecorded", 1, String::new()),
-        ("PatientRegistered", 2, format!(r#"{{"patient_id":"{p}","birth_year":1985,"gender":"F"}}"#)),
+        ("PatientRegistered", 2, format!(r#"{{"patient_id":"{p}","birth_year":1985,"gender":7}}"#)),
         ("PatientRegistered", 2, format!(r#"{{"patient_id":"{p}","birth_year":1985}}"#)),
         ("PatientRegistered", 1, format!(r#"{{"patient_id":"{p}","birth_year":"1985","sex":"F"}}"#)),
         ("PatientRegistered", 1, r#"{"patient_id":"P","birth_year":1985}"#.into()),
@@ -760,6 +760,21 @@ fn malformed_payloads_are_refused() {
         );
         assert!(err.to_string().contains(event_type), "{err}");
     }
+}
+
+#[test]
+fn a_code_this_version_does_not_know_decodes_as_unrecognised() {
+    // A newer writer's gender code is shown as such, not refused as malformed; an old code that
+    // was never a gender (the v1 "F") is no different.
+    for code in ["NON_BINARY", "F"] {
+        let payload = format!(r#"{{"patient_id":"{P}","birth_year":1985,"gender":"{code}"}}"#);
+        match Event::decode("PatientRegistered", 2, payload.as_bytes()).unwrap() {
+            Event::PatientRegistered(e) => assert_eq!(e.gender, Gender::Unrecognised),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(Gender::Unrecognised.code(), "UNRECOGNISED");
+    assert!(!Gender::ALL.contains(&Gender::Unrecognised), "reports list recordable codes");
 }
 
 /// One instance of every event the current build writes, optional fields both ways.

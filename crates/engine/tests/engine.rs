@@ -144,6 +144,47 @@ async fn an_event_type_from_a_newer_version_neither_stops_deciding_nor_replay() 
 }
 
 #[tokio::test]
+async fn a_code_from_a_newer_version_reads_as_unrecognised_and_neither_stops_deciding_nor_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let patient = Uuid::from_u128(6);
+    let store = open(&dir);
+    // A newer forlop registered a patient with a gender code this build does not know.
+    let future = NewEvent {
+        id: Uuid::new_v4(),
+        event_type: "PatientRegistered".into(),
+        schema_version: 2,
+        occurred_at: chrono::Utc::now(),
+        payload: format!(r#"{{"patient_id":"{patient}","birth_year":1980,"gender":"NON_BINARY"}}"#).into_bytes(),
+        metadata: Metadata::default(),
+        recorded_at: None,
+    };
+    store.append(&format!("patient-{patient}"), ExpectedVersion::NoStream, vec![future]).await.unwrap();
+    let engine = start(&dir, store.clone()).await;
+    // The read model keeps the patient, with the code shown as unrecognised ...
+    assert_eq!(engine.model().patients[&patient].gender, Gender::Unrecognised);
+    // ... the stream can still be decided on (the registration counts) ...
+    let again = Command::RegisterPatient(PatientRegistered {
+        patient_id: patient,
+        birth_year: 1980,
+        gender: Gender::Male,
+        national_id: None,
+    });
+    let err = engine.record(&admin(), again, None, RecordOptions::default()).await.unwrap_err();
+    assert_eq!(err.code(), "ALREADY_EXISTS");
+    // ... and nobody can record the placeholder itself.
+    let placeholder = Command::RegisterPatient(PatientRegistered {
+        patient_id: Uuid::from_u128(7),
+        birth_year: 1980,
+        gender: Gender::Unrecognised,
+        national_id: None,
+    });
+    let err = engine.record(&admin(), placeholder, None, RecordOptions::default()).await.unwrap_err();
+    assert_eq!(err.code(), "INVALID_INPUT");
+    assert!(err.to_string().contains("gender"), "{err}");
+    assert_eq!(store.committed(), 1, "nothing appended");
+}
+
+#[tokio::test]
 async fn a_reader_holding_a_snapshot_never_delays_a_mutation_and_keeps_its_consistent_view() {
     let dir = tempfile::tempdir().unwrap();
     let engine = start(&dir, open(&dir)).await;

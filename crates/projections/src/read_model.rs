@@ -162,7 +162,7 @@ impl PatientView {
 /// few reference counts, and folding an event into the next version copies only the path to what
 /// changed (the patient's view once, and a few map nodes). Readers keep the snapshot they started
 /// with; the projector never waits for them.
-#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ReadModel {
     pub services: HashMap<Uuid, ServiceView>,
     pub therapists: HashMap<Uuid, TherapistView>,

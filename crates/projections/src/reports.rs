@@ -267,6 +267,8 @@ pub fn referral_summary(model: &ReadModel, service: Uuid, from: Timestamp, to: T
                 r.rejected += 1;
                 r.rejected_for_capacity += u64::from(reason == Some(RejectionReason::Capacity));
             }
+            // A decision a newer forlop recorded: decided, but neither of the two kinds known here.
+            Some((ReferralDecision::Unrecognised, _, _)) => {}
         }
     }
     r

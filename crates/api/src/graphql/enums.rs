@@ -9,6 +9,9 @@ pub enum CareLevel {
     SpecialistOutpatient,
     SpecialistDay,
     SpecialistInpatient,
+    /// A code a newer forlop stored that this version does not know. Read only: recording it
+    /// is refused with INVALID_INPUT.
+    Unrecognised,
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
@@ -18,6 +21,9 @@ pub enum Gender {
     Male,
     Other,
     Unknown,
+    /// A code a newer forlop stored that this version does not know. Read only: recording it
+    /// is refused with INVALID_INPUT.
+    Unrecognised,
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
@@ -30,6 +36,9 @@ pub enum ReferralSource {
     Relative,
     Nav,
     Other,
+    /// A code a newer forlop stored that this version does not know. Read only: recording it
+    /// is refused with INVALID_INPUT.
+    Unrecognised,
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
@@ -37,6 +46,9 @@ pub enum ReferralSource {
 pub enum ReferralDecision {
     Accepted,
     Rejected,
+    /// A code a newer forlop stored that this version does not know. Read only: recording it
+    /// is refused with INVALID_INPUT.
+    Unrecognised,
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
@@ -46,6 +58,9 @@ pub enum RejectionReason {
     NotInTargetGroup,
     NeedsOtherLevel,
     Other,
+    /// A code a newer forlop stored that this version does not know. Read only: recording it
+    /// is refused with INVALID_INPUT.
+    Unrecognised,
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
@@ -58,6 +73,9 @@ pub enum ReleaseReason {
     Transfer,
     EpisodeEnded,
     Other,
+    /// A code a newer forlop stored that this version does not know. Read only: recording it
+    /// is refused with INVALID_INPUT.
+    Unrecognised,
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
@@ -67,6 +85,9 @@ pub enum Attendance {
     CancelledByPatient,
     CancelledByService,
     NoShow,
+    /// A code a newer forlop stored that this version does not know. Read only: recording it
+    /// is refused with INVALID_INPUT.
+    Unrecognised,
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
@@ -76,6 +97,9 @@ pub enum Instrument {
     Phq9,
     #[graphql(name = "GAD7")]
     Gad7,
+    /// A code a newer forlop stored that this version does not know. Read only: recording it
+    /// is refused with INVALID_INPUT.
+    Unrecognised,
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
@@ -84,6 +108,9 @@ pub enum MeasurePhase {
     Intake,
     Interim,
     Discharge,
+    /// A code a newer forlop stored that this version does not know. Read only: recording it
+    /// is refused with INVALID_INPUT.
+    Unrecognised,
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
@@ -94,4 +121,7 @@ pub enum EndReason {
     ReferredOnward,
     Moved,
     Other,
+    /// A code a newer forlop stored that this version does not know. Read only: recording it
+    /// is refused with INVALID_INPUT.
+    Unrecognised,
 }

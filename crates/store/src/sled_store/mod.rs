@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
-use crate::hash::GENESIS_HASH;
+use crate::hash::{chain_hash, Hash, GENESIS_HASH};
 use crate::*;
 pub use encoding::event_hash;
 use encoding::*;
@@ -72,6 +72,30 @@ fn read_error(e: sled::Error) -> StoreError {
     }
 }
 
+/// The next position and head hash after the last append (first position `first`, bytes
+/// `value`), checked against the chain from the append before it.
+fn tail_head(tree: &sled::Tree, first: u64, value: &[u8]) -> Result<(u64, Hash), StoreError> {
+    let mut hash = match first.checked_sub(1) {
+        None => GENESIS_HASH,
+        Some(before) => {
+            let corrupt = |reason: &str| StoreError::Corrupt { position: before, reason: reason.into() };
+            let (start, previous) = find_append(tree, before)?.ok_or_else(|| corrupt("event missing"))?;
+            let (_, last) = records(start, &previous).last().ok_or_else(|| corrupt("empty append"))??;
+            last.try_into().map_err(|_| corrupt("hash is not 32 bytes"))?
+        }
+    };
+    let mut next = first;
+    for r in records(first, value) {
+        let (body, stored) = r?;
+        if chain_hash(&hash, body)[..] != *stored {
+            return Err(StoreError::Corrupt { position: next, reason: "hash chain broken".into() });
+        }
+        hash = stored.try_into().map_err(backend)?;
+        next += 1;
+    }
+    Ok((next, hash))
+}
+
 impl SledStore {
     pub fn open(options: SledOptions) -> Result<SledStore, StoreError> {
         let config = sled::Config::new()
@@ -85,11 +109,13 @@ impl SledStore {
         if let Some(kv) = tree.scan_prefix([EVENT]).next_back() {
             let (k, v) = kv.map_err(read_error)?;
             let first = be_u64(&k[1..]);
-            for (i, r) in records(first, &v).enumerate() {
-                let (_, hash) = r?;
-                next_position = first + i as u64 + 1;
-                last_hash = hash.try_into().map_err(backend)?;
-            }
+            // The head of the chain comes from the last append, so check it against the chain
+            // before trusting it. If it does not hold, scan the whole log to name the first
+            // damaged event (a damaged length can make a later record look like the bad one).
+            (next_position, last_hash) = match tail_head(&tree, first, &v) {
+                Ok(head) => head,
+                Err(e) => return Err(verify::verify_tree(&tree, None).err().unwrap_or(e)),
+            };
         }
         let committed = Arc::new(AtomicU64::new(next_position));
         let (watch_tx, watch) = watch::channel(next_position);
@@ -113,17 +139,26 @@ impl SledStore {
     /// `path` must not be open.
     #[doc(hidden)]
     pub fn tamper(path: &Path, position: u64) -> Result<(), StoreError> {
+        Self::tamper_with(path, position, |first, value| {
+            let mut offset = 0;
+            for _ in first..position {
+                let len = u32::from_le_bytes(value[offset..offset + 4].try_into().unwrap()) as usize;
+                offset += 4 + len + 32;
+            }
+            let len = u32::from_le_bytes(value[offset..offset + 4].try_into().unwrap()) as usize;
+            value[offset + 4 + len - 2] ^= 0x01; // inside the payload, which ends the canonical bytes
+        })
+    }
+
+    /// Lets `edit` change the stored bytes of the append holding `position` (given that
+    /// append's first position), for tamper-detection tests. The store must not be open.
+    #[doc(hidden)]
+    pub fn tamper_with(path: &Path, position: u64, edit: impl FnOnce(u64, &mut Vec<u8>)) -> Result<(), StoreError> {
         let db = crate::sled_open::open(&sled::Config::new().path(path).flush_every_ms(None)).map_err(backend)?;
         let tree = db.open_tree("log").map_err(backend)?;
         let (first, value) = find_append(&tree, position)?.ok_or(StoreError::Closed)?;
         let mut value = value.to_vec();
-        let mut offset = 0;
-        for _ in first..position {
-            let len = u32::from_le_bytes(value[offset..offset + 4].try_into().unwrap()) as usize;
-            offset += 4 + len + 32;
-        }
-        let len = u32::from_le_bytes(value[offset..offset + 4].try_into().unwrap()) as usize;
-        value[offset + 4 + len - 2] ^= 0x01; // inside the payload, which ends the canonical bytes
+        edit(first, &mut value);
         tree.insert(event_key(first), value).map_err(backend)?;
         db.flush().map_err(backend)?;
         Ok(())
