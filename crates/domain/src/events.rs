@@ -48,6 +48,7 @@ pub struct ReferralReceived {
     pub referral_id: Uuid,
     pub service_id: Uuid,
     pub source: ReferralSource,
+    #[serde(with = "crate::time_codec")]
     pub received_at: Timestamp,
 }
 
@@ -57,6 +58,7 @@ pub struct ReferralDecided {
     pub decision: ReferralDecision,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<RejectionReason>,
+    #[serde(with = "crate::time_codec")]
     pub decided_at: Timestamp,
 }
 
@@ -66,6 +68,7 @@ pub struct EpisodeStarted {
     pub service_id: Uuid,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub referral_id: Option<Uuid>,
+    #[serde(with = "crate::time_codec")]
     pub started_at: Timestamp,
     /// An emergency admission (øyeblikkelig hjelp): a specialist episode without a referral.
     /// Absent (false) in every event written before it existed.
@@ -77,6 +80,7 @@ pub struct EpisodeStarted {
 pub struct EpisodeEnded {
     pub episode_id: Uuid,
     pub reason: EndReason,
+    #[serde(with = "crate::time_codec")]
     pub ended_at: Timestamp,
 }
 
@@ -84,6 +88,7 @@ pub struct EpisodeEnded {
 pub struct TherapistAssigned {
     pub episode_id: Uuid,
     pub therapist_id: Uuid,
+    #[serde(with = "crate::time_codec")]
     pub assigned_at: Timestamp,
 }
 
@@ -93,6 +98,7 @@ pub struct TherapistReleased {
     pub therapist_id: Uuid,
     pub reason: ReleaseReason,
     pub patient_notified: bool,
+    #[serde(with = "crate::time_codec")]
     pub released_at: Timestamp,
 }
 
@@ -102,6 +108,7 @@ pub struct SessionRecorded {
     pub episode_id: Uuid,
     pub therapist_id: Uuid,
     pub attendance: Attendance,
+    #[serde(with = "crate::time_codec")]
     pub at: Timestamp,
 }
 
@@ -109,12 +116,14 @@ pub struct SessionRecorded {
 pub struct PatientAdmitted {
     pub admission_id: Uuid,
     pub service_id: Uuid,
+    #[serde(with = "crate::time_codec")]
     pub admitted_at: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PatientDischarged {
     pub admission_id: Uuid,
+    #[serde(with = "crate::time_codec")]
     pub discharged_at: Timestamp,
 }
 
@@ -126,6 +135,7 @@ pub struct OutcomeRecorded {
     pub items: Vec<u8>,
     /// Derived from `items` when recorded; stored so exports and audits need no recomputation.
     pub total: u32,
+    #[serde(with = "crate::time_codec")]
     pub measured_at: Timestamp,
 }
 

@@ -7,6 +7,7 @@ pub mod events;
 pub mod national_id;
 pub mod stream;
 pub mod text;
+pub mod time_codec;
 pub mod types;
 
 pub use commands::{decide, Command, DomainError, NewId, References, StreamState};

@@ -12,7 +12,7 @@ use forlop_store::{EventStore, Hash};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever the read model's shape changes: an older checkpoint is then ignored.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 const MAGIC: &[u8; 8] = b"FORLOPRM";
 
 #[derive(Serialize, Deserialize)]
@@ -82,7 +82,10 @@ pub async fn load(path: &Path, store: &Arc<dyn EventStore>) -> Option<ReadModel>
         }
     }
     match postcard::from_bytes::<ReadModel>(rest) {
-        Ok(model) if model.position == header.position => Some(model),
+        Ok(mut model) if model.position == header.position => {
+            model.reindex();
+            Some(model)
+        }
         Ok(_) => ignore("header and model disagree on the position".into()),
         Err(e) => ignore(format!("undecodable read model: {e}")),
     }

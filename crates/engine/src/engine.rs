@@ -133,7 +133,7 @@ pub struct Engine {
     id_claims: Arc<parking_lot::Mutex<std::collections::HashMap<Uuid, Uuid>>>,
 }
 
-type Owners = Arc<parking_lot::RwLock<std::collections::HashMap<Uuid, Uuid>>>;
+type Owners = Arc<parking_lot::RwLock<crate::owners::OwnerIndex>>;
 
 /// The global id an event introduces (see `forlop_domain::NewId`).
 fn fact_id(event: &Event) -> Option<Uuid> {
@@ -319,14 +319,19 @@ impl Engine {
             None => ReadModel::default(),
         };
         if model.position > 0 {
-            tracing::info!(events = model.position, "loaded read-model checkpoint; replaying the tail");
+            let ms = started.elapsed().as_millis() as u64;
+            tracing::info!(events = model.position, ms, "loaded read-model checkpoint; replaying the tail");
         }
         catch_up(&store, &mut model).await?;
+        let caught_up = started.elapsed();
         // Who owns each global id: derived from the model (so checkpoints need not carry it),
         // then kept current by the projector.
-        let owners: Owners = Arc::new(parking_lot::RwLock::new(
-            model.patients.values().flat_map(|p| p.fact_ids().map(|id| (id, p.id))).collect(),
-        ));
+        let owners: Owners = Arc::new(parking_lot::RwLock::new(crate::owners::OwnerIndex::of(&model)));
+        tracing::info!(
+            ids = owners.read().len(),
+            ms = (started.elapsed() - caught_up).as_millis() as u64,
+            "owner index of global ids built"
+        );
         tracing::info!(
             events = model.position,
             patients = model.patients.len(),
@@ -499,7 +504,7 @@ impl Engine {
         if claims.get(&id).is_some_and(|p| *p != patient) {
             return Err(taken());
         }
-        if self.owners.read().get(&id).is_some_and(|p| *p != patient) {
+        if self.owners.read().owner(id).is_some_and(|p| p != patient) {
             return Err(taken());
         }
         claims.insert(id, patient);

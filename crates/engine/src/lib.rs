@@ -8,6 +8,7 @@ pub mod access;
 pub mod checkpoint;
 pub mod engine;
 pub mod error;
+mod owners;
 pub mod policy;
 
 pub use access::{Caller, PatientGrant};

@@ -43,7 +43,9 @@ pub struct ReferralView {
     pub id: Uuid,
     pub service_id: Uuid,
     pub source: ReferralSource,
+    #[serde(with = "forlop_domain::time_codec")]
     pub received_at: Timestamp,
+    #[serde(with = "decision_codec")]
     pub decision: Option<(ReferralDecision, Option<RejectionReason>, Timestamp)>,
 }
 
@@ -54,6 +56,7 @@ pub struct EpisodeView {
     /// The service's care level, fixed when the episode started.
     pub care_level: CareLevel,
     pub referral_id: Option<Uuid>,
+    #[serde(with = "forlop_domain::time_codec")]
     pub started_at: Timestamp,
     pub ended: Option<EpisodeEnded>,
     /// An emergency admission without a referral.
@@ -65,7 +68,9 @@ pub struct EpisodeView {
 pub struct AdmissionView {
     pub id: Uuid,
     pub service_id: Uuid,
+    #[serde(with = "forlop_domain::time_codec")]
     pub admitted_at: Timestamp,
+    #[serde(with = "forlop_domain::time_codec::option")]
     pub discharged_at: Option<Timestamp>,
 }
 
@@ -80,7 +85,9 @@ pub struct SessionFact {
 pub struct AssignmentFact {
     pub episode_id: Uuid,
     pub therapist_id: Uuid,
+    #[serde(with = "forlop_domain::time_codec")]
     pub assigned_at: Timestamp,
+    #[serde(with = "forlop_domain::time_codec::option")]
     pub released_at: Option<Timestamp>,
     pub position: u64,
 }
@@ -167,15 +174,51 @@ pub struct ReadModel {
     pub services: HashMap<Uuid, ServiceView>,
     pub therapists: HashMap<Uuid, TherapistView>,
     pub patients: HashMap<Uuid, Arc<PatientView>>,
-    /// Per service: (startedAt, episode id) -> patient id, for cohorts by start date.
+    /// Per service: (startedAt, episode id) -> patient id, for cohorts by start date. Derived
+    /// from `patients`, so checkpoints leave both indexes out (`reindex`).
+    #[serde(skip)]
     pub episodes_by_service: HashMap<Uuid, OrdMap<(Timestamp, Uuid), Uuid>>,
     /// Per service: (receivedAt, referral id) -> patient id.
+    #[serde(skip)]
     pub referrals_by_service: HashMap<Uuid, OrdMap<(Timestamp, Uuid), Uuid>>,
     /// Number of log events folded so far (the next position expected).
     pub position: u64,
 }
 
+/// A referral's decision with its time in the compact encoding (see `time_codec`).
+mod decision_codec {
+    use forlop_domain::time_codec::Compact;
+    use forlop_domain::{ReferralDecision, RejectionReason, Timestamp};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    type Decision = Option<(ReferralDecision, Option<RejectionReason>, Timestamp)>;
+
+    pub fn serialize<S: Serializer>(d: &Decision, s: S) -> Result<S::Ok, S::Error> {
+        d.map(|(decision, reason, at)| (decision, reason, Compact(at))).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decision, D::Error> {
+        let got = Option::<(ReferralDecision, Option<RejectionReason>, Compact)>::deserialize(d)?;
+        Ok(got.map(|(decision, reason, at)| (decision, reason, at.0)))
+    }
+}
+
 impl ReadModel {
+    /// Rebuilds the per-service indexes from the patients (after decoding a checkpoint, which
+    /// leaves them out).
+    pub fn reindex(&mut self) {
+        self.episodes_by_service = HashMap::default();
+        self.referrals_by_service = HashMap::default();
+        for p in self.patients.values() {
+            for r in &p.referrals {
+                self.referrals_by_service.entry(r.service_id).or_default().insert((r.received_at, r.id), p.id);
+            }
+            for e in &p.episodes {
+                self.episodes_by_service.entry(e.service_id).or_default().insert((e.started_at, e.id), p.id);
+            }
+        }
+    }
+
     /// Folds one event. Events the read model has no use for only advance the position.
     pub fn apply(&mut self, meta: EventMeta, event: &Event) {
         self.position = meta.position + 1;
