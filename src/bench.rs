@@ -364,7 +364,8 @@ async fn restart_to_ready(data: &std::path::Path) -> anyhow::Result<(f64, u64)> 
         .arg(data)
         .arg("--key-file")
         .arg(&key)
-        .env("FORLOP_LOG", "warn")
+        // The engine's start-up timings (checkpoint, owner index) go to the bench's stderr.
+        .env("FORLOP_LOG", "warn,forlop_engine=info")
         .stdout(std::process::Stdio::null())
         .spawn()?;
     let client = reqwest::Client::new();
@@ -494,6 +495,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         tokio::task::yield_now().await;
     }
     drop(store);
+    // sled lets go of its files a moment after the last handle drops. A restarted process would
+    // find them free (the old one has exited), so wait for that here, outside the measurement.
+    drop(SledStore::open(SledOptions::new(dir.path()))?);
     eprintln!("bench: restart from the checkpoint: `forlop serve` until /readyz answers 200 ...");
     let (restart_s, resident) = restart_to_ready(dir.path()).await.context("restart benchmark")?;
     let model_bytes_per_patient = resident as f64 / args.patients.max(1) as f64;

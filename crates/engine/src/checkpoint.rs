@@ -4,16 +4,22 @@
 //! tampered log, an undecodable or older-format file) is ignored with a warning, and the read
 //! model is rebuilt from position 0.
 
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
+use forlop_projections::read_model::{HashMap, PatientView, ServiceView, TherapistView};
 use forlop_projections::ReadModel;
 use forlop_store::{EventStore, Hash};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 /// Bumped whenever the read model's shape changes: an older checkpoint is then ignored.
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 const MAGIC: &[u8; 8] = b"FORLOPRM";
+/// Patients per frame: frames keep the memory a checkpoint takes to write or load to a few
+/// megabytes, where one buffer of the whole file would be as large as the model.
+const PATIENTS_PER_FRAME: usize = 4096;
 
 #[derive(Serialize, Deserialize)]
 struct Header {
@@ -24,21 +30,48 @@ struct Header {
     head_hash: Hash,
 }
 
-/// Encodes the model with the hash of its last folded event.
-pub fn encode(model: &ReadModel, head_hash: Hash) -> Result<Vec<u8>, String> {
-    let header = Header { format: FORMAT, position: model.position, head_hash };
-    let mut out = MAGIC.to_vec();
-    out = postcard::to_extend(&header, out).map_err(|e| e.to_string())?;
-    postcard::to_extend(model, out).map_err(|e| e.to_string())
+/// Everything but the patients (the per-service indexes are derived: `ReadModel::reindex`).
+#[derive(Serialize, Deserialize)]
+struct Rest {
+    services: HashMap<Uuid, ServiceView>,
+    therapists: HashMap<Uuid, TherapistView>,
 }
 
-/// Writes atomically: a temporary file, fsynced, then renamed over the old checkpoint.
-pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Layout: magic, then frames of `[u32 LE length][postcard]`: the header, the rest, patients in
+/// frames of up to `PATIENTS_PER_FRAME`, and an empty frame that ends the file.
+fn frame(out: &mut impl Write, body: &impl Serialize, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    buf.clear();
+    let bytes = postcard::to_io(body, &mut *buf).map_err(std::io::Error::other)?;
+    out.write_all(&(bytes.len() as u32).to_le_bytes())?;
+    out.write_all(bytes)
+}
+
+/// Reads the next frame into `buf`; an empty slice ends the file.
+fn next_frame<'b>(input: &mut impl Read, buf: &'b mut Vec<u8>) -> std::io::Result<&'b [u8]> {
+    let mut len = [0u8; 4];
+    input.read_exact(&mut len)?;
+    buf.resize(u32::from_le_bytes(len) as usize, 0);
+    input.read_exact(buf)?;
+    Ok(buf)
+}
+
+/// Writes the model with the hash of its last folded event, atomically: a temporary file,
+/// fsynced, then renamed over the old checkpoint.
+pub fn write(path: &Path, model: &ReadModel, head_hash: Hash) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     {
-        let mut f = std::fs::File::create(&tmp)?;
-        std::io::Write::write_all(&mut f, bytes)?;
-        f.sync_all()?;
+        let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp)?);
+        let mut buf = Vec::new();
+        out.write_all(MAGIC)?;
+        frame(&mut out, &Header { format: FORMAT, position: model.position, head_hash }, &mut buf)?;
+        let rest = Rest { services: model.services.clone(), therapists: model.therapists.clone() };
+        frame(&mut out, &rest, &mut buf)?;
+        let patients: Vec<&PatientView> = model.patients.values().map(|p| &**p).collect();
+        for chunk in patients.chunks(PATIENTS_PER_FRAME) {
+            frame(&mut out, &chunk, &mut buf)?;
+        }
+        out.write_all(&0u32.to_le_bytes())?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     }
     std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
@@ -49,8 +82,8 @@ pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// The checkpoint at `path`, if it matches `store`'s log; None (with a warning) otherwise.
 pub async fn load(path: &Path, store: &Arc<dyn EventStore>) -> Option<ReadModel> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+    let mut input = match std::fs::File::open(path) {
+        Ok(f) => BufReader::with_capacity(1 << 20, f),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "checkpoint unreadable; replaying from 0");
@@ -61,10 +94,15 @@ pub async fn load(path: &Path, store: &Arc<dyn EventStore>) -> Option<ReadModel>
         tracing::warn!(path = %path.display(), reason = %why, "checkpoint ignored; replaying the log from 0");
         None
     };
-    let Some(body) = bytes.strip_prefix(MAGIC.as_slice()) else { return ignore("not a checkpoint file".into()) };
-    let (header, rest): (Header, &[u8]) = match postcard::take_from_bytes(body) {
-        Ok(x) => x,
-        Err(e) => return ignore(format!("undecodable header: {e}")),
+    let mut magic = [0u8; 8];
+    if input.read_exact(&mut magic).is_err() || magic != *MAGIC {
+        return ignore("not a checkpoint file".into());
+    }
+    let mut buf = Vec::new();
+    let header: Header = match next_frame(&mut input, &mut buf).map(postcard::from_bytes) {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => return ignore(format!("undecodable header: {e}")),
+        Err(e) => return ignore(format!("unreadable header: {e}")),
     };
     if header.format != FORMAT {
         return ignore(format!("format {} (this build writes {FORMAT})", header.format));
@@ -81,12 +119,26 @@ pub async fn load(path: &Path, store: &Arc<dyn EventStore>) -> Option<ReadModel>
             return ignore(format!("the log's event at {} has another hash", header.position - 1));
         }
     }
-    match postcard::from_bytes::<ReadModel>(rest) {
-        Ok(mut model) if model.position == header.position => {
+    match decode_model(&mut input, &mut buf) {
+        Ok(mut model) => {
+            model.position = header.position;
             model.reindex();
             Some(model)
         }
-        Ok(_) => ignore("header and model disagree on the position".into()),
         Err(e) => ignore(format!("undecodable read model: {e}")),
+    }
+}
+
+fn decode_model(input: &mut impl Read, buf: &mut Vec<u8>) -> Result<ReadModel, String> {
+    let rest: Rest =
+        postcard::from_bytes(next_frame(input, buf).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    let mut model = ReadModel { services: rest.services, therapists: rest.therapists, ..ReadModel::default() };
+    loop {
+        let body = next_frame(input, buf).map_err(|e| e.to_string())?;
+        if body.is_empty() {
+            return Ok(model);
+        }
+        let patients: Vec<PatientView> = postcard::from_bytes(body).map_err(|e| e.to_string())?;
+        model.patients.extend(patients.into_iter().map(|p| (p.id, Arc::new(p))));
     }
 }

@@ -184,8 +184,7 @@ impl BackgroundCheckpoint {
         let (model, running, written) = (model.clone(), self.running.clone(), self.written.clone());
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            let result = crate::checkpoint::encode(&model, head)
-                .and_then(|bytes| crate::checkpoint::write(&path, &bytes).map_err(|e| e.to_string()));
+            let result = crate::checkpoint::write(&path, &model, head);
             match result {
                 Ok(()) => {
                     let ms = started.elapsed().as_millis() as u64;
@@ -571,8 +570,7 @@ impl Engine {
         };
         // Encoding a whole snapshot takes a while: off the async workers.
         tokio::task::spawn_blocking(move || {
-            let bytes = crate::checkpoint::encode(&model, head)?;
-            crate::checkpoint::write(&path, &bytes).map_err(|e| format!("writing the checkpoint: {e}"))
+            crate::checkpoint::write(&path, &model, head).map_err(|e| format!("writing the checkpoint: {e}"))
         })
         .await
         .map_err(|e| EngineError::Internal(format!("checkpoint task: {e}")))?

@@ -112,8 +112,11 @@ pub fn care_alerts(model: &ReadModel, as_of: Timestamp, service: Option<Uuid>, t
         if service.is_some_and(|s| s != *service_id) {
             continue;
         }
-        for ((_, episode_id), patient_id) in index.range(..(as_of, Uuid::nil())) {
-            let Some(p) = model.patients.get(patient_id) else { continue };
+        for ((_, episode_id), entry) in index.range(..(as_of, Uuid::nil())) {
+            if !entry.open_at(as_of) {
+                continue;
+            }
+            let Some(p) = model.patients.get(&entry.patient_id) else { continue };
             let Some(e) = p.episode(*episode_id) else { continue };
             if open_at(e, as_of) {
                 out.extend(episode_alerts(p, e, as_of, t));

@@ -177,12 +177,27 @@ pub struct ReadModel {
     /// Per service: (startedAt, episode id) -> patient id, for cohorts by start date. Derived
     /// from `patients`, so checkpoints leave both indexes out (`reindex`).
     #[serde(skip)]
-    pub episodes_by_service: HashMap<Uuid, OrdMap<(Timestamp, Uuid), Uuid>>,
+    pub episodes_by_service: HashMap<Uuid, OrdMap<(Timestamp, Uuid), EpisodeEntry>>,
     /// Per service: (receivedAt, referral id) -> patient id.
     #[serde(skip)]
     pub referrals_by_service: HashMap<Uuid, OrdMap<(Timestamp, Uuid), Uuid>>,
     /// Number of log events folded so far (the next position expected).
     pub position: u64,
+}
+
+/// An entry of `episodes_by_service`: whose episode it is and when it ended, so that a scan for
+/// open episodes (care alerts, the services overview) skips closed ones without a lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpisodeEntry {
+    pub patient_id: Uuid,
+    pub ended_at: Option<Timestamp>,
+}
+
+impl EpisodeEntry {
+    /// Whether the episode (started before `as_of`, as the index range says) is open then.
+    pub fn open_at(&self, as_of: Timestamp) -> bool {
+        self.ended_at.is_none_or(|end| end > as_of)
+    }
 }
 
 /// A referral's decision with its time in the compact encoding (see `time_codec`).
@@ -214,7 +229,8 @@ impl ReadModel {
                 self.referrals_by_service.entry(r.service_id).or_default().insert((r.received_at, r.id), p.id);
             }
             for e in &p.episodes {
-                self.episodes_by_service.entry(e.service_id).or_default().insert((e.started_at, e.id), p.id);
+                let entry = EpisodeEntry { patient_id: p.id, ended_at: e.ended.as_ref().map(|end| end.ended_at) };
+                self.episodes_by_service.entry(e.service_id).or_default().insert((e.started_at, e.id), entry);
             }
         }
     }
@@ -288,7 +304,8 @@ impl ReadModel {
             }
             Event::EpisodeStarted(e) => {
                 let care_level = self.services.get(&e.service_id).map_or(CareLevel::Municipal, |s| s.care_level);
-                self.episodes_by_service.entry(e.service_id).or_default().insert((e.started_at, e.episode_id), p.id);
+                let entry = EpisodeEntry { patient_id: p.id, ended_at: None };
+                self.episodes_by_service.entry(e.service_id).or_default().insert((e.started_at, e.episode_id), entry);
                 p.episodes.push(EpisodeView {
                     id: e.episode_id,
                     service_id: e.service_id,
@@ -302,6 +319,13 @@ impl ReadModel {
             Event::EpisodeEnded(e) => {
                 if let Some(ep) = p.episodes.iter_mut().find(|ep| ep.id == e.episode_id) {
                     ep.ended = Some(e.clone());
+                    let entry = self
+                        .episodes_by_service
+                        .get_mut(&ep.service_id)
+                        .and_then(|m| m.get_mut(&(ep.started_at, ep.id)));
+                    if let Some(entry) = entry {
+                        entry.ended_at = Some(e.ended_at);
+                    }
                 }
             }
             Event::TherapistAssigned(e) => p.assignments.push(AssignmentFact {

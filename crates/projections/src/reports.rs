@@ -181,8 +181,8 @@ pub fn cohort<'a>(
         .get(&service)
         .into_iter()
         .flat_map(move |index| index.range((from, Uuid::nil())..(to, Uuid::nil())))
-        .filter_map(move |((_, episode_id), patient_id)| {
-            let p: &PatientView = model.patients.get(patient_id)?;
+        .filter_map(move |((_, episode_id), entry)| {
+            let p: &PatientView = model.patients.get(&entry.patient_id)?;
             Some((p, p.episode(*episode_id)?))
         })
 }
@@ -282,11 +282,7 @@ pub fn waiting_days(model: &ReadModel, service: Uuid, from: Timestamp, to: Times
 /// Episodes at `service` open at `as_of`: started before it and not ended by it.
 pub fn open_episodes(model: &ReadModel, service: Uuid, as_of: Timestamp) -> u64 {
     let Some(index) = model.episodes_by_service.get(&service) else { return 0 };
-    index
-        .range(..(as_of, Uuid::nil()))
-        .filter_map(|((_, episode_id), patient_id)| model.patients.get(patient_id)?.episode(*episode_id))
-        .filter(|e| e.ended.as_ref().is_none_or(|end| end.ended_at > as_of))
-        .count() as u64
+    index.range(..(as_of, Uuid::nil())).filter(|(_, entry)| entry.open_at(as_of)).count() as u64
 }
 
 const GENDERS: &[(Gender, &str)] =
