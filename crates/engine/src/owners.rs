@@ -23,13 +23,14 @@ impl OwnerIndex {
             .map(|p| p.referrals.len() + p.episodes.len() + p.sessions.len() + p.admissions.len());
         let mut at_start = Vec::with_capacity(ids.sum());
         at_start.extend(model.patients.values().flat_map(|p| p.fact_ids().map(|id| (id, p.id))));
-        at_start.sort_unstable_by_key(|(id, _)| *id);
+        // As u128: one integer comparison, where `Uuid`'s ordering compares byte arrays.
+        at_start.sort_unstable_by_key(|(id, _)| id.as_u128());
         OwnerIndex { at_start, since_start: Default::default() }
     }
 
     /// The patient that recorded a fact with this id, if any.
     pub fn owner(&self, id: Uuid) -> Option<Uuid> {
-        match self.at_start.binary_search_by_key(&id, |(id, _)| *id) {
+        match self.at_start.binary_search_by_key(&id.as_u128(), |(id, _)| id.as_u128()) {
             Ok(i) => Some(self.at_start[i].1),
             Err(_) => self.since_start.get(&id).copied(),
         }
