@@ -174,8 +174,8 @@ pub struct ReadModel {
     pub services: HashMap<Uuid, ServiceView>,
     pub therapists: HashMap<Uuid, TherapistView>,
     pub patients: HashMap<Uuid, Arc<PatientView>>,
-    /// Per service: (startedAt, episode id) -> patient id, for cohorts by start date. Derived
-    /// from `patients`, so checkpoints leave both indexes out (`reindex`).
+    /// Per service: (startedAt, episode id) -> the episode's patient and end, for cohorts by
+    /// start date. Derived from `patients`, so checkpoints leave both indexes out (`reindex`).
     #[serde(skip)]
     pub episodes_by_service: HashMap<Uuid, OrdMap<(Timestamp, Uuid), EpisodeEntry>>,
     /// Per service: (receivedAt, referral id) -> patient id.
