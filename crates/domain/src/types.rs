@@ -11,7 +11,7 @@ fn serialize_code<S: serde::Serializer>(s: S, code: &'static str, index: Option<
     if s.is_human_readable() {
         s.serialize_str(code)
     } else {
-        // `Unrecognised` takes the first index past the known codes.
+        // `Unrecognised` is written as 255, past every known code.
         s.serialize_u8(index.unwrap_or(u8::MAX as usize) as u8)
     }
 }
