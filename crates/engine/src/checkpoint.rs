@@ -46,12 +46,17 @@ fn frame(out: &mut impl Write, body: &impl Serialize, buf: &mut Vec<u8>) -> std:
     out.write_all(bytes)
 }
 
-/// Reads the next frame into `buf`; an empty slice ends the file.
+/// Reads the next frame into `buf`; an empty slice ends the file. A damaged length must not
+/// make a start allocate gigabytes: the buffer grows only as bytes actually arrive.
 fn next_frame<'b>(input: &mut impl Read, buf: &'b mut Vec<u8>) -> std::io::Result<&'b [u8]> {
     let mut len = [0u8; 4];
     input.read_exact(&mut len)?;
-    buf.resize(u32::from_le_bytes(len) as usize, 0);
-    input.read_exact(buf)?;
+    let len = u64::from(u32::from_le_bytes(len));
+    buf.clear();
+    input.take(len).read_to_end(buf)?;
+    if buf.len() as u64 != len {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "truncated frame"));
+    }
     Ok(buf)
 }
 
