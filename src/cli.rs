@@ -105,6 +105,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
             };
             let (data, listen) = (args.data(), args.listen());
+            let defaults = forlop_engine::Settings::default();
+            let settings = forlop_engine::Settings {
+                suppression_threshold: args.suppression_threshold.unwrap_or(defaults.suppression_threshold).max(1),
+                checkpoint_every: args.checkpoint_every.unwrap_or(defaults.checkpoint_every),
+            };
+            // Before the event log: the read-model checkpoint starts decoding while sled opens.
+            let parts = forlop_engine::EngineParts::open_beside(&data, resolved.master, settings)?;
             let store = open_store(&data)?;
             let load_demo = args.demo && store.committed() == 0;
             if load_demo {
@@ -112,12 +119,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 n += crate::seeding::load(&store, &forlop_seed::demo(2016, crate::seeding::DEMO_PATIENTS)).await?;
                 tracing::info!(events = n, "loaded the synthetic demo dataset (rph2016 profile and city pathways)");
             }
-            let defaults = forlop_engine::Settings::default();
-            let settings = forlop_engine::Settings {
-                suppression_threshold: args.suppression_threshold.unwrap_or(defaults.suppression_threshold).max(1),
-                checkpoint_every: args.checkpoint_every.unwrap_or(defaults.checkpoint_every),
-            };
-            let parts = forlop_engine::EngineParts::open_beside(&data, resolved.master, settings)?;
             let demo_tokens = match (&resolved.hs256_secret, args.demo) {
                 (Some(secret), true) => {
                     let services = registered_services(&store).await?;

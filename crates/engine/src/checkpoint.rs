@@ -85,8 +85,44 @@ pub fn write(path: &Path, model: &ReadModel, head_hash: Hash) -> std::io::Result
     Ok(())
 }
 
-/// The checkpoint at `path`, if it matches `store`'s log; None (with a warning) otherwise.
-pub async fn load(path: &Path, store: &Arc<dyn EventStore>) -> Option<ReadModel> {
+/// A decoded checkpoint, not yet checked against the log.
+pub struct Decoded {
+    header: Header,
+    model: ReadModel,
+}
+
+/// A checkpoint being decoded on a thread of its own, started before the event log is opened:
+/// opening a large sled store (it replays its own log) and decoding the checkpoint then overlap.
+#[derive(Default)]
+pub struct Preload(std::sync::Mutex<Option<std::thread::JoinHandle<Option<Decoded>>>>);
+
+impl Preload {
+    /// Starts decoding `path` if it exists.
+    pub fn start(path: &Path) -> Preload {
+        if !path.exists() {
+            return Preload::default();
+        }
+        let path = path.to_owned();
+        let thread = std::thread::Builder::new().name("forlop-checkpoint".into()).spawn(move || read(&path));
+        Preload(std::sync::Mutex::new(thread.ok()))
+    }
+
+    /// The decoding's outcome, once it has finished: Some(None) if the checkpoint was unusable
+    /// (already reported), None if no decoding was started or its outcome was taken already.
+    pub async fn take(&self) -> Option<Option<Decoded>> {
+        let thread = self.0.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+        Some(tokio::task::spawn_blocking(move || thread.join().ok().flatten()).await.ok().flatten())
+    }
+}
+
+fn ignored<T>(path: &Path, why: String) -> Option<T> {
+    tracing::warn!(path = %path.display(), reason = %why, "checkpoint ignored; replaying the log from 0");
+    None
+}
+
+/// Decodes the checkpoint at `path` without looking at the log; None (with a warning) if there
+/// is none or it is unusable.
+pub fn read(path: &Path) -> Option<Decoded> {
     let mut input = match std::fs::File::open(path) {
         Ok(f) => BufReader::with_capacity(1 << 20, f),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
@@ -95,10 +131,7 @@ pub async fn load(path: &Path, store: &Arc<dyn EventStore>) -> Option<ReadModel>
             return None;
         }
     };
-    let ignore = |why: String| {
-        tracing::warn!(path = %path.display(), reason = %why, "checkpoint ignored; replaying the log from 0");
-        None
-    };
+    let ignore = |why: String| ignored(path, why);
     let mut magic = [0u8; 8];
     if input.read_exact(&mut magic).is_err() || magic != *MAGIC {
         return ignore("not a checkpoint file".into());
@@ -112,26 +145,40 @@ pub async fn load(path: &Path, store: &Arc<dyn EventStore>) -> Option<ReadModel>
     if header.format != FORMAT {
         return ignore(format!("format {} (this build writes {FORMAT})", header.format));
     }
-    if header.position > store.committed() {
-        return ignore(format!("it reflects {} events, the log holds {}", header.position, store.committed()));
-    }
-    if header.position > 0 {
-        let matches = match store.read_all(header.position - 1, 1).await {
-            Ok(events) => events.first().is_some_and(|e| e.hash == header.head_hash),
-            Err(e) => return ignore(format!("reading the log: {e}")),
-        };
-        if !matches {
-            return ignore(format!("the log's event at {} has another hash", header.position - 1));
-        }
-    }
     match decode_model(&mut input, &mut buf) {
         Ok(mut model) => {
             model.position = header.position;
             model.reindex();
-            Some(model)
+            Some(Decoded { header, model })
         }
         Err(e) => ignore(format!("undecodable read model: {e}")),
     }
+}
+
+/// The decoded checkpoint's model if `store`'s log still holds, at its position, the event whose
+/// hash it recorded; None (with a warning) otherwise.
+pub async fn check(decoded: Decoded, path: &Path, store: &Arc<dyn EventStore>) -> Option<ReadModel> {
+    let Decoded { header, model } = decoded;
+    if header.position > store.committed() {
+        return ignored(path, format!("it reflects {} events, the log holds {}", header.position, store.committed()));
+    }
+    if header.position > 0 {
+        let matches = match store.read_all(header.position - 1, 1).await {
+            Ok(events) => events.first().is_some_and(|e| e.hash == header.head_hash),
+            Err(e) => return ignored(path, format!("reading the log: {e}")),
+        };
+        if !matches {
+            return ignored(path, format!("the log's event at {} has another hash", header.position - 1));
+        }
+    }
+    Some(model)
+}
+
+/// The checkpoint at `path`, if it matches `store`'s log; None (with a warning) otherwise.
+pub async fn load(path: &Path, store: &Arc<dyn EventStore>) -> Option<ReadModel> {
+    let owned = path.to_owned();
+    let decoded = tokio::task::spawn_blocking(move || read(&owned)).await.ok().flatten()?;
+    check(decoded, path, store).await
 }
 
 /// Decodes the frames after the header. Patients decode on a second thread while this one

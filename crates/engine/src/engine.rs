@@ -40,6 +40,8 @@ pub struct EngineParts {
     /// Where the read model is checkpointed (in the background and at clean shutdown) and
     /// loaded from at start.
     pub checkpoint: Option<std::path::PathBuf>,
+    /// That checkpoint, decoding since the parts were opened (before the event log).
+    pub preload: Arc<crate::checkpoint::Preload>,
 }
 
 /// Tunables of the core.
@@ -65,13 +67,16 @@ impl EngineParts {
         master: MasterKey,
         settings: Settings,
     ) -> Result<EngineParts, EngineError> {
+        let checkpoint = data.join("readmodel.checkpoint");
+        let preload = Arc::new(crate::checkpoint::Preload::start(&checkpoint));
         let access = FileAccessLog::open(&data.join("access"))?;
         let keys = KeyTable::open(&data.join("keys"))?;
         Ok(EngineParts {
             access_log: Arc::new(access),
             vault: Vault::new(master, keys),
             settings,
-            checkpoint: Some(data.join("readmodel.checkpoint")),
+            checkpoint: Some(checkpoint),
+            preload,
         })
     }
 }
@@ -313,9 +318,12 @@ impl Engine {
     /// Rebuilds the read model from the log, then keeps it current from a live subscription.
     pub async fn start(store: Arc<dyn EventStore>, parts: EngineParts) -> Result<Engine, EngineError> {
         let started = std::time::Instant::now();
-        let mut model = match &parts.checkpoint {
-            Some(path) => crate::checkpoint::load(path, &store).await.unwrap_or_default(),
-            None => ReadModel::default(),
+        let mut model = match (&parts.checkpoint, parts.preload.take().await) {
+            (Some(path), Some(Some(decoded))) => {
+                crate::checkpoint::check(decoded, path, &store).await.unwrap_or_default()
+            }
+            (Some(_), Some(None)) | (None, _) => ReadModel::default(),
+            (Some(path), None) => crate::checkpoint::load(path, &store).await.unwrap_or_default(),
         };
         if model.position > 0 {
             let ms = started.elapsed().as_millis() as u64;
