@@ -148,12 +148,19 @@ fn age_index(bins: &[i32], age: i32) -> usize {
     }
 }
 
+/// Counts per key, every key listed. A value of none of the keys (a code a newer forlop stored)
+/// is counted under `UNRECOGNISED`, listed only then, so that the counts still add up.
 fn counts<K: Copy + PartialEq>(keys: &[(K, &str)], values: impl Iterator<Item = K>) -> Vec<Count> {
     let mut out: Vec<Count> = keys.iter().map(|(_, k)| Count { key: (*k).to_owned(), count: 0 }).collect();
+    let mut unrecognised = 0;
     for v in values {
-        if let Some(i) = keys.iter().position(|(k, _)| *k == v) {
-            out[i].count += 1;
+        match keys.iter().position(|(k, _)| *k == v) {
+            Some(i) => out[i].count += 1,
+            None => unrecognised += 1,
         }
+    }
+    if unrecognised > 0 {
+        out.push(Count { key: forlop_domain::UNRECOGNISED.to_owned(), count: unrecognised });
     }
     out
 }
@@ -362,6 +369,16 @@ pub fn pathway_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_code_this_version_does_not_know_is_counted_apart_so_the_counts_add_up() {
+        let genders = [Gender::Female, Gender::Unrecognised, Gender::Female];
+        let got = counts(GENDERS, genders.into_iter());
+        let pairs: Vec<(&str, u64)> = got.iter().map(|c| (c.key.as_str(), c.count)).collect();
+        assert_eq!(pairs, [("FEMALE", 2), ("MALE", 0), ("OTHER", 0), ("UNKNOWN", 0), ("UNRECOGNISED", 1)]);
+        // Only listed when there is one.
+        assert_eq!(counts(GENDERS, [Gender::Male].into_iter()).len(), GENDERS.len());
+    }
 
     #[test]
     fn distribution_definitions() {

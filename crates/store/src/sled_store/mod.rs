@@ -93,6 +93,11 @@ fn tail_head(tree: &sled::Tree, first: u64, value: &[u8]) -> Result<(u64, Hash),
         hash = stored.try_into().map_err(backend)?;
         next += 1;
     }
+    if next == first {
+        // An append is never empty: its events were lost, and must not go unnoticed as a log
+        // that simply ends earlier.
+        return Err(StoreError::Corrupt { position: first, reason: "empty append".into() });
+    }
     Ok((next, hash))
 }
 
