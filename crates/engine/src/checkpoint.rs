@@ -131,19 +131,18 @@ pub fn read(path: &Path) -> Option<Decoded> {
             return None;
         }
     };
-    let ignore = |why: String| ignored(path, why);
     let mut magic = [0u8; 8];
     if input.read_exact(&mut magic).is_err() || magic != *MAGIC {
-        return ignore("not a checkpoint file".into());
+        return ignored(path, "not a checkpoint file".into());
     }
     let mut buf = Vec::new();
     let header: Header = match next_frame(&mut input, &mut buf).map(postcard::from_bytes) {
         Ok(Ok(h)) => h,
-        Ok(Err(e)) => return ignore(format!("undecodable header: {e}")),
-        Err(e) => return ignore(format!("unreadable header: {e}")),
+        Ok(Err(e)) => return ignored(path, format!("undecodable header: {e}")),
+        Err(e) => return ignored(path, format!("unreadable header: {e}")),
     };
     if header.format != FORMAT {
-        return ignore(format!("format {} (this build writes {FORMAT})", header.format));
+        return ignored(path, format!("format {} (this build writes {FORMAT})", header.format));
     }
     match decode_model(&mut input, &mut buf) {
         Ok(mut model) => {
@@ -151,7 +150,7 @@ pub fn read(path: &Path) -> Option<Decoded> {
             model.reindex();
             Some(Decoded { header, model })
         }
-        Err(e) => ignore(format!("undecodable read model: {e}")),
+        Err(e) => ignored(path, format!("undecodable read model: {e}")),
     }
 }
 
