@@ -363,14 +363,14 @@ async fn execute(
     } else {
         StatusCode::OK
     };
-    let mut body = serde_json::to_value(&response).unwrap_or_default();
-    if request_error && response.data == async_graphql::Value::Null {
+    // Serialised once, straight from the response, so fields keep the selection's order.
+    let bytes = if request_error && response.data == async_graphql::Value::Null {
         // Nothing was executed: no `data` entry at all (GraphQL over HTTP).
-        if let Some(o) = body.as_object_mut() {
-            o.remove("data");
-        }
+        serde_json::to_vec(&NotExecuted { errors: &response.errors, extensions: &response.extensions })
+    } else {
+        serde_json::to_vec(&response)
     }
-    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    .unwrap_or_default();
     if bytes.len() > MAX_RESPONSE {
         // Unbounded lists (careAlerts, history) times aliases: refuse rather than send it.
         return error_response(
@@ -386,6 +386,14 @@ async fn execute(
         http.headers_mut().insert("x-request-id", v);
     }
     http
+}
+
+/// The body of a request that was refused before execution: its errors, and no `data`.
+#[derive(serde::Serialize)]
+struct NotExecuted<'a> {
+    errors: &'a [ServerError],
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    extensions: &'a std::collections::BTreeMap<String, async_graphql::Value>,
 }
 
 /// Gives a code to any error that still has none (a safety net: the schema's limits extension

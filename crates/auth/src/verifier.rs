@@ -2,7 +2,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -18,6 +19,10 @@ const HPR_CLAIM: &str = "helseid://claims/hpr/hpr_number";
 /// Tokens longer than this are refused unparsed, bounding the work an unauthenticated caller
 /// can cause (real access tokens are a few KiB).
 const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+/// Verified tokens remembered, so a client reusing its token is not re-verified on every
+/// request; when full, the cache starts over.
+const CACHE_ENTRIES: usize = 4096;
 
 /// RSA moduli below this are refused when the verifier is built (NIST SP 800-131A).
 const MIN_RSA_BITS: usize = 2048;
@@ -77,6 +82,16 @@ struct Inner {
     hs256: Option<DecodingKey>,
     /// JWKS keys by `kid`, each pinned to one algorithm (RS256 or ES256).
     jwks: HashMap<String, (Algorithm, DecodingKey)>,
+    /// Tokens whose signature and claims were checked, by their exact text. The keys never
+    /// change in a verifier's life, so only the time bounds are checked again on a hit.
+    verified: Mutex<HashMap<Box<str>, Verified>>,
+}
+
+#[derive(Clone)]
+struct Verified {
+    principal: Principal,
+    exp: i64,
+    nbf: Option<i64>,
 }
 
 impl fmt::Debug for Verifier {
@@ -120,15 +135,44 @@ impl Verifier {
         if hs256.is_none() && jwks.is_empty() {
             return Err(key_err("no usable key (HS256 secret, or RS256/ES256 signing key in a JWKS)"));
         }
-        Ok(Verifier { inner: Arc::new(Inner { config, hs256, jwks }) })
+        Ok(Verifier { inner: Arc::new(Inner { config, hs256, jwks, verified: Mutex::default() }) })
     }
 
     /// Verifies `token` (without the "Bearer " prefix) and builds its [`Principal`].
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        self.verify_at(token, unix_now())
+    }
+
+    /// [`Verifier::verify`], with `now` (Unix seconds) the time a remembered token's `exp` and
+    /// `nbf` are checked against.
+    fn verify_at(&self, token: &str, now: i64) -> Result<Principal, AuthError> {
         let inner = &*self.inner;
         if token.len() > MAX_TOKEN_LEN {
             return Err(AuthError::Malformed);
         }
+        let leeway = inner.config.leeway_seconds as i64;
+        if let Some(known) = inner.verified.lock().unwrap_or_else(|p| p.into_inner()).get(token) {
+            if now > known.exp + leeway {
+                return Err(AuthError::Expired);
+            }
+            if known.nbf.is_some_and(|nbf| now + leeway < nbf) {
+                return Err(AuthError::NotYetValid);
+            }
+            return Ok(known.principal.clone());
+        }
+        let verified = self.verify_signed(token)?;
+        let principal = verified.principal.clone();
+        let mut cache = inner.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(token.into(), verified);
+        Ok(principal)
+    }
+
+    /// Full verification: signature, issuer, audience and time bounds.
+    fn verify_signed(&self, token: &str) -> Result<Verified, AuthError> {
+        let inner = &*self.inner;
         let header = peek_header(token)?;
 
         // Key selection by the (still untrusted) header. The algorithm checked is always the
@@ -160,8 +204,16 @@ impl Verifier {
 
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation)
             .map_err(|e| map_jwt_error(e.into_kind()))?;
-        principal_from_claims(&data.claims, &inner.config)
+        let principal = principal_from_claims(&data.claims, &inner.config)?;
+        // jsonwebtoken has checked both to be numbers (exp is required).
+        let seconds = |claim: &str| data.claims.get(claim).and_then(Value::as_f64).map(|v| v as i64);
+        let exp = seconds("exp").ok_or_else(|| AuthError::InvalidClaim("exp".into()))?;
+        Ok(Verified { principal, exp, nbf: seconds("nbf") })
     }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Selects jsonwebtoken's RustCrypto backend explicitly. Its automatic choice panics at first
@@ -395,4 +447,52 @@ fn b64_member(jwk: &Map<String, Value>, name: &str) -> Result<Vec<u8>, AuthError
     URL_SAFE_NO_PAD
         .decode(text.trim_end_matches('='))
         .map_err(|_| key_err(&format!("JWKS key member {name} is not base64url")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"a-development-secret-of-32-bytes+";
+
+    fn verifier() -> Verifier {
+        let config = VerifierConfig {
+            issuer: "iss".into(),
+            audience: "aud".into(),
+            leeway_seconds: 30,
+            claims: ClaimNames::default(),
+        };
+        Verifier::new(config, vec![KeySource::Hs256Secret(SECRET.to_vec())]).unwrap()
+    }
+
+    fn token(exp: i64, nbf: i64) -> String {
+        let claims =
+            serde_json::json!({"iss": "iss", "aud": "aud", "sub": "s", "role": "admin", "exp": exp, "nbf": nbf});
+        crate::mint_hs256(SECRET, &claims).unwrap()
+    }
+
+    #[test]
+    fn a_remembered_token_is_still_held_to_its_time_bounds() {
+        let v = verifier();
+        let now = unix_now();
+        let t = token(now + 60, now - 5);
+        assert_eq!(v.verify_at(&t, now).unwrap().sub, "s");
+        assert!(v.inner.verified.lock().unwrap().contains_key(t.as_str()), "verified token remembered");
+        assert_eq!(v.verify_at(&t, now + 60).unwrap().sub, "s", "within the leeway");
+        assert!(matches!(v.verify_at(&t, now + 91), Err(AuthError::Expired)));
+        assert!(matches!(v.verify_at(&t, now - 40), Err(AuthError::NotYetValid)));
+    }
+
+    #[test]
+    fn a_refused_token_is_not_remembered() {
+        let v = verifier();
+        let now = unix_now();
+        let expired = token(now - 120, now - 600);
+        assert!(matches!(v.verify(&expired), Err(AuthError::Expired)));
+        let mut forged = token(now + 60, now);
+        let last = forged.pop().unwrap();
+        forged.push(if last == 'A' { 'B' } else { 'A' });
+        let _ = v.verify(&forged);
+        assert!(v.inner.verified.lock().unwrap().is_empty());
+    }
 }
