@@ -482,6 +482,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         allowed_origins: Vec::new(),
         explorer_token: None,
         metrics: None,
+        fhir: None,
     };
     let app = forlop_api::Application::build(store.clone(), parts, http, "127.0.0.1:0".parse()?).await?;
     let addr = app.local_addr()?;

@@ -47,6 +47,19 @@ enum Command {
         #[arg(long)]
         trust_unverified: bool,
     },
+    /// Record the pathway facts of FHIR R4 resources in NDJSON (one resource per line), as
+    /// `POST /fhir/$import` does, on a stopped server's data. Resending a file appends nothing.
+    ImportFhir {
+        #[arg(long, env = "FORLOP_DATA")]
+        data: PathBuf,
+        /// The master key file that protects national ids (as `serve --key-file`).
+        #[arg(long, env = "FORLOP_KEY_FILE")]
+        key_file: PathBuf,
+        /// TOML file mapping service identifiers to care levels (as `serve --fhir-care-levels`).
+        #[arg(long, env = "FORLOP_FHIR_CARE_LEVELS")]
+        fhir_care_levels: Option<PathBuf>,
+        file: PathBuf,
+    },
     /// Recompute both hash chains (events and access log); exit 1 at the first bad position.
     Verify {
         #[arg(long, env = "FORLOP_DATA")]
@@ -129,7 +142,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 _ => Vec::new(),
             };
             let admin_token = demo_tokens.iter().find(|(r, _)| *r == "admin").map(|(_, t)| t.clone());
-            let http = crate::serve::http_settings(&args, resolved.auth, admin_token);
+            let http = crate::serve::http_settings(&args, resolved.auth, admin_token)?;
             let app = forlop_api::Application::build(store, parts, http, listen).await?;
             if load_demo {
                 crate::serve::demo_patient(app.engine()).await.context("registering the demo patient")?;
@@ -185,6 +198,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     Ok(1)
                 }
             }
+        }
+        Command::ImportFhir { data, key_file, fhir_care_levels, file } => {
+            import_fhir(&data, &key_file, &fhir_care_levels, &file).await
         }
         Command::Verify { data } => {
             let store = open_store(&data)?;
@@ -299,4 +315,67 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");
     })
+}
+
+/// `forlop import-fhir`: streams the file through the FHIR adapter as the integration
+/// `import-fhir`; prints each failed line, and a summary. Exit 1 if any line failed.
+async fn import_fhir(
+    data: &std::path::Path,
+    key_file: &std::path::Path,
+    care_levels: &Option<PathBuf>,
+    file: &std::path::Path,
+) -> anyhow::Result<i32> {
+    let master =
+        forlop_vault::MasterKey::load(key_file).with_context(|| format!("master key {}", key_file.display()))?;
+    let care_levels = crate::serve::care_levels(care_levels)?;
+    let parts = forlop_engine::EngineParts::open_beside(data, master, forlop_engine::Settings::default())?;
+    let store = open_store(data)?;
+    let engine = forlop_engine::Engine::start(store, parts).await?;
+    let fhir = forlop_fhir::Fhir::open(engine.clone(), &data.join("fhir"), care_levels)?;
+    let principal = forlop_auth::Principal {
+        sub: "import-fhir".to_owned(),
+        name: None,
+        roles: vec![forlop_auth::Role::Integration],
+        services: Vec::new(),
+        national_id: None,
+        hpr_number: None,
+    };
+    let caller = forlop_engine::Caller::new(principal, Some("import-fhir"));
+    // Lines are read on their own thread, a bounded channel ahead: memory stays flat.
+    let reader =
+        std::io::BufReader::new(std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?);
+    let (tx, rx) = tokio::sync::mpsc::channel(4096);
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(reader) {
+            if tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let lines = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|l| (l, rx)) });
+    let lines = Box::pin(lines);
+    let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| crate::progress::bar(None, "resources"));
+    let summary = fhir
+        .import_lines(&caller, lines, 1000, |s, failed| {
+            for (line, issues) in failed {
+                for i in issues {
+                    let at = if i.path.is_empty() { String::new() } else { format!(" at {}", i.path) };
+                    eprintln!("{}: {}{at}: {}", file.display(), line, i.message);
+                }
+            }
+            if let Some(b) = &bar {
+                b.set_position(s.resources_read);
+            }
+        })
+        .await;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    engine.checkpoint().await.ok();
+    engine.stop();
+    eprintln!(
+        "import-fhir: resources read {}, events appended {}, duplicates skipped {}, held {}, failed {}",
+        summary.resources_read, summary.events_appended, summary.duplicates_skipped, summary.held, summary.failed
+    );
+    Ok(if summary.failed == 0 { 0 } else { 1 })
 }

@@ -80,6 +80,10 @@ pub struct ServeArgs {
     /// clean shutdown) [default: 100000].
     #[arg(long, env = "FORLOP_CHECKPOINT_EVERY")]
     pub checkpoint_every: Option<u64>,
+    /// TOML file mapping service identifiers (RESH ids, organisation numbers) to care levels,
+    /// for FHIR ingest at /fhir.
+    #[arg(long, env = "FORLOP_FHIR_CARE_LEVELS")]
+    pub fhir_care_levels: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -93,7 +97,7 @@ impl ServeArgs {
         }
         fill!(data, listen, auth, jwks, hs256_secret_file, issuer, audience, leeway_seconds);
         fill!(role_claim, services_claim, pid_claim, key_file, allowed_origins, suppression_threshold);
-        fill!(checkpoint_every);
+        fill!(checkpoint_every, fhir_care_levels);
         self.demo |= file.demo;
         Ok(self)
     }
@@ -222,12 +226,28 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Resolved> {
     Ok(Resolved { auth, master, hs256_secret })
 }
 
-pub fn http_settings(args: &ServeArgs, auth: Authenticator, explorer_token: Option<String>) -> HttpSettings {
-    HttpSettings {
+pub fn http_settings(
+    args: &ServeArgs,
+    auth: Authenticator,
+    explorer_token: Option<String>,
+) -> anyhow::Result<HttpSettings> {
+    Ok(HttpSettings {
         auth,
         allowed_origins: args.allowed_origins.clone().unwrap_or_default(),
         explorer_token,
         metrics: install_metrics(),
+        fhir: Some(forlop_api::FhirConfig {
+            dir: args.data().join("fhir"),
+            care_levels: care_levels(&args.fhir_care_levels)?,
+        }),
+    })
+}
+
+/// The FHIR care-level mapping, or an empty one (every service then unmapped, and named so).
+pub fn care_levels(path: &Option<PathBuf>) -> anyhow::Result<forlop_fhir::CareLevels> {
+    match path {
+        Some(p) => Ok(forlop_fhir::CareLevels::load(p)?),
+        None => Ok(forlop_fhir::CareLevels::default()),
     }
 }
 

@@ -12,6 +12,7 @@ mod errors;
 mod events;
 mod explorer;
 mod faults;
+mod fhir;
 mod hardening;
 mod idempotency;
 mod identity;

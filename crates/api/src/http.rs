@@ -63,6 +63,15 @@ pub struct HttpSettings {
     pub explorer_token: Option<String>,
     /// Renders the process's metrics in Prometheus text format for `/metrics` (None: no route).
     pub metrics: Option<MetricsRenderer>,
+    /// Serves FHIR R4 at `/fhir` when set.
+    pub fhir: Option<FhirConfig>,
+}
+
+/// Where the FHIR adapter keeps its alias index, and how it maps services to care levels.
+#[derive(Clone, Debug)]
+pub struct FhirConfig {
+    pub dir: std::path::PathBuf,
+    pub care_levels: forlop_fhir::CareLevels,
 }
 
 /// Renders the installed metrics recorder (the binary chooses the exporter).
@@ -76,16 +85,26 @@ impl std::fmt::Debug for MetricsRenderer {
 }
 
 #[derive(Clone)]
-struct AppState {
+pub(crate) struct AppState {
     schema: ForlopSchema,
     engine: Engine,
     settings: std::sync::Arc<HttpSettings>,
     documents: std::sync::Arc<crate::limits::DocumentCache>,
+    pub(crate) fhir: Option<forlop_fhir::Fhir>,
 }
 
 pub fn router(engine: Engine, settings: HttpSettings) -> Router {
+    router_with(engine, settings, None)
+}
+
+/// The router, with the FHIR adapter (opened by `Application::build`) when there is one.
+pub fn router_with(engine: Engine, settings: HttpSettings, fhir: Option<forlop_fhir::Fhir>) -> Router {
     let schema = build_schema(Some(engine.clone()));
     Router::new()
+        .route("/fhir", axum::routing::post(crate::fhir_http::bundle))
+        .route("/fhir/$import", axum::routing::post(crate::fhir_http::import))
+        .route("/fhir/metadata", get(crate::fhir_http::metadata))
+        .route("/fhir/Patient/{id}/$everything", get(crate::fhir_http::everything))
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/graphql/ws", get(websocket))
         .route("/graphql/assets/{file}", get(asset))
@@ -94,7 +113,13 @@ pub fn router(engine: Engine, settings: HttpSettings) -> Router {
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
-        .with_state(AppState { schema, engine, settings: std::sync::Arc::new(settings), documents: Default::default() })
+        .with_state(AppState {
+            schema,
+            engine,
+            settings: std::sync::Arc::new(settings),
+            documents: Default::default(),
+            fhir,
+        })
         .layer(axum::middleware::from_fn(request_bounds))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -174,7 +199,7 @@ async fn not_found(method: Method) -> Response {
     }
 }
 
-fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+pub(crate) fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -197,7 +222,7 @@ fn wants_graphql_response(headers: &HeaderMap) -> bool {
 
 /// Authenticates the request; the caller's operation name is added once the body is parsed.
 #[allow(clippy::result_large_err)] // the error is the response itself, built once per refusal
-fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, Response> {
+pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, Response> {
     if !origin_allowed(headers, &state.settings.allowed_origins) {
         return Err(error_response(StatusCode::FORBIDDEN, code::FORBIDDEN, "origin not allowed"));
     }

@@ -4,6 +4,7 @@
 //! `forlop_engine` and answers queries from the read model, which is fed from the log.
 
 pub mod error;
+mod fhir_http;
 pub mod graphql;
 mod http;
 pub mod limits;
@@ -15,7 +16,7 @@ use forlop_store::EventStore;
 
 pub use forlop_engine::{Caller, Engine, RecordOptions, Recorded};
 pub use graphql::{build_schema, sdl, ForlopSchema};
-pub use http::{router, Authenticator, HttpSettings, MetricsRenderer};
+pub use http::{router, router_with, Authenticator, FhirConfig, HttpSettings, MetricsRenderer};
 
 /// How long running requests may finish after a shutdown signal.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(6);
@@ -25,6 +26,7 @@ pub struct Application {
     listener: tokio::net::TcpListener,
     engine: Engine,
     settings: HttpSettings,
+    fhir: Option<forlop_fhir::Fhir>,
 }
 
 impl std::fmt::Debug for Application {
@@ -42,8 +44,12 @@ impl Application {
         listen: SocketAddr,
     ) -> anyhow::Result<Application> {
         let engine = Engine::start(store, parts).await?;
+        let fhir = match &settings.fhir {
+            Some(c) => Some(forlop_fhir::Fhir::open(engine.clone(), &c.dir, c.care_levels.clone())?),
+            None => None,
+        };
         let listener = tokio::net::TcpListener::bind(listen).await?;
-        Ok(Application { listener, engine, settings })
+        Ok(Application { listener, engine, settings, fhir })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -60,7 +66,7 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let engine = self.engine.clone();
-        let app = router(self.engine, self.settings);
+        let app = router_with(self.engine, self.settings, self.fhir);
         let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
             shutdown.await;

@@ -186,6 +186,23 @@ impl Engine {
         self.read_patient(caller, patient, emergency_reason, None, "patientByNationalId").await
     }
 
+    /// For an integration placing a fact: the patient holding `national_id`, or, for a number no
+    /// live patient holds, a keyed pseudonym of it to derive a new patient's id from (never the
+    /// number itself). Only for callers that may record patient facts; discloses nothing else.
+    pub fn patient_key_for_recording(
+        &self,
+        caller: &Caller,
+        national_id: &NationalId,
+    ) -> Result<Result<Uuid, [u8; 32]>, EngineError> {
+        if !policy::may_resolve_for_recording(&caller.principal) {
+            return Err(EngineError::forbidden("your role may not record patient facts"));
+        }
+        Ok(match self.vault_find(national_id)? {
+            Some(patient) => Ok(patient),
+            None => Err(self.vault().blind_index(national_id)),
+        })
+    }
+
     /// The national id of a patient already granted in full; None if none was given or the
     /// patient has been forgotten.
     pub fn national_id(&self, grant: &PatientGrant) -> Result<Option<String>, EngineError> {

@@ -143,6 +143,11 @@ pub fn may_look_up_national_id(p: &Principal) -> bool {
     any(p, &[Role::Clinician, Role::Auditor, Role::Admin])
 }
 
+/// True for callers that place facts from record systems by their identifiers (FHIR ingest).
+pub fn may_resolve_for_recording(p: &Principal) -> bool {
+    any(p, &[Role::Integration, Role::Admin])
+}
+
 /// Analysts see suppressed aggregates; every other role allowed to see them sees exact figures.
 pub fn aggregates(p: &Principal, threshold: u64) -> Aggregates {
     if any(p, &[Role::Admin, Role::Auditor]) {

@@ -292,6 +292,12 @@ impl Vault {
         Vault { master: Arc::new(master), table, writes: Arc::new(Mutex::new(())) }
     }
 
+    /// The keyed blind index of `id` (HMAC-SHA-256 under a key derived from the master key): a
+    /// stable pseudonym that reveals nothing about the number without the master key.
+    pub fn blind_index(&self, id: &NationalId) -> [u8; 32] {
+        self.master.blind_index(id)
+    }
+
     /// Creates the patient's data key (or reuses the existing one), wraps it under the master key,
     /// stores the key record and the blind index (durable), and returns the national id sealed
     /// under the data key, to be stored in the event. Protecting a new id for the same patient

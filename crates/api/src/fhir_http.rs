@@ -1,0 +1,246 @@
+//! FHIR R4 over HTTP: `POST /fhir` (transaction and batch Bundles), `POST /fhir/$import`
+//! (NDJSON), `GET /fhir/Patient/{id}/$everything`, `GET /fhir/metadata`. Authentication is the
+//! GraphQL endpoint's; what the caller may do is decided by the engine, as for GraphQL.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use forlop_engine::{Caller, EngineError};
+use forlop_fhir::mapping::Issue;
+use forlop_fhir::outcome::{operation_outcome, response_bundle};
+use forlop_fhir::Fhir;
+use futures::StreamExt;
+
+use crate::http::{header_str, AppState};
+
+/// Largest Bundle body accepted; larger loads go through `$import`, which streams.
+pub const MAX_BUNDLE_BYTES: usize = 16 * 1024 * 1024;
+/// Longest NDJSON line (one resource) accepted by `$import`.
+const MAX_LINE: usize = 1024 * 1024;
+/// NDJSON lines mapped and placed together.
+const IMPORT_CHUNK: usize = 1000;
+/// Failed lines listed in an import's answer (all are counted).
+const MAX_LISTED: usize = 1000;
+const FHIR_JSON: &str = "application/fhir+json";
+
+fn fhir_response(status: StatusCode, body: serde_json::Value) -> Response {
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let mut r = (status, bytes).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    r
+}
+
+fn outcome(status: StatusCode, issues: &[Issue]) -> Response {
+    fhir_response(status, operation_outcome(issues))
+}
+
+fn issue(code: &'static str, path: &str, message: impl Into<String>) -> Vec<Issue> {
+    vec![Issue::new(code, path, message)]
+}
+
+fn engine_status(e: &EngineError) -> (StatusCode, &'static str) {
+    match e {
+        EngineError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+        EngineError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "login"),
+        EngineError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "transient"),
+        EngineError::InvalidInput(_) | EngineError::Domain(_) => (StatusCode::BAD_REQUEST, "invalid"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "exception"),
+    }
+}
+
+/// The adapter and the caller, or the response that refuses the request.
+fn begin(state: &AppState, headers: &HeaderMap, operation: &str) -> Result<(Fhir, Caller), Box<Response>> {
+    let Some(fhir) = state.fhir.clone() else {
+        return Err(Box::new(outcome(
+            StatusCode::NOT_FOUND,
+            &issue("not-supported", "", "FHIR is not enabled on this server"),
+        )));
+    };
+    match crate::http::authenticate(state, headers) {
+        Ok(principal) => Ok((fhir, Caller::new(principal, Some(operation)))),
+        Err(refused) => {
+            let status = refused.status();
+            let code = if status == StatusCode::UNAUTHORIZED { "login" } else { "forbidden" };
+            let msg = if status == StatusCode::UNAUTHORIZED {
+                "UNAUTHENTICATED: a valid bearer token is required"
+            } else {
+                "FORBIDDEN: origin not allowed"
+            };
+            let mut r = outcome(status, &issue(code, "", msg));
+            if status == StatusCode::UNAUTHORIZED {
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Err(Box::new(r))
+        }
+    }
+}
+
+fn media(headers: &HeaderMap) -> String {
+    let ct = header_str(headers, header::CONTENT_TYPE).unwrap_or_default();
+    ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
+}
+
+/// `POST /fhir`: a transaction (all entries or none) or a batch (each on its own).
+pub async fn bundle(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    if !matches!(media(&headers).as_str(), FHIR_JSON | "application/json") {
+        return outcome(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &issue("not-supported", "", "POST /fhir takes Content-Type: application/fhir+json"),
+        );
+    }
+    let (fhir, caller) = match begin(&state, &headers, "fhir.bundle") {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let body = match axum::body::to_bytes(body, MAX_BUNDLE_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            let mut r = outcome(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &issue(
+                    "too-costly",
+                    "Bundle",
+                    format!("the Bundle exceeds {MAX_BUNDLE_BYTES} bytes; send bulk data to $import as NDJSON"),
+                ),
+            );
+            r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return r;
+        }
+    };
+    let (all_or_none, entries) = match Fhir::read_bundle(&body) {
+        Ok(x) => x,
+        Err(i) => return outcome(StatusCode::BAD_REQUEST, &[i]),
+    };
+    let outcomes = fhir.ingest(&caller, &entries, all_or_none).await;
+    if all_or_none && outcomes.iter().any(|o| !o.ok()) {
+        // One OperationOutcome listing every problem of the whole transaction.
+        let issues: Vec<Issue> = outcomes.iter().flat_map(|o| o.issues.clone()).collect();
+        let status = match issues.first().map(|i| i.code) {
+            Some("forbidden") => StatusCode::FORBIDDEN,
+            Some("transient") => StatusCode::SERVICE_UNAVAILABLE,
+            Some("business-rule") | Some("conflict") | Some("duplicate") => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        return outcome(status, &issues);
+    }
+    fhir_response(StatusCode::OK, response_bundle(all_or_none, &outcomes))
+}
+
+/// `POST /fhir/$import`: NDJSON, read line by line as it arrives.
+pub async fn import(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    if media(&headers) != "application/fhir+ndjson" {
+        return outcome(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &issue("not-supported", "", "$import takes Content-Type: application/fhir+ndjson"),
+        );
+    }
+    let (fhir, caller) = match begin(&state, &headers, "fhir.$import") {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let lines = ndjson_lines(body.into_data_stream());
+    let mut listed: Vec<Issue> = Vec::new();
+    let summary = fhir
+        .import_lines(&caller, Box::pin(lines), IMPORT_CHUNK, |_, failed| {
+            for (line, issues) in failed {
+                for i in issues {
+                    if listed.len() < MAX_LISTED {
+                        let path = if i.path.is_empty() { line.clone() } else { i.path.clone() };
+                        listed.push(Issue { path, ..i.clone() });
+                    }
+                }
+            }
+        })
+        .await;
+    let mut body = operation_outcome(&listed);
+    let info = serde_json::json!({
+        "severity": "information",
+        "code": "informational",
+        "diagnostics": format!(
+            "resources read {}, events appended {}, duplicates skipped {}, held {}, failed {}",
+            summary.resources_read, summary.events_appended, summary.duplicates_skipped, summary.held, summary.failed
+        ),
+    });
+    if let Some(issues) = body["issue"].as_array_mut() {
+        issues.insert(0, info);
+    }
+    body["extension"] = serde_json::json!([{
+        "url": "https://forlop.no/fhir/StructureDefinition/import-summary",
+        "valueString": serde_json::to_string(&summary).unwrap_or_default(),
+    }]);
+    fhir_response(StatusCode::OK, body)
+}
+
+/// Splits a body stream into lines without holding more than one line (and one chunk).
+pub fn ndjson_lines<S, E>(stream: S) -> impl futures::Stream<Item = std::io::Result<String>>
+where
+    S: futures::Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    futures::stream::unfold((stream, Vec::<u8>::new(), false), |(mut stream, mut buf, mut done)| async move {
+        loop {
+            if let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=nl).collect();
+                let text = String::from_utf8(line[..line.len() - 1].to_vec())
+                    .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "a line is not UTF-8"));
+                return Some((text, (stream, buf, done)));
+            }
+            if buf.len() > MAX_LINE {
+                buf.clear();
+                let e =
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, format!("a line exceeds {MAX_LINE} bytes"));
+                // Skip the rest of that line.
+                return Some((Err(e), (stream, buf, done)));
+            }
+            if done {
+                if buf.is_empty() {
+                    return None;
+                }
+                let text = String::from_utf8(std::mem::take(&mut buf))
+                    .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "a line is not UTF-8"));
+                return Some((text, (stream, buf, done)));
+            }
+            match stream.next().await {
+                Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                Some(Err(e)) => {
+                    done = true;
+                    buf.clear();
+                    return Some((Err(std::io::Error::other(e.to_string())), (stream, buf, done)));
+                }
+                None => done = true,
+            }
+        }
+    })
+}
+
+/// `GET /fhir/Patient/{id}/$everything`.
+pub async fn everything(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let (fhir, caller) = match begin(&state, &headers, "fhir.Patient.$everything") {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let Ok(patient) = id.parse::<uuid::Uuid>() else {
+        return outcome(StatusCode::NOT_FOUND, &issue("not-found", "Patient.id", "forlop's patient ids are UUIDs"));
+    };
+    let base = base_url(&headers);
+    match fhir.everything(&caller, patient, &base).await {
+        Ok(Some(bundle)) => fhir_response(StatusCode::OK, bundle),
+        Ok(None) => outcome(StatusCode::NOT_FOUND, &issue("not-found", "Patient.id", format!("no patient {patient}"))),
+        Err(e) => {
+            let (status, code) = engine_status(&e);
+            outcome(status, &issue(code, "", format!("{}: {}", e.code(), e.public_message())))
+        }
+    }
+}
+
+/// `GET /fhir/metadata`: public, as FHIR servers publish it.
+pub async fn metadata(headers: HeaderMap) -> Response {
+    fhir_response(StatusCode::OK, forlop_fhir::export::capability_statement(&base_url(&headers)))
+}
+
+fn base_url(headers: &HeaderMap) -> String {
+    let host =
+        header_str(headers, header::HOST).filter(|h| h.len() < 256 && !h.contains(['/', ' '])).unwrap_or("localhost");
+    format!("http://{host}/fhir")
+}

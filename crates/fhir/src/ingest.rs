@@ -1,0 +1,458 @@
+//! Ingest: Bundles (transaction and batch) and NDJSON, through the engine. Every fact goes
+//! through `Engine::record` with the caller's principal, so authorisation, access logging and
+//! the domain's rules are the same as for a GraphQL mutation.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use forlop_domain::national_id::NationalId;
+use forlop_domain::DomainError;
+use forlop_engine::{Caller, Engine, EngineError, RecordOptions};
+use forlop_projections::ReadModel;
+use futures::StreamExt;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::care_levels::CareLevels;
+use crate::identity::AliasIndex;
+use crate::mapping::{clip, place, Fact, Issue, Lookup, Mapper, Placed, Scope};
+use crate::resources::{BundleIn, Resource, ACCEPTED};
+
+/// Most entries in one Bundle; larger loads go through `$import`.
+pub const MAX_BUNDLE_ENTRIES: usize = 10_000;
+/// Patients whose facts are placed at the same time in a batch or an import.
+const PARALLEL_PATIENTS: usize = 64;
+
+/// The FHIR adapter: one per server, cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Fhir {
+    engine: Engine,
+    aliases: AliasIndex,
+    care_levels: Arc<CareLevels>,
+}
+
+/// What became of one entry (or NDJSON line).
+#[derive(Debug, Clone, Default)]
+pub struct EntryOutcome {
+    /// `Type/uuid` of the resource in forlop's export, when it was placed.
+    pub location: Option<String>,
+    pub appended: usize,
+    pub duplicates: usize,
+    pub issues: Vec<Issue>,
+    /// Every fact was already recorded: the resource was seen before.
+    pub unchanged: bool,
+}
+
+impl EntryOutcome {
+    pub fn ok(&self) -> bool {
+        self.issues.is_empty()
+    }
+
+    /// The HTTP status FHIR puts in `entry.response.status`.
+    pub fn status(&self) -> &'static str {
+        match self.issues.first().map(|i| i.code) {
+            None if self.appended > 0 => "201 Created",
+            None => "200 OK",
+            Some("forbidden") => "403 Forbidden",
+            Some("transient") => "503 Service Unavailable",
+            Some("conflict") | Some("duplicate") => "409 Conflict",
+            Some("business-rule") | Some("processing") => "422 Unprocessable Entity",
+            Some(_) => "400 Bad Request",
+        }
+    }
+}
+
+/// Totals of an import.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ImportSummary {
+    pub resources_read: u64,
+    pub events_appended: u64,
+    pub duplicates_skipped: u64,
+    /// Lines that waited for a resource later in the file, and were placed once it had come.
+    pub held: u64,
+    pub failed: u64,
+}
+
+/// An entry as it arrives: where it came from, its fullUrl, and its JSON.
+#[derive(Debug, Clone)]
+pub struct RawEntry {
+    pub path: String,
+    pub full_url: Option<String>,
+    pub json: String,
+}
+
+#[derive(Deserialize)]
+struct TypeOnly {
+    #[serde(rename = "resourceType")]
+    resource_type: Option<String>,
+}
+
+/// serde's messages can name Rust types; a client sees FHIR's words instead.
+fn plain(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    let msg = match msg.find(", expected struct") {
+        Some(i) => {
+            format!("{}, expected an object{}", &msg[..i], msg[i..].find(" at line").map_or("", |j| &msg[i + j..]))
+        }
+        None => msg,
+    };
+    msg.replace("expected a borrowed string", "expected a string")
+}
+
+pub fn parse_resource(json: &str, path: &str) -> Result<Resource, Issue> {
+    let t: TypeOnly = serde_json::from_str(json)
+        .map_err(|e| Issue::new("structure", path, format!("not a JSON resource: {}", plain(&e))))?;
+    let t = t
+        .resource_type
+        .ok_or_else(|| Issue::new("required", format!("{path}.resourceType"), "resourceType is required"))?;
+    if !ACCEPTED.contains(&t.as_str()) {
+        return Err(Issue::new(
+            "not-supported",
+            format!("{path}.resourceType"),
+            format!("{} is not a resource forlop records; it takes {}", clip(&t), ACCEPTED.join(", ")),
+        ));
+    }
+    serde_json::from_str::<Resource>(json).map_err(|e| Issue::new("structure", path, format!("{t}: {}", plain(&e))))
+}
+
+/// The engine and the alias index, as the mapper sees them.
+struct EngineLookup<'a> {
+    fhir: &'a Fhir,
+    caller: &'a Caller,
+    model: Arc<ReadModel>,
+}
+
+impl Lookup for EngineLookup<'_> {
+    fn alias(&self, name: &str) -> Option<Uuid> {
+        self.fhir.aliases.get(name).ok().flatten()
+    }
+
+    fn patient_key(&self, id: &NationalId) -> Result<Result<Uuid, [u8; 32]>, String> {
+        self.fhir.engine.patient_key_for_recording(self.caller, id).map_err(|e| e.public_message())
+    }
+
+    fn session_episode(&self, patient: Uuid, session: Uuid) -> Option<Uuid> {
+        let p = self.model.patients.get(&patient)?;
+        p.sessions.iter().find(|s| s.event.session_id == session).map(|s| s.event.episode_id)
+    }
+
+    fn episode_period(&self, patient: Uuid, episode: Uuid) -> Option<(DateTime<Utc>, Option<DateTime<Utc>>)> {
+        let p = self.model.patients.get(&patient)?;
+        let e = p.episodes.iter().find(|e| e.id == episode)?;
+        Some((e.started_at, e.ended.as_ref().map(|x| x.ended_at)))
+    }
+
+    fn referral_decided(&self, patient: Uuid, referral: Uuid) -> bool {
+        self.model
+            .patients
+            .get(&patient)
+            .is_some_and(|p| p.referrals.iter().any(|r| r.id == referral && r.decision.is_some()))
+    }
+}
+
+/// An engine refusal as an OperationOutcome issue.
+fn engine_issue(path: &str, e: &EngineError) -> Issue {
+    let code = match e {
+        EngineError::Domain(DomainError::NotFound(_)) => "not-found",
+        EngineError::Domain(DomainError::AlreadyExists(_)) => "duplicate",
+        EngineError::Domain(DomainError::InvalidInput(_)) | EngineError::InvalidInput(_) => "business-rule",
+        EngineError::IdempotencyConflict(_) => "conflict",
+        EngineError::Forbidden(_) | EngineError::Unauthenticated(_) => "forbidden",
+        EngineError::Unavailable(_) => "transient",
+        EngineError::WrongExpectedVersion { .. } => "conflict",
+        EngineError::Internal(_) => "exception",
+    };
+    let message = match e {
+        EngineError::IdempotencyConflict(_) => {
+            "this fact was recorded before with other content; forlop never edits a recorded fact".to_owned()
+        }
+        other => other.public_message(),
+    };
+    Issue::new(code, path, format!("{}: {message}", e.code()))
+}
+
+/// A fact placed, or why not.
+enum Placing {
+    Appended,
+    Duplicate,
+    Refused(Issue),
+}
+
+impl Fhir {
+    /// The alias index lives in `dir` (e.g. `<data>/fhir`).
+    pub fn open(engine: Engine, dir: &Path, care_levels: CareLevels) -> Result<Fhir, sled::Error> {
+        Ok(Fhir { engine, aliases: AliasIndex::open(dir)?, care_levels: Arc::new(care_levels) })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Parses, names and maps `entries`; then, if nothing is wrong or `all_or_none` is false,
+    /// places their facts. Returns one outcome per entry, in order.
+    pub async fn ingest(&self, caller: &Caller, entries: &[RawEntry], all_or_none: bool) -> Vec<EntryOutcome> {
+        let mut outcomes: Vec<EntryOutcome> = vec![EntryOutcome::default(); entries.len()];
+        let mut placed: Vec<Option<Placed>> = Vec::with_capacity(entries.len());
+        let mut facts: Vec<(usize, u8, Vec<Fact>)> = Vec::new();
+        {
+            // The snapshot and the scope are dropped before anything is awaited.
+            let lookup = EngineLookup { fhir: self, caller, model: self.engine.model() };
+            for (i, e) in entries.iter().enumerate() {
+                let p = parse_resource(&e.json, &e.path)
+                    .map_err(|x| vec![x])
+                    .and_then(|r| place(r, e.full_url.as_deref(), e.path.clone(), &self.care_levels, &lookup));
+                match p {
+                    Ok(p) => {
+                        outcomes[i].location = Some(format!("{}/{}", p.resource.type_name(), p.id));
+                        placed.push(Some(p));
+                    }
+                    Err(issues) => {
+                        outcomes[i].issues = issues;
+                        placed.push(None);
+                    }
+                }
+            }
+            let scope = Scope::new(&placed);
+            let mapper = Mapper { scope: &scope, lookup: &lookup, care_levels: &self.care_levels };
+            for (i, p) in placed.iter().enumerate() {
+                let Some(p) = p else { continue };
+                match mapper.facts(p) {
+                    Ok(f) => facts.push((i, p.resource.rank(), f)),
+                    Err(issues) => outcomes[i].issues = issues,
+                }
+            }
+        }
+        if all_or_none && outcomes.iter().any(|o| !o.ok()) {
+            return outcomes;
+        }
+        // Names first, durable before any fact that relies on them is acknowledged.
+        let named = placed.iter().enumerate().filter(|(i, _)| outcomes[*i].ok()).filter_map(|(_, p)| p.as_ref());
+        for p in named {
+            if let Err(e) = self.aliases.insert(&p.names, p.id) {
+                tracing::error!(error = %e, "alias index write failed");
+            }
+        }
+        if let Err(e) = self.aliases.flush() {
+            for o in outcomes.iter_mut().filter(|o| o.ok()) {
+                o.issues.push(Issue::new(
+                    "transient",
+                    "",
+                    format!("UNAVAILABLE: the FHIR alias index could not be made durable: {e}"),
+                ));
+            }
+            return outcomes;
+        }
+        facts.sort_by_key(|(i, rank, _)| (*rank, *i));
+        if all_or_none {
+            // One fact after another: the first refusal stops the rest.
+            for (i, _, fs) in facts {
+                for f in fs {
+                    match self.place_fact(caller, f).await {
+                        Placing::Appended => outcomes[i].appended += 1,
+                        Placing::Duplicate => outcomes[i].duplicates += 1,
+                        Placing::Refused(issue) => {
+                            let path = entries[i].path.clone();
+                            outcomes[i].issues.push(Issue { path, ..issue });
+                            return outcomes;
+                        }
+                    }
+                }
+            }
+        } else {
+            // Reference data first, then each patient's facts in order, patients side by side.
+            let (shared, patients): (Vec<_>, Vec<_>) = facts.into_iter().partition(|(_, rank, _)| *rank < 2);
+            let done = futures::stream::iter(shared.into_iter().map(|(i, _, fs)| self.place_all(caller, i, fs)))
+                .buffer_unordered(PARALLEL_PATIENTS)
+                .collect::<Vec<_>>()
+                .await;
+            let mut by_patient: BTreeMap<Uuid, Vec<(usize, Vec<Fact>)>> = BTreeMap::new();
+            for (i, _, fs) in patients {
+                let patient = fs.first().and_then(|f| f.command.stream().patient_id()).unwrap_or_default();
+                by_patient.entry(patient).or_default().push((i, fs));
+            }
+            let per_patient = futures::stream::iter(by_patient.into_values().map(|entries| async move {
+                let mut out = Vec::new();
+                for (i, fs) in entries {
+                    out.push(self.place_all(caller, i, fs).await);
+                }
+                out
+            }))
+            .buffer_unordered(PARALLEL_PATIENTS)
+            .collect::<Vec<_>>()
+            .await;
+            for (i, appended, duplicates, issue) in done.into_iter().chain(per_patient.into_iter().flatten()) {
+                outcomes[i].appended += appended;
+                outcomes[i].duplicates += duplicates;
+                if let Some(issue) = issue {
+                    outcomes[i].issues.push(Issue { path: entries[i].path.clone(), ..issue });
+                }
+            }
+        }
+        for o in &mut outcomes {
+            o.unchanged = o.ok() && o.appended == 0 && o.duplicates > 0;
+        }
+        outcomes
+    }
+
+    /// One entry's facts in order; the first refusal stops that entry.
+    async fn place_all(&self, caller: &Caller, i: usize, facts: Vec<Fact>) -> (usize, usize, usize, Option<Issue>) {
+        let (mut appended, mut duplicates) = (0, 0);
+        for f in facts {
+            match self.place_fact(caller, f).await {
+                Placing::Appended => appended += 1,
+                Placing::Duplicate => duplicates += 1,
+                Placing::Refused(issue) => return (i, appended, duplicates, Some(issue)),
+            }
+        }
+        (i, appended, duplicates, None)
+    }
+
+    async fn place_fact(&self, caller: &Caller, f: Fact) -> Placing {
+        let registration = matches!(
+            f.command,
+            forlop_domain::Command::RegisterPatient(_)
+                | forlop_domain::Command::RegisterService(_)
+                | forlop_domain::Command::RegisterTherapist(_)
+        );
+        let options = RecordOptions { event_id: Some(f.event_id), expected_version: None };
+        match self.engine.record(caller, f.command, f.national_id, options).await {
+            Ok(r) if r.deduplicated => Placing::Duplicate,
+            Ok(_) => Placing::Appended,
+            // Registered before by another route (a GraphQL mutation): the same patient.
+            Err(EngineError::Domain(DomainError::AlreadyExists(_))) if registration => Placing::Duplicate,
+            Err(e) => Placing::Refused(engine_issue("", &e)),
+        }
+    }
+
+    /// Reads a Bundle's envelope. Entries stay raw so each is parsed, and reported, on its own.
+    pub fn read_bundle(body: &[u8]) -> Result<(bool, Vec<RawEntry>), Issue> {
+        let bundle: BundleIn = serde_json::from_slice(body)
+            .map_err(|e| Issue::new("structure", "Bundle", format!("not a JSON Bundle: {}", plain(&e))))?;
+        if bundle.resource_type != "Bundle" {
+            return Err(Issue::new(
+                "not-supported",
+                "resourceType",
+                format!("POST /fhir takes a Bundle, not {}", clip(&bundle.resource_type)),
+            ));
+        }
+        let all_or_none = match bundle.type_.as_str() {
+            "transaction" => true,
+            "batch" => false,
+            other => {
+                return Err(Issue::new("value", "Bundle.type", format!("{} is not transaction or batch", clip(other))))
+            }
+        };
+        if bundle.entry.len() > MAX_BUNDLE_ENTRIES {
+            return Err(Issue::new(
+                "too-costly",
+                "Bundle.entry",
+                format!(
+                    "{} entries exceed the limit of {MAX_BUNDLE_ENTRIES}; send bulk data to $import as NDJSON",
+                    bundle.entry.len()
+                ),
+            ));
+        }
+        let entries = bundle
+            .entry
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| RawEntry {
+                path: format!("Bundle.entry[{i}].resource"),
+                full_url: e.full_url,
+                json: e.resource.map(|r| r.get().to_owned()).unwrap_or_else(|| "null".into()),
+            })
+            .collect();
+        Ok((all_or_none, entries))
+    }
+
+    /// Imports NDJSON, `chunk` lines at a time, calling `progress` after each chunk with the
+    /// totals so far and each failed line's issues. Lines whose references were not yet known
+    /// are held and placed again once the whole file has been read.
+    pub async fn import_lines<I, F>(&self, caller: &Caller, lines: I, chunk: usize, mut progress: F) -> ImportSummary
+    where
+        I: futures::Stream<Item = std::io::Result<String>> + Unpin,
+        F: FnMut(&ImportSummary, &[(String, Vec<Issue>)]),
+    {
+        let mut summary = ImportSummary::default();
+        let mut held: Vec<RawEntry> = Vec::new();
+        let mut lines = lines.enumerate();
+        let mut batch = Vec::with_capacity(chunk);
+        loop {
+            let next = lines.next().await;
+            let end = next.is_none();
+            if let Some((n, line)) = next {
+                match line {
+                    Ok(l) if l.trim().is_empty() => {}
+                    Ok(l) => batch.push(RawEntry { path: format!("line {}", n + 1), full_url: None, json: l }),
+                    Err(e) => {
+                        summary.failed += 1;
+                        progress(
+                            &summary,
+                            &[(format!("line {}", n + 1), vec![Issue::new("structure", "", e.to_string())])],
+                        );
+                    }
+                }
+            }
+            if batch.len() >= chunk || (end && !batch.is_empty()) {
+                summary.resources_read += batch.len() as u64;
+                let outcomes = self.ingest(caller, &batch, false).await;
+                let mut failed = Vec::new();
+                for (e, o) in batch.drain(..).zip(outcomes) {
+                    summary.events_appended += o.appended as u64;
+                    summary.duplicates_skipped += o.duplicates as u64;
+                    if o.ok() {
+                        continue;
+                    }
+                    if o.issues.iter().all(|i| i.code == "not-found") {
+                        held.push(e);
+                    } else {
+                        summary.failed += 1;
+                        failed.push((e.path, o.issues));
+                    }
+                }
+                progress(&summary, &failed);
+            }
+            if end {
+                break;
+            }
+        }
+        // What waited for a later line: placed again, in rounds, until a round places nothing.
+        while !held.is_empty() {
+            let outcomes = self.ingest(caller, &held, false).await;
+            let mut still = Vec::new();
+            let mut placed_any = false;
+            let mut failed = Vec::new();
+            for (e, o) in held.drain(..).zip(outcomes) {
+                summary.events_appended += o.appended as u64;
+                summary.duplicates_skipped += o.duplicates as u64;
+                if o.ok() {
+                    summary.held += 1;
+                    placed_any = true;
+                } else if o.appended > 0 || o.issues.iter().all(|i| i.code == "not-found") {
+                    placed_any |= o.appended > 0;
+                    still.push((e, o.issues));
+                } else {
+                    summary.failed += 1;
+                    failed.push((e.path, o.issues));
+                }
+            }
+            if !placed_any {
+                summary.failed += still.len() as u64;
+                failed.extend(still.into_iter().map(|(e, issues)| {
+                    let issues = issues
+                        .into_iter()
+                        .map(|i| Issue { message: format!("unresolved after the whole file: {}", i.message), ..i })
+                        .collect();
+                    (e.path, issues)
+                }));
+                progress(&summary, &failed);
+                break;
+            }
+            progress(&summary, &failed);
+            held = still.into_iter().map(|(e, _)| e).collect();
+        }
+        summary
+    }
+}

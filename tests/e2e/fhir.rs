@@ -1,0 +1,446 @@
+//! FHIR R4 ingest and export through the real server: a pathway sent as a transaction Bundle
+//! gives the same continuity as the same pathway sent as GraphQL mutations; resending appends
+//! nothing; bad entries get OperationOutcomes naming the element; NDJSON arrives out of order.
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::support::*;
+
+const RESH: &str = "urn:oid:2.16.578.1.12.4.1.4.102";
+const HPR: &str = "urn:oid:2.16.578.1.12.4.1.4.4";
+const FNR: &str = "urn:oid:2.16.578.1.12.4.1.4.1";
+/// Synthetic (month + 80): 15 November 1985.
+const SYNTHETIC_FNR: &str = "15918510033";
+
+const CARE_LEVELS: &str = r#"
+[[service]]
+system = "urn:oid:2.16.578.1.12.4.1.4.102"
+value = "4001031"
+care_level = "MUNICIPAL"
+
+[[service]]
+system = "urn:oid:2.16.578.1.12.4.1.4.102"
+value = "4001032"
+care_level = "SPECIALIST_OUTPATIENT"
+"#;
+
+const CONTINUITY: &str = "continuity { attendedSessions distinctTherapists careLevelTransitions
+    transitionsKeepingTherapist sameTherapistAcrossCareLevels coc upc secon mmci
+    segments { careLevel from to therapistIds sessions }
+    handovers { fromTherapistId toTherapistId reason patientNotified releasedAt gapDays } }
+    episodes { serviceId careLevel startedAt endedAt endReason }";
+
+async fn fhir_server() -> (Server, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("care-levels.toml");
+    std::fs::write(&file, CARE_LEVELS).expect("write care levels");
+    let s = Server::start_with(&["--fhir-care-levels", file.to_str().expect("path")]).await;
+    (s, dir)
+}
+
+async fn post_fhir(s: &Server, token: Option<&str>, content_type: &str, body: String) -> (u16, Value) {
+    let mut req = s.client().post(format!("{}/fhir", s.url)).header("content-type", content_type).body(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.expect("POST /fhir");
+    let status = r.status().as_u16();
+    (status, r.json().await.expect("FHIR answers JSON"))
+}
+
+fn entry(resource: Value) -> Value {
+    json!({ "resource": resource, "request": { "method": "POST", "url": resource["resourceType"] } })
+}
+
+fn bundle(kind: &str, resources: Vec<Value>) -> String {
+    json!({ "resourceType": "Bundle", "type": kind, "entry": resources.into_iter().map(entry).collect::<Vec<_>>() })
+        .to_string()
+}
+
+fn session(id: &str, episode: &str, practitioner: &str, status: &str, at: &str) -> Value {
+    let mut e = json!({ "resourceType": "Encounter", "id": id, "status": status,
+        "class": { "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB" },
+        "subject": { "reference": "Patient/pas-1" },
+        "episodeOfCare": [{ "reference": format!("EpisodeOfCare/{episode}") }],
+        "participant": [{ "individual": { "reference": format!("Practitioner/{practitioner}") } }],
+        "period": { "start": at } });
+    if status == "cancelled" {
+        e["reasonCode"] = json!([{ "text": "no-show" }]);
+    }
+    e
+}
+
+fn phq9(id: &str, encounter: &str, items: &[i64], at: &str) -> Value {
+    const ITEMS: [&str; 9] =
+        ["44250-9", "44255-8", "44259-0", "44254-1", "44251-7", "44258-2", "44252-5", "44253-3", "44260-8"];
+    let component: Vec<Value> = items
+        .iter()
+        .zip(ITEMS)
+        .map(|(v, code)| json!({ "code": { "coding": [{ "system": "http://loinc.org", "code": code }] }, "valueInteger": v }))
+        .collect();
+    json!({ "resourceType": "Observation", "id": id, "status": "final",
+        "code": { "coding": [{ "system": "http://loinc.org", "code": "44261-6" }] },
+        "subject": { "reference": "Patient/pas-1" },
+        "encounter": { "reference": format!("Encounter/{encounter}") },
+        "effectiveDateTime": at, "valueInteger": items.iter().sum::<i64>(), "component": component })
+}
+
+/// A municipal episode, then a DPS episode where the first therapist goes on sick leave without
+/// the patient being told: as a record system would send it.
+fn pathway() -> Vec<Value> {
+    vec![
+        json!({ "resourceType": "Organization", "id": "org-rph", "name": "RPH Gamle Oslo",
+            "identifier": [{ "system": RESH, "value": "4001031" }] }),
+        json!({ "resourceType": "HealthcareService", "id": "hs-dps", "name": "DPS poliklinikk",
+            "identifier": [{ "system": RESH, "value": "4001032" }] }),
+        json!({ "resourceType": "Practitioner", "id": "pr-a", "name": [{ "given": ["Anne"], "family": "Andersen" }],
+            "identifier": [{ "system": HPR, "value": "9144889" }] }),
+        json!({ "resourceType": "Practitioner", "id": "pr-b", "name": [{ "text": "Bjørn Berg" }],
+            "identifier": [{ "system": HPR, "value": "9144890" }] }),
+        json!({ "resourceType": "PractitionerRole", "id": "gp-role", "practitioner": { "display": "Fastlege" },
+            "code": [{ "coding": [{ "system": "http://snomed.info/sct", "code": "62247001" }] }] }),
+        json!({ "resourceType": "Patient", "id": "pas-1", "gender": "female", "birthDate": "1985-11-15",
+            "identifier": [{ "system": FNR, "value": SYNTHETIC_FNR }] }),
+        json!({ "resourceType": "ServiceRequest", "id": "sr-1", "status": "active", "intent": "order",
+            "subject": { "reference": "Patient/pas-1" }, "requester": { "reference": "Patient/pas-1" },
+            "performer": [{ "reference": "Organization/org-rph" }], "authoredOn": "2016-01-04T09:00:00Z" }),
+        json!({ "resourceType": "EpisodeOfCare", "id": "eoc-1", "status": "finished",
+            "patient": { "reference": "Patient/pas-1" },
+            "managingOrganization": { "reference": "Organization/org-rph" },
+            "referralRequest": [{ "reference": "ServiceRequest/sr-1" }],
+            "careManager": { "reference": "Practitioner/pr-a" },
+            "period": { "start": "2016-01-11T09:00:00Z", "end": "2016-02-08T11:00:00Z" },
+            "extension": [{ "url": "https://forlop.no/fhir/StructureDefinition/end-reason", "valueCode": "REFERRED_ONWARD" }] }),
+        session("enc-1", "eoc-1", "pr-a", "finished", "2016-01-11T10:00:00Z"),
+        session("enc-2", "eoc-1", "pr-a", "finished", "2016-01-18T10:00:00Z"),
+        session("enc-3", "eoc-1", "pr-a", "cancelled", "2016-01-25T10:00:00Z"),
+        phq9("obs-1", "enc-1", &[2, 2, 2, 2, 2, 1, 1, 1, 1], "2016-01-11T09:30:00Z"),
+        // Referred by the GP to the DPS, whose service is named by its RESH id.
+        json!({ "resourceType": "ServiceRequest", "id": "sr-2", "status": "completed", "intent": "order",
+            "subject": { "reference": "Patient/pas-1" }, "requester": { "reference": "PractitionerRole/gp-role" },
+            "performer": [{ "type": "HealthcareService", "identifier": { "system": RESH, "value": "4001032" } }],
+            "authoredOn": "2016-02-09T09:00:00Z" }),
+        json!({ "resourceType": "EpisodeOfCare", "id": "eoc-2", "status": "active",
+            "contained": [{ "resourceType": "CareTeam", "id": "team", "participant": [
+                { "member": { "reference": "Practitioner/pr-a" },
+                  "period": { "start": "2016-02-15T09:00:00Z", "end": "2016-03-01T09:00:00Z" },
+                  "extension": [
+                    { "url": "https://forlop.no/fhir/StructureDefinition/release-reason", "valueCode": "SICK_LEAVE" },
+                    { "url": "https://forlop.no/fhir/StructureDefinition/patient-notified", "valueBoolean": false } ] },
+                { "member": { "reference": "Practitioner/pr-b" }, "period": { "start": "2016-03-08T09:00:00Z" } } ] }],
+            "patient": { "reference": "Patient/pas-1" },
+            "managingOrganization": { "reference": "HealthcareService/hs-dps" },
+            "referralRequest": [{ "reference": "ServiceRequest/sr-2" }],
+            "team": [{ "reference": "#team" }],
+            "period": { "start": "2016-02-15T09:00:00Z" } }),
+        session("enc-4", "eoc-2", "pr-a", "finished", "2016-02-15T10:00:00Z"),
+        session("enc-5", "eoc-2", "pr-b", "finished", "2016-03-08T10:00:00Z"),
+    ]
+}
+
+/// The same pathway as GraphQL mutations, for patient `p`, with the services and therapists the
+/// FHIR ingest created.
+async fn same_pathway_by_graphql(s: &Server, p: Uuid, rph: Uuid, dps: Uuid, a: Uuid, b: Uuid) {
+    let (r1, r2, e1, e2) = (id(), id(), id(), id());
+    let sess = |e: Uuid, t: Uuid, att: &str, at: &str| {
+        (
+            "recordSession",
+            json!({ "patientId": p, "episodeId": e, "sessionId": id(), "therapistId": t, "attendance": att, "at": at }),
+        )
+    };
+    let steps = vec![
+        ("registerPatient", json!({ "patientId": p, "birthYear": 1985, "gender": "FEMALE" })),
+        (
+            "receiveReferral",
+            json!({ "patientId": p, "referralId": r1, "serviceId": rph, "source": "SELF", "receivedAt": "2016-01-04T09:00:00Z" }),
+        ),
+        (
+            "decideReferral",
+            json!({ "patientId": p, "referralId": r1, "decision": "ACCEPTED", "decidedAt": "2016-01-11T09:00:00Z" }),
+        ),
+        (
+            "startEpisode",
+            json!({ "patientId": p, "episodeId": e1, "serviceId": rph, "referralId": r1, "startedAt": "2016-01-11T09:00:00Z" }),
+        ),
+        (
+            "assignTherapist",
+            json!({ "patientId": p, "episodeId": e1, "therapistId": a, "assignedAt": "2016-01-11T09:00:00Z" }),
+        ),
+        sess(e1, a, "ATTENDED", "2016-01-11T10:00:00Z"),
+        sess(e1, a, "ATTENDED", "2016-01-18T10:00:00Z"),
+        sess(e1, a, "NO_SHOW", "2016-01-25T10:00:00Z"),
+        (
+            "recordOutcome",
+            json!({ "patientId": p, "episodeId": e1, "instrument": "PHQ9", "phase": "INTAKE",
+            "items": [2, 2, 2, 2, 2, 1, 1, 1, 1], "measuredAt": "2016-01-11T09:30:00Z" }),
+        ),
+        (
+            "endEpisode",
+            json!({ "patientId": p, "episodeId": e1, "reason": "REFERRED_ONWARD", "endedAt": "2016-02-08T11:00:00Z" }),
+        ),
+        (
+            "receiveReferral",
+            json!({ "patientId": p, "referralId": r2, "serviceId": dps, "source": "GP", "receivedAt": "2016-02-09T09:00:00Z" }),
+        ),
+        (
+            "decideReferral",
+            json!({ "patientId": p, "referralId": r2, "decision": "ACCEPTED", "decidedAt": "2016-02-15T09:00:00Z" }),
+        ),
+        (
+            "startEpisode",
+            json!({ "patientId": p, "episodeId": e2, "serviceId": dps, "referralId": r2, "startedAt": "2016-02-15T09:00:00Z" }),
+        ),
+        (
+            "assignTherapist",
+            json!({ "patientId": p, "episodeId": e2, "therapistId": a, "assignedAt": "2016-02-15T09:00:00Z" }),
+        ),
+        (
+            "releaseTherapist",
+            json!({ "patientId": p, "episodeId": e2, "therapistId": a, "reason": "SICK_LEAVE",
+            "patientNotified": false, "releasedAt": "2016-03-01T09:00:00Z" }),
+        ),
+        (
+            "assignTherapist",
+            json!({ "patientId": p, "episodeId": e2, "therapistId": b, "assignedAt": "2016-03-08T09:00:00Z" }),
+        ),
+        sess(e2, a, "ATTENDED", "2016-02-15T10:00:00Z"),
+        sess(e2, b, "ATTENDED", "2016-03-08T10:00:00Z"),
+    ];
+    for (op, input) in steps {
+        s.record(op, input).await;
+    }
+}
+
+fn location_id(response: &Value, index: usize) -> Uuid {
+    let loc = response["entry"][index]["response"]["location"].as_str().expect("location");
+    loc.rsplit('/').next().expect("id").parse().expect("uuid")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_pathway_as_a_transaction_then_continuity_equals_the_same_pathway_as_mutations_and_a_resend_appends_nothing(
+) {
+    let (s, _dir) = fhir_server().await;
+    let integration = s.token("integration", &[], None);
+    let before = s.committed().await;
+    let (status, resp) =
+        post_fhir(&s, Some(&integration), "application/fhir+json", bundle("transaction", pathway())).await;
+    assert_eq!(status, 200, "{resp:#}\n{}", s.log_tail());
+    assert_eq!(resp["type"], "transaction-response");
+    let statuses: Vec<&str> =
+        resp["entry"].as_array().unwrap().iter().map(|e| e["response"]["status"].as_str().unwrap()).collect();
+    assert!(statuses.iter().all(|st| st.starts_with("201") || st.starts_with("200")), "{statuses:?}");
+    let appended = s.committed().await - before;
+    // 2 services, 2 therapists, patient, 2 referrals (+2 acceptances), 2 episodes (+1 end),
+    // 3 assignments + 1 release, 5 sessions, 1 outcome.
+    assert_eq!(appended, 22, "{resp:#}");
+
+    // The patient, read by the ids the Bundle answered with.
+    let (rph, dps, a, b, patient) = (
+        location_id(&resp, 0),
+        location_id(&resp, 1),
+        location_id(&resp, 2),
+        location_id(&resp, 3),
+        location_id(&resp, 5),
+    );
+    let by_fhir = s.patient(patient, &format!("nationalId {CONTINUITY}")).await;
+    assert_eq!(by_fhir["nationalId"], SYNTHETIC_FNR, "the national id was registered (encrypted)");
+
+    let p2 = id();
+    same_pathway_by_graphql(&s, p2, rph, dps, a, b).await;
+    let by_graphql = s.patient(p2, CONTINUITY).await;
+    assert_eq!(by_fhir["continuity"], by_graphql["continuity"]);
+    assert_eq!(by_fhir["episodes"], by_graphql["episodes"]);
+    assert_eq!(by_fhir["continuity"]["handovers"][0]["reason"], "SICK_LEAVE", "{by_fhir:#}");
+    assert_eq!(by_fhir["continuity"]["handovers"][0]["patientNotified"], false);
+
+    // Resending the whole Bundle appends nothing, and says so entry by entry.
+    let committed = s.committed().await;
+    let (status, again) =
+        post_fhir(&s, Some(&integration), "application/fhir+json", bundle("transaction", pathway())).await;
+    assert_eq!(status, 200, "{again:#}");
+    assert!(again["entry"].as_array().unwrap().iter().all(|e| e["response"]["status"] == "200 OK"), "{again:#}");
+    assert_eq!(s.committed().await, committed);
+
+    // A new version of the open episode, now finished, appends only its end.
+    let mut resources = pathway();
+    let eoc2 = resources.iter_mut().find(|r| r["id"] == "eoc-2").unwrap();
+    eoc2["status"] = json!("finished");
+    eoc2["period"]["end"] = json!("2016-05-01T09:00:00Z");
+    let (status, newer) = post_fhir(&s, Some(&integration), "application/fhir+json", bundle("batch", resources)).await;
+    assert_eq!(status, 200, "{newer:#}");
+    assert_eq!(s.committed().await, committed + 1);
+
+    // Export: the pathway back as R4, access-logged like any read.
+    let r = s
+        .client()
+        .get(format!("{}/fhir/Patient/{patient}/$everything", s.url))
+        .bearer_auth(s.token("auditor", &[], None))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let everything: Value = r.json().await.unwrap();
+    assert_eq!(everything["type"], "searchset");
+    let count =
+        |t: &str| everything["entry"].as_array().unwrap().iter().filter(|e| e["resource"]["resourceType"] == t).count();
+    assert_eq!((count("Patient"), count("EpisodeOfCare"), count("Encounter"), count("Observation")), (1, 2, 5, 1));
+    let dps_ref = format!("Organization/{dps}");
+    let eoc = everything["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| {
+            e["resource"]["resourceType"] == "EpisodeOfCare"
+                && e["resource"]["managingOrganization"]["reference"] == dps_ref.as_str()
+        })
+        .expect("the DPS episode");
+    assert_eq!(eoc["resource"]["status"], "finished");
+    let team = eoc["resource"]["contained"][0]["participant"].as_array().unwrap();
+    assert_eq!(team.len(), 2, "{eoc:#}");
+    assert_eq!(team[0]["extension"][0]["valueCode"], "SICK_LEAVE");
+    let log = s
+        .query(
+            "query($p: UUID!) { accessLog(patientId: $p) { nodes { operation outcome role } } }",
+            json!({ "p": patient }),
+        )
+        .await;
+    assert!(
+        log["accessLog"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["operation"] == "fhir.Patient.$everything" && n["role"] == "auditor"),
+        "{log:#}"
+    );
+    // An integration may record, not read the pathway back.
+    let r = s
+        .client()
+        .get(format!("{}/fhir/Patient/{patient}/$everything", s.url))
+        .bearer_auth(&integration)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_bad_entries_in_a_transaction_then_one_outcome_names_each_and_nothing_is_appended() {
+    let (s, _dir) = fhir_server().await;
+    let token = s.token("integration", &[], None);
+    let mut resources = pathway();
+    resources.push(json!({ "resourceType": "Medication", "id": "m" }));
+    resources.push(phq9("obs-short", "enc-1", &[1, 1, 1, 1, 1, 1, 1], "2016-01-18T09:30:00Z"));
+    resources.push(json!({ "resourceType": "Encounter", "id": "enc-x", "status": "finished",
+        "class": { "code": "AMB" }, "subject": { "reference": "Patient/pas-1" },
+        "episodeOfCare": [{ "reference": "urn:uuid:7d0c3f5e-0000-4000-8000-000000000000" }],
+        "participant": [{ "individual": { "reference": "Practitioner/pr-a" } }],
+        "period": { "start": "2016-01-20T10:00:00Z" } }));
+    resources.push(json!({ "resourceType": "HealthcareService", "id": "hs-unmapped", "name": "X",
+        "identifier": [{ "system": RESH, "value": "999" }] }));
+    let n = resources.len();
+    let before = s.committed().await;
+    let (status, resp) = post_fhir(&s, Some(&token), "application/fhir+json", bundle("transaction", resources)).await;
+    assert_eq!(status, 400, "{resp:#}");
+    assert_eq!(resp["resourceType"], "OperationOutcome");
+    let issues = resp["issue"].as_array().unwrap();
+    let at = |path: &str| {
+        issues
+            .iter()
+            .find(|i| i["expression"][0].as_str().unwrap_or("").starts_with(path))
+            .unwrap_or_else(|| panic!("no issue at {path}: {resp:#}"))
+            .clone()
+    };
+    assert_eq!(at(&format!("Bundle.entry[{}].resource.resourceType", n - 4))["code"], "not-supported");
+    let short = at(&format!("Bundle.entry[{}].resource.component", n - 3));
+    assert!(short["diagnostics"].as_str().unwrap().contains("all 9 item answers"), "{short}");
+    assert_eq!(at(&format!("Bundle.entry[{}].resource.episodeOfCare[0].reference", n - 2))["code"], "not-found");
+    assert!(at(&format!("Bundle.entry[{}].resource.identifier", n - 1))["diagnostics"]
+        .as_str()
+        .unwrap()
+        .contains("|999"));
+    assert_eq!(s.committed().await, before, "a transaction with any bad entry appends nothing");
+
+    // As a batch, the good entries are placed and each bad one answers on its own.
+    let mut resources = pathway();
+    resources.push(json!({ "resourceType": "Medication", "id": "m" }));
+    let (status, resp) = post_fhir(&s, Some(&token), "application/fhir+json", bundle("batch", resources)).await;
+    assert_eq!(status, 200, "{resp:#}");
+    assert_eq!(resp["type"], "batch-response");
+    let last = &resp["entry"][pathway().len()]["response"];
+    assert_eq!(last["status"], "400 Bad Request");
+    assert_eq!(last["outcome"]["issue"][0]["code"], "not-supported");
+    assert_eq!(s.committed().await, before + 22);
+
+    // Malformed JSON, a wrong resource type, a wrong media type, no token, too large.
+    let (status, resp) =
+        post_fhir(&s, Some(&token), "application/fhir+json", "{\"resourceType\": \"Bundle\", ".into()).await;
+    assert_eq!((status, resp["issue"][0]["code"].as_str()), (400, Some("structure")), "{resp:#}");
+    let (status, resp) =
+        post_fhir(&s, Some(&token), "application/fhir+json", json!({ "resourceType": "Patient" }).to_string()).await;
+    assert_eq!((status, resp["issue"][0]["code"].as_str()), (400, Some("not-supported")), "{resp:#}");
+    let (status, _) = post_fhir(&s, Some(&token), "text/plain", bundle("batch", vec![])).await;
+    assert_eq!(status, 415);
+    let (status, resp) = post_fhir(&s, None, "application/fhir+json", bundle("batch", vec![])).await;
+    assert_eq!((status, resp["resourceType"].as_str()), (401, Some("OperationOutcome")));
+    let huge = bundle("batch", vec![json!({ "resourceType": "Patient", "id": "x".repeat(17 * 1024 * 1024) })]);
+    let (status, resp) = post_fhir(&s, Some(&token), "application/fhir+json", huge).await;
+    assert_eq!((status, resp["issue"][0]["code"].as_str()), (413, Some("too-costly")), "{resp:#}");
+    // An analyst may not record.
+    let (status, resp) =
+        post_fhir(&s, Some(&s.token("analyst", &[], None)), "application/fhir+json", bundle("transaction", pathway()))
+            .await;
+    assert_eq!(status, 403, "{resp:#}");
+    assert_eq!(s.committed().await, before + 22);
+    s.health().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_ndjson_out_of_order_when_imported_then_held_lines_are_placed_and_a_resend_appends_nothing() {
+    let (s, _dir) = fhir_server().await;
+    let token = s.token("integration", &[], None);
+    // Sessions and outcomes first, then more than one chunk (1,000 lines) of the same service
+    // resent, then the rest: the sessions wait for episodes that arrive in a later chunk.
+    let all: Vec<String> = pathway().into_iter().map(|r| r.to_string()).collect();
+    let (early, rest): (Vec<String>, Vec<String>) =
+        all.iter().cloned().partition(|l| l.contains("\"Encounter\"") || l.contains("\"Observation\""));
+    let mut lines = early;
+    lines.extend(std::iter::repeat_n(all[0].clone(), 1000));
+    lines.extend(rest);
+    lines.push("{not json".into());
+    let body = lines.join("\n") + "\n";
+    let import = |body: String| {
+        s.client()
+            .post(format!("{}/fhir/$import", s.url))
+            .header("content-type", "application/fhir+ndjson")
+            .bearer_auth(&token)
+            .body(body)
+            .send()
+    };
+    let r = import(body.clone()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let out: Value = r.json().await.unwrap();
+    let summary: Value = serde_json::from_str(out["extension"][0]["valueString"].as_str().unwrap()).unwrap();
+    assert_eq!(summary["resources_read"], lines.len() as u64, "{out:#}");
+    assert_eq!(summary["events_appended"], 22, "{out:#}");
+    assert_eq!(summary["failed"], 1, "{out:#}");
+    assert_eq!(summary["held"], 6, "five sessions and the outcome waited: {out:#}");
+    let bad = &out["issue"][1];
+    assert_eq!(bad["expression"][0], format!("line {}", lines.len()), "{out:#}");
+
+    let committed = s.committed().await;
+    let r = import(body).await.unwrap();
+    let out: Value = r.json().await.unwrap();
+    let summary: Value = serde_json::from_str(out["extension"][0]["valueString"].as_str().unwrap()).unwrap();
+    assert_eq!(summary["events_appended"], 0, "{out:#}");
+    assert_eq!(s.committed().await, committed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_is_a_capability_statement() {
+    let (s, _dir) = fhir_server().await;
+    let (status, body) = s.get_json("/fhir/metadata").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["resourceType"], "CapabilityStatement");
+    assert_eq!(body["fhirVersion"], "4.0.1");
+}
