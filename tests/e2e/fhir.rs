@@ -444,3 +444,55 @@ async fn metadata_is_a_capability_statement() {
     assert_eq!(body["resourceType"], "CapabilityStatement");
     assert_eq!(body["fhirVersion"], "4.0.1");
 }
+
+#[test]
+fn given_an_ndjson_file_when_imported_offline_then_facts_are_recorded_once_and_the_log_verifies() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let key = dir.path().join("master.key");
+    std::fs::write(&key, base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())).unwrap();
+    let levels = dir.path().join("care-levels.toml");
+    std::fs::write(&levels, CARE_LEVELS).unwrap();
+    let file = dir.path().join("pathway.ndjson");
+    let mut lines: Vec<String> = pathway().into_iter().map(|r| r.to_string()).collect();
+    lines.push(
+        json!({ "resourceType": "Observation", "id": "x", "status": "final",
+        "code": { "coding": [{ "system": "http://loinc.org", "code": "1234-5" }] } })
+        .to_string(),
+    );
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let (d, k, l, f) =
+        (data.to_str().unwrap(), key.to_str().unwrap(), levels.to_str().unwrap(), file.to_str().unwrap());
+    let args = ["import-fhir", "--data", d, "--key-file", k, "--fhir-care-levels", l, f];
+
+    let out = run_cli(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a failed line makes the exit code 1: {err}");
+    assert!(err.contains("events appended 22") && err.contains("failed 1"), "{err}");
+    assert!(err.contains(&format!("line {}", lines.len())) && err.contains("PHQ-9"), "the failed line is named: {err}");
+
+    // The two referral acceptances are not even proposed again: the referrals are decided.
+    let again = run_cli(&args);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(err.contains("events appended 0") && err.contains("duplicates skipped 20"), "{err}");
+    run_ok(&["verify", "--data", d]);
+    // The national id is in no file in clear text.
+    for entry in walk(&data) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(!bytes.windows(SYNTHETIC_FNR.len()).any(|w| w == SYNTHETIC_FNR.as_bytes()), "{}", entry.display());
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
