@@ -496,3 +496,142 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// The pinned npm packages of `tests/fhir` (HL7's R4 examples, an R4 JSON-schema validator),
+/// installed once per target dir with `npm ci`, which checks each package's integrity hash
+/// against `tests/fhir/package-lock.json`.
+fn fhir_tools() -> std::path::PathBuf {
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _once = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fhir");
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("fhir-tools");
+    let lock = std::fs::read(src.join("package-lock.json")).expect("tests/fhir/package-lock.json");
+    let marker = dir.join("installed.lock");
+    if std::fs::read(&marker).ok().as_deref() != Some(lock.as_slice()) {
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["package.json", "package-lock.json"] {
+            std::fs::copy(src.join(f), dir.join(f)).unwrap();
+        }
+        let out = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--silent"])
+            .current_dir(&dir)
+            .output()
+            .expect("npm must be installed for the FHIR tests (Debian: apt-get install nodejs npm; .ci/run does it)");
+        assert!(out.status.success(), "npm ci failed: {}", String::from_utf8_lossy(&out.stderr));
+        std::fs::write(&marker, &lock).unwrap();
+    }
+    std::fs::copy(src.join("validate_r4.js"), dir.join("validate_r4.js")).unwrap();
+    dir
+}
+
+/// Runs HL7's R4 JSON schema over `resource`; the errors, or None.
+fn r4_errors(resource: &Value) -> Option<String> {
+    use std::io::Write as _;
+    let dir = fhir_tools();
+    let mut child = std::process::Command::new("node")
+        .arg(dir.join("validate_r4.js"))
+        .current_dir(&dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("node");
+    child.stdin.take().unwrap().write_all(resource.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (!out.status.success()).then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn the_validator_refuses_what_r4_does_not_allow() {
+    let bad = json!({ "resourceType": "Patient", "id": "x", "gender": "woman" });
+    assert!(r4_errors(&bad).is_some_and(|e| e.contains("gender")), "the independent validator checks codes");
+    assert_eq!(r4_errors(&json!({ "resourceType": "Patient", "id": "x", "gender": "female" })), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exported_pathway_is_valid_r4_for_an_independent_validator() {
+    let (s, _dir) = fhir_server().await;
+    let (status, resp) = post_fhir(
+        &s,
+        Some(&s.token("integration", &[], None)),
+        "application/fhir+json",
+        bundle("transaction", pathway()),
+    )
+    .await;
+    assert_eq!(status, 200, "{resp:#}");
+    let patient = location_id(&resp, 5);
+    let r = s
+        .client()
+        .get(format!("{}/fhir/Patient/{patient}/$everything", s.url))
+        .bearer_auth(&s.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let everything: Value = r.json().await.unwrap();
+    assert_eq!(r4_errors(&everything), None, "{everything:#}");
+    // (The CapabilityStatement is not checked here: this schema predates R4's 4.0.1 correction
+    // and lists fhirVersion only up to 4.0.0.)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hl7s_own_r4_examples_are_refused_precisely_where_they_lack_what_forlop_needs() {
+    let (s, _dir) = fhir_server().await;
+    let examples = fhir_tools().join("node_modules/hl7.fhir.r4.examples");
+    let names = [
+        "Patient-example",
+        "Practitioner-example",
+        "Organization-f001",
+        "EpisodeOfCare-example",
+        "Encounter-example",
+        "Encounter-f201",
+        "Encounter-home",
+        "ServiceRequest-example",
+        "Observation-example",
+    ];
+    let resources: Vec<Value> = names
+        .iter()
+        .map(|n| {
+            let text =
+                std::fs::read_to_string(examples.join(format!("{n}.json"))).unwrap_or_else(|e| panic!("{n}: {e}"));
+            serde_json::from_str(&text).unwrap()
+        })
+        .collect();
+    let (status, resp) =
+        post_fhir(&s, Some(&s.token("integration", &[], None)), "application/fhir+json", bundle("batch", resources))
+            .await;
+    assert_eq!(status, 200, "{resp:#}");
+    let answer = |i: usize| {
+        let r = &resp["entry"][i]["response"];
+        let issues = r["outcome"]["issue"].as_array().cloned().unwrap_or_default();
+        let text: Vec<String> = issues
+            .iter()
+            .map(|x| {
+                format!("{} {}", x["expression"][0].as_str().unwrap_or(""), x["diagnostics"].as_str().unwrap_or(""))
+            })
+            .collect();
+        (r["status"].as_str().unwrap_or("").to_owned(), text.join("\n"))
+    };
+    // A patient without a national id is still a patient (the MR number names it).
+    assert_eq!(answer(0).0, "201 Created", "{resp:#}");
+    let (st, why) = answer(1);
+    assert!(st.starts_with("400") && why.contains("entry[1].resource.identifier") && why.contains("HPR"), "{why}");
+    // An Organization the care-level file does not map is no service: nothing to record.
+    assert_eq!(answer(2).0, "200 OK");
+    let (st, why) = answer(3);
+    assert!(st.starts_with("4"), "{why}");
+    assert!(
+        why.contains("entry[3].resource.managingOrganization.reference")
+            && why.contains("Organization/hl7 is neither in this Bundle nor recorded before"),
+        "{why}"
+    );
+    assert!(
+        why.contains("entry[3].resource.referralRequest[0]") && why.contains("needs `reference` or `identifier`"),
+        "{why}"
+    );
+    assert!(answer(4).1.contains("entry[4].resource.serviceProvider"), "{}", answer(4).1);
+    let why = answer(5).1;
+    assert!(why.contains("Patient/f201 is neither") && why.contains("must name its EpisodeOfCare"), "{why}");
+    assert!(answer(6).1.contains("class \"HH\" is not a pathway fact"), "{}", answer(6).1);
+    assert!(answer(7).1.contains("entry[7].resource.performer[0]"), "{}", answer(7).1);
+    assert!(answer(8).1.contains("entry[8].resource.code") && answer(8).1.contains("PHQ-9"), "{}", answer(8).1);
+}

@@ -476,6 +476,11 @@ impl Engine {
 
     /// The latest published snapshot of the read model: a consistent prefix of the log, which
     /// the caller may hold for as long as a report takes.
+    /// The patient holding a referral, episode, session or admission id, if one does.
+    pub fn owner_of(&self, id: Uuid) -> Option<Uuid> {
+        self.owners.read().owner(id)
+    }
+
     pub fn model(&self) -> Arc<ReadModel> {
         self.model.load_full()
     }

@@ -144,6 +144,16 @@ impl Lookup for EngineLookup<'_> {
         Some((e.started_at, e.ended.as_ref().map(|x| x.ended_at)))
     }
 
+    fn known(&self, type_name: &str, id: Uuid) -> bool {
+        match type_name {
+            "Patient" => self.model.patients.contains_key(&id),
+            "Practitioner" => self.model.therapists.contains_key(&id),
+            "Organization" | "HealthcareService" => self.model.services.contains_key(&id),
+            "EpisodeOfCare" | "ServiceRequest" | "Encounter" => self.fhir.engine.owner_of(id).is_some(),
+            _ => false,
+        }
+    }
+
     fn referral_decided(&self, patient: Uuid, referral: Uuid) -> bool {
         self.model
             .patients
@@ -269,7 +279,7 @@ impl Fhir {
                 .await;
             let mut by_patient: BTreeMap<Uuid, Vec<(usize, Vec<Fact>)>> = BTreeMap::new();
             for (i, _, fs) in patients {
-                let patient = fs.first().and_then(|f| f.command.stream().patient_id()).unwrap_or_default();
+                let patient = fs.iter().find_map(|f| f.command.stream().patient_id()).unwrap_or_default();
                 by_patient.entry(patient).or_default().push((i, fs));
             }
             let per_patient = futures::stream::iter(by_patient.into_values().map(|entries| async move {

@@ -81,6 +81,9 @@ pub trait Lookup: Send + Sync {
     fn episode_period(&self, patient: Uuid, episode: Uuid) -> Option<(DateTime<Utc>, Option<DateTime<Utc>>)>;
     /// True when the referral is already decided.
     fn referral_decided(&self, patient: Uuid, referral: Uuid) -> bool;
+    /// True when forlop already holds `id` as a resource of this type (an id from its own
+    /// export, sent back by a record system).
+    fn known(&self, type_name: &str, id: Uuid) -> bool;
 }
 
 /// A parsed resource with its forlop id and every name it goes by.
@@ -166,6 +169,18 @@ pub fn place(
         }
     };
     Ok(Placed { resource, id, names, path, national_id, care_level })
+}
+
+/// A reference to something neither in this Bundle nor recorded before (held, in an import).
+fn never_seen(path: &str, what: &str) -> Issue {
+    Issue::new(
+        "not-found",
+        path,
+        format!(
+            "{} is neither in this Bundle nor recorded before; send it first, or in the same Bundle",
+            clip(what).trim_matches('"')
+        ),
+    )
 }
 
 fn unmapped(path: &str, identifiers: &[Identifier]) -> Issue {
@@ -278,8 +293,16 @@ impl<'a> Mapper<'a> {
             if let Some(p) = self.scope.get(&name) {
                 return self.top(p, expected, &wrong);
             }
-            let id = self.lookup.alias(&name).unwrap_or_else(|| uuid_for(&name));
-            return Ok(Target { type_name: t.to_owned(), id, resource: None });
+            if let Some(known) = self.lookup.alias(&name) {
+                return Ok(Target { type_name: t.to_owned(), id: known, resource: None });
+            }
+            // forlop's own id, as its export names resources.
+            if let Ok(own) = id.parse::<Uuid>() {
+                if self.lookup.known(t, own) {
+                    return Ok(Target { type_name: t.to_owned(), id: own, resource: None });
+                }
+            }
+            return Err(never_seen(&format!("{path}.reference"), &name));
         }
         if let Some(ident) = &r.identifier {
             let (Some(system), Some(value)) = (ident.system.as_deref(), ident.value.as_deref()) else {
@@ -302,11 +325,16 @@ impl<'a> Mapper<'a> {
             if t == "Patient" && [SYSTEM_FNR, SYSTEM_DNR, SYSTEM_HNR].contains(&system) {
                 let nid = NationalId::parse(value)
                     .map_err(|e| Issue::new("value", format!("{path}.identifier.value"), e.to_string()))?;
-                let id = match self.lookup.patient_key(&nid).map_err(|e| Issue::new("forbidden", path, e))? {
-                    Ok(existing) => existing,
-                    Err(pseudonym) => uuid_for(&format!("Patient|national-id|{}", hex(&pseudonym))),
-                };
+                let (id, registered) =
+                    match self.lookup.patient_key(&nid).map_err(|e| Issue::new("forbidden", path, e))? {
+                        Ok(existing) => (existing, true),
+                        Err(pseudonym) => (uuid_for(&format!("Patient|national-id|{}", hex(&pseudonym))), false),
+                    };
                 let in_scope = self.scope.placed.iter().flatten().find(|p| p.id == id);
+                if !registered && in_scope.is_none() {
+                    // Never the number itself in a message.
+                    return Err(never_seen(&format!("{path}.identifier"), "the patient with this national id"));
+                }
                 return Ok(Target { type_name: t.to_owned(), id, resource: in_scope.map(ResourceRef::Top) });
             }
             let mut names = vec![identifier_name(t, system, value)];
@@ -318,9 +346,10 @@ impl<'a> Mapper<'a> {
                     return self.top(p, expected, &wrong);
                 }
             }
-            let known = names.iter().find_map(|n| self.lookup.alias(n));
-            let id = known.unwrap_or_else(|| uuid_for(names.last().map(String::as_str).unwrap_or_default()));
-            return Ok(Target { type_name: t.to_owned(), id, resource: None });
+            return match names.iter().find_map(|n| self.lookup.alias(n)) {
+                Some(id) => Ok(Target { type_name: t.to_owned(), id, resource: None }),
+                None => Err(never_seen(&format!("{path}.identifier"), &format!("{t} {system}|{value}"))),
+            };
         }
         Err(Issue::new("required", path, "a reference needs `reference` or `identifier`"))
     }
@@ -663,6 +692,21 @@ impl<'a> Mapper<'a> {
         };
         let acute = r.extension.iter().any(|e| e.url == EXT_ACUTE && e.value_boolean == Some(true));
         let mut facts = Vec::new();
+        // A contained Practitioner with an HPR number is a therapist like any other.
+        for (ci, c) in r.contained.iter().enumerate() {
+            let Contained::Practitioner(pr) = c else { continue };
+            let hpr =
+                pr.identifier.iter().find(|i| i.system.as_deref() == Some(SYSTEM_HPR)).and_then(|i| i.value.clone());
+            let (Some(hpr), Some(name)) = (hpr, pr.name.iter().find_map(HumanName::full)) else { continue };
+            let local = pr.id.as_deref().unwrap_or_default();
+            let therapist_id =
+                self.contained_id(c, p, local, &format!("{path}.contained[{ci}]")).map_err(|i| vec![i])?;
+            facts.push(Fact {
+                command: Command::RegisterTherapist(TherapistRegistered { therapist_id, name, hpr_number: Some(hpr) }),
+                event_id: uuid_for(&format!("{therapist_id}#registered")),
+                national_id: None,
+            });
+        }
         if let Some(referral_id) = referral {
             // Care starting on a referral means it was accepted, by then at the latest.
             let decided_in_bundle = self.scope.placed.iter().flatten().any(|q| {
