@@ -374,8 +374,19 @@ async fn import_fhir(
     engine.checkpoint().await.ok();
     engine.stop();
     eprintln!(
-        "import-fhir: resources read {}, events appended {}, duplicates skipped {}, held {}, failed {}",
-        summary.resources_read, summary.events_appended, summary.duplicates_skipped, summary.held, summary.failed
+        "import-fhir: resources read {}, events appended {}, duplicates skipped {}, placed after waiting {}, held {}, failed {}",
+        summary.resources_read,
+        summary.events_appended,
+        summary.duplicates_skipped,
+        summary.placed_after_waiting,
+        summary.held,
+        summary.failed
     );
+    if summary.held > 0 {
+        eprintln!(
+            "import-fhir: {} resources wait for what they refer to; they are placed when it arrives",
+            summary.held
+        );
+    }
     Ok(if summary.failed == 0 { 0 } else { 1 })
 }

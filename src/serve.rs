@@ -84,6 +84,10 @@ pub struct ServeArgs {
     /// for FHIR ingest at /fhir.
     #[arg(long, env = "FORLOP_FHIR_CARE_LEVELS")]
     pub fhir_care_levels: Option<PathBuf>,
+    /// Seconds a FHIR resource waits for what it refers to before `GET /fhir/$unresolved`
+    /// reports it [default: 900]. It keeps waiting after that; nothing is dropped.
+    #[arg(long, env = "FORLOP_FHIR_HOLD_SECONDS")]
+    pub fhir_hold_seconds: Option<u64>,
 }
 
 impl ServeArgs {
@@ -97,7 +101,7 @@ impl ServeArgs {
         }
         fill!(data, listen, auth, jwks, hs256_secret_file, issuer, audience, leeway_seconds);
         fill!(role_claim, services_claim, pid_claim, key_file, allowed_origins, suppression_threshold);
-        fill!(checkpoint_every, fhir_care_levels);
+        fill!(checkpoint_every, fhir_care_levels, fhir_hold_seconds);
         self.demo |= file.demo;
         Ok(self)
     }
@@ -239,6 +243,7 @@ pub fn http_settings(
         fhir: Some(forlop_api::FhirConfig {
             dir: args.data().join("fhir"),
             care_levels: care_levels(&args.fhir_care_levels)?,
+            hold: args.fhir_hold_seconds.map_or(forlop_fhir::ingest::DEFAULT_HOLD, std::time::Duration::from_secs),
         }),
     })
 }

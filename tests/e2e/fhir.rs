@@ -424,7 +424,8 @@ async fn given_ndjson_out_of_order_when_imported_then_held_lines_are_placed_and_
     assert_eq!(summary["resources_read"], lines.len() as u64, "{out:#}");
     assert_eq!(summary["events_appended"], 22, "{out:#}");
     assert_eq!(summary["failed"], 1, "{out:#}");
-    assert_eq!(summary["held"], 6, "five sessions and the outcome waited: {out:#}");
+    assert_eq!(summary["placed_after_waiting"], 6, "five sessions and the outcome waited: {out:#}");
+    assert_eq!(summary["held"], 0, "{out:#}");
     let bad = &out["issue"][1];
     assert_eq!(bad["expression"][0], format!("line {}", lines.len()), "{out:#}");
 
@@ -434,6 +435,55 @@ async fn given_ndjson_out_of_order_when_imported_then_held_lines_are_placed_and_
     let summary: Value = serde_json::from_str(out["extension"][0]["valueString"].as_str().unwrap()).unwrap();
     assert_eq!(summary["events_appended"], 0, "{out:#}");
     assert_eq!(s.committed().await, committed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_session_before_its_episode_in_another_request_then_it_is_held_reported_and_placed_when_the_episode_comes(
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("care-levels.toml");
+    std::fs::write(&file, CARE_LEVELS).unwrap();
+    let s = Server::start_with(&["--fhir-care-levels", file.to_str().unwrap(), "--fhir-hold-seconds", "0"]).await;
+    let token = s.token("integration", &[], None);
+    // The first session, with its patient named by national id, before anything else.
+    let mut early = session("enc-1", "eoc-1", "pr-a", "finished", "2016-01-11T10:00:00Z");
+    early["subject"] = json!({ "type": "Patient", "identifier": { "system": FNR, "value": SYNTHETIC_FNR } });
+    let before = s.committed().await;
+    let (status, resp) = post_fhir(&s, Some(&token), "application/fhir+json", bundle("batch", vec![early])).await;
+    assert_eq!(status, 200, "{resp:#}");
+    let answer = &resp["entry"][0]["response"];
+    assert_eq!(answer["status"], "202 Accepted", "{resp:#}");
+    assert_eq!(answer["outcome"]["issue"][0]["severity"], "warning");
+    assert_eq!(s.committed().await, before);
+    // Held durably, and without the national id in any file.
+    for f in walk(&s.dir) {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        assert!(!bytes.windows(SYNTHETIC_FNR.len()).any(|w| w == SYNTHETIC_FNR.as_bytes()), "{}", f.display());
+    }
+    let unresolved = |token: String| {
+        let c = s.client().get(format!("{}/fhir/$unresolved", s.url)).bearer_auth(token).send();
+        async move {
+            let r = c.await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, list) = unresolved(token.clone()).await;
+    assert_eq!(status, 200);
+    let text = list.to_string();
+    assert!(text.contains("Encounter/enc-1") && text.contains("unresolved"), "{list:#}");
+    let metrics = s.client().get(format!("{}/metrics", s.url)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.lines().any(|l| l.starts_with("forlop_fhir_held{state=\"unresolved\"} 1")), "{metrics}");
+    assert_eq!(unresolved(s.token("analyst", &[], None)).await.0, 403);
+
+    // The rest of the pathway arrives (without that session): the held one is placed too.
+    let rest: Vec<Value> = pathway().into_iter().filter(|r| r["id"] != "enc-1" && r["id"] != "obs-1").collect();
+    let (status, resp) = post_fhir(&s, Some(&token), "application/fhir+json", bundle("transaction", rest)).await;
+    assert_eq!(status, 200, "{resp:#}");
+    let (_, list) = unresolved(token).await;
+    assert_eq!(list["issue"][0]["diagnostics"], "nothing is unresolved", "{list:#}");
+    let patient = location_id(&resp, 5);
+    let p = s.patient(patient, "continuity { attendedSessions }").await;
+    assert_eq!(p["continuity"]["attendedSessions"], 4, "the held session counts: {p:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

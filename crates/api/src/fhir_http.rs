@@ -112,7 +112,11 @@ pub async fn bundle(State(state): State<AppState>, headers: HeaderMap, body: Bod
         Ok(x) => x,
         Err(i) => return outcome(StatusCode::BAD_REQUEST, &[i]),
     };
-    let outcomes = fhir.ingest(&caller, &entries, all_or_none).await;
+    let outcomes = fhir.ingest(&caller, &entries, all_or_none, !all_or_none).await;
+    if outcomes.iter().any(|o| o.appended > 0) {
+        // What waited for these resources can be placed now.
+        fhir.retry_held().await;
+    }
     if all_or_none && outcomes.iter().any(|o| !o.ok()) {
         // One OperationOutcome listing every problem of the whole transaction.
         let issues: Vec<Issue> = outcomes.iter().flat_map(|o| o.issues.clone()).collect();
@@ -158,8 +162,13 @@ pub async fn import(State(state): State<AppState>, headers: HeaderMap, body: Bod
         "severity": "information",
         "code": "informational",
         "diagnostics": format!(
-            "resources read {}, events appended {}, duplicates skipped {}, held {}, failed {}",
-            summary.resources_read, summary.events_appended, summary.duplicates_skipped, summary.held, summary.failed
+            "resources read {}, events appended {}, duplicates skipped {}, placed after waiting {}, held {}, failed {}",
+            summary.resources_read,
+            summary.events_appended,
+            summary.duplicates_skipped,
+            summary.placed_after_waiting,
+            summary.held,
+            summary.failed
         ),
     });
     if let Some(issues) = body["issue"].as_array_mut() {
@@ -227,6 +236,48 @@ pub async fn everything(State(state): State<AppState>, headers: HeaderMap, Path(
     match fhir.everything(&caller, patient, &base).await {
         Ok(Some(bundle)) => fhir_response(StatusCode::OK, bundle),
         Ok(None) => outcome(StatusCode::NOT_FOUND, &issue("not-found", "Patient.id", format!("no patient {patient}"))),
+        Err(e) => {
+            let (status, code) = engine_status(&e);
+            outcome(status, &issue(code, "", format!("{}: {}", e.code(), e.public_message())))
+        }
+    }
+}
+
+/// `GET /fhir/$unresolved`: resources held past the hold time for references that never came,
+/// and held resources that can never be placed. What waits and why; no resource content.
+pub async fn unresolved(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let (fhir, caller) = match begin(&state, &headers, "fhir.$unresolved") {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    match fhir.unresolved(&caller) {
+        Ok(held) => {
+            let issues: Vec<serde_json::Value> = held
+                .iter()
+                .flat_map(|(key, e)| {
+                    let name = match &e.resource_id {
+                        Some(id) => format!("{}/{id}", e.resource_type),
+                        None => e.resource_type.clone(),
+                    };
+                    let severity = if e.failed { "error" } else { "warning" };
+                    e.issues.iter().map(move |i| {
+                        serde_json::json!({
+                            "severity": severity,
+                            "code": i.code,
+                            "diagnostics": format!("{name} (held {key}, received {}{}): {}",
+                                e.received_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                                if e.failed { ", cannot be placed" } else { ", unresolved" },
+                                i.message),
+                        })
+                    })
+                })
+                .collect();
+            let mut body = serde_json::json!({ "resourceType": "OperationOutcome", "issue": issues });
+            if held.is_empty() {
+                body["issue"] = serde_json::json!([{ "severity": "information", "code": "informational", "diagnostics": "nothing is unresolved" }]);
+            }
+            fhir_response(StatusCode::OK, body)
+        }
         Err(e) => {
             let (status, code) = engine_status(&e);
             outcome(status, &issue(code, "", format!("{}: {}", e.code(), e.public_message())))

@@ -72,6 +72,8 @@ pub struct HttpSettings {
 pub struct FhirConfig {
     pub dir: std::path::PathBuf,
     pub care_levels: forlop_fhir::CareLevels,
+    /// How long a resource waits for what it refers to before `$unresolved` lists it.
+    pub hold: std::time::Duration,
 }
 
 /// Renders the installed metrics recorder (the binary chooses the exporter).
@@ -104,6 +106,7 @@ pub fn router_with(engine: Engine, settings: HttpSettings, fhir: Option<forlop_f
         .route("/fhir", axum::routing::post(crate::fhir_http::bundle))
         .route("/fhir/$import", axum::routing::post(crate::fhir_http::import))
         .route("/fhir/metadata", get(crate::fhir_http::metadata))
+        .route("/fhir/$unresolved", get(crate::fhir_http::unresolved))
         .route("/fhir/Patient/{id}/$everything", get(crate::fhir_http::everything))
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/graphql/ws", get(websocket))

@@ -45,7 +45,7 @@ impl Application {
     ) -> anyhow::Result<Application> {
         let engine = Engine::start(store, parts).await?;
         let fhir = match &settings.fhir {
-            Some(c) => Some(forlop_fhir::Fhir::open(engine.clone(), &c.dir, c.care_levels.clone())?),
+            Some(c) => Some(forlop_fhir::Fhir::open(engine.clone(), &c.dir, c.care_levels.clone())?.with_hold(c.hold)),
             None => None,
         };
         let listener = tokio::net::TcpListener::bind(listen).await?;

@@ -43,6 +43,11 @@ impl AliasIndex {
         Ok(AliasIndex { db: sled::Config::new().path(dir).open()? })
     }
 
+    /// The database, shared with the held resources.
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
     pub fn get(&self, name: &str) -> Result<Option<Uuid>, sled::Error> {
         Ok(self.db.get(name.as_bytes())?.and_then(|v| <[u8; 16]>::try_from(v.as_ref()).ok()).map(Uuid::from_bytes))
     }

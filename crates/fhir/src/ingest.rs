@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use forlop_domain::national_id::NationalId;
@@ -16,12 +17,15 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::care_levels::CareLevels;
+use crate::held::{HeldEntry, HeldIssue, HeldStore, Sender};
 use crate::identity::AliasIndex;
 use crate::mapping::{clip, place, Fact, Issue, Lookup, Mapper, Placed, Scope};
 use crate::resources::{BundleIn, Resource, ACCEPTED};
 
 /// Most entries in one Bundle; larger loads go through `$import`.
 pub const MAX_BUNDLE_ENTRIES: usize = 10_000;
+/// How long a resource waits for what it refers to before it is reported as unresolved.
+pub const DEFAULT_HOLD: Duration = Duration::from_secs(15 * 60);
 /// Patients whose facts are placed at the same time in a batch or an import.
 const PARALLEL_PATIENTS: usize = 64;
 
@@ -30,7 +34,10 @@ const PARALLEL_PATIENTS: usize = 64;
 pub struct Fhir {
     engine: Engine,
     aliases: AliasIndex,
+    held: HeldStore,
     care_levels: Arc<CareLevels>,
+    /// How long a held resource waits before it is reported as unresolved.
+    hold: Duration,
 }
 
 /// What became of one entry (or NDJSON line).
@@ -43,6 +50,8 @@ pub struct EntryOutcome {
     pub issues: Vec<Issue>,
     /// Every fact was already recorded: the resource was seen before.
     pub unchanged: bool,
+    /// Kept until what it refers to arrives (its issues say what).
+    pub held: bool,
 }
 
 impl EntryOutcome {
@@ -52,6 +61,9 @@ impl EntryOutcome {
 
     /// The HTTP status FHIR puts in `entry.response.status`.
     pub fn status(&self) -> &'static str {
+        if self.held {
+            return "202 Accepted";
+        }
         match self.issues.first().map(|i| i.code) {
             None if self.appended > 0 => "201 Created",
             None => "200 OK",
@@ -71,6 +83,9 @@ pub struct ImportSummary {
     pub events_appended: u64,
     pub duplicates_skipped: u64,
     /// Lines that waited for a resource later in the file, and were placed once it had come.
+    pub placed_after_waiting: u64,
+    /// Lines still waiting for a resource the file did not have: kept, and placed when it
+    /// arrives (`GET /fhir/$unresolved` lists them after the hold time).
     pub held: u64,
     pub failed: u64,
 }
@@ -183,6 +198,11 @@ fn engine_issue(path: &str, e: &EngineError) -> Issue {
     Issue::new(code, path, format!("{}: {message}", e.code()))
 }
 
+/// True when every issue is a reference not yet recorded: the entry can wait for it.
+fn waits(issues: &[Issue]) -> bool {
+    !issues.is_empty() && issues.iter().all(|i| i.code == "not-found")
+}
+
 /// A fact placed, or why not.
 enum Placing {
     Appended,
@@ -193,7 +213,15 @@ enum Placing {
 impl Fhir {
     /// The alias index lives in `dir` (e.g. `<data>/fhir`).
     pub fn open(engine: Engine, dir: &Path, care_levels: CareLevels) -> Result<Fhir, sled::Error> {
-        Ok(Fhir { engine, aliases: AliasIndex::open(dir)?, care_levels: Arc::new(care_levels) })
+        let aliases = AliasIndex::open(dir)?;
+        let held = HeldStore::open(aliases.db())?;
+        Ok(Fhir { engine, aliases, held, care_levels: Arc::new(care_levels), hold: DEFAULT_HOLD })
+    }
+
+    /// How long a held resource waits before it is reported as unresolved.
+    pub fn with_hold(mut self, hold: Duration) -> Fhir {
+        self.hold = hold;
+        self
     }
 
     pub fn engine(&self) -> &Engine {
@@ -202,7 +230,15 @@ impl Fhir {
 
     /// Parses, names and maps `entries`; then, if nothing is wrong or `all_or_none` is false,
     /// places their facts. Returns one outcome per entry, in order.
-    pub async fn ingest(&self, caller: &Caller, entries: &[RawEntry], all_or_none: bool) -> Vec<EntryOutcome> {
+    /// With `hold`, an entry that fails only for references not yet recorded is kept and placed
+    /// when they arrive, instead of failing.
+    pub async fn ingest(
+        &self,
+        caller: &Caller,
+        entries: &[RawEntry],
+        all_or_none: bool,
+        hold: bool,
+    ) -> Vec<EntryOutcome> {
         let mut outcomes: Vec<EntryOutcome> = vec![EntryOutcome::default(); entries.len()];
         let mut placed: Vec<Option<Placed>> = Vec::with_capacity(entries.len());
         let mut facts: Vec<(usize, u8, Vec<Fact>)> = Vec::new();
@@ -303,7 +339,152 @@ impl Fhir {
         for o in &mut outcomes {
             o.unchanged = o.ok() && o.appended == 0 && o.duplicates > 0;
         }
+        if hold && !all_or_none {
+            for (i, o) in outcomes.iter_mut().enumerate() {
+                let Some(p) = &placed[i] else { continue };
+                if o.ok() || o.appended > 0 || !waits(&o.issues) {
+                    continue;
+                }
+                match self.hold_resource(caller, p.resource.clone(), entries[i].full_url.clone(), &o.issues) {
+                    Ok(()) => o.held = true,
+                    Err(e) => o.issues.push(e),
+                }
+            }
+        }
         outcomes
+    }
+
+    /// Keeps a resource that waits for a reference, with national ids replaced by patient ids.
+    fn hold_resource(
+        &self,
+        caller: &Caller,
+        resource: Resource,
+        full_url: Option<String>,
+        issues: &[Issue],
+    ) -> Result<(), Issue> {
+        let resource_type = resource.type_name().to_owned();
+        let resource_id = resource.id().map(str::to_owned);
+        let resource = self.scrubbed(caller, resource)?;
+        let entry = HeldEntry {
+            received_at: Utc::now(),
+            sender: Sender::of(&caller.principal),
+            resource_type,
+            resource_id,
+            resource: serde_json::to_string(&resource).unwrap_or_default(),
+            full_url,
+            issues: issues.iter().map(HeldIssue::from).collect(),
+            failed: false,
+        };
+        self.held.insert(&entry).map_err(|e| {
+            Issue::new("transient", "", format!("UNAVAILABLE: the held resource could not be kept: {e}"))
+        })?;
+        self.held.measure(self.hold);
+        Ok(())
+    }
+
+    /// `resource` with every reference to a patient by national id turned into one by forlop id,
+    /// so that what is kept holds no national id.
+    fn scrubbed(&self, caller: &Caller, mut resource: Resource) -> Result<Resource, Issue> {
+        let fix = |r: &mut Option<crate::resources::Reference>| -> Result<(), Issue> {
+            let Some(reference) = r else { return Ok(()) };
+            let Some(ident) = &reference.identifier else { return Ok(()) };
+            let (Some(system), Some(value)) = (ident.system.as_deref(), ident.value.as_deref()) else { return Ok(()) };
+            if ![crate::mapping::SYSTEM_FNR, crate::mapping::SYSTEM_DNR, crate::mapping::SYSTEM_HNR].contains(&system) {
+                return Ok(());
+            }
+            let nid = NationalId::parse(value).map_err(|e| Issue::new("value", "", e.to_string()))?;
+            let id = match self.engine.patient_key_for_recording(caller, &nid).map_err(|e| engine_issue("", &e))? {
+                Ok(existing) => existing,
+                Err(pseudonym) => crate::mapping::pseudonym_id(&pseudonym),
+            };
+            *r = Some(crate::resources::Reference { reference: Some(format!("Patient/{id}")), ..Default::default() });
+            Ok(())
+        };
+        match &mut resource {
+            Resource::ServiceRequest(x) => {
+                fix(&mut x.subject)?;
+                fix(&mut x.requester)?;
+            }
+            Resource::EpisodeOfCare(x) => {
+                fix(&mut x.patient)?;
+                x.contained.retain(|c| !matches!(c, crate::resources::Contained::Patient(_)));
+            }
+            Resource::Encounter(x) => fix(&mut x.subject)?,
+            Resource::Observation(x) => fix(&mut x.subject)?,
+            Resource::Patient(_) => {
+                return Err(Issue::new("not-supported", "", "a Patient is never held: it refers to nothing"));
+            }
+            _ => {}
+        }
+        Ok(resource)
+    }
+
+    /// Places held resources again, in their senders' names, until a round places nothing.
+    /// Called after every ingest that recorded something.
+    pub async fn retry_held(&self) {
+        loop {
+            let waiting: Vec<(u64, HeldEntry)> = self.held.all().into_iter().filter(|(_, e)| !e.failed).collect();
+            if waiting.is_empty() {
+                break;
+            }
+            let mut by_sender: BTreeMap<String, Vec<(u64, HeldEntry)>> = BTreeMap::new();
+            for (k, e) in waiting {
+                by_sender.entry(serde_json::to_string(&e.sender).unwrap_or_default()).or_default().push((k, e));
+            }
+            let mut progress = false;
+            for (_, group) in by_sender {
+                let caller = Caller::new(group[0].1.sender.principal(), Some("fhir.held"));
+                let entries: Vec<RawEntry> = group
+                    .iter()
+                    .map(|(k, e)| RawEntry {
+                        path: format!("held {k}"),
+                        full_url: e.full_url.clone(),
+                        json: e.resource.clone(),
+                    })
+                    .collect();
+                let outcomes = self.ingest(&caller, &entries, false, false).await;
+                for ((key, mut entry), o) in group.into_iter().zip(outcomes) {
+                    let result = if o.ok() {
+                        progress = true;
+                        self.held.remove(key)
+                    } else if o.appended == 0 && waits(&o.issues) {
+                        Ok(())
+                    } else {
+                        // It can never be placed as it is: kept, and reported, not dropped.
+                        progress |= o.appended > 0;
+                        entry.failed = true;
+                        entry.issues = o.issues.iter().map(HeldIssue::from).collect();
+                        self.held.update(key, &entry)
+                    };
+                    if let Err(e) = result {
+                        tracing::error!(error = %e, "held resources could not be updated");
+                        return;
+                    }
+                }
+            }
+            self.held.measure(self.hold);
+            if !progress {
+                break;
+            }
+        }
+    }
+
+    /// Held resources past the hold time, and those that can never be placed, for the caller
+    /// that sent them (admins see all). Lists what waits and why; no resource content.
+    pub fn unresolved(&self, caller: &Caller) -> Result<Vec<(u64, HeldEntry)>, EngineError> {
+        if !forlop_engine::policy::may_resolve_for_recording(&caller.principal) {
+            return Err(EngineError::forbidden("your role may not see resources held for recording"));
+        }
+        let admin = caller.principal.has(forlop_engine::Role::Admin);
+        let now = Utc::now();
+        self.held.measure(self.hold);
+        Ok(self
+            .held
+            .all()
+            .into_iter()
+            .filter(|(_, e)| e.failed || crate::held::past(e, self.hold, now))
+            .filter(|(_, e)| admin || e.sender.sub == caller.principal.sub)
+            .collect())
     }
 
     /// One entry's facts in order; the first refusal stops that entry.
@@ -407,7 +588,7 @@ impl Fhir {
             }
             if batch.len() >= chunk || (end && !batch.is_empty()) {
                 summary.resources_read += batch.len() as u64;
-                let outcomes = self.ingest(caller, &batch, false).await;
+                let outcomes = self.ingest(caller, &batch, false, false).await;
                 let mut failed = Vec::new();
                 for (e, o) in batch.drain(..).zip(outcomes) {
                     summary.events_appended += o.appended as u64;
@@ -430,7 +611,7 @@ impl Fhir {
         }
         // What waited for a later line: placed again, in rounds, until a round places nothing.
         while !held.is_empty() {
-            let outcomes = self.ingest(caller, &held, false).await;
+            let outcomes = self.ingest(caller, &held, false, false).await;
             let mut still = Vec::new();
             let mut placed_any = false;
             let mut failed = Vec::new();
@@ -438,30 +619,36 @@ impl Fhir {
                 summary.events_appended += o.appended as u64;
                 summary.duplicates_skipped += o.duplicates as u64;
                 if o.ok() {
-                    summary.held += 1;
+                    summary.placed_after_waiting += 1;
                     placed_any = true;
-                } else if o.appended > 0 || o.issues.iter().all(|i| i.code == "not-found") {
+                } else if o.appended > 0 || waits(&o.issues) {
                     placed_any |= o.appended > 0;
-                    still.push((e, o.issues));
+                    still.push(e);
                 } else {
                     summary.failed += 1;
                     failed.push((e.path, o.issues));
                 }
             }
             if !placed_any {
-                summary.failed += still.len() as u64;
-                failed.extend(still.into_iter().map(|(e, issues)| {
-                    let issues = issues
-                        .into_iter()
-                        .map(|i| Issue { message: format!("unresolved after the whole file: {}", i.message), ..i })
-                        .collect();
-                    (e.path, issues)
-                }));
+                // Waiting for what the file did not have: kept until it arrives.
+                let outcomes = self.ingest(caller, &still, false, true).await;
+                for (e, o) in still.into_iter().zip(outcomes) {
+                    summary.events_appended += o.appended as u64;
+                    if o.held {
+                        summary.held += 1;
+                    } else if !o.ok() {
+                        summary.failed += 1;
+                        failed.push((e.path, o.issues));
+                    }
+                }
                 progress(&summary, &failed);
                 break;
             }
             progress(&summary, &failed);
-            held = still.into_iter().map(|(e, _)| e).collect();
+            held = still;
+        }
+        if summary.events_appended > 0 {
+            self.retry_held().await;
         }
         summary
     }

@@ -13,6 +13,7 @@
 
 pub mod care_levels;
 pub mod export;
+pub mod held;
 pub mod identity;
 pub mod ingest;
 pub mod mapping;

@@ -128,7 +128,7 @@ pub fn place(
             let found = lookup.patient_key(&nid).map_err(|e| vec![Issue::new("forbidden", path.clone(), e)])?;
             key = Some(match found {
                 Ok(existing) => existing,
-                Err(pseudonym) => uuid_for(&format!("Patient|national-id|{}", hex(&pseudonym))),
+                Err(pseudonym) => pseudonym_id(&pseudonym),
             });
             national_id = Some(nid);
             // Never an alias: the index would hold the number in clear text.
@@ -196,6 +196,11 @@ fn unmapped(path: &str, identifiers: &[Identifier]) -> Issue {
             if given.is_empty() { "none".to_owned() } else { given.join(", ") }
         ),
     )
+}
+
+/// The forlop id of a new patient, from the keyed pseudonym of their national id.
+pub fn pseudonym_id(pseudonym: &[u8; 32]) -> Uuid {
+    uuid_for(&format!("Patient|national-id|{}", hex(pseudonym)))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -328,7 +333,7 @@ impl<'a> Mapper<'a> {
                 let (id, registered) =
                     match self.lookup.patient_key(&nid).map_err(|e| Issue::new("forbidden", path, e))? {
                         Ok(existing) => (existing, true),
-                        Err(pseudonym) => (uuid_for(&format!("Patient|national-id|{}", hex(&pseudonym))), false),
+                        Err(pseudonym) => (pseudonym_id(&pseudonym), false),
                     };
                 let in_scope = self.scope.placed.iter().flatten().find(|p| p.id == id);
                 if !registered && in_scope.is_none() {

@@ -6,10 +6,15 @@ use crate::ingest::EntryOutcome;
 use crate::mapping::Issue;
 
 pub fn operation_outcome(issues: &[Issue]) -> Value {
+    outcome_with(issues, "error")
+}
+
+/// An OperationOutcome whose issues all have `severity` (`warning` for a held resource).
+pub fn outcome_with(issues: &[Issue], severity: &str) -> Value {
     let issue: Vec<Value> = issues
         .iter()
         .map(|i| {
-            let mut v = json!({ "severity": "error", "code": i.code, "diagnostics": i.message });
+            let mut v = json!({ "severity": severity, "code": i.code, "diagnostics": i.message });
             if !i.path.is_empty() {
                 v["expression"] = json!([i.path]);
             }
@@ -30,7 +35,9 @@ pub fn response_bundle(all_or_none: bool, outcomes: &[EntryOutcome]) -> Value {
                     response["location"] = json!(l);
                 }
             }
-            if !o.ok() {
+            if o.held {
+                response["outcome"] = outcome_with(&o.issues, "warning");
+            } else if !o.ok() {
                 response["outcome"] = operation_outcome(&o.issues);
             }
             json!({ "response": response })
