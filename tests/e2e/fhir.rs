@@ -23,6 +23,11 @@ care_level = "MUNICIPAL"
 system = "urn:oid:2.16.578.1.12.4.1.4.102"
 value = "4001032"
 care_level = "SPECIALIST_OUTPATIENT"
+
+[[service]]
+system = "urn:oid:2.16.578.1.12.4.1.4.102"
+value = "4001033"
+care_level = "SPECIALIST_INPATIENT"
 "#;
 
 const CONTINUITY: &str = "continuity { attendedSessions distinctTherapists careLevelTransitions
@@ -484,6 +489,67 @@ async fn given_a_session_before_its_episode_in_another_request_then_it_is_held_r
     let patient = location_id(&resp, 5);
     let p = s.patient(patient, "continuity { attendedSessions }").await;
     assert_eq!(p["continuity"]["attendedSessions"], 4, "the held session counts: {p:#}");
+}
+
+fn stay(id: &str, status: &str, start: &str, end: Option<&str>) -> Value {
+    let mut period = json!({ "start": start });
+    if let Some(e) = end {
+        period["end"] = json!(e);
+    }
+    json!({ "resourceType": "Encounter", "id": id, "status": status,
+        "class": { "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP" },
+        "subject": { "reference": "Patient/pas-1" },
+        "serviceProvider": { "type": "Organization", "identifier": { "system": RESH, "value": "4001033" } },
+        "period": period })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_past_stays_in_any_order_then_each_is_recorded_and_an_overlap_is_refused_at_either_end() {
+    let (s, _dir) = fhir_server().await;
+    let token = s.token("integration", &[], None);
+    let ward = json!({ "resourceType": "Organization", "id": "ward", "name": "DPS døgnpost",
+        "identifier": [{ "system": RESH, "value": "4001033" }] });
+    let patient = pathway().into_iter().find(|r| r["resourceType"] == "Patient").unwrap();
+    // The later stay first, then an earlier one: a back-load in any order.
+    let first = vec![ward, patient, stay("stay-2", "finished", "2016-04-01T08:00:00Z", Some("2016-04-09T12:00:00Z"))];
+    let (status, resp) = post_fhir(&s, Some(&token), "application/fhir+json", bundle("transaction", first)).await;
+    assert_eq!(status, 200, "{resp:#}");
+    let patient_id = location_id(&resp, 1);
+    let earlier = vec![stay("stay-1", "finished", "2016-03-01T08:00:00Z", Some("2016-03-05T12:00:00Z"))];
+    let (status, resp) = post_fhir(&s, Some(&token), "application/fhir+json", bundle("batch", earlier.clone())).await;
+    assert_eq!(resp["entry"][0]["response"]["status"], "201 Created", "{status} {resp:#}");
+    // Sent again, nothing new.
+    let (_, resp) = post_fhir(&s, Some(&token), "application/fhir+json", bundle("batch", earlier)).await;
+    assert_eq!(resp["entry"][0]["response"]["status"], "200 OK", "{resp:#}");
+    // A stay that began while it was still going on is refused, and says so.
+    let overlapping = vec![stay("stay-3", "finished", "2016-04-08T08:00:00Z", Some("2016-04-20T12:00:00Z"))];
+    let (_, resp) = post_fhir(&s, Some(&token), "application/fhir+json", bundle("batch", overlapping)).await;
+    let answer = &resp["entry"][0]["response"];
+    assert_eq!(answer["status"], "422 Unprocessable Entity", "{resp:#}");
+    assert!(answer["outcome"]["issue"][0]["diagnostics"].as_str().unwrap().contains("overlaps"), "{resp:#}");
+    // An open admission, then its discharge in a later version of the same Encounter.
+    let open = vec![stay("stay-4", "in-progress", "2016-05-01T08:00:00Z", None)];
+    post_fhir(&s, Some(&token), "application/fhir+json", bundle("batch", open)).await;
+    let closed = vec![stay("stay-4", "finished", "2016-05-01T08:00:00Z", Some("2016-05-03T08:00:00Z"))];
+    let (_, resp) = post_fhir(&s, Some(&token), "application/fhir+json", bundle("batch", closed)).await;
+    assert_eq!(resp["entry"][0]["response"]["status"], "201 Created", "{resp:#}");
+    let p = s.patient(patient_id, "admissions { admittedAt dischargedAt }").await;
+    let admissions = p["admissions"].as_array().unwrap();
+    assert_eq!(admissions.len(), 3, "{p:#}");
+    assert!(admissions.iter().all(|a| a["dischargedAt"].is_string()), "{p:#}");
+
+    // The same rule through GraphQL's recordStay.
+    let ward_id = s.query("{ services { id careLevel } }", json!({})).await["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["careLevel"] == "SPECIALIST_INPATIENT")
+        .map(|x| x["id"].as_str().unwrap().to_owned())
+        .unwrap();
+    let input = |from: &str, to: &str| json!({ "patientId": patient_id, "admissionId": id(), "serviceId": ward_id, "admittedAt": from, "dischargedAt": to });
+    s.record("recordStay", input("2016-01-01T08:00:00Z", "2016-01-10T08:00:00Z")).await;
+    s.rejects("recordStay", input("2016-03-04T08:00:00Z", "2016-03-20T08:00:00Z"), "INVALID_INPUT").await;
+    s.rejects("recordStay", input("2016-02-01T08:00:00Z", "2016-02-01T08:00:00Z"), "INVALID_INPUT").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

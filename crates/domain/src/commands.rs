@@ -76,6 +76,11 @@ pub enum Command {
         patient_id: Uuid,
         event: PatientDischarged,
     },
+    /// A past stay with both times, checked for overlap against both ends.
+    RecordStay {
+        patient_id: Uuid,
+        event: StayRecorded,
+    },
     /// `total` in the event is ignored and derived from the items.
     RecordOutcome {
         patient_id: Uuid,
@@ -122,6 +127,7 @@ impl Command {
             Command::StartEpisode { event, .. } => Some(NewId::Episode(event.episode_id)),
             Command::RecordSession { event, .. } => Some(NewId::Session(event.session_id)),
             Command::AdmitPatient { event, .. } => Some(NewId::Admission(event.admission_id)),
+            Command::RecordStay { event, .. } => Some(NewId::Admission(event.admission_id)),
             _ => None,
         }
     }
@@ -141,6 +147,7 @@ impl Command {
             | Command::RecordSession { patient_id, .. }
             | Command::AdmitPatient { patient_id, .. }
             | Command::DischargePatient { patient_id, .. }
+            | Command::RecordStay { patient_id, .. }
             | Command::RecordOutcome { patient_id, .. } => StreamRef::Patient(*patient_id),
         }
     }
@@ -162,6 +169,7 @@ impl Command {
             Command::RecordSession { event, .. } => event.into(),
             Command::AdmitPatient { event, .. } => event.into(),
             Command::DischargePatient { event, .. } => event.into(),
+            Command::RecordStay { event, .. } => event.into(),
             Command::RecordOutcome { mut event, .. } => {
                 event.total = event.items.iter().map(|&i| u32::from(i)).sum();
                 event.into()
@@ -185,6 +193,7 @@ impl Command {
             Event::SessionRecorded(event) => Command::RecordSession { patient_id, event },
             Event::PatientAdmitted(event) => Command::AdmitPatient { patient_id, event },
             Event::PatientDischarged(event) => Command::DischargePatient { patient_id, event },
+            Event::StayRecorded(event) => Command::RecordStay { patient_id, event },
             Event::OutcomeRecorded(event) => Command::RecordOutcome { patient_id, event },
             Event::PatientForgotten(e) => Command::ForgetPatient(e),
         }
@@ -196,6 +205,7 @@ impl Command {
             Command::ReceiveReferral { event, .. } => Some(event.service_id),
             Command::StartEpisode { event, .. } => Some(event.service_id),
             Command::AdmitPatient { event, .. } => Some(event.service_id),
+            Command::RecordStay { event, .. } => Some(event.service_id),
             _ => None,
         }
     }
@@ -345,6 +355,16 @@ impl StreamState {
                     a.discharged_at = Some(e.discharged_at);
                 }
             }
+            Event::StayRecorded(e) => {
+                p.admissions.insert(
+                    e.admission_id,
+                    AdmissionState {
+                        service_id: e.service_id,
+                        admitted_at: e.admitted_at,
+                        discharged_at: Some(e.discharged_at),
+                    },
+                );
+            }
             Event::OutcomeRecorded(_) => {}
             Event::PatientForgotten(_) => p.forgotten = true,
         }
@@ -442,6 +462,13 @@ fn decide_patient(state: &StreamState, refs: &References, command: Command) -> R
             .as_ref()
             .filter(|s| s.service_id == id)
             .ok_or_else(|| DomainError::NotFound(format!("service {id} not found")))
+    };
+    let inpatient = |id: Uuid| -> Result<(), DomainError> {
+        let s = service(id)?;
+        if s.care_level != CareLevel::SpecialistInpatient {
+            return Err(invalid(format!("service {id} is {}, an admission needs SPECIALIST_INPATIENT", s.care_level)));
+        }
+        Ok(())
     };
     let therapist = |id: Uuid| {
         refs.therapist
@@ -568,14 +595,27 @@ fn decide_patient(state: &StreamState, refs: &References, command: Command) -> R
             within_episode("at", e.at, ep)?;
             Ok(e.into())
         }
-        Command::AdmitPatient { event: e, .. } => {
-            let s = service(e.service_id)?;
-            if s.care_level != CareLevel::SpecialistInpatient {
-                return Err(invalid(format!(
-                    "service {} is {}, an admission needs SPECIALIST_INPATIENT",
-                    e.service_id, s.care_level
-                )));
+        Command::RecordStay { event: e, .. } => {
+            inpatient(e.service_id)?;
+            if p.admissions.contains_key(&e.admission_id) {
+                return Err(DomainError::AlreadyExists(format!("admission {} already exists", e.admission_id)));
             }
+            if e.discharged_at <= e.admitted_at {
+                return Err(invalid("dischargedAt must be after admittedAt"));
+            }
+            // Both ends are known: it overlaps a stay that starts before it ends and ends (or
+            // is still open) after it starts, in whichever order they were recorded.
+            let overlapping = p
+                .admissions
+                .iter()
+                .find(|(_, a)| a.admitted_at < e.discharged_at && a.discharged_at.is_none_or(|d| d > e.admitted_at));
+            if let Some((id, _)) = overlapping {
+                return Err(invalid(format!("the stay overlaps admission {id}")));
+            }
+            Ok(e.into())
+        }
+        Command::AdmitPatient { event: e, .. } => {
+            inpatient(e.service_id)?;
             if p.admissions.contains_key(&e.admission_id) {
                 return Err(DomainError::AlreadyExists(format!("admission {} already exists", e.admission_id)));
             }

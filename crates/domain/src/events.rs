@@ -127,6 +127,18 @@ pub struct PatientDischarged {
     pub discharged_at: Timestamp,
 }
 
+/// A stay recorded after the fact with both of its times (back-loads from record systems, which
+/// send past stays in any order). Read like an admission and its discharge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StayRecorded {
+    pub admission_id: Uuid,
+    pub service_id: Uuid,
+    #[serde(with = "crate::time_codec")]
+    pub admitted_at: Timestamp,
+    #[serde(with = "crate::time_codec")]
+    pub discharged_at: Timestamp,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutcomeRecorded {
     pub episode_id: Uuid,
@@ -219,6 +231,7 @@ domain_events! {
     SessionRecorded => 1,
     PatientAdmitted => 1,
     PatientDischarged => 1,
+    StayRecorded => 1,
     OutcomeRecorded => 1,
     PatientForgotten => 1,
 }
@@ -251,6 +264,7 @@ impl Event {
             Event::SessionRecorded(_) => "at",
             Event::PatientAdmitted(_) => "admittedAt",
             Event::PatientDischarged(_) => "dischargedAt",
+            Event::StayRecorded(_) => "dischargedAt",
             Event::OutcomeRecorded(_) => "measuredAt",
             _ => "time",
         }
@@ -273,6 +287,8 @@ impl Event {
             Event::SessionRecorded(e) => e.at,
             Event::PatientAdmitted(e) => e.admitted_at,
             Event::PatientDischarged(e) => e.discharged_at,
+            // Its latest time: the bound on recording the future applies to both.
+            Event::StayRecorded(e) => e.discharged_at,
             Event::OutcomeRecorded(e) => e.measured_at,
         })
     }

@@ -177,6 +177,10 @@ fn discharged(id: Uuid, discharged_at: Timestamp) -> PatientDischarged {
     PatientDischarged { admission_id: id, discharged_at }
 }
 
+fn stay(id: Uuid, service_id: Uuid, admitted_at: Timestamp, discharged_at: Timestamp) -> StayRecorded {
+    StayRecorded { admission_id: id, service_id, admitted_at, discharged_at }
+}
+
 fn outcome(episode_id: Uuid, instrument: Instrument, items: &[u8], total: u32) -> OutcomeRecorded {
     OutcomeRecorded {
         episode_id,
@@ -277,9 +281,10 @@ fn patient_commands_need_a_registered_patient() {
         session(S1, E1, A, t(1, 11, 10)).into(),
         admitted(ADM1, WARD, t(3, 1, 8)).into(),
         discharged(ADM1, t(3, 5, 12)).into(),
+        stay(ADM2, WARD, t(4, 1, 8), t(4, 9, 12)).into(),
         outcome(E1, Instrument::Phq9, &[1; 9], 9).into(),
     ];
-    assert_eq!(commands.len(), 10, "one case for every patient command");
+    assert_eq!(commands.len(), 11, "one case for every patient command");
     for event in commands {
         refuses(&[], &all, event.clone(), NOT_FOUND);
         // Facts on the stream without its registration do not make the patient exist either.
@@ -583,6 +588,33 @@ fn admissions_do_not_overlap() {
 }
 
 #[test]
+fn a_past_stay_is_checked_against_both_ends_in_either_recording_order() {
+    let at_ward = refs(Some(ward()), None);
+    const ADM3: Uuid = Uuid::from_u128(0xad03);
+    // A later stay recorded first (Apr 1–9): a historical stay before it can still be recorded,
+    // which an open-ended admission could not.
+    let later = registered_then([stay(ADM1, WARD, t(4, 1, 8), t(4, 9, 12)).into()]);
+    accepts(&later, &at_ward, stay(ADM2, WARD, t(3, 1, 8), t(3, 5, 12)));
+    accepts(&later, &at_ward, stay(ADM2, WARD, t(3, 1, 8), t(4, 1, 8)));
+    refuses(&later, &at_ward, admitted(ADM2, WARD, t(3, 1, 8)), INVALID_INPUT);
+    // Overlaps at either end, or around it.
+    refuses(&later, &at_ward, stay(ADM2, WARD, t(3, 30, 8), t(4, 2, 8)), INVALID_INPUT);
+    refuses(&later, &at_ward, stay(ADM2, WARD, t(4, 8, 8), t(4, 20, 8)), INVALID_INPUT);
+    refuses(&later, &at_ward, stay(ADM2, WARD, t(3, 1, 8), t(5, 1, 8)), INVALID_INPUT);
+    // An open admission overlaps every stay that ends after it starts.
+    let open = registered_then([admitted(ADM1, WARD, t(3, 1, 8)).into()]);
+    refuses(&open, &at_ward, stay(ADM2, WARD, t(3, 10, 8), t(3, 12, 8)), INVALID_INPUT);
+    accepts(&open, &at_ward, stay(ADM2, WARD, t(2, 1, 8), t(3, 1, 8)));
+    // Its own rules: an inpatient service, an end after the start, a new id.
+    refuses(&later, &refs(Some(pol()), None), stay(ADM3, POL, t(1, 1, 8), t(1, 2, 8)), INVALID_INPUT);
+    refuses(&later, &at_ward, stay(ADM3, WARD, t(1, 2, 8), t(1, 2, 8)), INVALID_INPUT);
+    refuses(&later, &at_ward, stay(ADM1, WARD, t(1, 1, 8), t(1, 2, 8)), ALREADY_EXISTS);
+    // And it is discharged already.
+    let done = registered_then([stay(ADM1, WARD, t(4, 1, 8), t(4, 9, 12)).into()]);
+    refuses(&done, &no_refs(), discharged(ADM1, t(4, 10, 8)), INVALID_INPUT);
+}
+
+#[test]
 fn discharging_a_patient() {
     let none = no_refs();
     let open = registered_then([admitted(ADM1, WARD, t(3, 1, 8)).into()]);
@@ -800,6 +832,7 @@ fn every_event() -> Vec<Event> {
         SessionRecorded { attendance: Attendance::CancelledByService, ..session(S2, E1, B, precise) }.into(),
         admitted(ADM1, WARD, t(3, 1, 8)).into(),
         discharged(ADM1, t(3, 5, 12)).into(),
+        stay(ADM2, WARD, t(4, 1, 8), t(4, 9, 12)).into(),
         outcome(E1, Instrument::Phq9, &[2, 2, 1, 2, 1, 1, 2, 1, 1], 13).into(),
         OutcomeRecorded { phase: MeasurePhase::Discharge, ..outcome(E1, Instrument::Gad7, &[0; 7], 0) }.into(),
     ]
@@ -820,6 +853,7 @@ fn expected_envelope(event: &Event) -> (&'static str, u16) {
         Event::SessionRecorded(_) => ("SessionRecorded", 1),
         Event::PatientAdmitted(_) => ("PatientAdmitted", 1),
         Event::PatientDischarged(_) => ("PatientDischarged", 1),
+        Event::StayRecorded(_) => ("StayRecorded", 1),
         Event::OutcomeRecorded(_) => ("OutcomeRecorded", 1),
         Event::PatientForgotten(_) => ("PatientForgotten", 1),
     }
@@ -831,7 +865,7 @@ fn every_current_event_round_trips() {
     let mut types: Vec<&str> = events.iter().map(Event::event_type).collect();
     types.sort_unstable();
     types.dedup();
-    assert_eq!(types.len(), 13, "every event type is covered: {types:?}");
+    assert_eq!(types.len(), 14, "every event type is covered: {types:?}");
 
     for event in events {
         assert_eq!((event.event_type(), event.schema_version()), expected_envelope(&event));

@@ -147,6 +147,7 @@ fn fact_id(event: &Event) -> Option<Uuid> {
         Event::EpisodeStarted(e) => Some(e.episode_id),
         Event::SessionRecorded(e) => Some(e.session_id),
         Event::PatientAdmitted(e) => Some(e.admission_id),
+        Event::StayRecorded(e) => Some(e.admission_id),
         _ => None,
     }
 }

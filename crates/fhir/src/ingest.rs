@@ -159,6 +159,11 @@ impl Lookup for EngineLookup<'_> {
         Some((e.started_at, e.ended.as_ref().map(|x| x.ended_at)))
     }
 
+    fn admission_open(&self, patient: Uuid, admission: Uuid) -> Option<bool> {
+        let p = self.model.patients.get(&patient)?;
+        p.admissions.iter().find(|a| a.id == admission).map(|a| a.discharged_at.is_none())
+    }
+
     fn known(&self, type_name: &str, id: Uuid) -> bool {
         match type_name {
             "Patient" => self.model.patients.contains_key(&id),

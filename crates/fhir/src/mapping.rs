@@ -81,6 +81,8 @@ pub trait Lookup: Send + Sync {
     fn episode_period(&self, patient: Uuid, episode: Uuid) -> Option<(DateTime<Utc>, Option<DateTime<Utc>>)>;
     /// True when the referral is already decided.
     fn referral_decided(&self, patient: Uuid, referral: Uuid) -> bool;
+    /// Whether a recorded admission is still open; None when it is not recorded.
+    fn admission_open(&self, patient: Uuid, admission: Uuid) -> Option<bool>;
     /// True when forlop already holds `id` as a resource of this type (an id from its own
     /// export, sent back by a record system).
     fn known(&self, type_name: &str, id: Uuid) -> bool;
@@ -919,23 +921,36 @@ impl<'a> Mapper<'a> {
                 else {
                     return Err(issues);
                 };
-                let mut facts = vec![fact(
-                    Command::AdmitPatient {
-                        patient_id,
-                        event: PatientAdmitted { admission_id: p.id, service_id, admitted_at },
-                    },
-                    "admitted",
-                )];
-                if let Some(discharged_at) = discharged {
-                    facts.push(fact(
+                let discharge = |discharged_at| {
+                    fact(
                         Command::DischargePatient {
                             patient_id,
                             event: PatientDischarged { admission_id: p.id, discharged_at },
                         },
                         "discharged",
-                    ));
-                }
-                Ok(facts)
+                    )
+                };
+                Ok(match (self.lookup.admission_open(patient_id, p.id), discharged) {
+                    // Recorded while it lasted: now it has ended.
+                    (Some(true), Some(discharged_at)) => vec![discharge(discharged_at)],
+                    // Recorded as it is: nothing new.
+                    (Some(_), _) => vec![],
+                    // A past stay, both times at once: it may precede stays already recorded.
+                    (None, Some(discharged_at)) => vec![fact(
+                        Command::RecordStay {
+                            patient_id,
+                            event: StayRecorded { admission_id: p.id, service_id, admitted_at, discharged_at },
+                        },
+                        "stay",
+                    )],
+                    (None, None) => vec![fact(
+                        Command::AdmitPatient {
+                            patient_id,
+                            event: PatientAdmitted { admission_id: p.id, service_id, admitted_at },
+                        },
+                        "admitted",
+                    )],
+                })
             }
             "AMB" | "VR" | "DT" => {
                 let attendance = match r.status.as_str() {

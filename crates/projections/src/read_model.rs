@@ -355,6 +355,12 @@ impl ReadModel {
                     a.discharged_at = Some(e.discharged_at);
                 }
             }
+            Event::StayRecorded(e) => p.admissions.push(AdmissionView {
+                id: e.admission_id,
+                service_id: e.service_id,
+                admitted_at: e.admitted_at,
+                discharged_at: Some(e.discharged_at),
+            }),
             Event::OutcomeRecorded(e) => p.outcomes.push(OutcomeFact { event: e.clone(), position }),
             Event::PatientForgotten(_) => {
                 p.forgotten = true;

@@ -112,6 +112,15 @@ recording_input!(AdmitPatientInput {
     admitted_at: DateTime<Utc>,
 });
 recording_input!(DischargePatientInput { patient_id: Uuid, admission_id: Uuid, discharged_at: DateTime<Utc> });
+recording_input!(RecordStayInput {
+    patient_id: Uuid,
+    admission_id: Uuid,
+    /// Must be a SPECIALIST_INPATIENT service.
+    service_id: Uuid,
+    admitted_at: DateTime<Utc>,
+    /// After `admittedAt`. The stay must not overlap another at either end.
+    discharged_at: DateTime<Utc>,
+});
 recording_input!(RecordOutcomeInput {
     patient_id: Uuid,
     episode_id: Uuid,
@@ -317,6 +326,22 @@ impl Mutation {
         let c = Command::DischargePatient {
             patient_id: input.patient_id,
             event: ev::PatientDischarged { admission_id: input.admission_id, discharged_at: input.discharged_at },
+        };
+        record(ctx, c, input.event_id, input.expected_version).await
+    }
+
+    /// A past stay with both of its times, for back-loads that send stays in any order: unlike
+    /// `admitPatient`, which is open-ended until discharged, it may precede a stay already
+    /// recorded, as long as the two do not overlap.
+    async fn record_stay(&self, ctx: &Context<'_>, input: RecordStayInput) -> Result<Recorded> {
+        let c = Command::RecordStay {
+            patient_id: input.patient_id,
+            event: ev::StayRecorded {
+                admission_id: input.admission_id,
+                service_id: input.service_id,
+                admitted_at: input.admitted_at,
+                discharged_at: input.discharged_at,
+            },
         };
         record(ctx, c, input.event_id, input.expected_version).await
     }
