@@ -35,6 +35,12 @@ pub struct BenchArgs {
     /// Where to put the temporary stores (default: the system temp dir).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// FHIR resources in the bulk file `import-fhir` reads for `fhir_import_rps`.
+    #[arg(long, default_value_t = 1_000_000)]
+    fhir_resources: usize,
+    /// Measure only the FHIR import.
+    #[arg(long)]
+    only_fhir: bool,
 }
 
 const BATCH: usize = 1000;
@@ -415,6 +421,14 @@ fn machine() -> String {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.only_fhir {
+        let dir = tempdir(&args)?;
+        let (rps, peak_mb, lines) = crate::bench_fhir::fhir_import(dir.path(), args.fhir_resources)?;
+        println!("forlop bench on {}", machine());
+        println!("fhir_import_rps          {rps:>12.0}  `forlop import-fhir`, {lines} resources of NDJSON");
+        println!("fhir_import_peak_rss_mb  {peak_mb:>12.1}  its peak resident memory");
+        return Ok(());
+    }
     let mut rows: Vec<(&str, f64, String)> = Vec::new();
     eprintln!("bench: raw sled, batches of {BATCH} ...");
     let raw_batch = raw_sled_batch(&args)?;
@@ -574,6 +588,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     eprintln!("bench: access log, {WRITERS} concurrent readers ...");
     let access_eps = access_log_eps(&args).await.context("access log benchmark")?;
     rows.push(("access_log_eps", access_eps, format!("durable access records, {WRITERS} concurrent, one per append")));
+    eprintln!("bench: `forlop import-fhir` over {} FHIR resources of NDJSON ...", args.fhir_resources);
+    let fhir_dir = tempdir(&args)?;
+    let (fhir_rps, fhir_peak_mb, fhir_lines) = crate::bench_fhir::fhir_import(fhir_dir.path(), args.fhir_resources)?;
+    drop(fhir_dir);
+    rows.push((
+        "fhir_import_rps",
+        fhir_rps,
+        format!("`forlop import-fhir`, {fhir_lines} resources (10 per patient pathway), process start to exit"),
+    ));
+    rows.push((
+        "fhir_import_peak_rss_mb",
+        fhir_peak_mb,
+        "its peak resident memory (mostly the read model it builds)".into(),
+    ));
 
     let machine = machine();
     println!("forlop bench on {machine}");

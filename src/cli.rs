@@ -356,7 +356,7 @@ async fn import_fhir(
     let lines = Box::pin(lines);
     let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| crate::progress::bar(None, "resources"));
     let summary = fhir
-        .import_lines(&caller, lines, 1000, |s, failed| {
+        .import_lines(&caller, lines, 4000, |s, failed| {
             for (line, issues) in failed {
                 for i in issues {
                     let at = if i.path.is_empty() { String::new() } else { format!(" at {}", i.path) };
@@ -387,6 +387,13 @@ async fn import_fhir(
             "import-fhir: {} resources wait for what they refer to; they are placed when it arrives",
             summary.held
         );
+    }
+    // The high-water mark of resident memory (Linux): an import's memory stays flat.
+    if let Some(kb) = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_owned())))
+    {
+        eprintln!("import-fhir: peak resident memory {kb}");
     }
     Ok(if summary.failed == 0 { 0 } else { 1 })
 }

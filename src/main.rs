@@ -1,6 +1,7 @@
 //! The `forlop` binary: serve the API, and the operator's tools around the log.
 
 mod bench;
+mod bench_fhir;
 mod cli;
 mod ndjson;
 mod progress;

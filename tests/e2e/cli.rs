@@ -274,6 +274,8 @@ fn given_small_sizes_when_benchmarking_then_every_figure_is_positive() {
         "256",
         "--reports",
         "5",
+        "--fhir-resources",
+        "2000",
         "--dir",
         path(tmp.path()),
         "--out",
@@ -293,6 +295,8 @@ fn given_small_sizes_when_benchmarking_then_every_figure_is_positive() {
         "query_rps",
         "report_p99_ms",
         "alerts_p99_ms",
+        "fhir_import_rps",
+        "fhir_import_peak_rss_mb",
     ] {
         let v = figures[k].as_f64().unwrap_or_else(|| panic!("{k} is not a number in {figures}"));
         assert!(v.is_finite() && v > 0.0, "{k} = {v}");

@@ -404,13 +404,13 @@ async fn given_bad_entries_in_a_transaction_then_one_outcome_names_each_and_noth
 async fn given_ndjson_out_of_order_when_imported_then_held_lines_are_placed_and_a_resend_appends_nothing() {
     let (s, _dir) = fhir_server().await;
     let token = s.token("integration", &[], None);
-    // Sessions and outcomes first, then more than one chunk (1,000 lines) of the same service
+    // Sessions and outcomes first, then more than one chunk (4,000 lines) of the same service
     // resent, then the rest: the sessions wait for episodes that arrive in a later chunk.
     let all: Vec<String> = pathway().into_iter().map(|r| r.to_string()).collect();
     let (early, rest): (Vec<String>, Vec<String>) =
         all.iter().cloned().partition(|l| l.contains("\"Encounter\"") || l.contains("\"Observation\""));
     let mut lines = early;
-    lines.extend(std::iter::repeat_n(all[0].clone(), 1000));
+    lines.extend(std::iter::repeat_n(all[0].clone(), 4000));
     lines.extend(rest);
     lines.push("{not json".into());
     let body = lines.join("\n") + "\n";
@@ -428,6 +428,7 @@ async fn given_ndjson_out_of_order_when_imported_then_held_lines_are_placed_and_
     let summary: Value = serde_json::from_str(out["extension"][0]["valueString"].as_str().unwrap()).unwrap();
     assert_eq!(summary["resources_read"], lines.len() as u64, "{out:#}");
     assert_eq!(summary["events_appended"], 22, "{out:#}");
+    assert_eq!(summary["duplicates_skipped"], 4000, "the service, sent 4,001 times: {out:#}");
     assert_eq!(summary["failed"], 1, "{out:#}");
     assert_eq!(summary["placed_after_waiting"], 6, "five sessions and the outcome waited: {out:#}");
     assert_eq!(summary["held"], 0, "{out:#}");
@@ -550,6 +551,61 @@ async fn given_past_stays_in_any_order_then_each_is_recorded_and_an_overlap_is_r
     s.record("recordStay", input("2016-01-01T08:00:00Z", "2016-01-10T08:00:00Z")).await;
     s.rejects("recordStay", input("2016-03-04T08:00:00Z", "2016-03-20T08:00:00Z"), "INVALID_INPUT").await;
     s.rejects("recordStay", input("2016-02-01T08:00:00Z", "2016-02-01T08:00:00Z"), "INVALID_INPUT").await;
+}
+
+fn gad7_form(id: &str, answers: &[usize]) -> Value {
+    const ITEMS: [&str; 7] = ["69725-0", "68509-9", "69733-4", "69734-2", "69735-9", "69689-8", "69736-7"];
+    const LA: [&str; 4] = ["LA6568-5", "LA6569-3", "LA6570-1", "LA6571-9"];
+    let item: Vec<Value> = answers
+        .iter()
+        .zip(ITEMS)
+        .map(|(a, code)| json!({ "linkId": format!("/{code}"), "answer": [{ "valueCoding": { "system": "http://loinc.org", "code": LA[*a] } }] }))
+        .collect();
+    json!({ "resourceType": "QuestionnaireResponse", "id": id, "status": "completed",
+        "questionnaire": "http://loinc.org/q/69737-5", "subject": { "reference": "Patient/pas-1" },
+        "encounter": { "reference": "Encounter/enc-2" }, "authored": "2016-01-18T09:30:00Z",
+        "item": [{ "linkId": "/69737-5", "item": item }] })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gad7_questionnaire_response_is_an_outcome_and_a_short_one_is_refused_by_its_path() {
+    let (s, _dir) = fhir_server().await;
+    let token = s.token("integration", &[], None);
+    let mut resources = pathway();
+    resources.push(gad7_form("qr-1", &[1, 2, 1, 0, 3, 1, 2]));
+    let (status, resp) = post_fhir(&s, Some(&token), "application/fhir+json", bundle("transaction", resources)).await;
+    assert_eq!(status, 200, "{resp:#}");
+    let patient = location_id(&resp, 5);
+    let r = s
+        .client()
+        .get(format!("{}/fhir/Patient/{patient}/$everything", s.url))
+        .bearer_auth(&s.admin)
+        .send()
+        .await
+        .unwrap();
+    let everything: Value = r.json().await.unwrap();
+    let gad7 = everything["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["resource"]["code"]["coding"][0]["code"] == "70274-6")
+        .unwrap_or_else(|| panic!("no GAD-7 outcome: {everything:#}"));
+    assert_eq!(gad7["resource"]["valueInteger"], 10);
+    assert_eq!(gad7["resource"]["category"][0]["coding"][0]["code"], "intake", "a week after the start: intake");
+
+    let before = s.committed().await;
+    let (status, resp) = post_fhir(
+        &s,
+        Some(&token),
+        "application/fhir+json",
+        bundle("transaction", vec![gad7_form("qr-2", &[1, 1, 1, 1, 1])]),
+    )
+    .await;
+    assert_eq!(status, 400, "{resp:#}");
+    let issue = &resp["issue"][0];
+    assert_eq!(issue["expression"][0], "Bundle.entry[0].resource.item", "{resp:#}");
+    assert!(issue["diagnostics"].as_str().unwrap().contains("all 7 item answers"), "{resp:#}");
+    assert_eq!(s.committed().await, before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,8 +18,8 @@ use crate::http::{header_str, AppState};
 pub const MAX_BUNDLE_BYTES: usize = 16 * 1024 * 1024;
 /// Longest NDJSON line (one resource) accepted by `$import`.
 const MAX_LINE: usize = 1024 * 1024;
-/// NDJSON lines mapped and placed together.
-const IMPORT_CHUNK: usize = 1000;
+/// NDJSON lines mapped and placed together (a patient's facts in one chunk share one append).
+const IMPORT_CHUNK: usize = 4000;
 /// Failed lines listed in an import's answer (all are counted).
 const MAX_LISTED: usize = 1000;
 const FHIR_JSON: &str = "application/fhir+json";

@@ -81,6 +81,38 @@ impl EngineParts {
     }
 }
 
+/// One fact of a [`Engine::record_batch`].
+#[derive(Debug, Clone)]
+pub struct BatchItem {
+    pub command: Command,
+    /// Its idempotency key.
+    pub event_id: Uuid,
+    /// Facts of one group (one FHIR resource) stop at the group's first refusal.
+    pub group: usize,
+}
+
+/// A copy of an error for every fact it stopped (the store's errors are not `Clone`).
+fn clone_error(e: &EngineError) -> EngineError {
+    match e {
+        EngineError::Domain(d) => EngineError::Domain(d.clone()),
+        EngineError::InvalidInput(m) => EngineError::InvalidInput(m.clone()),
+        EngineError::WrongExpectedVersion { stream, expected, current } => {
+            EngineError::WrongExpectedVersion { stream: stream.clone(), expected: expected.clone(), current: *current }
+        }
+        EngineError::IdempotencyConflict(id) => EngineError::IdempotencyConflict(*id),
+        EngineError::Unauthenticated(m) => EngineError::Unauthenticated(m.clone()),
+        EngineError::Forbidden(m) => EngineError::Forbidden(m.clone()),
+        EngineError::Unavailable(m) => EngineError::Unavailable(m.clone()),
+        EngineError::Internal(m) => EngineError::Internal(m.clone()),
+    }
+}
+
+type Settled = Vec<Option<Result<Recorded, EngineError>>>;
+
+fn copy_settled(s: &Settled) -> Settled {
+    s.iter().map(|r| r.as_ref().map(|r| r.as_ref().map(|x| *x).map_err(clone_error))).collect()
+}
+
 /// What a successful recording returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Recorded {
@@ -608,6 +640,27 @@ impl Engine {
         self.projected() >= self.started_at
     }
 
+    /// `stream_state`, with the stream's events by id (to recognise retries without a lookup).
+    async fn stream_state_with_ids(
+        &self,
+        stream: &str,
+    ) -> Result<(StreamState, Option<u64>, std::collections::HashMap<Uuid, RecordedEvent>), EngineError> {
+        let events = self.store.read_stream(stream, 0, usize::MAX).await?;
+        let mut state = StreamState::default();
+        let version = events.last().map(|e| e.version);
+        for e in &events {
+            match Event::decode(&e.event_type, e.schema_version, &e.payload) {
+                Ok(event) => state.apply(&event),
+                Err(forlop_domain::DecodeError::UnknownType { event_type, schema_version }) => {
+                    metrics::counter!("forlop_events_unknown_total", "type" => event_type.clone()).increment(1);
+                    tracing::warn!(position = e.position, %event_type, schema_version, "unknown event type skipped while deciding");
+                }
+                Err(err) => return Err(EngineError::Internal(format!("position {}: {err}", e.position))),
+            }
+        }
+        Ok((state, version, events.into_iter().map(|e| (e.id, e)).collect()))
+    }
+
     async fn stream_state(&self, stream: &str) -> Result<(StreamState, Option<u64>), EngineError> {
         let mut state = StreamState::default();
         let mut version = None;
@@ -800,6 +853,207 @@ impl Engine {
         let sealed = self.vault().protect(event.patient_id, &id).map_err(vault_error)?;
         event.national_id = Some(sealed.to_base64());
         self.record_locked(caller, Command::RegisterPatient(event), &References::default(), options).await
+    }
+
+    /// Records several facts about one patient with a single append: each is decided against
+    /// the state the ones before it leave. Facts already recorded (by event id) are answered as
+    /// retries, and a refused fact stops the rest of its `group` (one FHIR resource), not the
+    /// others. Returns one result per item, in order. Items must all be on the same stream;
+    /// registrations with a national id go through [`Engine::record`].
+    pub async fn record_batch(&self, caller: &Caller, items: Vec<BatchItem>) -> Vec<Result<Recorded, EngineError>> {
+        let Some(first) = items.first() else { return Vec::new() };
+        let stream = first.command.stream().name();
+        if items.iter().any(|i| i.command.stream().name() != stream) {
+            let msg = "record_batch takes facts of one stream";
+            return items.iter().map(|_| Err(EngineError::Internal(msg.into()))).collect();
+        }
+        if let Some(reason) = self.failures().into_iter().next() {
+            return items
+                .iter()
+                .map(|_| Err(EngineError::Unavailable(format!("not accepting writes: {reason}"))))
+                .collect();
+        }
+        let mut results: Settled = items.iter().map(|_| None).collect();
+        let mut refs = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            match self.authorize_record(caller, &item.command).await {
+                Ok(()) => {}
+                Err(e) => results[i] = Some(Err(e)),
+            }
+            refs.push(match self.references_cached(&item.command).await {
+                Ok(r) => r,
+                Err(e) => {
+                    results[i] = results[i].take().or(Some(Err(e)));
+                    References::default()
+                }
+            });
+        }
+        let _turn = self.stripe(&stream).lock().await;
+        let mut claims = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            if let (Some(new), Some(patient), None) =
+                (item.command.new_id(), item.command.stream().patient_id(), &results[i])
+            {
+                match self.claim(new, patient) {
+                    Ok(c) => claims.push(c),
+                    Err(e) => results[i] = Some(Err(e)),
+                }
+            }
+        }
+        let settled = copy_settled(&results);
+        for attempt in 0..MAX_ATTEMPTS {
+            results = copy_settled(&settled);
+            let outcome = self.decide_and_append(caller, &stream, &items, &refs, &mut results, attempt > 0).await;
+            match outcome {
+                Ok(()) => break,
+                Err(StoreError::WrongExpectedVersion { .. }) | Err(StoreError::IdempotencyConflict { .. }) => {
+                    // Another writer got there first: decide again on the new state.
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => {
+                    let e = EngineError::from(e);
+                    return results.into_iter().map(|r| r.unwrap_or_else(|| Err(clone_error(&e)))).collect();
+                }
+            }
+        }
+        drop(claims);
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(EngineError::Internal(format!("stream {stream}: still contended")))))
+            .collect()
+    }
+
+    /// One attempt of `record_batch`: fills `results` for every item it settles.
+    async fn decide_and_append(
+        &self,
+        caller: &Caller,
+        stream: &str,
+        items: &[BatchItem],
+        refs: &[References],
+        results: &mut [Option<Result<Recorded, EngineError>>],
+        retrying: bool,
+    ) -> Result<(), StoreError> {
+        let (mut state, version, stored) = match self.stream_state_with_ids(stream).await {
+            Ok(x) => x,
+            Err(e) => {
+                for r in results.iter_mut().filter(|r| r.is_none()) {
+                    *r = Some(Err(clone_error(&e)));
+                }
+                return Ok(());
+            }
+        };
+        // A retry of a fact already on this stream is answered from it. An id used on another
+        // stream is refused by the store's id index, and the next attempt asks it item by item.
+        for (i, item) in items.iter().enumerate() {
+            if results[i].is_some() {
+                continue;
+            }
+            let Some(e) = stored.get(&item.event_id) else {
+                if retrying {
+                    match self.replayed(item.event_id, stream, &item.command).await {
+                        Ok(Some(r)) => results[i] = Some(Ok(r)),
+                        Ok(None) => {}
+                        Err(e) => results[i] = Some(Err(e)),
+                    }
+                }
+                continue;
+            };
+            let same = e.event_type == item.command.proposed_event().event_type()
+                && decode(e).is_ok_and(|d| d == item.command.proposed_event());
+            results[i] = Some(if same {
+                Ok(Recorded {
+                    event_id: item.event_id,
+                    stream_version: e.version,
+                    position: e.position,
+                    deduplicated: true,
+                })
+            } else {
+                Err(EngineError::IdempotencyConflict(item.event_id))
+            });
+        }
+        let bound = Utc::now() + chrono::Duration::hours(24);
+        let metadata =
+            Metadata { actor: caller.actor(), correlation_id: Some(caller.correlation_id), causation_id: None };
+        let mut refused_groups = std::collections::HashSet::new();
+        let mut new = Vec::new();
+        let mut placed = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            if results[i].as_ref().is_some_and(|r| r.is_err()) {
+                refused_groups.insert(item.group);
+            }
+            if results[i].is_some() {
+                continue;
+            }
+            if refused_groups.contains(&item.group) {
+                results[i] =
+                    Some(Err(EngineError::invalid("not recorded: an earlier fact of the same resource was refused")));
+                continue;
+            }
+            let proposed = item.command.proposed_event();
+            if let Some(t) = proposed.clinical_time().filter(|t| *t > bound) {
+                let field = proposed.clinical_time_field();
+                results[i] = Some(Err(EngineError::invalid(format!(
+                    "{field} {t} is more than 24 h in the future (latest accepted: {bound})"
+                ))));
+                refused_groups.insert(item.group);
+                continue;
+            }
+            match decide(&state, &refs[i], item.command.clone()) {
+                Ok(event) => {
+                    state.apply(&event);
+                    new.push(new_event(item.event_id, &event, metadata.clone()));
+                    placed.push(i);
+                }
+                Err(e) => {
+                    results[i] = Some(Err(e.into()));
+                    refused_groups.insert(item.group);
+                }
+            }
+        }
+        if new.is_empty() {
+            return Ok(());
+        }
+        let expected = version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+        let appended = self.store.append(stream, expected, new).await?;
+        let last = appended.events.last().map_or(0, |c| c.position);
+        if let Err(e) = self.wait_projected(last).await {
+            for i in placed {
+                results[i] = Some(Err(clone_error(&e)));
+            }
+            return Ok(());
+        }
+        for (i, c) in placed.into_iter().zip(appended.events) {
+            results[i] = Some(Ok(Recorded {
+                event_id: items[i].event_id,
+                stream_version: c.version,
+                position: c.position,
+                deduplicated: false,
+            }));
+        }
+        Ok(())
+    }
+
+    /// `references`, remembering reference data (services, therapists never change) per engine.
+    async fn references_cached(&self, command: &Command) -> Result<References, EngineError> {
+        // Reference data is read from the read model when it is already projected there.
+        let model = self.model();
+        let service = command.referenced_service().map(|id| model.services.get(&id).cloned());
+        let therapist = command.referenced_therapist().map(|id| model.therapists.get(&id).cloned());
+        if matches!(service, Some(None)) || matches!(therapist, Some(None)) {
+            return self.references(command).await;
+        }
+        Ok(References {
+            service: service.flatten().map(|s| forlop_domain::events::ServiceRegistered {
+                service_id: s.id,
+                name: s.name,
+                care_level: s.care_level,
+            }),
+            therapist: therapist.flatten().map(|t| forlop_domain::events::TherapistRegistered {
+                therapist_id: t.id,
+                name: t.name,
+                hpr_number: t.hpr_number,
+            }),
+        })
     }
 
     /// Erasure: destroys the patient's data key, then records that it was done. Aggregates keep

@@ -12,6 +12,8 @@ mod owners;
 pub mod policy;
 
 pub use access::{Caller, PatientGrant};
-pub use engine::{decode, new_event, rebuild, rebuild_until, Engine, EngineParts, RecordOptions, Recorded, Settings};
+pub use engine::{
+    decode, new_event, rebuild, rebuild_until, BatchItem, Engine, EngineParts, RecordOptions, Recorded, Settings,
+};
 pub use error::{code, EngineError};
 pub use forlop_auth::{Principal, Role};

@@ -54,11 +54,18 @@ impl AliasIndex {
 
     /// Records `names` for `id`. A name once given keeps its first id: a record system that
     /// reuses a logical id for another resource does not move earlier facts.
-    pub fn insert(&self, names: &[String], id: Uuid) -> Result<(), sled::Error> {
-        for name in names {
-            let _ = self.db.compare_and_swap(name.as_bytes(), None::<&[u8]>, Some(id.as_bytes().as_slice()))?;
+    pub fn insert<'a>(&self, named: impl IntoIterator<Item = (&'a [String], Uuid)>) -> Result<(), sled::Error> {
+        // Only names not yet known, in one batch: a resent file writes nothing. (Two requests
+        // naming the same new resource at once derive the same id from it.)
+        let mut batch = sled::Batch::default();
+        for (names, id) in named {
+            for name in names {
+                if self.db.get(name.as_bytes())?.is_none() {
+                    batch.insert(name.as_bytes(), id.as_bytes().as_slice());
+                }
+            }
         }
-        Ok(())
+        self.db.apply_batch(batch)
     }
 
     /// Makes every insert so far durable (before the facts that rely on them are acknowledged).

@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use forlop_domain::national_id::NationalId;
 use forlop_domain::DomainError;
-use forlop_engine::{Caller, Engine, EngineError, RecordOptions};
+use forlop_engine::{BatchItem, Caller, Engine, EngineError, RecordOptions};
 use forlop_projections::ReadModel;
 use futures::StreamExt;
 use serde::Deserialize;
@@ -27,7 +27,7 @@ pub const MAX_BUNDLE_ENTRIES: usize = 10_000;
 /// How long a resource waits for what it refers to before it is reported as unresolved.
 pub const DEFAULT_HOLD: Duration = Duration::from_secs(15 * 60);
 /// Patients whose facts are placed at the same time in a batch or an import.
-const PARALLEL_PATIENTS: usize = 64;
+const PARALLEL_PATIENTS: usize = 128;
 
 /// The FHIR adapter: one per server, cheap to clone.
 #[derive(Clone, Debug)]
@@ -279,11 +279,14 @@ impl Fhir {
             return outcomes;
         }
         // Names first, durable before any fact that relies on them is acknowledged.
-        let named = placed.iter().enumerate().filter(|(i, _)| outcomes[*i].ok()).filter_map(|(_, p)| p.as_ref());
-        for p in named {
-            if let Err(e) = self.aliases.insert(&p.names, p.id) {
-                tracing::error!(error = %e, "alias index write failed");
-            }
+        let named = placed
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| outcomes[*i].ok())
+            .filter_map(|(_, p)| p.as_ref())
+            .map(|p| (p.names.as_slice(), p.id));
+        if let Err(e) = self.aliases.insert(named) {
+            tracing::error!(error = %e, "alias index write failed");
         }
         if let Err(e) = self.aliases.flush() {
             for o in outcomes.iter_mut().filter(|o| o.ok()) {
@@ -323,16 +326,11 @@ impl Fhir {
                 let patient = fs.iter().find_map(|f| f.command.stream().patient_id()).unwrap_or_default();
                 by_patient.entry(patient).or_default().push((i, fs));
             }
-            let per_patient = futures::stream::iter(by_patient.into_values().map(|entries| async move {
-                let mut out = Vec::new();
-                for (i, fs) in entries {
-                    out.push(self.place_all(caller, i, fs).await);
-                }
-                out
-            }))
-            .buffer_unordered(PARALLEL_PATIENTS)
-            .collect::<Vec<_>>()
-            .await;
+            let per_patient =
+                futures::stream::iter(by_patient.into_values().map(|entries| self.place_patient(caller, entries)))
+                    .buffer_unordered(PARALLEL_PATIENTS)
+                    .collect::<Vec<_>>()
+                    .await;
             for (i, appended, duplicates, issue) in done.into_iter().chain(per_patient.into_iter().flatten()) {
                 outcomes[i].appended += appended;
                 outcomes[i].duplicates += duplicates;
@@ -490,6 +488,52 @@ impl Fhir {
             .filter(|(_, e)| e.failed || crate::held::past(e, self.hold, now))
             .filter(|(_, e)| admin || e.sender.sub == caller.principal.sub)
             .collect())
+    }
+
+    /// One patient's facts from several entries, in order, with one append: a registration with
+    /// a national id first (through the vault), then the rest as one batch in which each entry
+    /// stops at its first refusal.
+    async fn place_patient(
+        &self,
+        caller: &Caller,
+        entries: Vec<(usize, Vec<Fact>)>,
+    ) -> Vec<(usize, usize, usize, Option<Issue>)> {
+        let mut out: Vec<(usize, usize, usize, Option<Issue>)> =
+            entries.iter().map(|(i, _)| (*i, 0, 0, None)).collect();
+        let mut items = Vec::new();
+        for (k, (_, facts)) in entries.into_iter().enumerate() {
+            for f in facts {
+                if out[k].3.is_some() {
+                    break;
+                }
+                if f.national_id.is_some() {
+                    match self.place_fact(caller, f).await {
+                        Placing::Appended => out[k].1 += 1,
+                        Placing::Duplicate => out[k].2 += 1,
+                        Placing::Refused(issue) => out[k].3 = Some(issue),
+                    }
+                    continue;
+                }
+                items.push(BatchItem { command: f.command, event_id: f.event_id, group: k });
+            }
+        }
+        let items: Vec<BatchItem> = items.into_iter().filter(|it| out[it.group].3.is_none()).collect();
+        let groups: Vec<usize> = items.iter().map(|it| it.group).collect();
+        let registration: Vec<bool> =
+            items.iter().map(|it| matches!(it.command, forlop_domain::Command::RegisterPatient(_))).collect();
+        let results = self.engine.record_batch(caller, items).await;
+        for ((k, registers), r) in groups.into_iter().zip(registration).zip(results) {
+            if out[k].3.is_some() {
+                continue;
+            }
+            match r {
+                Ok(r) if r.deduplicated => out[k].2 += 1,
+                Ok(_) => out[k].1 += 1,
+                Err(EngineError::Domain(DomainError::AlreadyExists(_))) if registers => out[k].2 += 1,
+                Err(e) => out[k].3 = Some(engine_issue("", &e)),
+            }
+        }
+        out
     }
 
     /// One entry's facts in order; the first refusal stops that entry.

@@ -540,6 +540,7 @@ impl<'a> Mapper<'a> {
             Resource::EpisodeOfCare(r) => self.episode(p, r, &fact),
             Resource::Encounter(r) => self.encounter(p, r, &fact),
             Resource::Observation(r) => self.observation(p, r, &fact),
+            Resource::QuestionnaireResponse(r) => self.questionnaire(p, r, &fact),
         }
     }
 
@@ -1038,7 +1039,7 @@ impl<'a> Mapper<'a> {
         fact: &dyn Fn(Command, &str) -> Fact,
     ) -> Result<Vec<Fact>, Issues> {
         let path = p.path.as_str();
-        let (instrument, items_codes): (Instrument, &[&str]) =
+        let (instrument, items_codes): (Instrument, &'static [&'static str]) =
             if r.code.has(LOINC, PHQ9_TOTAL) || r.code.has(LOINC, PHQ9_PANEL) {
                 (Instrument::Phq9, &PHQ9_ITEMS)
             } else if r.code.has(LOINC, GAD7_TOTAL) || r.code.has(LOINC, GAD7_PANEL) {
@@ -1053,53 +1054,150 @@ impl<'a> Mapper<'a> {
         if matches!(r.status.as_str(), "registered" | "preliminary" | "cancelled" | "entered-in-error" | "unknown") {
             return Ok(vec![]);
         }
+        let answers = items_codes
+            .iter()
+            .map(|code| {
+                let (ci, c) = r.component.iter().enumerate().find(|(_, c)| c.code.has(LOINC, code))?;
+                let value = match (&c.value_integer, &c.value_codeable_concept) {
+                    (Some(v), _) => Some(*v),
+                    (None, Some(cc)) => cc.codes().find_map(answer_score),
+                    (None, None) => None,
+                };
+                Some((format!("{path}.component[{ci}]"), value))
+            })
+            .collect();
+        let phase = match r
+            .category
+            .iter()
+            .flat_map(|c| &c.coding)
+            .find(|c| c.system.as_deref() == Some(PHASE_SYSTEM))
+            .and_then(|c| c.code.as_deref())
+        {
+            Some("intake") => Some(MeasurePhase::Intake),
+            Some("interim") => Some(MeasurePhase::Interim),
+            Some("discharge") => Some(MeasurePhase::Discharge),
+            Some(other) => {
+                return Err(vec![Issue::new(
+                    "code-invalid",
+                    format!("{path}.category"),
+                    format!("{} is not intake, interim or discharge", clip(other)),
+                )])
+            }
+            None => None,
+        };
+        let measured = Measured {
+            instrument,
+            items_codes,
+            answers,
+            items_path: format!("{path}.component"),
+            subject: r.subject.as_ref(),
+            encounter: r.encounter.as_ref(),
+            at: r.effective_date_time.as_deref(),
+            at_path: format!("{path}.effectiveDateTime"),
+            phase,
+        };
+        self.outcome(p, measured, fact)
+    }
+
+    /// A QuestionnaireResponse of the PHQ-9 or GAD-7 form: items named by their LOINC codes
+    /// (as LOINC's own forms name them), answers as integers or LOINC answer codes.
+    fn questionnaire(
+        &self,
+        p: &'a Placed,
+        r: &'a QuestionnaireResponse,
+        fact: &dyn Fn(Command, &str) -> Fact,
+    ) -> Result<Vec<Fact>, Issues> {
+        let path = p.path.as_str();
+        if r.status != "completed" && r.status != "amended" {
+            return Ok(vec![]);
+        }
+        let mut flat = Vec::new();
+        flatten(&r.item, &format!("{path}.item"), &mut flat);
+        let code_of = |link: &str| link.trim_start_matches('/').to_owned();
+        let form = r.questionnaire.as_deref().unwrap_or_default();
+        let mentions = |codes: &[&str]| flat.iter().any(|(_, i)| codes.contains(&code_of(&i.link_id).as_str()));
+        let (instrument, items_codes): (Instrument, &'static [&'static str]) = if form.contains(PHQ9_PANEL)
+            || mentions(&PHQ9_ITEMS)
+        {
+            (Instrument::Phq9, &PHQ9_ITEMS)
+        } else if form.contains(GAD7_PANEL) || mentions(&GAD7_ITEMS) {
+            (Instrument::Gad7, &GAD7_ITEMS)
+        } else {
+            return Err(vec![Issue::new(
+                    "not-supported",
+                    format!("{path}.questionnaire"),
+                    format!("forlop records the PHQ-9 ({PHQ9_PANEL}) and GAD-7 ({GAD7_PANEL}) forms, with items named by their LOINC codes"),
+                )]);
+        };
+        let answers = items_codes
+            .iter()
+            .map(|code| {
+                let (ipath, item) = flat.iter().find(|(_, i)| code_of(&i.link_id) == *code)?;
+                let value = item.answer.first().and_then(|a| {
+                    a.value_integer
+                        .or_else(|| a.value_coding.as_ref().and_then(|c| c.code.as_deref()).and_then(answer_score))
+                });
+                Some((format!("{ipath}.answer[0]"), value))
+            })
+            .collect();
+        let measured = Measured {
+            instrument,
+            items_codes,
+            answers,
+            items_path: format!("{path}.item"),
+            subject: r.subject.as_ref(),
+            encounter: r.encounter.as_ref(),
+            at: r.authored.as_deref(),
+            at_path: format!("{path}.authored"),
+            phase: None,
+        };
+        self.outcome(p, measured, fact)
+    }
+
+    /// The outcome fact of a measured questionnaire, however it was sent.
+    fn outcome(
+        &self,
+        p: &'a Placed,
+        m: Measured<'a>,
+        fact: &dyn Fn(Command, &str) -> Fact,
+    ) -> Result<Vec<Fact>, Issues> {
+        let path = p.path.as_str();
         let mut issues = Vec::new();
-        let mut items = Vec::with_capacity(items_codes.len());
-        for (n, code) in items_codes.iter().enumerate() {
-            let Some((ci, c)) = r.component.iter().enumerate().find(|(_, c)| c.code.has(LOINC, code)) else { continue };
-            let cpath = format!("{path}.component[{ci}]");
-            let value = match (&c.value_integer, &c.value_codeable_concept) {
-                (Some(v), _) => Some(*v),
-                (None, Some(cc)) => {
-                    cc.codes().find_map(|code| ANSWERS.iter().position(|a| *a == code)).map(|v| v as i64)
-                }
-                (None, None) => None,
-            };
+        let mut items = Vec::with_capacity(m.items_codes.len());
+        for (n, answer) in m.answers.iter().enumerate() {
+            let Some((ipath, value)) = answer else { continue };
             match value {
-                Some(v @ 0..=3) => items.push(v as u8),
+                Some(v @ 0..=3) => items.push(*v as u8),
                 Some(v) => issues.push(Issue::new(
                     "value",
-                    format!("{cpath}.valueInteger"),
+                    format!("{ipath}.value[x]"),
                     format!("item {} scores {v}; items score 0 to 3", n + 1),
                 )),
                 None => issues.push(Issue::new(
                     "required",
-                    format!("{cpath}.value[x]"),
-                    "an item needs valueInteger or a LOINC answer code",
+                    format!("{ipath}.value[x]"),
+                    "an item needs an integer or a LOINC answer code",
                 )),
             }
         }
-        if issues.is_empty() && items.len() != items_codes.len() {
+        if issues.is_empty() && items.len() != m.items_codes.len() {
             issues.push(Issue::new(
                 "value",
-                format!("{path}.component"),
+                m.items_path.clone(),
                 format!(
                     "{} needs all {} item answers (LOINC {}); found {}",
-                    instrument.code(),
-                    items_codes.len(),
-                    items_codes.join(", "),
+                    m.instrument.code(),
+                    m.items_codes.len(),
+                    m.items_codes.join(", "),
                     items.len()
                 ),
             ));
         }
-        let patient =
-            self.patient(r.subject.as_ref(), &format!("{path}.subject"), p, &[]).map_err(|i| issues.push(i)).ok();
-        let at = time(r.effective_date_time.as_deref(), &format!("{path}.effectiveDateTime"))
-            .map_err(|i| issues.push(i))
-            .ok();
+        let patient = self.patient(m.subject, &format!("{path}.subject"), p, &[]).map_err(|i| issues.push(i)).ok();
+        let at = time(m.at, &m.at_path).map_err(|i| issues.push(i)).ok();
         let (Some(patient_id), Some(measured_at), true) = (patient, at, issues.is_empty()) else { return Err(issues) };
         // The episode: through the session Encounter (in the Bundle, or recorded).
-        let enc = r.encounter.as_ref().ok_or_else(|| {
+        let enc = m.encounter.ok_or_else(|| {
             vec![Issue::new(
                 "required",
                 format!("{path}.encounter"),
@@ -1131,23 +1229,8 @@ impl<'a> Mapper<'a> {
                 "the Encounter is neither in this Bundle nor a recorded session",
             )]
         })?;
-        let phase = match r
-            .category
-            .iter()
-            .flat_map(|c| &c.coding)
-            .find(|c| c.system.as_deref() == Some(PHASE_SYSTEM))
-            .and_then(|c| c.code.as_deref())
-        {
-            Some("intake") => MeasurePhase::Intake,
-            Some("interim") => MeasurePhase::Interim,
-            Some("discharge") => MeasurePhase::Discharge,
-            Some(other) => {
-                return Err(vec![Issue::new(
-                    "code-invalid",
-                    format!("{path}.category"),
-                    format!("{} is not intake, interim or discharge", clip(other)),
-                )])
-            }
+        let phase = match m.phase {
+            Some(phase) => phase,
             None => {
                 let period = self.episode_period(episode_id, patient_id);
                 let window = chrono::Duration::days(PHASE_WINDOW_DAYS);
@@ -1160,6 +1243,7 @@ impl<'a> Mapper<'a> {
                 }
             }
         };
+        let instrument = m.instrument;
         Ok(vec![fact(
             Command::RecordOutcome {
                 patient_id,
@@ -1177,6 +1261,34 @@ impl<'a> Mapper<'a> {
             return Some((start, end));
         }
         self.lookup.episode_period(patient, episode)
+    }
+}
+
+/// A questionnaire as measured, from an Observation or a QuestionnaireResponse.
+struct Measured<'a> {
+    instrument: Instrument,
+    items_codes: &'static [&'static str],
+    /// Per item in the instrument's order: where it was and its score, or None if absent.
+    answers: Vec<Option<(String, Option<i64>)>>,
+    items_path: String,
+    subject: Option<&'a Reference>,
+    encounter: Option<&'a Reference>,
+    at: Option<&'a str>,
+    at_path: String,
+    phase: Option<MeasurePhase>,
+}
+
+/// A LOINC answer code's score (0 "not at all" … 3 "nearly every day").
+fn answer_score(code: &str) -> Option<i64> {
+    ANSWERS.iter().position(|a| *a == code).map(|v| v as i64)
+}
+
+/// Items at any depth, with their FHIRPaths.
+fn flatten<'r>(items: &'r [QuestionnaireItem], path: &str, out: &mut Vec<(String, &'r QuestionnaireItem)>) {
+    for (n, i) in items.iter().enumerate() {
+        let here = format!("{path}[{n}]");
+        flatten(&i.item, &format!("{here}.item"), out);
+        out.push((here, i));
     }
 }
 

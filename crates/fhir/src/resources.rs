@@ -314,6 +314,48 @@ pub struct Observation {
     pub part_of: Vec<Reference>,
 }
 
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuestionnaireAnswer {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_integer: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_coding: Option<Coding>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuestionnaireItem {
+    #[serde(default)]
+    pub link_id: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answer: Vec<QuestionnaireAnswer>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub item: Vec<QuestionnaireItem>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuestionnaireResponse {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// One identifier in R4 (not a list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identifier: Option<Identifier>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub questionnaire: Option<String>,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Reference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encounter: Option<Reference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authored: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub item: Vec<QuestionnaireItem>,
+}
+
 /// A resource inside another (`contained`), referenced as `#id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "resourceType")]
@@ -354,6 +396,7 @@ pub enum Resource {
     EpisodeOfCare(EpisodeOfCare),
     Encounter(Encounter),
     Observation(Observation),
+    QuestionnaireResponse(QuestionnaireResponse),
     CareTeam(CareTeam),
 }
 
@@ -369,6 +412,7 @@ impl Resource {
             Resource::EpisodeOfCare(_) => "EpisodeOfCare",
             Resource::Encounter(_) => "Encounter",
             Resource::Observation(_) => "Observation",
+            Resource::QuestionnaireResponse(_) => "QuestionnaireResponse",
             Resource::CareTeam(_) => "CareTeam",
         }
     }
@@ -383,6 +427,7 @@ impl Resource {
             Resource::EpisodeOfCare(r) => r.id.as_deref(),
             Resource::Encounter(r) => r.id.as_deref(),
             Resource::Observation(r) => r.id.as_deref(),
+            Resource::QuestionnaireResponse(r) => r.id.as_deref(),
             Resource::CareTeam(r) => r.id.as_deref(),
         }
     }
@@ -397,6 +442,7 @@ impl Resource {
             Resource::EpisodeOfCare(r) => &r.identifier,
             Resource::Encounter(r) => &r.identifier,
             Resource::Observation(r) => &r.identifier,
+            Resource::QuestionnaireResponse(r) => r.identifier.as_slice(),
             Resource::CareTeam(_) => &[],
         }
     }
@@ -410,7 +456,7 @@ impl Resource {
             Resource::ServiceRequest(_) => 3,
             Resource::EpisodeOfCare(_) => 4,
             Resource::Encounter(_) => 5,
-            Resource::Observation(_) => 6,
+            Resource::Observation(_) | Resource::QuestionnaireResponse(_) => 6,
         }
     }
 }
@@ -426,6 +472,7 @@ pub const ACCEPTED: &[&str] = &[
     "EpisodeOfCare",
     "Encounter",
     "Observation",
+    "QuestionnaireResponse",
     "CareTeam",
 ];
 
