@@ -317,6 +317,9 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     })
 }
 
+/// The event log's page cache during `import-fhir` (serve uses sled's 1 GB).
+const IMPORT_CACHE_BYTES: u64 = 128 * 1024 * 1024;
+
 /// `forlop import-fhir`: streams the file through the FHIR adapter as the integration
 /// `import-fhir`; prints each failed line, and a summary. Exit 1 if any line failed.
 async fn import_fhir(
@@ -329,7 +332,10 @@ async fn import_fhir(
         forlop_vault::MasterKey::load(key_file).with_context(|| format!("master key {}", key_file.display()))?;
     let care_levels = crate::serve::care_levels(care_levels)?;
     let parts = forlop_engine::EngineParts::open_beside(data, master, forlop_engine::Settings::default())?;
-    let store = open_store(data)?;
+    // A bulk import writes once and reads little back: a small page cache keeps its memory flat.
+    let options = SledOptions { cache_bytes: IMPORT_CACHE_BYTES, ..SledOptions::new(data) };
+    let store: Arc<dyn EventStore> =
+        Arc::new(SledStore::open(options).with_context(|| format!("opening the store in {}", data.display()))?);
     let engine = forlop_engine::Engine::start(store, parts).await?;
     let fhir = forlop_fhir::Fhir::open(engine.clone(), &data.join("fhir"), care_levels)?;
     let principal = forlop_auth::Principal {

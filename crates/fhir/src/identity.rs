@@ -26,6 +26,9 @@ pub fn identifier_name(type_name: &str, system: &str, value: &str) -> String {
     format!("{type_name}|{system}|{value}")
 }
 
+/// The alias index's page cache: an import's memory must not grow with the file.
+const ALIAS_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
 /// Names (logical ids, identifiers) to forlop ids, durable in its own sled database.
 #[derive(Clone)]
 pub struct AliasIndex {
@@ -40,7 +43,8 @@ impl std::fmt::Debug for AliasIndex {
 
 impl AliasIndex {
     pub fn open(dir: &Path) -> Result<AliasIndex, sled::Error> {
-        Ok(AliasIndex { db: sled::Config::new().path(dir).open()? })
+        // sled caches up to 1 GB by default; names are small and looked up once per reference.
+        Ok(AliasIndex { db: sled::Config::new().path(dir).cache_capacity(ALIAS_CACHE_BYTES).open()? })
     }
 
     /// The database, shared with the held resources.
