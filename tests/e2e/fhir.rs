@@ -343,7 +343,10 @@ async fn given_bad_entries_in_a_transaction_then_one_outcome_names_each_and_noth
         "period": { "start": "2016-01-20T10:00:00Z" } }));
     resources.push(json!({ "resourceType": "HealthcareService", "id": "hs-unmapped", "name": "X",
         "identifier": [{ "system": RESH, "value": "999" }] }));
-    let n = resources.len();
+    // HL7 Norway's published example number, which fails the mod-11 check.
+    resources.push(json!({ "resourceType": "Patient", "id": "bad-fnr", "birthDate": "1977-03-21",
+        "identifier": [{ "system": FNR, "value": "21037750231" }] }));
+    let n = resources.len() - 1;
     let before = s.committed().await;
     let (status, resp) = post_fhir(&s, Some(&token), "application/fhir+json", bundle("transaction", resources)).await;
     assert_eq!(status, 400, "{resp:#}");
@@ -364,6 +367,10 @@ async fn given_bad_entries_in_a_transaction_then_one_outcome_names_each_and_noth
         .as_str()
         .unwrap()
         .contains("|999"));
+    let bad = at(&format!("Bundle.entry[{n}].resource.identifier[0].value"));
+    assert_eq!(bad["code"], "value", "{resp:#}");
+    assert!(bad["diagnostics"].as_str().unwrap().contains("check digit"), "{bad}");
+    assert!(!bad["diagnostics"].as_str().unwrap().contains("21037750231"), "the number is not echoed: {bad}");
     assert_eq!(s.committed().await, before, "a transaction with any bad entry appends nothing");
 
     // As a batch, the good entries are placed and each bad one answers on its own.
