@@ -76,6 +76,16 @@ impl EntryOutcome {
     }
 }
 
+/// Entries parsed, named and mapped, not yet recorded (`Fhir::prepare`).
+#[derive(Debug)]
+pub struct Prepared {
+    outcomes: Vec<EntryOutcome>,
+    placed: Vec<Option<Placed>>,
+    facts: Vec<(usize, u8, Vec<Fact>)>,
+    /// Nothing is to be recorded (a transaction with a bad entry, or the aliases not durable).
+    stop: bool,
+}
+
 /// Totals of an import.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ImportSummary {
@@ -244,6 +254,13 @@ impl Fhir {
         all_or_none: bool,
         hold: bool,
     ) -> Vec<EntryOutcome> {
+        let prepared = self.prepare(caller, entries, all_or_none);
+        self.commit(caller, entries, prepared, all_or_none, hold).await
+    }
+
+    /// The first half of `ingest`, all CPU: parses, names and maps the entries, and makes their
+    /// names durable in the alias index. Nothing is recorded yet.
+    pub fn prepare(&self, caller: &Caller, entries: &[RawEntry], all_or_none: bool) -> Prepared {
         let mut outcomes: Vec<EntryOutcome> = vec![EntryOutcome::default(); entries.len()];
         let mut placed: Vec<Option<Placed>> = Vec::with_capacity(entries.len());
         let mut facts: Vec<(usize, u8, Vec<Fact>)> = Vec::new();
@@ -275,9 +292,12 @@ impl Fhir {
                 }
             }
         }
-        if all_or_none && outcomes.iter().any(|o| !o.ok()) {
-            return outcomes;
+        let mut prepared = Prepared { outcomes, placed, facts, stop: false };
+        if all_or_none && prepared.outcomes.iter().any(|o| !o.ok()) {
+            prepared.stop = true;
+            return prepared;
         }
+        let Prepared { outcomes, placed, .. } = &mut prepared;
         // Names first, durable before any fact that relies on them is acknowledged.
         let named = placed
             .iter()
@@ -296,6 +316,23 @@ impl Fhir {
                     format!("UNAVAILABLE: the FHIR alias index could not be made durable: {e}"),
                 ));
             }
+            prepared.stop = true;
+        }
+        prepared
+    }
+
+    /// The second half of `ingest`: records the prepared facts (and, with `hold`, keeps what
+    /// waits for a reference).
+    pub async fn commit(
+        &self,
+        caller: &Caller,
+        entries: &[RawEntry],
+        prepared: Prepared,
+        all_or_none: bool,
+        hold: bool,
+    ) -> Vec<EntryOutcome> {
+        let Prepared { mut outcomes, placed, mut facts, stop } = prepared;
+        if stop {
             return outcomes;
         }
         facts.sort_by_key(|(i, rank, _)| (*rank, *i));
@@ -607,6 +644,45 @@ impl Fhir {
         Ok((all_or_none, entries))
     }
 
+    /// Writes one prepared chunk of an import and adds it to the summary; lines that wait for a
+    /// reference go to `held`.
+    async fn settle<F>(
+        &self,
+        caller: &Caller,
+        entries: Vec<RawEntry>,
+        prepared: tokio::task::JoinHandle<Prepared>,
+        summary: &mut ImportSummary,
+        held: &mut Vec<RawEntry>,
+        progress: &mut F,
+    ) where
+        F: FnMut(&ImportSummary, &[(String, Vec<Issue>)]),
+    {
+        let outcomes = match prepared.await {
+            Ok(prepared) => self.commit(caller, &entries, prepared, false, false).await,
+            // Mapping panicked: a bug, reported for every line of the chunk, not a lost chunk.
+            Err(e) => {
+                tracing::error!(error = %e, "mapping a chunk failed");
+                let issue = Issue::new("exception", "", "INTERNAL: mapping this line failed");
+                entries.iter().map(|_| EntryOutcome { issues: vec![issue.clone()], ..Default::default() }).collect()
+            }
+        };
+        let mut failed = Vec::new();
+        for (e, o) in entries.into_iter().zip(outcomes) {
+            summary.events_appended += o.appended as u64;
+            summary.duplicates_skipped += o.duplicates as u64;
+            if o.ok() {
+                continue;
+            }
+            if waits(&o.issues) {
+                held.push(e);
+            } else {
+                summary.failed += 1;
+                failed.push((e.path, o.issues));
+            }
+        }
+        progress(summary, &failed);
+    }
+
     /// Imports NDJSON, `chunk` lines at a time, calling `progress` after each chunk with the
     /// totals so far and each failed line's issues. Lines whose references were not yet known
     /// are held and placed again once the whole file has been read.
@@ -619,6 +695,7 @@ impl Fhir {
         let mut held: Vec<RawEntry> = Vec::new();
         let mut lines = lines.enumerate();
         let mut batch = Vec::with_capacity(chunk);
+        let mut pending: Option<(Vec<RawEntry>, tokio::task::JoinHandle<Prepared>)> = None;
         loop {
             let next = lines.next().await;
             let end = next.is_none();
@@ -637,24 +714,18 @@ impl Fhir {
             }
             if batch.len() >= chunk || (end && !batch.is_empty()) {
                 summary.resources_read += batch.len() as u64;
-                let outcomes = self.ingest(caller, &batch, false, false).await;
-                let mut failed = Vec::new();
-                for (e, o) in batch.drain(..).zip(outcomes) {
-                    summary.events_appended += o.appended as u64;
-                    summary.duplicates_skipped += o.duplicates as u64;
-                    if o.ok() {
-                        continue;
-                    }
-                    if o.issues.iter().all(|i| i.code == "not-found") {
-                        held.push(e);
-                    } else {
-                        summary.failed += 1;
-                        failed.push((e.path, o.issues));
-                    }
+                // This chunk is mapped on a blocking thread while the one before it is written.
+                let entries = std::mem::replace(&mut batch, Vec::with_capacity(chunk));
+                let (fhir, who, mapped) = (self.clone(), caller.clone(), entries.clone());
+                let preparing = tokio::task::spawn_blocking(move || fhir.prepare(&who, &mapped, false));
+                if let Some((entries, prepared)) = pending.replace((entries, preparing)) {
+                    self.settle(caller, entries, prepared, &mut summary, &mut held, &mut progress).await;
                 }
-                progress(&summary, &failed);
             }
             if end {
+                if let Some((entries, prepared)) = pending.take() {
+                    self.settle(caller, entries, prepared, &mut summary, &mut held, &mut progress).await;
+                }
                 break;
             }
         }
