@@ -616,6 +616,53 @@ async fn a_gad7_questionnaire_response_is_an_outcome_and_a_short_one_is_refused_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admission_and_its_discharge_in_consecutive_import_chunks_become_one_discharged_stay() {
+    let (s, _dir) = fhir_server().await;
+    let ward = json!({ "resourceType": "Organization", "id": "ward", "name": "DPS døgnpost",
+        "identifier": [{ "system": RESH, "value": "4001033" }] })
+    .to_string();
+    let patient = pathway().into_iter().find(|r| r["resourceType"] == "Patient").unwrap().to_string();
+    // The open admission in the first chunk (4,000 lines), its finished version in the next,
+    // which is mapped while the first is still being written.
+    let mut lines =
+        vec![ward.clone(), patient, stay("stay-9", "in-progress", "2016-05-01T08:00:00Z", None).to_string()];
+    lines.extend(std::iter::repeat_n(ward, 4000));
+    lines.push(stay("stay-9", "finished", "2016-05-01T08:00:00Z", Some("2016-05-03T08:00:00Z")).to_string());
+    let r = s
+        .client()
+        .post(format!("{}/fhir/$import", s.url))
+        .header("content-type", "application/fhir+ndjson")
+        .bearer_auth(s.token("integration", &[], None))
+        .body(lines.join("\n"))
+        .send()
+        .await
+        .unwrap();
+    let out: Value = r.json().await.unwrap();
+    let summary: Value = serde_json::from_str(out["extension"][0]["valueString"].as_str().unwrap()).unwrap();
+    assert_eq!((summary["failed"].as_u64(), summary["held"].as_u64()), (Some(0), Some(0)), "{out:#}");
+    let everything = s
+        .client()
+        .get(format!("{}/fhir/Patient/{}/$everything", s.url, pseudonymous_patient(&s).await))
+        .bearer_auth(&s.admin)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let stays: Vec<&Value> =
+        everything["entry"].as_array().unwrap().iter().filter(|e| e["resource"]["class"]["code"] == "IMP").collect();
+    assert_eq!(stays.len(), 1, "{everything:#}");
+    assert_eq!(stays[0]["resource"]["period"]["end"], "2016-05-03T08:00:00Z", "{everything:#}");
+}
+
+/// The one patient registered on this server (by national id, so its id is a pseudonym's).
+async fn pseudonymous_patient(s: &Server) -> String {
+    let q = "query($n: String!) { patientByNationalId(nationalId: $n) { id } }";
+    s.query(q, json!({ "n": SYNTHETIC_FNR })).await["patientByNationalId"]["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_is_a_capability_statement() {
     let (s, _dir) = fhir_server().await;
     let (status, body) = s.get_json("/fhir/metadata").await;

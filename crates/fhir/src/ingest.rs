@@ -556,10 +556,17 @@ impl Fhir {
         }
         let items: Vec<BatchItem> = items.into_iter().filter(|it| out[it.group].3.is_none()).collect();
         let groups: Vec<usize> = items.iter().map(|it| it.group).collect();
-        let registration: Vec<bool> =
-            items.iter().map(|it| matches!(it.command, forlop_domain::Command::RegisterPatient(_))).collect();
+        let kinds: Vec<(bool, bool)> = items
+            .iter()
+            .map(|it| {
+                (
+                    matches!(it.command, forlop_domain::Command::RegisterPatient(_)),
+                    matches!(it.command, forlop_domain::Command::RecordStay { .. }),
+                )
+            })
+            .collect();
         let results = self.engine.record_batch(caller, items).await;
-        for ((k, registers), r) in groups.into_iter().zip(registration).zip(results) {
+        for ((k, (registers, stay)), r) in groups.into_iter().zip(kinds).zip(results) {
             if out[k].3.is_some() {
                 continue;
             }
@@ -567,6 +574,12 @@ impl Fhir {
                 Ok(r) if r.deduplicated => out[k].2 += 1,
                 Ok(_) => out[k].1 += 1,
                 Err(EngineError::Domain(DomainError::AlreadyExists(_))) if registers => out[k].2 += 1,
+                // Its admission was recorded meanwhile (an earlier version of the Encounter, still
+                // being written when this one was mapped): mapped again later, it is a discharge.
+                Err(EngineError::Domain(DomainError::AlreadyExists(_))) if stay => {
+                    out[k].3 =
+                        Some(Issue::new("not-found", "", "the stay's admission was being recorded; placed again"))
+                }
                 Err(e) => out[k].3 = Some(engine_issue("", &e)),
             }
         }
