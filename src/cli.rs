@@ -379,15 +379,7 @@ async fn import_fhir(
     }
     engine.checkpoint().await.ok();
     engine.stop();
-    eprintln!(
-        "import-fhir: resources read {}, events appended {}, duplicates skipped {}, placed after waiting {}, held {}, failed {}",
-        summary.resources_read,
-        summary.events_appended,
-        summary.duplicates_skipped,
-        summary.placed_after_waiting,
-        summary.held,
-        summary.failed
-    );
+    eprintln!("import-fhir: {summary}");
     if summary.held > 0 {
         eprintln!(
             "import-fhir: {} resources wait for what they refer to; they are placed when it arrives",

@@ -161,15 +161,7 @@ pub async fn import(State(state): State<AppState>, headers: HeaderMap, body: Bod
     let info = serde_json::json!({
         "severity": "information",
         "code": "informational",
-        "diagnostics": format!(
-            "resources read {}, events appended {}, duplicates skipped {}, placed after waiting {}, held {}, failed {}",
-            summary.resources_read,
-            summary.events_appended,
-            summary.duplicates_skipped,
-            summary.placed_after_waiting,
-            summary.held,
-            summary.failed
-        ),
+        "diagnostics": summary.to_string(),
     });
     if let Some(issues) = body["issue"].as_array_mut() {
         issues.insert(0, info);

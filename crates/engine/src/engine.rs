@@ -81,6 +81,21 @@ impl EngineParts {
     }
 }
 
+/// Folds one stored event into a stream's decision state.
+fn fold_into(state: &mut StreamState, e: &RecordedEvent) -> Result<(), EngineError> {
+    match Event::decode(&e.event_type, e.schema_version, &e.payload) {
+        Ok(event) => state.apply(&event),
+        // A type (or version) a newer forlop wrote: it carries no rule this build knows, so it
+        // must not stop the stream from being decided.
+        Err(forlop_domain::DecodeError::UnknownType { event_type, schema_version }) => {
+            metrics::counter!("forlop_events_unknown_total", "type" => event_type.clone()).increment(1);
+            tracing::warn!(position = e.position, %event_type, schema_version, "unknown event type skipped while deciding");
+        }
+        Err(err) => return Err(EngineError::Internal(format!("position {}: {err}", e.position))),
+    }
+    Ok(())
+}
+
 /// One fact of a [`Engine::record_batch`].
 #[derive(Debug, Clone)]
 pub struct BatchItem {
@@ -649,14 +664,7 @@ impl Engine {
         let mut state = StreamState::default();
         let version = events.last().map(|e| e.version);
         for e in &events {
-            match Event::decode(&e.event_type, e.schema_version, &e.payload) {
-                Ok(event) => state.apply(&event),
-                Err(forlop_domain::DecodeError::UnknownType { event_type, schema_version }) => {
-                    metrics::counter!("forlop_events_unknown_total", "type" => event_type.clone()).increment(1);
-                    tracing::warn!(position = e.position, %event_type, schema_version, "unknown event type skipped while deciding");
-                }
-                Err(err) => return Err(EngineError::Internal(format!("position {}: {err}", e.position))),
-            }
+            fold_into(&mut state, e)?;
         }
         Ok((state, version, events.into_iter().map(|e| (e.id, e)).collect()))
     }
@@ -671,16 +679,7 @@ impl Engine {
             from = last.version + 1;
             version = Some(last.version);
             for e in &page {
-                match Event::decode(&e.event_type, e.schema_version, &e.payload) {
-                    Ok(event) => state.apply(&event),
-                    // A type (or version) a newer forlop wrote: it carries no rule this build
-                    // knows, so it must not stop the stream from being decided.
-                    Err(forlop_domain::DecodeError::UnknownType { event_type, schema_version }) => {
-                        metrics::counter!("forlop_events_unknown_total", "type" => event_type.clone()).increment(1);
-                        tracing::warn!(position = e.position, %event_type, schema_version, "unknown event type skipped while deciding");
-                    }
-                    Err(err) => return Err(EngineError::Internal(format!("position {}: {err}", e.position))),
-                }
+                fold_into(&mut state, e)?;
             }
         }
         Ok((state, version))

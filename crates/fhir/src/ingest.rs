@@ -100,6 +100,21 @@ pub struct ImportSummary {
     pub failed: u64,
 }
 
+impl std::fmt::Display for ImportSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "resources read {}, events appended {}, duplicates skipped {}, placed after waiting {}, held {}, failed {}",
+            self.resources_read,
+            self.events_appended,
+            self.duplicates_skipped,
+            self.placed_after_waiting,
+            self.held,
+            self.failed
+        )
+    }
+}
+
 /// An entry as it arrives: where it came from, its fullUrl, and its JSON.
 #[derive(Debug, Clone)]
 pub struct RawEntry {
