@@ -39,6 +39,12 @@ fn issue(code: &'static str, path: &str, message: impl Into<String>) -> Vec<Issu
     vec![Issue::new(code, path, message)]
 }
 
+/// An engine refusal as an HTTP status and an OperationOutcome with its stable code.
+fn refused(e: &EngineError) -> Response {
+    let (status, code) = engine_status(e);
+    outcome(status, &issue(code, "", format!("{}: {}", e.code(), e.public_message())))
+}
+
 fn engine_status(e: &EngineError) -> (StatusCode, &'static str) {
     match e {
         EngineError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
@@ -228,10 +234,7 @@ pub async fn everything(State(state): State<AppState>, headers: HeaderMap, Path(
     match fhir.everything(&caller, patient, &base).await {
         Ok(Some(bundle)) => fhir_response(StatusCode::OK, bundle),
         Ok(None) => outcome(StatusCode::NOT_FOUND, &issue("not-found", "Patient.id", format!("no patient {patient}"))),
-        Err(e) => {
-            let (status, code) = engine_status(&e);
-            outcome(status, &issue(code, "", format!("{}: {}", e.code(), e.public_message())))
-        }
+        Err(e) => refused(&e),
     }
 }
 
@@ -270,10 +273,7 @@ pub async fn unresolved(State(state): State<AppState>, headers: HeaderMap) -> Re
             }
             fhir_response(StatusCode::OK, body)
         }
-        Err(e) => {
-            let (status, code) = engine_status(&e);
-            outcome(status, &issue(code, "", format!("{}: {}", e.code(), e.public_message())))
-        }
+        Err(e) => refused(&e),
     }
 }
 

@@ -879,7 +879,7 @@ impl Engine {
                 Ok(()) => {}
                 Err(e) => results[i] = Some(Err(e)),
             }
-            refs.push(match self.references_cached(&item.command).await {
+            refs.push(match self.references_from_model(&item.command).await {
                 Ok(r) => r,
                 Err(e) => {
                     results[i] = results[i].take().or(Some(Err(e)));
@@ -1032,9 +1032,9 @@ impl Engine {
         Ok(())
     }
 
-    /// `references`, remembering reference data (services, therapists never change) per engine.
-    async fn references_cached(&self, command: &Command) -> Result<References, EngineError> {
-        // Reference data is read from the read model when it is already projected there.
+    /// `references`, from the read model when it already holds them (services and therapists
+    /// never change once registered), else from their streams.
+    async fn references_from_model(&self, command: &Command) -> Result<References, EngineError> {
         let model = self.model();
         let service = command.referenced_service().map(|id| model.services.get(&id).cloned());
         let therapist = command.referenced_therapist().map(|id| model.therapists.get(&id).cloned());

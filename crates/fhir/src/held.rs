@@ -122,10 +122,6 @@ impl HeldStore {
             .collect()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.tree.is_empty()
-    }
-
     /// Updates the gauges: waiting (within the hold time), unresolved (past it), failed.
     pub fn measure(&self, hold: std::time::Duration) {
         let now = Utc::now();

@@ -169,8 +169,8 @@ impl Lookup for EngineLookup<'_> {
         self.fhir.aliases.get(name).ok().flatten()
     }
 
-    fn patient_key(&self, id: &NationalId) -> Result<Result<Uuid, [u8; 32]>, String> {
-        self.fhir.engine.patient_key_for_recording(self.caller, id).map_err(|e| e.public_message())
+    fn patient_id(&self, id: &NationalId) -> Result<(Uuid, bool), String> {
+        self.fhir.patient_id(self.caller, id).map_err(|e| e.public_message())
     }
 
     fn session_episode(&self, patient: Uuid, session: Uuid) -> Option<Uuid> {
@@ -409,6 +409,14 @@ impl Fhir {
         outcomes
     }
 
+    /// The forlop id of the patient with this national id, and whether they are registered.
+    fn patient_id(&self, caller: &Caller, id: &NationalId) -> Result<(Uuid, bool), EngineError> {
+        Ok(match self.engine.patient_key_for_recording(caller, id)? {
+            Ok(existing) => (existing, true),
+            Err(pseudonym) => (crate::mapping::pseudonym_id(&pseudonym), false),
+        })
+    }
+
     /// Keeps a resource that waits for a reference, with national ids replaced by patient ids.
     fn hold_resource(
         &self,
@@ -448,10 +456,7 @@ impl Fhir {
                 return Ok(());
             }
             let nid = NationalId::parse(value).map_err(|e| Issue::new("value", "", e.to_string()))?;
-            let id = match self.engine.patient_key_for_recording(caller, &nid).map_err(|e| engine_issue("", &e))? {
-                Ok(existing) => existing,
-                Err(pseudonym) => crate::mapping::pseudonym_id(&pseudonym),
-            };
+            let (id, _) = self.patient_id(caller, &nid).map_err(|e| engine_issue("", &e))?;
             *r = Some(crate::resources::Reference { reference: Some(format!("Patient/{id}")), ..Default::default() });
             Ok(())
         };

@@ -73,8 +73,9 @@ impl Issue {
 pub trait Lookup: Send + Sync {
     /// An id recorded for `name` (a logical id or an identifier) by an earlier ingest.
     fn alias(&self, name: &str) -> Option<Uuid>;
-    /// The patient holding this national id, or a pseudonym of it for a new patient.
-    fn patient_key(&self, id: &NationalId) -> Result<Result<Uuid, [u8; 32]>, String>;
+    /// The forlop id of the patient with this national id, and whether they are registered: the
+    /// holder's id, or for a number nobody holds the id derived from its keyed pseudonym.
+    fn patient_id(&self, id: &NationalId) -> Result<(Uuid, bool), String>;
     /// The episode a recorded session belongs to.
     fn session_episode(&self, patient: Uuid, session: Uuid) -> Option<Uuid>;
     /// A recorded episode's start and end.
@@ -127,11 +128,8 @@ pub fn place(
         if matches!(resource, Resource::Patient(_)) && [SYSTEM_FNR, SYSTEM_DNR, SYSTEM_HNR].contains(&system) {
             let nid = NationalId::parse(value)
                 .map_err(|e| vec![Issue::new("value", format!("{path}.identifier[{i}].value"), format!("{e}"))])?;
-            let found = lookup.patient_key(&nid).map_err(|e| vec![Issue::new("forbidden", path.clone(), e)])?;
-            key = Some(match found {
-                Ok(existing) => existing,
-                Err(pseudonym) => pseudonym_id(&pseudonym),
-            });
+            let (id, _) = lookup.patient_id(&nid).map_err(|e| vec![Issue::new("forbidden", path.clone(), e)])?;
+            key = Some(id);
             national_id = Some(nid);
             // Never an alias: the index would hold the number in clear text.
             continue;
@@ -332,11 +330,7 @@ impl<'a> Mapper<'a> {
             if t == "Patient" && [SYSTEM_FNR, SYSTEM_DNR, SYSTEM_HNR].contains(&system) {
                 let nid = NationalId::parse(value)
                     .map_err(|e| Issue::new("value", format!("{path}.identifier.value"), e.to_string()))?;
-                let (id, registered) =
-                    match self.lookup.patient_key(&nid).map_err(|e| Issue::new("forbidden", path, e))? {
-                        Ok(existing) => (existing, true),
-                        Err(pseudonym) => (pseudonym_id(&pseudonym), false),
-                    };
+                let (id, registered) = self.lookup.patient_id(&nid).map_err(|e| Issue::new("forbidden", path, e))?;
                 let in_scope = self.scope.placed.iter().flatten().find(|p| p.id == id);
                 if !registered && in_scope.is_none() {
                     // Never the number itself in a message.
