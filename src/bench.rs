@@ -38,9 +38,17 @@ pub struct BenchArgs {
     /// FHIR resources in the bulk file `import-fhir` reads for `fhir_import_rps`.
     #[arg(long, default_value_t = 1_000_000)]
     fhir_resources: usize,
-    /// Measure only the FHIR import.
-    #[arg(long)]
-    only_fhir: bool,
+    /// Measure only one part: `fhir` (the FHIR import), `queries` (seed, then the patient
+    /// query) or `server` (seed, then everything measured over HTTP and the restart).
+    #[arg(long, value_enum)]
+    only: Option<Only>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Only {
+    Fhir,
+    Queries,
+    Server,
 }
 
 const BATCH: usize = 1000;
@@ -201,7 +209,8 @@ async fn queries(
 ) -> anyhow::Result<(f64, f64, f64)> {
     const QUERY: &str = "query($id: UUID!) { patient(id: $id) { id version continuity { attendedSessions distinctTherapists careLevelTransitions transitionsKeepingTherapist sameTherapistAcrossCareLevels coc upc secon mmci segments { careLevel from to therapistIds sessions } handovers { episodeId fromTherapistId toTherapistId reason patientNotified releasedAt gapDays } } } }";
     let client = client(token, CLIENTS)?;
-    let url = format!("http://{addr}/graphql");
+    // Parsed once: the load generator shares the cores with the server.
+    let url = reqwest::Url::parse(&format!("http://{addr}/graphql"))?;
     let per_client = args.queries / CLIENTS;
     let query_json: Arc<str> = serde_json::to_string(QUERY)?.into();
     let started = Instant::now();
@@ -219,7 +228,7 @@ async fn queries(
                     let expected = format!("{{\"data\":{{\"patient\":{{\"id\":\"{id}\"");
                     let t = Instant::now();
                     let r = client
-                        .post(&url)
+                        .post(url.clone())
                         .header(reqwest::header::CONTENT_TYPE, "application/json")
                         .body(body)
                         .send()
@@ -243,6 +252,14 @@ async fn queries(
     }
     let elapsed = started.elapsed();
     all.sort_by(|a, b| a.total_cmp(b));
+    eprintln!(
+        "bench: query latency p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2} ms",
+        percentile(&all, 0.5),
+        percentile(&all, 0.9),
+        percentile(&all, 0.99),
+        percentile(&all, 0.999),
+        all.last().copied().unwrap_or(0.0)
+    );
     Ok((percentile(&all, 0.5), percentile(&all, 0.99), eps(all.len(), elapsed)))
 }
 
@@ -421,7 +438,7 @@ fn machine() -> String {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if args.only_fhir {
+    if args.only == Some(Only::Fhir) {
         let dir = tempdir(&args)?;
         let (rps, peak_mb, lines) = crate::bench_fhir::fhir_import(dir.path(), args.fhir_resources)?;
         println!("forlop bench on {}", machine());
@@ -430,14 +447,38 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut rows: Vec<(&str, f64, String)> = Vec::new();
-    eprintln!("bench: raw sled, batches of {BATCH} ...");
-    let raw_batch = raw_sled_batch(&args)?;
-    eprintln!("bench: store, batches of {BATCH} ...");
-    let (store_batch, event_bytes) = store_batch(&args).await?;
-    eprintln!("bench: raw sled, one insert + flush at a time ...");
-    let raw_single = raw_sled_single(&args)?;
-    eprintln!("bench: store, {WRITERS} concurrent writers ...");
-    let store_concurrent = store_concurrent(&args).await?;
+    let mut ratios = Vec::new();
+    if args.only.is_none() {
+        eprintln!("bench: raw sled, batches of {BATCH} ...");
+        let raw_batch = raw_sled_batch(&args)?;
+        eprintln!("bench: store, batches of {BATCH} ...");
+        let (store_batch, event_bytes) = store_batch(&args).await?;
+        eprintln!("bench: raw sled, one insert + flush at a time ...");
+        let raw_single = raw_sled_single(&args)?;
+        eprintln!("bench: store, {WRITERS} concurrent writers ...");
+        let store_concurrent = store_concurrent(&args).await?;
+        rows.push((
+            "raw_sled_batch_eps",
+            raw_batch,
+            "raw sled, 300-byte values, 1000 per batch, flush per batch".into(),
+        ));
+        rows.push((
+            "store_batch_eps",
+            store_batch,
+            format!("store append, {BATCH} events of {event_bytes} B payload, durable"),
+        ));
+        rows.push(("raw_sled_single_eps", raw_single, "raw sled, insert + flush, one at a time".into()));
+        rows.push((
+            "store_concurrent_eps",
+            store_concurrent,
+            format!("store, {WRITERS} writers, 1 event per append, durable"),
+        ));
+        ratios.push(format!(
+            "store_batch/raw_batch = {:.2} (target >= 0.5), store_concurrent/raw_single = {:.2} (target >= 2)",
+            store_batch / raw_batch,
+            store_concurrent / raw_single
+        ));
+    }
 
     eprintln!("bench: seeding {} patients ...", args.patients);
     let dir = tempdir(&args)?;
@@ -506,45 +547,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let _ = stopped.await;
     }));
     let (p50, p99, rps) = queries(&args, addr, ids, &token).await.context("query benchmark")?;
-    eprintln!("bench: {} pathway reports and {} care-alert lists ...", args.reports, args.reports);
-    let (report_p99, alerts_p99) = reports(&args, addr, &token).await.context("report benchmark")?;
-    eprintln!("bench: {WRITERS} writers registering patients, alone, then under {REPORT_CLIENTS} report loops ...");
-    let mutation_p99 = mutations(addr, &token, largest, 0).await.context("mutation benchmark")?;
-    engine.take_max_stall();
-    let mutation_p99_reports =
-        mutations(addr, &token, largest, REPORT_CLIENTS).await.context("mutation benchmark under reports")?;
-    let max_stall_ms = engine.take_max_stall().as_secs_f64() * 1000.0;
-    drop(engine);
-    let _ = stop.send(());
-    // The server writes its read-model checkpoint as it stops; a restart loads it.
-    let stopping = Instant::now();
-    server.await??;
-    let shutdown_s = stopping.elapsed().as_secs_f64();
-    // The stopped engine's projector lets go of the store once its task is dropped; the next
-    // process can open the data directory only after that.
-    while Arc::strong_count(&store) > 1 {
-        tokio::task::yield_now().await;
-    }
-    drop(store);
-    // sled lets go of its files a moment after the last handle drops. A restarted process would
-    // find them free (the old one has exited), so wait for that here, outside the measurement.
-    drop(SledStore::open(SledOptions::new(dir.path()))?);
-    eprintln!("bench: restart from the checkpoint: `forlop serve` until /readyz answers 200 ...");
-    let (restart_s, resident) = restart_to_ready(dir.path()).await.context("restart benchmark")?;
-    let model_bytes_per_patient = resident as f64 / args.patients.max(1) as f64;
-
-    rows.push(("raw_sled_batch_eps", raw_batch, "raw sled, 300-byte values, 1000 per batch, flush per batch".into()));
-    rows.push((
-        "store_batch_eps",
-        store_batch,
-        format!("store append, {BATCH} events of {event_bytes} B payload, durable"),
-    ));
-    rows.push(("raw_sled_single_eps", raw_single, "raw sled, insert + flush, one at a time".into()));
-    rows.push((
-        "store_concurrent_eps",
-        store_concurrent,
-        format!("store, {WRITERS} writers, 1 event per append, durable"),
-    ));
     rows.push(("seed_eps", seed_eps, format!("seeding {} patients through the domain rules", args.patients)));
     rows.push(("replay_eps", replay, format!("rebuild all projections from the first {REPLAY_EVENTS} events")));
     rows.push(("replay_full_eps", replay_full, format!("rebuild all projections from all {seeded} events")));
@@ -555,70 +557,107 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     ));
     rows.push(("query_p99_ms_auth", p99, "the same, each with a JWT and its durable access record".into()));
     rows.push(("query_rps", rps, String::new()));
-    rows.push((
-        "report_p99_ms",
-        report_p99,
-        format!("pathwayReport, one service-year, {episodes} episodes in the log"),
-    ));
-    rows.push(("alerts_p99_ms", alerts_p99, "careAlerts over every service at a random date".into()));
-    rows.push(("mutation_p99_ms", mutation_p99, format!("registerPatient over HTTP, {WRITERS} writers alone")));
-    rows.push((
-        "mutation_p99_under_reports_ms",
-        mutation_p99_reports,
-        format!(
-            "the same while {REPORT_CLIENTS} clients loop the all-time pathwayReport of the largest service ({largest_episodes} episodes)"
-        ),
-    ));
-    rows.push((
-        "max_projection_stall_ms",
-        max_stall_ms,
-        "longest wait of an event between reaching the projector and being readable, under that load".into(),
-    ));
-    rows.push(("shutdown_s", shutdown_s, "stopping the server, writing the read-model checkpoint".into()));
-    rows.push((
-        "restart_ready_s",
-        restart_s,
-        format!("`forlop serve` process start to /readyz 200 on all {seeded} events, from the checkpoint"),
-    ));
-    rows.push((
-        "read_model_bytes_per_patient",
-        model_bytes_per_patient,
-        "resident memory of that ready server (read model, caches, runtime) per patient".into(),
-    ));
-    eprintln!("bench: access log, {WRITERS} concurrent readers ...");
-    let access_eps = access_log_eps(&args).await.context("access log benchmark")?;
-    rows.push(("access_log_eps", access_eps, format!("durable access records, {WRITERS} concurrent, one per append")));
-    eprintln!("bench: `forlop import-fhir` over {} FHIR resources of NDJSON ...", args.fhir_resources);
-    let fhir_dir = tempdir(&args)?;
-    let (fhir_rps, fhir_peak_mb, fhir_lines) = crate::bench_fhir::fhir_import(fhir_dir.path(), args.fhir_resources)?;
-    drop(fhir_dir);
-    rows.push((
-        "fhir_import_rps",
-        fhir_rps,
-        format!("`forlop import-fhir`, {fhir_lines} resources (10 per patient pathway), process start to exit"),
-    ));
-    rows.push((
-        "fhir_import_peak_rss_mb",
-        fhir_peak_mb,
-        "its peak resident memory (mostly the read model it builds)".into(),
-    ));
-
+    if args.only == Some(Only::Queries) {
+        drop(engine);
+        let _ = stop.send(());
+        server.await??;
+    } else {
+        eprintln!("bench: {} pathway reports and {} care-alert lists ...", args.reports, args.reports);
+        let (report_p99, alerts_p99) = reports(&args, addr, &token).await.context("report benchmark")?;
+        eprintln!("bench: {WRITERS} writers registering patients, alone, then under {REPORT_CLIENTS} report loops ...");
+        let mutation_p99 = mutations(addr, &token, largest, 0).await.context("mutation benchmark")?;
+        engine.take_max_stall();
+        let mutation_p99_reports =
+            mutations(addr, &token, largest, REPORT_CLIENTS).await.context("mutation benchmark under reports")?;
+        let max_stall_ms = engine.take_max_stall().as_secs_f64() * 1000.0;
+        drop(engine);
+        let _ = stop.send(());
+        // The server writes its read-model checkpoint as it stops; a restart loads it.
+        let stopping = Instant::now();
+        server.await??;
+        let shutdown_s = stopping.elapsed().as_secs_f64();
+        // The stopped engine's projector lets go of the store once its task is dropped; the next
+        // process can open the data directory only after that.
+        while Arc::strong_count(&store) > 1 {
+            tokio::task::yield_now().await;
+        }
+        drop(store);
+        // sled lets go of its files a moment after the last handle drops. A restarted process
+        // would find them free (the old one has exited), so wait for that here, outside the
+        // measurement.
+        drop(SledStore::open(SledOptions::new(dir.path()))?);
+        eprintln!("bench: restart from the checkpoint: `forlop serve` until /readyz answers 200 ...");
+        let (restart_s, resident) = restart_to_ready(dir.path()).await.context("restart benchmark")?;
+        let model_bytes_per_patient = resident as f64 / args.patients.max(1) as f64;
+        rows.push((
+            "report_p99_ms",
+            report_p99,
+            format!("pathwayReport, one service-year, {episodes} episodes in the log"),
+        ));
+        rows.push(("alerts_p99_ms", alerts_p99, "careAlerts over every service at a random date".into()));
+        rows.push(("mutation_p99_ms", mutation_p99, format!("registerPatient over HTTP, {WRITERS} writers alone")));
+        rows.push((
+            "mutation_p99_under_reports_ms",
+            mutation_p99_reports,
+            format!(
+                "the same while {REPORT_CLIENTS} clients loop the all-time pathwayReport of the largest service ({largest_episodes} episodes)"
+            ),
+        ));
+        rows.push((
+            "max_projection_stall_ms",
+            max_stall_ms,
+            "longest wait of an event between reaching the projector and being readable, under that load".into(),
+        ));
+        rows.push(("shutdown_s", shutdown_s, "stopping the server, writing the read-model checkpoint".into()));
+        rows.push((
+            "restart_ready_s",
+            restart_s,
+            format!("`forlop serve` process start to /readyz 200 on all {seeded} events, from the checkpoint"),
+        ));
+        rows.push((
+            "read_model_bytes_per_patient",
+            model_bytes_per_patient,
+            "resident memory of that ready server (read model, caches, runtime) per patient".into(),
+        ));
+        ratios.push(format!(
+            "mutation_p99_under_reports/mutation_p99 = {:.2} (target <= 3), max_projection_stall_ms = {:.2} (target <= 5)",
+            mutation_p99_reports / mutation_p99,
+            max_stall_ms
+        ));
+    }
+    if args.only.is_none() {
+        eprintln!("bench: access log, {WRITERS} concurrent readers ...");
+        let access_eps = access_log_eps(&args).await.context("access log benchmark")?;
+        rows.push((
+            "access_log_eps",
+            access_eps,
+            format!("durable access records, {WRITERS} concurrent, one per append"),
+        ));
+        eprintln!("bench: `forlop import-fhir` over {} FHIR resources of NDJSON ...", args.fhir_resources);
+        let fhir_dir = tempdir(&args)?;
+        let (fhir_rps, fhir_peak_mb, fhir_lines) =
+            crate::bench_fhir::fhir_import(fhir_dir.path(), args.fhir_resources)?;
+        drop(fhir_dir);
+        rows.push((
+            "fhir_import_rps",
+            fhir_rps,
+            format!("`forlop import-fhir`, {fhir_lines} resources (10 per patient pathway), process start to exit"),
+        ));
+        rows.push((
+            "fhir_import_peak_rss_mb",
+            fhir_peak_mb,
+            "its peak resident memory (mostly the read model it builds)".into(),
+        ));
+    }
     let machine = machine();
     println!("forlop bench on {machine}");
     println!("{:<30} {:>14}  what", "figure", "value");
     for (k, v, what) in &rows {
         println!("{k:<30} {v:>14.2}  {what}");
     }
-    println!(
-        "ratios: store_batch/raw_batch = {:.2} (target >= 0.5), store_concurrent/raw_single = {:.2} (target >= 2)",
-        store_batch / raw_batch,
-        store_concurrent / raw_single
-    );
-    println!(
-        "        mutation_p99_under_reports/mutation_p99 = {:.2} (target <= 3), max_projection_stall_ms = {:.2} (target <= 5)",
-        mutation_p99_reports / mutation_p99,
-        max_stall_ms
-    );
+    for (i, ratio) in ratios.iter().enumerate() {
+        println!("{} {ratio}", if i == 0 { "ratios:" } else { "       " });
+    }
     let mut out = serde_json::Map::new();
     for (k, v, _) in &rows {
         out.insert((*k).into(), json!(v));
