@@ -666,3 +666,45 @@ async fn given_a_client_request_id_when_recording_then_it_is_returned_and_kept_a
     let d = s.query("{ events(first: 1) { nodes { correlationId } } }", json!({})).await;
     assert_eq!(d["events"]["nodes"][0]["correlationId"], json!(mine));
 }
+
+/// A document that passed full validation once is later validated only as far as its variables
+/// go (a cache): bad variables must still be refused exactly as on first sight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_query_validated_before_when_its_variables_are_bad_then_the_same_refusal_as_on_first_sight() {
+    let s = Server::start().await;
+    let q = "query($id: UUID!, $at: DateTime, $n: Int!) { patient(id: $id, asOf: $at) { id } events(first: $n) { nodes { id } } }";
+    let bad = [
+        json!({ "id": "not-a-uuid", "n": 1 }),
+        json!({ "id": true, "n": 1 }),
+        json!({ "n": 1 }),
+        json!({ "id": id(), "n": 1, "at": "yesterday" }),
+        json!({ "id": id(), "n": "one" }),
+        json!({ "id": [id()], "n": 1 }),
+    ];
+    let mut first_sight = Vec::new();
+    for vars in &bad {
+        let a = post_query(&s, q, vars.clone()).await;
+        assert_eq!(error_code(&a.json()), Some("INVALID_INPUT"), "{vars}: {}", a.text);
+        first_sight.push((a.status, a.json()));
+    }
+    // Valid variables: the document passes full validation and is remembered as such.
+    for _ in 0..2 {
+        let a = post_query(&s, q, json!({ "id": id(), "n": 1, "at": null })).await;
+        assert_eq!(a.status, 200, "{}", a.text);
+        assert!(a.json()["errors"].is_null(), "{}", a.text);
+        assert!(a.json()["data"]["patient"].is_null(), "an unknown patient: {}", a.text);
+    }
+    for (vars, (status, want)) in bad.iter().zip(&first_sight) {
+        let a = post_query(&s, q, vars.clone()).await;
+        assert_eq!((&a.status, &a.json()), (status, want), "{vars}: refused differently once validated");
+    }
+    // A variable the document does not declare changes nothing; a declared one left out with a
+    // default is fine.
+    let a = post_query(&s, q, json!({ "id": id(), "n": 1, "extra": 5 })).await;
+    assert!(a.json()["errors"].is_null(), "{}", a.text);
+    let q2 = "query($n: Int! = 2) { events(first: $n) { nodes { id } } }";
+    for _ in 0..2 {
+        let a = post_query(&s, q2, json!({})).await;
+        assert!(a.json()["errors"].is_null(), "{}", a.text);
+    }
+}

@@ -18,7 +18,7 @@ use forlop_auth::{Principal, Verifier};
 use tower_http::trace::TraceLayer;
 
 use crate::error::code;
-use crate::graphql::{build_schema, ForlopSchema};
+use crate::graphql::{build_schemas, ForlopSchema};
 use forlop_engine::{Caller, Engine};
 
 /// Largest request body accepted (a bulk of mutations fits well within).
@@ -89,6 +89,9 @@ impl std::fmt::Debug for MetricsRenderer {
 #[derive(Clone)]
 pub(crate) struct AppState {
     schema: ForlopSchema,
+    /// The same schema validating only what depends on the variables, for documents that passed
+    /// `schema`'s full validation before.
+    prevalidated_schema: ForlopSchema,
     engine: Engine,
     settings: std::sync::Arc<HttpSettings>,
     documents: std::sync::Arc<crate::limits::DocumentCache>,
@@ -101,7 +104,8 @@ pub fn router(engine: Engine, settings: HttpSettings) -> Router {
 
 /// The router, with the FHIR adapter (opened by `Application::build`) when there is one.
 pub fn router_with(engine: Engine, settings: HttpSettings, fhir: Option<forlop_fhir::Fhir>) -> Router {
-    let schema = build_schema(Some(engine.clone()));
+    let documents = std::sync::Arc::new(crate::limits::DocumentCache::default());
+    let (schema, prevalidated_schema) = build_schemas(engine.clone(), documents.clone());
     Router::new()
         .route("/fhir", axum::routing::post(crate::fhir_http::bundle))
         .route("/fhir/$import", axum::routing::post(crate::fhir_http::import))
@@ -118,9 +122,10 @@ pub fn router_with(engine: Engine, settings: HttpSettings, fhir: Option<forlop_f
         .method_not_allowed_fallback(not_found)
         .with_state(AppState {
             schema,
+            prevalidated_schema,
             engine,
             settings: std::sync::Arc::new(settings),
-            documents: Default::default(),
+            documents,
             fhir,
         })
         .layer(axum::middleware::from_fn(request_bounds))
@@ -354,10 +359,12 @@ async fn execute(
     principal: Principal,
     mut request: async_graphql::Request,
 ) -> Response {
-    let operation = match crate::limits::check(&mut request, &state.documents) {
-        Ok(name) => name,
+    let checked = match crate::limits::check(&mut request, &state.documents) {
+        Ok(checked) => checked,
         Err(msg) => return error_response(StatusCode::BAD_REQUEST, code::INVALID_INPUT, msg),
     };
+    let operation = checked.operation;
+    let query = if checked.validated { None } else { Some(request.query.clone()) };
     let mut caller = Caller::new(principal, operation.as_deref());
     // A client's own correlation id (a UUID in `x-request-id`) ties our records to its logs.
     if let Some(id) = header_str(headers, header::HeaderName::from_static("x-request-id")).and_then(|v| v.parse().ok())
@@ -367,7 +374,8 @@ async fn execute(
     let request_id = caller.correlation_id;
     let label = operation_label(operation.as_deref());
     let started = std::time::Instant::now();
-    let mut response = state.schema.execute(request.data(caller)).await;
+    let schema = if checked.validated { &state.prevalidated_schema } else { &state.schema };
+    let mut response = schema.execute(request.data(caller)).await;
     let outcome = response
         .errors
         .first()
@@ -384,6 +392,11 @@ async fn execute(
     }
     // A request error (parse, validation, limits) has no path: nothing was executed.
     let request_error = !response.errors.is_empty() && response.errors.iter().all(|e| e.path.is_empty());
+    if let Some(query) = query {
+        if response.errors.iter().all(|e| !e.path.is_empty()) {
+            state.documents.validated(&query);
+        }
+    }
     let graphql_response = wants_graphql_response(headers);
     // GraphQL over HTTP: a request that could not be executed is a 400 for the new media type.
     let status = if graphql_response && request_error && response.data == async_graphql::Value::Null {

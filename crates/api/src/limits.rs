@@ -93,12 +93,16 @@ impl Walker<'_> {
 
 /// The same limits as a schema extension, so they hold for every transport (WebSocket
 /// subscriptions too), checked right after parsing and before validation.
-#[derive(Debug)]
-pub struct Limits;
+/// It also hands the schema's type registry to the document cache, which checks variables with
+/// it (see [`check`]).
+#[derive(Debug, Default)]
+pub struct Limits {
+    pub(crate) documents: Option<std::sync::Arc<DocumentCache>>,
+}
 
 impl async_graphql::extensions::ExtensionFactory for Limits {
     fn create(&self) -> std::sync::Arc<dyn async_graphql::extensions::Extension> {
-        std::sync::Arc::new(Limits)
+        std::sync::Arc::new(Limits { documents: self.documents.clone() })
     }
 }
 
@@ -121,6 +125,9 @@ impl async_graphql::extensions::Extension for Limits {
     ) -> async_graphql::ServerResult<ExecutableDocument> {
         if query.len() > MAX_QUERY_CHARS {
             return Err(limit_error(format!("the query exceeds {MAX_QUERY_CHARS} characters")));
+        }
+        if let Some(documents) = &self.documents {
+            documents.schema.get_or_init(|| ctx.schema_env.clone());
         }
         let doc = next.run(ctx, query, variables).await.map_err(coded)?;
         check_document(&doc, variables).map_err(limit_error)?;
@@ -153,55 +160,159 @@ fn coded(mut e: async_graphql::ServerError) -> async_graphql::ServerError {
 const ECHO: usize = 100;
 
 /// Parsed documents by query text. Dashboards and integrations send the same few queries again
-/// and again, and parsing is a large share of a small query's cost; a clone of a parsed document
-/// is much cheaper. Bounded: when full it starts again empty.
-#[derive(Debug, Default)]
-pub struct DocumentCache(parking_lot::Mutex<HashMap<String, ExecutableDocument>>);
+/// and again, and parsing and validating are a large share of a small query's cost; a clone of a
+/// parsed document is much cheaper. Bounded: when full it starts again empty.
+///
+/// A document that once passed full validation is marked, and its later requests need only their
+/// variables checked: every other rule judges the document alone.
+#[derive(Default)]
+pub struct DocumentCache {
+    docs: parking_lot::Mutex<HashMap<String, CachedDocument>>,
+    /// The strict schema's environment (its type registry), from its first request.
+    schema: std::sync::OnceLock<async_graphql::SchemaEnv>,
+}
+
+impl std::fmt::Debug for DocumentCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DocumentCache").field("documents", &self.docs.lock().len()).finish()
+    }
+}
+
+struct CachedDocument {
+    doc: ExecutableDocument,
+    /// Passed full validation once (with some variables).
+    validated: bool,
+}
 
 /// Queries kept parsed.
 const CACHED_DOCUMENTS: usize = 256;
 
 impl DocumentCache {
-    fn get(&self, query: &str) -> Option<ExecutableDocument> {
-        self.0.lock().get(query).cloned()
+    fn get(&self, query: &str) -> Option<(ExecutableDocument, bool)> {
+        self.docs.lock().get(query).map(|c| (c.doc.clone(), c.validated))
     }
 
     fn put(&self, query: &str, doc: &ExecutableDocument) {
-        let mut docs = self.0.lock();
+        let mut docs = self.docs.lock();
         if docs.len() >= CACHED_DOCUMENTS {
             docs.clear();
         }
-        docs.insert(query.to_owned(), doc.clone());
+        docs.insert(query.to_owned(), CachedDocument { doc: doc.clone(), validated: false });
     }
+
+    /// Records that `query` passed full validation.
+    pub(crate) fn validated(&self, query: &str) {
+        if let Some(c) = self.docs.lock().get_mut(query) {
+            c.validated = true;
+        }
+    }
+}
+
+/// What [`check`] found.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// The name of the operation that will run, for the access log.
+    pub operation: Option<String>,
+    /// The document passed full validation before and these variables fit its declarations, so
+    /// the fast schema may run it.
+    pub validated: bool,
 }
 
 /// Refuses a request that is too large, too deep, too wide or asks for too many list items.
 /// Parses the query once (or takes it from `cache`) and leaves the document in the request, so
 /// the schema does not parse it again. Unparsable documents pass: the schema reports parse errors
-/// itself. Returns the name of the operation that will run, for the access log.
-pub fn check(request: &mut Request, cache: &DocumentCache) -> Result<Option<String>, String> {
+/// itself.
+pub fn check(request: &mut Request, cache: &DocumentCache) -> Result<Checked, String> {
     if request.query.len() > MAX_QUERY_CHARS {
         return Err(format!("the query exceeds {MAX_QUERY_CHARS} characters"));
     }
     let cached = cache.get(&request.query);
     let fresh = cached.is_none();
-    if let Some(doc) = cached {
+    let mut validated = false;
+    if let Some((doc, was_validated)) = cached {
         request.set_parsed_query(doc);
+        validated = was_validated;
     }
-    let variables = request.variables.clone();
+    let variables = std::mem::take(&mut request.variables);
     let named = request.operation_name.clone();
-    let query = request.query.clone();
-    let Ok(doc) = request.parsed_query() else { return Ok(None) };
+    let query = if fresh { Some(request.query.clone()) } else { None };
+    let Ok(doc) = request.parsed_query() else {
+        request.variables = variables;
+        return Ok(Checked::default());
+    };
     // Limits depend on the variables (`first: $n`), so they are checked on every request.
-    check_document(doc, &variables)?;
-    if fresh {
+    let limits = check_document(doc, &variables);
+    validated = validated
+        && limits.is_ok()
+        && cache.schema.get().is_some_and(|env| variables_fit(&env.registry, doc, named.as_deref(), &variables));
+    if let Some(query) = query {
         cache.put(&query, doc);
     }
-    let name = match named {
+    let operation = match named {
         Some(name) => Some(name),
         None => doc.operations.iter().next().and_then(|(name, _)| name.map(|n| n.to_string())),
     };
-    Ok(name)
+    request.variables = variables;
+    limits?;
+    Ok(Checked { operation, validated })
+}
+
+/// Whether every variable the chosen operation declares has a value that full validation would
+/// accept. Only scalar and enum types (and lists of them) are judged here; a variable of an input
+/// object type, a missing operation or anything unclear gives false, and the request is then
+/// validated in full, which words the error.
+fn variables_fit(
+    registry: &async_graphql::registry::Registry,
+    doc: &ExecutableDocument,
+    operation: Option<&str>,
+    variables: &async_graphql::Variables,
+) -> bool {
+    use async_graphql::parser::types::DocumentOperations;
+    let op = match (&doc.operations, operation) {
+        (DocumentOperations::Single(op), None) => op,
+        (DocumentOperations::Multiple(ops), Some(name)) => match ops.get(name) {
+            Some(op) => op,
+            None => return false,
+        },
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => match ops.values().next() {
+            Some(op) => op,
+            None => return false,
+        },
+        _ => return false,
+    };
+    op.node.variable_definitions.iter().all(|def| {
+        let def = &def.node;
+        let value = variables.get(&def.name.node).or(def.default_value.as_ref().map(|d| &d.node));
+        value_fits(registry, &def.var_type.node, value)
+    })
+}
+
+fn value_fits(
+    registry: &async_graphql::registry::Registry,
+    ty: &async_graphql::parser::types::Type,
+    value: Option<&Value>,
+) -> bool {
+    use async_graphql::parser::types::BaseType;
+    use async_graphql::registry::MetaType;
+    let value = match value {
+        None | Some(Value::Null) => return ty.nullable,
+        Some(v) => v,
+    };
+    match &ty.base {
+        BaseType::List(inner) => match value {
+            Value::List(items) => items.iter().all(|item| value_fits(registry, inner, Some(item))),
+            single => value_fits(registry, inner, Some(single)),
+        },
+        BaseType::Named(name) => match registry.types.get(name.as_str()) {
+            Some(MetaType::Scalar { is_valid, .. }) => is_valid.as_ref().is_none_or(|valid| valid(value)),
+            Some(MetaType::Enum { enum_values, .. }) => match value {
+                Value::Enum(v) => enum_values.contains_key(v.as_str()),
+                Value::String(v) => enum_values.contains_key(v.as_str()),
+                _ => false,
+            },
+            _ => false,
+        },
+    }
 }
 
 fn check_document(doc: &ExecutableDocument, variables: &async_graphql::Variables) -> Result<(), String> {

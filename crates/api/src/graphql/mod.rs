@@ -22,8 +22,32 @@ const MAX_DEPTH: usize = 16;
 const MAX_COMPLEXITY: usize = 20_000;
 
 pub fn build_schema(engine: Option<Engine>) -> ForlopSchema {
+    build_schema_validating(engine, async_graphql::ValidationMode::Strict, None)
+}
+
+/// The schema twice, over one engine: validating in full (`Strict`, which also lends its type
+/// registry to `documents`), and `Fast`, which skips the rules a document passes or fails
+/// whatever its variables say. `Fast` is only for documents that passed `Strict` before, with
+/// variables `documents` has checked as `Strict` would (see `crate::limits::check`).
+pub(crate) fn build_schemas(
+    engine: Engine,
+    documents: std::sync::Arc<crate::limits::DocumentCache>,
+) -> (ForlopSchema, ForlopSchema) {
+    use async_graphql::ValidationMode;
+    (
+        build_schema_validating(Some(engine.clone()), ValidationMode::Strict, Some(documents)),
+        build_schema_validating(Some(engine), ValidationMode::Fast, None),
+    )
+}
+
+fn build_schema_validating(
+    engine: Option<Engine>,
+    mode: async_graphql::ValidationMode,
+    documents: Option<std::sync::Arc<crate::limits::DocumentCache>>,
+) -> ForlopSchema {
     let mut builder = Schema::build(Query, Mutation, Subscription)
-        .extension(crate::limits::Limits)
+        .extension(crate::limits::Limits { documents })
+        .validation_mode(mode)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY);
     if let Some(engine) = engine {
