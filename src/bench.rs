@@ -575,17 +575,26 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         // The server writes its read-model checkpoint as it stops; a restart loads it.
         let stopping = Instant::now();
         server.await??;
-        let shutdown_s = stopping.elapsed().as_secs_f64();
         // The stopped engine's projector lets go of the store once its task is dropped; the next
         // process can open the data directory only after that.
         while Arc::strong_count(&store) > 1 {
             tokio::task::yield_now().await;
         }
         drop(store);
-        // sled lets go of its files a moment after the last handle drops. A restarted process
-        // would find them free (the old one has exited), so wait for that here, outside the
-        // measurement.
-        drop(SledStore::open(SledOptions::new(dir.path()))?);
+        // As `forlop serve` does after its last request (see `SledStore::settle`).
+        SledStore::settle(dir.path())?;
+        let shutdown_s = stopping.elapsed().as_secs_f64();
+        // sled lets go of its file lock a moment after the last handle drops, from one of its
+        // own threads. A restarted process would find it free (the old one has exited), so wait
+        // for that here, outside the measurement: otherwise the new process's open waits for it.
+        let db = std::fs::File::open(dir.path().join("db"))?;
+        let waiting = Instant::now();
+        while let Err(std::fs::TryLockError::WouldBlock) = db.try_lock() {
+            anyhow::ensure!(waiting.elapsed() < Duration::from_secs(30), "sled kept its lock for 30 s");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        db.unlock()?;
+        drop(db);
         eprintln!("bench: restart from the checkpoint: `forlop serve` until /readyz answers 200 ...");
         let (restart_s, resident) = restart_to_ready(dir.path()).await.context("restart benchmark")?;
         let model_bytes_per_patient = resident as f64 / args.patients.max(1) as f64;
@@ -608,7 +617,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             max_stall_ms,
             "longest wait of an event between reaching the projector and being readable, under that load".into(),
         ));
-        rows.push(("shutdown_s", shutdown_s, "stopping the server, writing the read-model checkpoint".into()));
+        rows.push((
+            "shutdown_s",
+            shutdown_s,
+            "stopping the server: the read-model checkpoint, then sled's recovery snapshot".into(),
+        ));
         rows.push((
             "restart_ready_s",
             restart_s,

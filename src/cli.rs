@@ -95,6 +95,18 @@ enum Profile {
     Rph2016,
 }
 
+/// After the last handle on the store at `data` is dropped: see [`SledStore::settle`]. A failure
+/// costs only the next start's time, so it is logged, not returned.
+async fn settle(data: std::path::PathBuf) {
+    match tokio::task::spawn_blocking(move || SledStore::settle(&data)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "sled's recovery snapshot not brought up to date; the next start replays it")
+        }
+        Err(e) => tracing::warn!(error = %e, "settling the store failed"),
+    }
+}
+
 pub fn open_store(data: &std::path::Path) -> anyhow::Result<Arc<dyn EventStore>> {
     let store =
         SledStore::open(SledOptions::new(data)).with_context(|| format!("opening the store in {}", data.display()))?;
@@ -157,6 +169,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
             }
             app.run_until(shutdown_signal()?).await?;
+            settle(data).await;
             Ok(0)
         }
         Command::Seed { data, patients, seed, profile } => {
@@ -174,6 +187,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 started.elapsed().as_secs_f64(),
                 store.committed()
             );
+            drop(store);
+            settle(data).await;
             Ok(0)
         }
         Command::Export { data } => {

@@ -11,7 +11,7 @@ fn record(i: u64) -> AccessRecord {
     AccessRecord {
         patient_id: Uuid::from_u128(0x1000 + u128::from(i % 3)),
         actor_sub: format!("user-{i}"),
-        actor_name: (i % 2 == 0).then(|| "Dr. Test".into()),
+        actor_name: i.is_multiple_of(2).then(|| "Dr. Test".into()),
         role: "clinician".into(),
         hpr_number: Some("1234567".into()),
         operation: "PatientView".into(),

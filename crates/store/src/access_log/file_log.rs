@@ -182,7 +182,7 @@ struct Index {
 impl Index {
     fn add(&mut self, patient: Uuid, position: u64, offset: u64) {
         self.by_patient.entry(patient).or_default().push((position, offset));
-        if position % SPARSE == 0 {
+        if position.is_multiple_of(SPARSE) {
             self.sparse.push(offset);
         }
     }
@@ -239,7 +239,7 @@ fn rebuild(file: &File, final_frame: FinalFrame) -> Result<(Index, Reach), Store
             tracing::warn!(position, "cutting a torn final frame off the access log");
             let entries = index.by_patient.get_mut(&frame.patient().expect("indexed")).expect("indexed");
             entries.pop();
-            if position % SPARSE == 0 {
+            if position.is_multiple_of(SPARSE) {
                 index.sparse.pop();
             }
             reach = Reach { position, offset: frame.offset, hash: before_last };

@@ -140,6 +140,17 @@ impl SledStore {
         Ok(SledStore { tree, failed, writer, committed, watch })
     }
 
+    /// Opens the store at `path` once more and closes it, once every other handle is gone. sled
+    /// brings its recovery snapshot up to date only when it opens a database, replaying its own
+    /// log from the last snapshot; doing it at a clean shutdown keeps that replay (seconds after a
+    /// few million events) out of the next start.
+    pub fn settle(path: &Path) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        drop(crate::sled_open::open(&sled::Config::new().path(path).flush_every_ms(None)).map_err(backend)?);
+        tracing::info!(path = %path.display(), ms = started.elapsed().as_millis() as u64, "sled recovery snapshot brought up to date");
+        Ok(())
+    }
+
     /// Flips one byte of the stored event at `position`, for tamper-detection tests. The store at
     /// `path` must not be open.
     #[doc(hidden)]
