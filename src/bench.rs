@@ -538,6 +538,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         explorer_token: None,
         metrics: None,
         fhir: None,
+        request_timeout: forlop_api::DEFAULT_REQUEST_TIMEOUT,
     };
     let app = forlop_api::Application::build(store.clone(), parts, http, "127.0.0.1:0".parse()?).await?;
     let addr = app.local_addr()?;

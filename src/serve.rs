@@ -88,6 +88,10 @@ pub struct ServeArgs {
     /// reports it [default: 900]. It keeps waiting after that; nothing is dropped.
     #[arg(long, env = "FORLOP_FHIR_HOLD_SECONDS")]
     pub fhir_hold_seconds: Option<u64>,
+    /// Seconds a request may take before it is answered 408 [default: 60]. `POST /fhir/$import`
+    /// streams without a total bound, but ends if its body stalls this long.
+    #[arg(long, env = "FORLOP_REQUEST_TIMEOUT_SECONDS")]
+    pub request_timeout_seconds: Option<u64>,
 }
 
 impl ServeArgs {
@@ -101,7 +105,7 @@ impl ServeArgs {
         }
         fill!(data, listen, auth, jwks, hs256_secret_file, issuer, audience, leeway_seconds);
         fill!(role_claim, services_claim, pid_claim, key_file, allowed_origins, suppression_threshold);
-        fill!(checkpoint_every, fhir_care_levels, fhir_hold_seconds);
+        fill!(checkpoint_every, fhir_care_levels, fhir_hold_seconds, request_timeout_seconds);
         self.demo |= file.demo;
         Ok(self)
     }
@@ -245,6 +249,9 @@ pub fn http_settings(
             care_levels: care_levels(&args.fhir_care_levels)?,
             hold: args.fhir_hold_seconds.map_or(forlop_fhir::ingest::DEFAULT_HOLD, std::time::Duration::from_secs),
         }),
+        request_timeout: args
+            .request_timeout_seconds
+            .map_or(forlop_api::DEFAULT_REQUEST_TIMEOUT, |s| std::time::Duration::from_secs(s.max(1))),
     })
 }
 

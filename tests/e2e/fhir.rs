@@ -2,6 +2,8 @@
 //! gives the same continuity as the same pathway sent as GraphQL mutations; resending appends
 //! nothing; bad entries get OperationOutcomes naming the element; NDJSON arrives out of order.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -860,4 +862,88 @@ async fn hl7s_own_r4_examples_are_refused_precisely_where_they_lack_what_forlop_
     assert!(answer(6).1.contains("class \"HH\" is not a pathway fact"), "{}", answer(6).1);
     assert!(answer(7).1.contains("entry[7].resource.performer[0]"), "{}", answer(7).1);
     assert!(answer(8).1.contains("entry[8].resource.code") && answer(8).1.contains("PHQ-9"), "{}", answer(8).1);
+}
+
+/// Sends a request whose body comes in `parts`, `pause` apart, over a raw connection (a slow
+/// client, which reqwest cannot be made into), and returns the answer's status and body.
+async fn slow_post(
+    s: &Server,
+    path: &str,
+    content_type: &str,
+    token: &str,
+    parts: &[String],
+    pause: Duration,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let length: usize = parts.iter().map(String::len).sum();
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", s.port)).await.expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: {content_type}\r\nauthorization: Bearer {token}\r\ncontent-length: {length}\r\nconnection: close\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.expect("write head");
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(pause).await;
+        }
+        if conn.write_all(part.as_bytes()).await.is_err() {
+            break; // the server answered already and closed
+        }
+    }
+    // Up to the end or a reset: a server that answers before reading the whole body may reset the
+    // connection after its answer.
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = conn.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        bytes.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&bytes).into_owned();
+    let status = answer.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status line");
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_import_outlasts_the_request_timeout_while_its_body_keeps_coming_and_ends_when_it_stalls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("care-levels.toml");
+    std::fs::write(&file, CARE_LEVELS).expect("write care levels");
+    let s = Server::start_with(&["--fhir-care-levels", file.to_str().unwrap(), "--request-timeout-seconds", "1"]).await;
+    let token = s.token("integration", &[], None);
+    let lines: Vec<String> = pathway().into_iter().map(|r| format!("{r}\n")).collect();
+    let thirds: Vec<String> = lines.chunks(lines.len().div_ceil(3)).map(|c| c.concat()).collect();
+
+    // Three parts 600 ms apart: 1.2 s in all, over the 1 s bound, but never idle for 1 s.
+    let pause = Duration::from_millis(600);
+    let (status, body) = slow_post(&s, "/fhir/$import", "application/fhir+ndjson", &token, &thirds, pause).await;
+    assert_eq!(status, 200, "{body}");
+    let out: Value = serde_json::from_str(&body).expect("an OperationOutcome");
+    let summary: Value = serde_json::from_str(out["extension"][0]["valueString"].as_str().unwrap()).unwrap();
+    assert_eq!(summary["resources_read"], lines.len() as u64, "{out:#}");
+    assert_eq!(summary["failed"], 0, "{out:#}");
+    assert_eq!(summary["events_appended"], 22, "{out:#}");
+
+    // Any other request taking as long is answered 408.
+    let admin = s.admin.clone();
+    let query = serde_json::json!({ "query": "{ log { committed } }" }).to_string();
+    let third = query.len() / 3;
+    let parts = [query[..third].to_owned(), query[third..2 * third].to_owned(), query[2 * third..].to_owned()];
+    let (status, body) = slow_post(&s, "/graphql", "application/json", &admin, &parts, pause).await;
+    assert_eq!(status, 408, "{body}");
+
+    // An import whose body stops coming for longer than the bound ends: what arrived is read
+    // (here a resend, so nothing new), the stall is reported as a failed read, and the server
+    // goes on.
+    let committed = s.committed().await;
+    let stall = Duration::from_millis(1600);
+    let (status, body) = slow_post(&s, "/fhir/$import", "application/fhir+ndjson", &token, &thirds, stall).await;
+    assert_eq!(status, 200, "{body}");
+    let out: Value = serde_json::from_str(&body).expect("an OperationOutcome");
+    let summary: Value = serde_json::from_str(out["extension"][0]["valueString"].as_str().unwrap()).unwrap();
+    assert_eq!(summary["failed"], 1, "the stall: {out:#}");
+    assert!(out.to_string().contains("no data for 1 s"), "{out:#}");
+    assert_eq!(s.committed().await, committed, "everything that arrived was a resend");
+    assert_eq!(s.health().await["status"], "ok");
 }

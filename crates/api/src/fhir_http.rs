@@ -149,7 +149,7 @@ pub async fn import(State(state): State<AppState>, headers: HeaderMap, body: Bod
         Ok(x) => x,
         Err(r) => return *r,
     };
-    let lines = ndjson_lines(body.into_data_stream());
+    let lines = ndjson_lines(stalls_after(body.into_data_stream(), state.settings.request_timeout));
     let mut listed: Vec<Issue> = Vec::new();
     let summary = fhir
         .import_lines(&caller, Box::pin(lines), IMPORT_CHUNK, |_, failed| {
@@ -180,6 +180,22 @@ pub async fn import(State(state): State<AppState>, headers: HeaderMap, body: Bod
 }
 
 /// Splits a body stream into lines without holding more than one line (and one chunk).
+/// `body`, ending with an error if no bytes arrive for `idle`: a client that stops sending
+/// without closing must not hold an import open for ever.
+fn stalls_after(
+    body: axum::body::BodyDataStream,
+    idle: std::time::Duration,
+) -> impl futures::Stream<Item = Result<axum::body::Bytes, String>> + Unpin {
+    Box::pin(futures::stream::unfold(Some(body), move |body| async move {
+        let mut body = body?;
+        match tokio::time::timeout(idle, body.next()).await {
+            Ok(Some(chunk)) => Some((chunk.map_err(|e| e.to_string()), Some(body))),
+            Ok(None) => None,
+            Err(_) => Some((Err(format!("no data for {} s; the rest of the body was not read", idle.as_secs())), None)),
+        }
+    }))
+}
+
 pub fn ndjson_lines<S, E>(stream: S) -> impl futures::Stream<Item = std::io::Result<String>>
 where
     S: futures::Stream<Item = Result<axum::body::Bytes, E>> + Unpin,

@@ -65,7 +65,13 @@ pub struct HttpSettings {
     pub metrics: Option<MetricsRenderer>,
     /// Serves FHIR R4 at `/fhir` when set.
     pub fhir: Option<FhirConfig>,
+    /// Longest a request may take before it is answered 408. The bulk `POST /fhir/$import` has
+    /// no total bound (a city's backfill takes minutes); it ends when its body stalls this long.
+    pub request_timeout: Duration,
 }
+
+/// `HttpSettings::request_timeout` unless configured.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where the FHIR adapter keeps its alias index, and how it maps services to care levels.
 #[derive(Clone, Debug)]
@@ -93,7 +99,7 @@ pub(crate) struct AppState {
     /// `schema`'s full validation before.
     prevalidated_schema: ForlopSchema,
     engine: Engine,
-    settings: std::sync::Arc<HttpSettings>,
+    pub(crate) settings: std::sync::Arc<HttpSettings>,
     documents: std::sync::Arc<crate::limits::DocumentCache>,
     pub(crate) fhir: Option<forlop_fhir::Fhir>,
 }
@@ -106,9 +112,11 @@ pub fn router(engine: Engine, settings: HttpSettings) -> Router {
 pub fn router_with(engine: Engine, settings: HttpSettings, fhir: Option<forlop_fhir::Fhir>) -> Router {
     let documents = std::sync::Arc::new(crate::limits::DocumentCache::default());
     let (schema, prevalidated_schema) = build_schemas(engine.clone(), documents.clone());
+    let request_timeout = settings.request_timeout;
+    // The bulk import streams for as long as the file takes: outside the per-request bound.
+    let bulk = Router::new().route("/fhir/$import", axum::routing::post(crate::fhir_http::import));
     Router::new()
         .route("/fhir", axum::routing::post(crate::fhir_http::bundle))
-        .route("/fhir/$import", axum::routing::post(crate::fhir_http::import))
         .route("/fhir/metadata", get(crate::fhir_http::metadata))
         .route("/fhir/$unresolved", get(crate::fhir_http::unresolved))
         .route("/fhir/Patient/{id}/$everything", get(crate::fhir_http::everything))
@@ -118,6 +126,8 @@ pub fn router_with(engine: Engine, settings: HttpSettings, fhir: Option<forlop_f
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
+        .merge(bulk)
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .with_state(AppState {
@@ -130,10 +140,6 @@ pub fn router_with(engine: Engine, settings: HttpSettings, fhir: Option<forlop_f
         })
         .layer(axum::middleware::from_fn(request_bounds))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(60),
-        ))
         .layer(TraceLayer::new_for_http())
 }
 

@@ -16,7 +16,9 @@ use forlop_store::EventStore;
 
 pub use forlop_engine::{Caller, Engine, RecordOptions, Recorded};
 pub use graphql::{build_schema, sdl, ForlopSchema};
-pub use http::{router, router_with, Authenticator, FhirConfig, HttpSettings, MetricsRenderer};
+pub use http::{
+    router, router_with, Authenticator, FhirConfig, HttpSettings, MetricsRenderer, DEFAULT_REQUEST_TIMEOUT,
+};
 
 /// How long running requests may finish after a shutdown signal.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(6);
