@@ -56,6 +56,16 @@ async fn post_fhir(s: &Server, token: Option<&str>, content_type: &str, body: St
     (status, r.json().await.expect("FHIR answers JSON"))
 }
 
+/// GET /fhir/Patient/{patient}/$everything with `token` as the bearer.
+async fn everything_as(s: &Server, token: &str, patient: impl std::fmt::Display) -> reqwest::Response {
+    s.client()
+        .get(format!("{}/fhir/Patient/{patient}/$everything", s.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("GET $everything")
+}
+
 fn entry(resource: Value) -> Value {
     json!({ "resource": resource, "request": { "method": "POST", "url": resource["resourceType"] } })
 }
@@ -279,13 +289,7 @@ async fn given_a_pathway_as_a_transaction_then_continuity_equals_the_same_pathwa
     assert_eq!(s.committed().await, committed + 1);
 
     // Export: the pathway back as R4, access-logged like any read.
-    let r = s
-        .client()
-        .get(format!("{}/fhir/Patient/{patient}/$everything", s.url))
-        .bearer_auth(s.token("auditor", &[], None))
-        .send()
-        .await
-        .unwrap();
+    let r = everything_as(&s, &s.token("auditor", &[], None), patient).await;
     assert_eq!(r.status(), 200);
     let everything: Value = r.json().await.unwrap();
     assert_eq!(everything["type"], "searchset");
@@ -321,13 +325,7 @@ async fn given_a_pathway_as_a_transaction_then_continuity_equals_the_same_pathwa
         "{log:#}"
     );
     // An integration may record, not read the pathway back.
-    let r = s
-        .client()
-        .get(format!("{}/fhir/Patient/{patient}/$everything", s.url))
-        .bearer_auth(&integration)
-        .send()
-        .await
-        .unwrap();
+    let r = everything_as(&s, &integration, patient).await;
     assert_eq!(r.status(), 403);
 }
 
@@ -585,13 +583,7 @@ async fn a_gad7_questionnaire_response_is_an_outcome_and_a_short_one_is_refused_
     let (status, resp) = post_fhir(&s, Some(&token), "application/fhir+json", bundle("transaction", resources)).await;
     assert_eq!(status, 200, "{resp:#}");
     let patient = location_id(&resp, 5);
-    let r = s
-        .client()
-        .get(format!("{}/fhir/Patient/{patient}/$everything", s.url))
-        .bearer_auth(&s.admin)
-        .send()
-        .await
-        .unwrap();
+    let r = everything_as(&s, &s.admin, patient).await;
     let everything: Value = r.json().await.unwrap();
     let gad7 = everything["entry"]
         .as_array()
@@ -642,16 +634,7 @@ async fn an_admission_and_its_discharge_in_consecutive_import_chunks_become_one_
     let out: Value = r.json().await.unwrap();
     let summary: Value = serde_json::from_str(out["extension"][0]["valueString"].as_str().unwrap()).unwrap();
     assert_eq!((summary["failed"].as_u64(), summary["held"].as_u64()), (Some(0), Some(0)), "{out:#}");
-    let everything = s
-        .client()
-        .get(format!("{}/fhir/Patient/{}/$everything", s.url, pseudonymous_patient(&s).await))
-        .bearer_auth(&s.admin)
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    let everything = everything_as(&s, &s.admin, pseudonymous_patient(&s).await).await.json::<Value>().await.unwrap();
     let stays: Vec<&Value> =
         everything["entry"].as_array().unwrap().iter().filter(|e| e["resource"]["class"]["code"] == "IMP").collect();
     assert_eq!(stays.len(), 1, "{everything:#}");
@@ -787,13 +770,7 @@ async fn the_exported_pathway_is_valid_r4_for_an_independent_validator() {
     .await;
     assert_eq!(status, 200, "{resp:#}");
     let patient = location_id(&resp, 5);
-    let r = s
-        .client()
-        .get(format!("{}/fhir/Patient/{patient}/$everything", s.url))
-        .bearer_auth(&s.admin)
-        .send()
-        .await
-        .unwrap();
+    let r = everything_as(&s, &s.admin, patient).await;
     assert_eq!(r.status(), 200);
     let everything: Value = r.json().await.unwrap();
     assert_eq!(r4_errors(&everything), None, "{everything:#}");
