@@ -95,9 +95,14 @@ enum Profile {
     Rph2016,
 }
 
-/// After the last handle on the store at `data` is dropped: see [`SledStore::settle`]. A failure
+/// After the last handle on the store at `data` is dropped (serve, seed, import, import-fhir):
+/// see [`SledStore::settle`]. A failure
 /// costs only the next start's time, so it is logged, not returned.
 async fn settle(data: std::path::PathBuf) {
+    // Never create a store where a command stopped before opening one.
+    if !data.join("db").exists() {
+        return;
+    }
     match tokio::task::spawn_blocking(move || SledStore::settle(&data)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
@@ -203,7 +208,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 tracing::warn!(file = %file.display(), "importing without verifying the hash chain");
             }
             let store = open_store(&data)?;
-            match crate::ndjson::import(&*store, &file, trust_unverified).await {
+            let outcome = crate::ndjson::import(&*store, &file, trust_unverified).await;
+            drop(store);
+            settle(data).await;
+            match outcome {
                 Ok((read, written)) => {
                     eprintln!("imported {read} events, {written} new");
                     Ok(0)
@@ -215,7 +223,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
         }
         Command::ImportFhir { data, key_file, fhir_care_levels, file } => {
-            import_fhir(&data, &key_file, &fhir_care_levels, &file).await
+            let code = import_fhir(&data, &key_file, &fhir_care_levels, &file).await;
+            settle(data).await;
+            code
         }
         Command::Verify { data } => {
             let store = open_store(&data)?;
