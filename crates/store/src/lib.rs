@@ -19,11 +19,16 @@ pub mod faults;
 mod group;
 mod hash;
 pub mod key_table;
+pub mod pg_cluster;
+mod pg_store;
+mod plan;
 mod sled_open;
 mod sled_store;
 
 pub use hash::{chain_hash, to_hex, Hash, GENESIS_HASH};
-pub use sled_store::{event_hash, SledOptions, SledStore};
+pub use pg_store::{PgOptions, PgStore};
+pub use plan::event_hash;
+pub use sled_store::{SledOptions, SledStore};
 
 /// What the writer expects the stream's version to be before the append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,39 +1,15 @@
 //! How events are laid out in the sled tree: keys, the canonical record bytes and their hash.
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::DateTime;
 use uuid::Uuid;
 
-use super::{backend, read_error};
-use crate::hash::{chain_hash, Hash};
+use super::read_error;
+pub(crate) use crate::plan::Canonical;
 use crate::*;
 
 pub(super) const EVENT: u8 = b'E';
 pub(super) const STREAM: u8 = b'S';
 pub(super) const ID: u8 = b'I';
-pub(super) const MAX_STREAM_NAME: usize = 256;
-
-/// The canonical bytes of an event: what the hash covers and what is stored.
-#[derive(Serialize, Deserialize)]
-pub(super) struct Canonical<'a> {
-    pub(super) id: [u8; 16],
-    pub(super) stream: &'a str,
-    pub(super) version: u64,
-    pub(super) position: u64,
-    pub(super) event_type: &'a str,
-    pub(super) schema_version: u16,
-    pub(super) occurred_at_ns: i64,
-    pub(super) recorded_at_ns: i64,
-    pub(super) actor: &'a str,
-    pub(super) correlation_id: Option<[u8; 16]>,
-    pub(super) causation_id: Option<[u8; 16]>,
-    #[serde(borrow)]
-    pub(super) payload: &'a [u8],
-}
-
-pub(super) fn nanos(t: DateTime<Utc>) -> Result<i64, StoreError> {
-    t.timestamp_nanos_opt().ok_or_else(|| StoreError::InvalidAppend(format!("time {t} is outside 1677-2262")))
-}
 
 pub(super) fn event_key(position: u64) -> [u8; 9] {
     let mut k = [EVENT; 9];
@@ -105,27 +81,6 @@ pub(super) fn records(first: u64, value: &[u8]) -> impl Iterator<Item = Result<(
     })
 }
 
-/// The chain hash of `e` after `previous`: what `append` stored for it. Lets an importer check
-/// an exported log before appending anything.
-pub fn event_hash(previous: &Hash, e: &RecordedEvent) -> Result<Hash, StoreError> {
-    let c = Canonical {
-        id: *e.id.as_bytes(),
-        stream: &e.stream,
-        version: e.version,
-        position: e.position,
-        event_type: &e.event_type,
-        schema_version: e.schema_version,
-        occurred_at_ns: nanos(e.occurred_at)?,
-        recorded_at_ns: nanos(e.recorded_at)?,
-        actor: &e.metadata.actor,
-        correlation_id: e.metadata.correlation_id.map(|u| *u.as_bytes()),
-        causation_id: e.metadata.causation_id.map(|u| *u.as_bytes()),
-        payload: &e.payload,
-    };
-    let bytes = postcard::to_stdvec(&c).map_err(backend)?;
-    Ok(chain_hash(previous, &bytes))
-}
-
 /// Decodes one record found at `position`.
 pub(super) fn decode(position: u64, body: &[u8], hash: &[u8]) -> Result<RecordedEvent, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt { position, reason };
@@ -177,13 +132,6 @@ pub(super) fn decode_append(
             let (body, hash) = r?;
             out.push(decode(position, body, hash)?);
         }
-    }
-    Ok(())
-}
-
-pub(super) fn validate_stream_name(stream: &str) -> Result<(), StoreError> {
-    if stream.is_empty() || stream.len() > MAX_STREAM_NAME || stream.as_bytes().contains(&0) {
-        return Err(StoreError::InvalidAppend(format!("stream name must be 1 to {MAX_STREAM_NAME} bytes without NUL")));
     }
     Ok(())
 }

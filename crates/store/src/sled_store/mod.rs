@@ -26,10 +26,10 @@ use tokio::sync::{oneshot, watch};
 use uuid::Uuid;
 
 use crate::hash::{chain_hash, Hash, GENESIS_HASH};
+use crate::plan::Request;
 use crate::*;
-pub use encoding::event_hash;
 use encoding::*;
-use writer::{Request, Writer};
+use writer::Writer;
 
 #[derive(Debug, Clone)]
 pub struct SledOptions {

@@ -1,0 +1,186 @@
+//! A throwaway PostgreSQL cluster for tests and benchmarks: `initdb` once into a cached template,
+//! then a copy per cluster in a temporary directory, started with `pg_ctl` on a free loopback
+//! port and stopped (immediately) when dropped. Runs the server binaries as the `postgres` user
+//! when started as root, as `initdb` refuses root. If no server binaries are installed and we are
+//! root, installs Debian's `postgresql` package first, so a fresh machine needs nothing by hand.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A running throwaway cluster. Trust authentication on 127.0.0.1 only.
+#[derive(Debug)]
+pub struct TestCluster {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+    root: bool,
+    _dir: tempfile::TempDir,
+}
+
+fn other(msg: String) -> io::Error {
+    io::Error::other(msg)
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
+}
+
+/// The newest installed PostgreSQL server's bin directory (`FORLOP_PG_BINDIR` overrides).
+fn server_bin() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("FORLOP_PG_BINDIR") {
+        return Some(PathBuf::from(dir));
+    }
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, bin)| bin)
+}
+
+/// Finds the server binaries, installing Debian's package when they are missing and we may.
+fn ensure_server(root: bool) -> io::Result<PathBuf> {
+    if let Some(bin) = server_bin() {
+        return Ok(bin);
+    }
+    if !root {
+        return Err(other("PostgreSQL server binaries not found under /usr/lib/postgresql; install Debian's `postgresql` package or set FORLOP_PG_BINDIR".into()));
+    }
+    // One installer at a time, across test processes.
+    let lock = std::fs::File::create(std::env::temp_dir().join("forlop-pg-install.lock"))?;
+    lock.lock()?;
+    if let Some(bin) = server_bin() {
+        return Ok(bin);
+    }
+    for args in [&["update", "-qq"][..], &["install", "-y", "-qq", "postgresql"][..]] {
+        let status = Command::new("apt-get").args(args).env("DEBIAN_FRONTEND", "noninteractive").status()?;
+        if !status.success() {
+            return Err(other(format!("apt-get {} failed: {status}", args.join(" "))));
+        }
+    }
+    server_bin().ok_or_else(|| other("postgresql installed, but no initdb under /usr/lib/postgresql".into()))
+}
+
+fn run(root: bool, program: &Path, args: &[&str]) -> io::Result<()> {
+    let mut cmd = if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    };
+    let out = cmd.args(args).output()?;
+    if !out.status.success() {
+        return Err(other(format!(
+            "{} {} failed: {}{}",
+            program.display(),
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(())
+}
+
+fn chown_to_postgres(root: bool, path: &Path) -> io::Result<()> {
+    if root {
+        let status = Command::new("chown").args(["-R", "postgres:postgres"]).arg(path).status()?;
+        if !status.success() {
+            return Err(other(format!("chown {} failed", path.display())));
+        }
+    }
+    Ok(())
+}
+
+fn free_port() -> io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl TestCluster {
+    /// Starts a fresh cluster. `cache` keeps the `initdb` template between runs (a test's
+    /// `CARGO_TARGET_TMPDIR`, say).
+    pub fn start(cache: &Path) -> io::Result<TestCluster> {
+        let root = is_root();
+        let bin = ensure_server(root)?;
+        let version = bin.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str()).unwrap_or("pg").to_owned();
+        let template = cache.join(format!("pg-template-{version}"));
+        if !template.join("PG_VERSION").exists() {
+            std::fs::create_dir_all(cache)?;
+            let building = tempfile::Builder::new().prefix("pg-template-").tempdir_in(cache)?;
+            let data = building.path().join("data");
+            chown_to_postgres(root, building.path())?;
+            let data_arg = data.to_str().ok_or_else(|| other("non-UTF-8 path".into()))?;
+            run(
+                root,
+                &bin.join("initdb"),
+                &["-D", data_arg, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"],
+            )?;
+            // Another process may have finished first; either template is as good.
+            if std::fs::rename(&data, &template).is_err() && !template.join("PG_VERSION").exists() {
+                return Err(other(format!("could not place the template at {}", template.display())));
+            }
+        }
+        let dir = tempfile::Builder::new().prefix("forlop-pg-").tempdir()?;
+        let data = dir.path().join("data");
+        let status = Command::new("cp").arg("-a").arg(&template).arg(&data).status()?;
+        if !status.success() {
+            return Err(other(format!("copying {} failed", template.display())));
+        }
+        chown_to_postgres(root, dir.path())?;
+        let mut cluster = TestCluster { bin, data, port: 0, root, _dir: dir };
+        // A free port can be taken between choosing and binding it: try a few.
+        let mut last = None;
+        for _ in 0..5 {
+            cluster.port = free_port()?;
+            match cluster.pg_ctl_start() {
+                Ok(()) => return Ok(cluster),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| other("postgres did not start".into())))
+    }
+
+    fn pg_ctl_start(&self) -> io::Result<()> {
+        let data = self.data.to_str().ok_or_else(|| other("non-UTF-8 path".into()))?;
+        let log = format!("{data}/server.log");
+        let options = format!("-p {} -c listen_addresses=127.0.0.1 -k {data} -c max_connections=200", self.port);
+        run(self.root, &self.bin.join("pg_ctl"), &["-D", data, "-l", &log, "-w", "-t", "60", "-o", &options, "start"])
+    }
+
+    /// Stops the server at once (`immediate`: as a crash would), keeping its data.
+    pub fn stop(&self) -> io::Result<()> {
+        let data = self.data.to_str().ok_or_else(|| other("non-UTF-8 path".into()))?;
+        run(self.root, &self.bin.join("pg_ctl"), &["-D", data, "-m", "immediate", "-w", "stop"])
+    }
+
+    /// Starts the server again on the same port after `stop`.
+    pub fn restart(&self) -> io::Result<()> {
+        self.pg_ctl_start()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A connection URL for database `db` (`postgres` always exists).
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// The server's bin directory (psql, pg_dump, …).
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
