@@ -292,7 +292,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let old = forlop_vault::MasterKey::load(&old).with_context(|| format!("old key {}", old.display()))?;
             let new = forlop_vault::MasterKey::load(&new).with_context(|| format!("new key {}", new.display()))?;
             let table = forlop_store::key_table::KeyTable::open(&data.join("keys"))?;
-            let n = forlop_vault::rotate(&table, &old, &new)?;
+            let n = forlop_vault::rotate(&table, &old, &new).await?;
             eprintln!("rewrapped {n} data keys; start forlop with the new --key-file");
             Ok(0)
         }

@@ -180,7 +180,7 @@ impl Engine {
             return Err(EngineError::forbidden("your role may not look patients up by national id"));
         }
         let id = NationalId::parse(national_id).map_err(|e| EngineError::invalid(format!("nationalId: {e}")))?;
-        let Some(patient) = self.vault_find(&id)? else {
+        let Some(patient) = self.vault_find(&id).await? else {
             return Ok(None);
         };
         self.read_patient(caller, patient, emergency_reason, None, "patientByNationalId").await
@@ -189,7 +189,7 @@ impl Engine {
     /// For an integration placing a fact: the patient holding `national_id`, or, for a number no
     /// live patient holds, a keyed pseudonym of it to derive a new patient's id from (never the
     /// number itself). Only for callers that may record patient facts; discloses nothing else.
-    pub fn patient_key_for_recording(
+    pub async fn patient_key_for_recording(
         &self,
         caller: &Caller,
         national_id: &NationalId,
@@ -197,7 +197,7 @@ impl Engine {
         if !policy::may_resolve_for_recording(&caller.principal) {
             return Err(EngineError::forbidden("your role may not record patient facts"));
         }
-        Ok(match self.vault_find(national_id)? {
+        Ok(match self.vault_find(national_id).await? {
             Some(patient) => Ok(patient),
             None => Err(self.vault().blind_index(national_id)),
         })
@@ -205,7 +205,7 @@ impl Engine {
 
     /// The national id of a patient already granted in full; None if none was given or the
     /// patient has been forgotten.
-    pub fn national_id(&self, grant: &PatientGrant) -> Result<Option<String>, EngineError> {
+    pub async fn national_id(&self, grant: &PatientGrant) -> Result<Option<String>, EngineError> {
         if !grant.full {
             return Err(EngineError::forbidden("your role may see only a patient's id and version"));
         }
@@ -214,6 +214,7 @@ impl Engine {
         let revealed = self
             .vault()
             .reveal(grant.view.id, &sealed)
+            .await
             .map_err(|e| EngineError::Internal(format!("revealing a national id: {e}")))?;
         Ok(revealed.map(|n| n.as_str().to_owned()))
     }
@@ -241,8 +242,11 @@ impl Engine {
         Ok(model.patients.remove(&id).map(|v| (Arc::unwrap_or_clone(v), end)))
     }
 
-    fn vault_find(&self, id: &NationalId) -> Result<Option<Uuid>, EngineError> {
-        self.vault().find(id).map_err(|e| EngineError::Unavailable(format!("the key table could not be read: {e}")))
+    async fn vault_find(&self, id: &NationalId) -> Result<Option<Uuid>, EngineError> {
+        self.vault()
+            .find(id)
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("the key table could not be read: {e}")))
     }
 
     /// The access log, for auditors: every record, or one patient's, in log order.
@@ -270,7 +274,7 @@ impl Engine {
             return Err(EngineError::forbidden("the token carries no national id"));
         };
         let id = NationalId::parse(pid).map_err(|_| EngineError::forbidden("the token's national id is not valid"))?;
-        let Some(patient) = self.vault_find(&id)? else {
+        let Some(patient) = self.vault_find(&id).await? else {
             return Ok(AccessPage { records: Vec::new(), has_next: false });
         };
         let filter = AccessFilter { patient_id: Some(patient), ..AccessFilter::default() };

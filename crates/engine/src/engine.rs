@@ -73,7 +73,7 @@ impl EngineParts {
         let keys = KeyTable::open(&data.join("keys"))?;
         Ok(EngineParts {
             access_log: Arc::new(access),
-            vault: Vault::new(master, keys),
+            vault: Vault::new(master, Arc::new(keys)),
             settings,
             checkpoint: Some(checkpoint),
             preload,
@@ -808,11 +808,9 @@ impl Engine {
             if let Some(stored) = self.store.event_by_id(event_id).await? {
                 let same = match decode(&stored)? {
                     Event::PatientRegistered(s) if stored.stream == stream => {
-                        let revealed = match &s.national_id {
-                            Some(sealed) => forlop_vault::Sealed::from_base64(sealed)
-                                .ok()
-                                .and_then(|sealed| self.vault().reveal(s.patient_id, &sealed).ok().flatten()),
-                            None => None,
+                        let revealed = match s.national_id.as_deref().map(forlop_vault::Sealed::from_base64) {
+                            Some(Ok(sealed)) => self.vault().reveal(s.patient_id, &sealed).await.ok().flatten(),
+                            _ => None,
                         };
                         s.birth_year == event.birth_year && s.gender == event.gender && revealed.as_ref() == Some(&id)
                     }
@@ -844,12 +842,12 @@ impl Engine {
             }
             other => EngineError::Unavailable(format!("the key table could not be written: {other}")),
         };
-        if let Some(holder) = self.vault().find(&id).map_err(vault_error)? {
+        if let Some(holder) = self.vault().find(&id).await.map_err(vault_error)? {
             if holder != event.patient_id {
                 return Err(vault_error(forlop_vault::VaultError::NationalIdInUse));
             }
         }
-        let sealed = self.vault().protect(event.patient_id, &id).map_err(vault_error)?;
+        let sealed = self.vault().protect(event.patient_id, &id).await.map_err(vault_error)?;
         event.national_id = Some(sealed.to_base64());
         self.record_locked(caller, Command::RegisterPatient(event), &References::default(), options).await
     }
@@ -1070,6 +1068,7 @@ impl Engine {
         }
         self.vault()
             .forget(patient)
+            .await
             .map_err(|e| EngineError::Unavailable(format!("the data key could not be destroyed: {e}")))?;
         let stream = command.stream().name();
         let _turn = self.stripe(&stream).lock().await;

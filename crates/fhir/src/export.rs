@@ -43,7 +43,7 @@ impl Fhir {
         if !grant.full {
             return Err(EngineError::forbidden("your role may see only a patient's id and version"));
         }
-        let national_id = self.engine().national_id(&grant)?;
+        let national_id = self.engine().national_id(&grant).await?;
         let model = self.engine().model();
         let v = &grant.view;
         let pid = v.id.to_string();

@@ -157,6 +157,13 @@ pub fn parse_resource(json: &str, path: &str) -> Result<Resource, Issue> {
     serde_json::from_str::<Resource>(json).map_err(|e| Issue::new("structure", path, format!("{t}: {}", plain(&e))))
 }
 
+/// Waits for `f` from synchronous mapping code (the mapper is synchronous and runs on blocking
+/// threads for bulk imports), on a thread the runtime may block: the key table behind a national
+/// id lookup is asynchronous (PostgreSQL). Needs the multi-threaded runtime, as `serve` runs.
+fn blocking<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
 /// The engine and the alias index, as the mapper sees them.
 struct EngineLookup<'a> {
     fhir: &'a Fhir,
@@ -170,7 +177,7 @@ impl Lookup for EngineLookup<'_> {
     }
 
     fn patient_id(&self, id: &NationalId) -> Result<(Uuid, bool), String> {
-        self.fhir.patient_id(self.caller, id).map_err(|e| e.public_message())
+        blocking(self.fhir.patient_id(self.caller, id)).map_err(|e| e.public_message())
     }
 
     fn session_episode(&self, patient: Uuid, session: Uuid) -> Option<Uuid> {
@@ -410,8 +417,8 @@ impl Fhir {
     }
 
     /// The forlop id of the patient with this national id, and whether they are registered.
-    fn patient_id(&self, caller: &Caller, id: &NationalId) -> Result<(Uuid, bool), EngineError> {
-        Ok(match self.engine.patient_key_for_recording(caller, id)? {
+    async fn patient_id(&self, caller: &Caller, id: &NationalId) -> Result<(Uuid, bool), EngineError> {
+        Ok(match self.engine.patient_key_for_recording(caller, id).await? {
             Ok(existing) => (existing, true),
             Err(pseudonym) => (crate::mapping::pseudonym_id(&pseudonym), false),
         })
@@ -456,7 +463,7 @@ impl Fhir {
                 return Ok(());
             }
             let nid = NationalId::parse(value).map_err(|e| Issue::new("value", "", e.to_string()))?;
-            let (id, _) = self.patient_id(caller, &nid).map_err(|e| engine_issue("", &e))?;
+            let (id, _) = blocking(self.patient_id(caller, &nid)).map_err(|e| engine_issue("", &e))?;
             *r = Some(crate::resources::Reference { reference: Some(format!("Patient/{id}")), ..Default::default() });
             Ok(())
         };

@@ -23,6 +23,8 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
+use async_trait::async_trait;
+
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use uuid::Uuid;
 
@@ -277,6 +279,48 @@ impl KeyTable {
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map_err(backend)?;
         Ok(())
+    }
+}
+
+/// One patient's key record and blind index, as `KeyStore::replace_all_at` takes them.
+pub type KeyEntry = (Uuid, Vec<u8>, Option<[u8; 32]>);
+
+/// Durable, deletable storage of the vault's key records and blind index: the sled `KeyTable`
+/// embedded, or `PgKeyTable` beside the PostgreSQL event log, so every node shares one.
+/// Semantics as documented on `KeyTable`'s methods of the same names.
+#[async_trait]
+pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
+    async fn get_patient(&self, patient: Uuid) -> Result<Option<Vec<u8>>, StoreError>;
+    async fn put_patient(&self, patient: Uuid, record: &[u8], blind_index: Option<[u8; 32]>) -> Result<(), StoreError>;
+    async fn find_blind_index(&self, blind_index: &[u8; 32]) -> Result<Option<Uuid>, StoreError>;
+    async fn forget_patient(&self, patient: Uuid) -> Result<(), StoreError>;
+    async fn patients(&self) -> Result<Vec<(Uuid, Vec<u8>)>, StoreError>;
+    async fn generation(&self) -> Result<u64, StoreError>;
+    async fn replace_all_at(&self, expected: u64, records: Vec<KeyEntry>) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+impl KeyStore for KeyTable {
+    async fn get_patient(&self, patient: Uuid) -> Result<Option<Vec<u8>>, StoreError> {
+        KeyTable::get_patient(self, patient)
+    }
+    async fn put_patient(&self, patient: Uuid, record: &[u8], blind_index: Option<[u8; 32]>) -> Result<(), StoreError> {
+        KeyTable::put_patient(self, patient, record, blind_index)
+    }
+    async fn find_blind_index(&self, blind_index: &[u8; 32]) -> Result<Option<Uuid>, StoreError> {
+        KeyTable::find_blind_index(self, blind_index)
+    }
+    async fn forget_patient(&self, patient: Uuid) -> Result<(), StoreError> {
+        KeyTable::forget_patient(self, patient)
+    }
+    async fn patients(&self) -> Result<Vec<(Uuid, Vec<u8>)>, StoreError> {
+        KeyTable::patients(self)
+    }
+    async fn generation(&self) -> Result<u64, StoreError> {
+        KeyTable::generation(self)
+    }
+    async fn replace_all_at(&self, expected: u64, records: Vec<KeyEntry>) -> Result<(), StoreError> {
+        KeyTable::replace_all_at(self, expected, records)
     }
 }
 

@@ -26,7 +26,7 @@ mod sled_open;
 mod sled_store;
 
 pub use hash::{chain_hash, to_hex, Hash, GENESIS_HASH};
-pub use pg_store::{PgOptions, PgStore};
+pub use pg_store::{PgAccessLog, PgKeyTable, PgOptions, PgStore};
 pub use plan::event_hash;
 pub use sled_store::{SledOptions, SledStore};
 

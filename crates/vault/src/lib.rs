@@ -4,7 +4,7 @@
 //! - Each patient has a random 32-byte **data key**. The event log holds the national id only as a
 //!   [`Sealed`] value: XChaCha20-Poly1305 under the data key, with a random 24-byte nonce and the
 //!   patient id as associated data (so a sealed value cannot be replayed onto another patient).
-//! - The data key is stored in the key table ([`forlop_store::key_table::KeyTable`]) only
+//! - The data key is stored in the key table ([`forlop_store::key_table::KeyStore`]) only
 //!   **wrapped** (sealed) under a key derived from the [`MasterKey`], again bound to the patient id.
 //!   The master key is never stored in the table.
 //! - [`Vault::forget`] deletes the key record: every sealed copy of the id in the log becomes
@@ -26,14 +26,14 @@
 
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use forlop_domain::national_id::{NationalId, NationalIdError};
-use forlop_store::key_table::KeyTable;
+use forlop_store::key_table::KeyStore;
 use forlop_store::StoreError;
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
@@ -277,8 +277,8 @@ fn open_id(data_key: &[u8; KEY_LEN], patient: Uuid, sealed: &[u8]) -> Result<Nat
 #[derive(Clone)]
 pub struct Vault {
     master: Arc<MasterKey>,
-    table: KeyTable,
-    writes: Arc<Mutex<()>>,
+    table: Arc<dyn KeyStore>,
+    writes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl fmt::Debug for Vault {
@@ -288,8 +288,8 @@ impl fmt::Debug for Vault {
 }
 
 impl Vault {
-    pub fn new(master: MasterKey, table: KeyTable) -> Vault {
-        Vault { master: Arc::new(master), table, writes: Arc::new(Mutex::new(())) }
+    pub fn new(master: MasterKey, table: Arc<dyn KeyStore>) -> Vault {
+        Vault { master: Arc::new(master), table, writes: Arc::new(tokio::sync::Mutex::new(())) }
     }
 
     /// The keyed blind index of `id` (HMAC-SHA-256 under a key derived from the master key): a
@@ -304,15 +304,15 @@ impl Vault {
     /// replaces the id in the key record and the blind index.
     ///
     /// Fails with `NationalIdInUse` if another patient with a live key holds the same id.
-    pub fn protect(&self, patient: Uuid, id: &NationalId) -> Result<Sealed, VaultError> {
-        let _guard = self.writes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    pub async fn protect(&self, patient: Uuid, id: &NationalId) -> Result<Sealed, VaultError> {
+        let _guard = self.writes.lock().await;
         let blind = self.master.blind_index(id);
-        if let Some(holder) = self.find_by_blind(&blind)? {
+        if let Some(holder) = self.find_by_blind(&blind).await? {
             if holder != patient {
                 return Err(VaultError::NationalIdInUse);
             }
         }
-        let (data_key, wrapped_key) = match self.table.get_patient(patient)? {
+        let (data_key, wrapped_key) = match self.table.get_patient(patient).await? {
             Some(bytes) => {
                 let record = KeyRecord::decode(&bytes)?;
                 (self.master.unwrap_key(patient, &record.wrapped_key)?, record.wrapped_key)
@@ -324,36 +324,36 @@ impl Vault {
             }
         };
         let record = KeyRecord { wrapped_key, sealed_id: seal_id(&data_key, patient, id)? };
-        self.table.put_patient(patient, &record.encode(), Some(blind))?;
+        self.table.put_patient(patient, &record.encode(), Some(blind)).await?;
         Ok(Sealed(seal_id(&data_key, patient, id)?))
     }
 
     /// Opens a sealed national id; `Ok(None)` when the patient's key has been destroyed.
-    pub fn reveal(&self, patient: Uuid, sealed: &Sealed) -> Result<Option<NationalId>, VaultError> {
-        let Some(data_key) = self.data_key(patient)? else { return Ok(None) };
+    pub async fn reveal(&self, patient: Uuid, sealed: &Sealed) -> Result<Option<NationalId>, VaultError> {
+        let Some(data_key) = self.data_key(patient).await? else { return Ok(None) };
         open_id(&data_key, patient, &sealed.0).map(Some)
     }
 
     /// The patient holding this national id, via the blind index; `None` if unknown or forgotten.
-    pub fn find(&self, id: &NationalId) -> Result<Option<Uuid>, VaultError> {
-        self.find_by_blind(&self.master.blind_index(id))
+    pub async fn find(&self, id: &NationalId) -> Result<Option<Uuid>, VaultError> {
+        self.find_by_blind(&self.master.blind_index(id)).await
     }
 
     /// Destroys the patient's data key and blind-index entries (crypto-shredding), durably.
     /// Idempotent.
-    pub fn forget(&self, patient: Uuid) -> Result<(), VaultError> {
-        let _guard = self.writes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.table.forget_patient(patient)?;
+    pub async fn forget(&self, patient: Uuid) -> Result<(), VaultError> {
+        let _guard = self.writes.lock().await;
+        self.table.forget_patient(patient).await?;
         Ok(())
     }
 
     /// True when the patient has a live data key.
-    pub fn has_key(&self, patient: Uuid) -> Result<bool, VaultError> {
-        Ok(self.table.get_patient(patient)?.is_some())
+    pub async fn has_key(&self, patient: Uuid) -> Result<bool, VaultError> {
+        Ok(self.table.get_patient(patient).await?.is_some())
     }
 
-    fn data_key(&self, patient: Uuid) -> Result<Option<DataKey>, VaultError> {
-        match self.table.get_patient(patient)? {
+    async fn data_key(&self, patient: Uuid) -> Result<Option<DataKey>, VaultError> {
+        match self.table.get_patient(patient).await? {
             None => Ok(None),
             Some(bytes) => {
                 let record = KeyRecord::decode(&bytes)?;
@@ -363,9 +363,9 @@ impl Vault {
     }
 
     /// An index entry whose patient has no key record is treated as not found.
-    fn find_by_blind(&self, blind: &[u8; 32]) -> Result<Option<Uuid>, VaultError> {
-        match self.table.find_blind_index(blind)? {
-            Some(patient) if self.has_key(patient)? => Ok(Some(patient)),
+    async fn find_by_blind(&self, blind: &[u8; 32]) -> Result<Option<Uuid>, VaultError> {
+        match self.table.find_blind_index(blind).await? {
+            Some(patient) if self.has_key(patient).await? => Ok(Some(patient)),
             _ => Ok(None),
         }
     }
@@ -379,10 +379,10 @@ impl Vault {
 ///
 /// Run it while no `Vault` with the old key is writing to the table (for example before the
 /// service starts), then use `new` from then on and destroy `old`.
-pub fn rotate(table: &KeyTable, old: &MasterKey, new: &MasterKey) -> Result<usize, VaultError> {
-    let generation = table.generation()?;
+pub async fn rotate(table: &dyn KeyStore, old: &MasterKey, new: &MasterKey) -> Result<usize, VaultError> {
+    let generation = table.generation().await?;
     let mut replaced = Vec::new();
-    for (patient, bytes) in table.patients()? {
+    for (patient, bytes) in table.patients().await? {
         let record = KeyRecord::decode(&bytes)?;
         let data_key = old.unwrap_key(patient, &record.wrapped_key)?;
         let id = open_id(&data_key, patient, &record.sealed_id)?;
@@ -390,7 +390,7 @@ pub fn rotate(table: &KeyTable, old: &MasterKey, new: &MasterKey) -> Result<usiz
         replaced.push((patient, rewrapped.encode(), Some(new.blind_index(&id))));
     }
     let count = replaced.len();
-    match table.replace_all_at(generation, replaced) {
+    match table.replace_all_at(generation, replaced).await {
         Ok(()) => Ok(count),
         Err(StoreError::WrongExpectedVersion { .. }) => Err(VaultError::ConcurrentChange),
         Err(e) => Err(e.into()),

@@ -152,7 +152,7 @@ impl Patient {
     /// Fødselsnummer, D- or H-number, opened from its sealed form; null if none was recorded or
     /// the patient has been forgotten.
     async fn national_id(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
-        ctx.data_unchecked::<Engine>().national_id(&self.0).gql()
+        ctx.data_unchecked::<Engine>().national_id(&self.0).await.gql()
     }
     /// True once the patient's data key was destroyed on request (`forgetPatient`).
     async fn forgotten(&self) -> async_graphql::Result<bool> {

@@ -164,7 +164,7 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-fn not_durable(reason: &str) -> StoreError {
+pub(crate) fn not_durable(reason: &str) -> StoreError {
     StoreError::Unavailable(format!("access log is not durable: {reason}"))
 }
 
@@ -173,7 +173,7 @@ fn be_u64(bytes: &[u8]) -> u64 {
 }
 
 /// Rejects records the log should not store: absurdly long strings, unrepresentable times.
-fn validate(r: &AccessRecord) -> Result<(), StoreError> {
+pub(crate) fn validate(r: &AccessRecord) -> Result<(), StoreError> {
     let strings = [
         ("actor_sub", Some(&r.actor_sub)),
         ("actor_name", r.actor_name.as_ref()),
@@ -200,7 +200,7 @@ fn validate(r: &AccessRecord) -> Result<(), StoreError> {
 }
 
 /// Appends the canonical bytes of `r` at `position` to `out`.
-fn encode(r: &AccessRecord, position: u64, out: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn encode(r: &AccessRecord, position: u64, out: Vec<u8>) -> Result<Vec<u8>, StoreError> {
     let c = Canonical {
         format: FORMAT,
         position,
@@ -229,7 +229,7 @@ fn split(position: u64, value: &[u8]) -> Result<(&[u8], Hash), StoreError> {
 }
 
 /// Decodes the record stored under `position`, checking it claims that position.
-fn decode(position: u64, value: &[u8]) -> Result<StoredAccessRecord, StoreError> {
+pub(crate) fn decode(position: u64, value: &[u8]) -> Result<StoredAccessRecord, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt { position, reason };
     let (body, hash) = split(position, value)?;
     let c: Canonical = postcard::from_bytes(body).map_err(|e| corrupt(format!("undecodable record: {e}")))?;

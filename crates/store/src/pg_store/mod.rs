@@ -12,8 +12,13 @@
 //! Followers: each node learns of other nodes' commits by `LISTEN forlop_events` (each commit
 //! sends `NOTIFY`) and, as a fallback that works through poolers, by polling the head.
 
+mod access;
+mod keys;
 mod schema;
 mod writer;
+
+pub use access::PgAccessLog;
+pub use keys::PgKeyTable;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -214,6 +219,16 @@ impl PgStore {
         let follower = tokio::spawn(follow(config, options.poll_interval, shared.clone()));
         tracing::info!(events = next, "opened PostgreSQL event store");
         Ok(PgStore { pool, requests, shared, watch, follower })
+    }
+
+    /// The vault's key table in the same database.
+    pub fn key_table(&self) -> PgKeyTable {
+        PgKeyTable { pool: self.pool.clone() }
+    }
+
+    /// The access log in the same database, with its own group-committing writer.
+    pub async fn access_log(&self) -> Result<PgAccessLog, StoreError> {
+        PgAccessLog::open(self.pool.clone()).await
     }
 
     /// Flips one bit of the stored payload at `position`, for tamper-detection tests.

@@ -7,9 +7,10 @@ use super::db_error;
 use crate::StoreError;
 
 /// Ordered migrations; a migration is never edited once released, only followed by another.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
     -- One row per event. Times in nanoseconds (timestamptz keeps microseconds only, and the
     -- hash covers nanoseconds). The payload is bytes as the client's JSON was hashed.
     CREATE TABLE forlop_events (
@@ -37,7 +38,44 @@ const MIGRATIONS: &[(i32, &str)] = &[(
     );
     INSERT INTO forlop_head VALUES (true, 0, decode(repeat('00', 32), 'hex'));
     "#,
-)];
+    ),
+    (
+        2,
+        r#"
+    -- The vault's key records (data keys wrapped by the master key) and the blind index: the
+    -- only rows forlop ever deletes (forgetPatient destroys the data key).
+    CREATE TABLE forlop_keys (
+        patient_id   uuid  PRIMARY KEY,
+        record       bytea NOT NULL,
+        blind_index  bytea UNIQUE CHECK (length(blind_index) = 32)
+    );
+    -- Bumped by every key write, so key rotation can refuse to overwrite what it did not read.
+    CREATE TABLE forlop_keys_generation (
+        singleton   boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+        generation  bigint  NOT NULL
+    );
+    INSERT INTO forlop_keys_generation VALUES (true, 0);
+
+    -- The access log, chained like the event log: canonical record bytes and their hash, with
+    -- the columns its queries filter on.
+    CREATE TABLE forlop_access (
+        position    bigint   PRIMARY KEY CHECK (position >= 0),
+        patient_id  uuid     NOT NULL,
+        at_ns       bigint   NOT NULL,
+        emergency   boolean  NOT NULL,
+        record      bytea    NOT NULL,
+        hash        bytea    NOT NULL CHECK (length(hash) = 32)
+    );
+    CREATE INDEX forlop_access_by_patient ON forlop_access (patient_id, position);
+    CREATE TABLE forlop_access_head (
+        singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+        next_position  bigint  NOT NULL,
+        head_hash      bytea   NOT NULL CHECK (length(head_hash) = 32)
+    );
+    INSERT INTO forlop_access_head VALUES (true, 0, decode(repeat('00', 32), 'hex'));
+    "#,
+    ),
+];
 
 /// Applies the migrations this database has not seen.
 pub(super) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
