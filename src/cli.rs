@@ -20,8 +20,11 @@ enum Command {
     Serve(Box<crate::serve::ServeArgs>),
     /// Record synthetic pathways (deterministic for a given --seed; running twice adds nothing).
     Seed {
-        #[arg(long, env = "FORLOP_DATA")]
+        #[arg(long, env = "FORLOP_DATA", default_value = "data")]
         data: PathBuf,
+        /// PostgreSQL event store (`postgres://user@host/db`) instead of sled in --data.
+        #[arg(long, env = "FORLOP_STORE")]
+        store: Option<String>,
         /// Patients to generate (the `city` profile only).
         #[arg(long, default_value_t = 1000)]
         patients: usize,
@@ -34,8 +37,11 @@ enum Command {
     },
     /// Write every event as NDJSON, in global order, to stdout.
     Export {
-        #[arg(long, env = "FORLOP_DATA")]
+        #[arg(long, env = "FORLOP_DATA", default_value = "data")]
         data: PathBuf,
+        /// PostgreSQL event store (`postgres://user@host/db`) instead of sled in --data.
+        #[arg(long, env = "FORLOP_STORE")]
+        store: Option<String>,
     },
     /// Append the events of an NDJSON export, after checking its whole hash chain (nothing is
     /// appended if a line fails); events already held are skipped, so an import can be resumed.
@@ -62,13 +68,19 @@ enum Command {
     },
     /// Recompute both hash chains (events and access log); exit 1 at the first bad position.
     Verify {
-        #[arg(long, env = "FORLOP_DATA")]
+        #[arg(long, env = "FORLOP_DATA", default_value = "data")]
         data: PathBuf,
+        /// PostgreSQL event store (`postgres://user@host/db`) instead of sled in --data.
+        #[arg(long, env = "FORLOP_STORE")]
+        store: Option<String>,
     },
     /// Print who accessed a patient's record, from a stopped server's data directory.
     AccessReport {
-        #[arg(long, env = "FORLOP_DATA")]
+        #[arg(long, env = "FORLOP_DATA", default_value = "data")]
         data: PathBuf,
+        /// PostgreSQL event store (`postgres://user@host/db`) instead of sled in --data.
+        #[arg(long, env = "FORLOP_STORE")]
+        store: Option<String>,
         #[arg(long)]
         patient: uuid::Uuid,
     },
@@ -82,6 +94,15 @@ enum Command {
         /// The new master key file (`openssl rand -base64 32 > new.key`).
         #[arg(long)]
         new: PathBuf,
+    },
+    /// Copy a stopped server's sled data directory (event log, access log, key table) into an
+    /// empty PostgreSQL store, keeping ids, positions, times and hashes; verifies both chains.
+    Migrate {
+        #[arg(long)]
+        from_data: PathBuf,
+        /// The PostgreSQL store (`postgres://user@host/db`).
+        #[arg(long)]
+        to: String,
     },
     /// Print the GraphQL schema (SDL).
     Schema,
@@ -140,9 +161,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 suppression_threshold: args.suppression_threshold.unwrap_or(defaults.suppression_threshold).max(1),
                 checkpoint_every: args.checkpoint_every.unwrap_or(defaults.checkpoint_every),
             };
-            // Before the event log: the read-model checkpoint starts decoding while sled opens.
-            let parts = forlop_engine::EngineParts::open_beside(&data, resolved.master, settings)?;
-            let store = open_store(&data)?;
+            let backend = crate::backend::Backend::new(&data, args.store.as_deref())?;
+            let (store, parts) = backend.open_engine(&data, resolved.master, settings).await?;
             let load_demo = args.demo && store.committed() == 0;
             if load_demo {
                 let mut n = crate::seeding::load(&store, &forlop_seed::rph2016(2016)).await?;
@@ -174,11 +194,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
             }
             app.run_until(shutdown_signal()?).await?;
-            settle(data).await;
+            if backend.is_sled() {
+                settle(data).await;
+            }
             Ok(0)
         }
-        Command::Seed { data, patients, seed, profile } => {
-            let store = open_store(&data)?;
+        Command::Seed { data, store, patients, seed, profile } => {
+            let backend = crate::backend::Backend::new(&data, store.as_deref())?;
+            let store = backend.open_store().await?;
             let dataset = match profile {
                 Profile::City => forlop_seed::demo(seed, patients),
                 Profile::Rph2016 => forlop_seed::rph2016(seed),
@@ -193,11 +216,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 store.committed()
             );
             drop(store);
-            settle(data).await;
+            if backend.is_sled() {
+                settle(data).await;
+            }
             Ok(0)
         }
-        Command::Export { data } => {
-            let store = open_store(&data)?;
+        Command::Export { data, store } => {
+            let store = crate::backend::Backend::new(&data, store.as_deref())?.open_store().await?;
             let n = crate::ndjson::export(&*store, &mut std::io::stdout().lock()).await?;
             eprintln!("exported {n} events");
             Ok(0)
@@ -227,8 +252,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             settle(data).await;
             code
         }
-        Command::Verify { data } => {
-            let store = open_store(&data)?;
+        Command::Verify { data, store } => {
+            let backend = crate::backend::Backend::new(&data, store.as_deref())?;
+            let store = backend.open_store().await?;
             let events = match store.verify().await {
                 Ok(r) => {
                     println!(
@@ -246,7 +272,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 Err(e) => return Err(e.into()),
             };
             // Read-only: an audit changes nothing, not even a torn final record.
-            let access = match forlop_store::access_log::FileAccessLog::verify_dir(&data.join("access")) {
+            let verified = match &backend {
+                crate::backend::Backend::Sled(_) => {
+                    forlop_store::access_log::FileAccessLog::verify_dir(&data.join("access"))
+                }
+                crate::backend::Backend::Postgres(_) => backend.open_access_log().await?.verify().await,
+            };
+            let access = match verified {
                 Ok(r) => {
                     println!("ok: {} access records, head hash {}", r.records, forlop_store::to_hex(&r.head_hash));
                     true
@@ -259,13 +291,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             };
             Ok(if events && access { 0 } else { 1 })
         }
-        Command::AccessReport { data, patient } => {
-            let log = forlop_store::access_log::FileAccessLog::open(&data.join("access"))?;
+        Command::AccessReport { data, store, patient } => {
+            let log = crate::backend::Backend::new(&data, store.as_deref())?.open_access_log().await?;
             let filter = forlop_store::access_log::AccessFilter { patient_id: Some(patient), ..Default::default() };
             let (mut after, mut n) = (None, 0);
             println!("time\trole\tactor\tname\thpr\toutcome\toperation\tfields\treason");
             loop {
-                let page = forlop_store::access_log::AccessLog::query(&log, &filter, after, 1000).await?;
+                let page = log.query(&filter, after, 1000).await?;
                 let Some(last) = page.last() else { break };
                 after = Some(last.position);
                 for r in &page {
@@ -294,6 +326,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let table = forlop_store::key_table::KeyTable::open(&data.join("keys"))?;
             let n = forlop_vault::rotate(&table, &old, &new).await?;
             eprintln!("rewrapped {n} data keys; start forlop with the new --key-file");
+            Ok(0)
+        }
+        Command::Migrate { from_data, to } => {
+            crate::backend::migrate(&from_data, &to).await?;
             Ok(0)
         }
         Command::Schema => {

@@ -1,5 +1,6 @@
 //! The `forlop` binary: serve the API, and the operator's tools around the log.
 
+mod backend;
 mod bench;
 mod bench_fhir;
 mod cli;

@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// Data directory [default: data].
     #[arg(long, env = "FORLOP_DATA")]
     pub data: Option<PathBuf>,
+    /// PostgreSQL event store shared by several nodes (`postgres://user@host:5432/db`; the
+    /// access log and key table live there too). Without it: sled in --data, one node.
+    #[arg(long, env = "FORLOP_STORE", hide_env_values = true)]
+    pub store: Option<String>,
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "FORLOP_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -103,7 +107,7 @@ impl ServeArgs {
         macro_rules! fill {
             ($($f:ident),+) => { $( if self.$f.is_none() { self.$f = file.$f; } )+ };
         }
-        fill!(data, listen, auth, jwks, hs256_secret_file, issuer, audience, leeway_seconds);
+        fill!(data, store, listen, auth, jwks, hs256_secret_file, issuer, audience, leeway_seconds);
         fill!(role_claim, services_claim, pid_claim, key_file, allowed_origins, suppression_threshold);
         fill!(checkpoint_every, fhir_care_levels, fhir_hold_seconds, request_timeout_seconds);
         self.demo |= file.demo;

@@ -16,6 +16,7 @@ mod fhir;
 mod hardening;
 mod idempotency;
 mod identity;
+mod postgres;
 mod startup;
 mod subscriptions;
 mod support;

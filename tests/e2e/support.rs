@@ -70,6 +70,15 @@ pub struct Server {
 pub const ISSUER: &str = "forlop-test";
 pub const AUDIENCE: &str = "forlop";
 
+/// Gives `to` the same test secret and master key as `from`, so two nodes accept one token and
+/// open one key table.
+pub fn share_keys(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("data dir");
+    for name in ["test-hs256.secret", "test-master.key"] {
+        std::fs::copy(from.join(name), to.join(name)).expect("copy a key file");
+    }
+}
+
 /// Writes the test secret and master key into `dir` once, and returns the `serve` flags naming them.
 fn key_flags(dir: &Path) -> (Vec<String>, Vec<u8>) {
     std::fs::create_dir_all(dir).expect("data dir");
@@ -194,6 +203,11 @@ impl Server {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn crash(mut self) {
+        self.kill();
     }
 
     /// Stops the server gracefully and serves the same store again, with `args`.

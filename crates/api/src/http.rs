@@ -359,6 +359,12 @@ async fn graphql_get(State(state): State<AppState>, headers: HeaderMap, uri: axu
     execute(&state, &headers, principal, request).await
 }
 
+/// Read-your-writes across nodes: a request carrying this header (a position a mutation
+/// returned, on any node) is answered once this node's read model holds that position.
+pub const MIN_POSITION_HEADER: &str = "x-forlop-min-position";
+/// How long such a request waits before it is answered `UNAVAILABLE`.
+pub const MIN_POSITION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 async fn execute(
     state: &AppState,
     headers: &HeaderMap,
@@ -378,6 +384,18 @@ async fn execute(
         caller.correlation_id = id;
     }
     let request_id = caller.correlation_id;
+    if let Some(value) = header_str(headers, header::HeaderName::from_static(MIN_POSITION_HEADER)) {
+        let Ok(position) = value.trim().parse::<u64>() else {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                code::INVALID_INPUT,
+                "X-Forlop-Min-Position must be a log position (a whole number, as a mutation returns it)",
+            );
+        };
+        if let Err(e) = state.engine.wait_for_position(position, MIN_POSITION_WAIT).await {
+            return error_response(StatusCode::SERVICE_UNAVAILABLE, e.code(), e.to_string());
+        }
+    }
     let label = operation_label(operation.as_deref());
     let started = std::time::Instant::now();
     let schema = if checked.validated { &state.prevalidated_schema } else { &state.schema };

@@ -67,17 +67,39 @@ impl EngineParts {
         master: MasterKey,
         settings: Settings,
     ) -> Result<EngineParts, EngineError> {
+        // The checkpoint starts decoding before the logs open.
         let checkpoint = data.join("readmodel.checkpoint");
         let preload = Arc::new(crate::checkpoint::Preload::start(&checkpoint));
         let access = FileAccessLog::open(&data.join("access"))?;
         let keys = KeyTable::open(&data.join("keys"))?;
-        Ok(EngineParts {
-            access_log: Arc::new(access),
-            vault: Vault::new(master, Arc::new(keys)),
-            settings,
-            checkpoint: Some(checkpoint),
-            preload,
-        })
+        Ok(EngineParts::with_preload(Arc::new(access), Arc::new(keys), master, settings, checkpoint, preload))
+    }
+
+    /// Parts whose access log and key table live elsewhere (beside a PostgreSQL event log, shared
+    /// by every node); this node's read-model checkpoint stays in `data`.
+    pub fn new(
+        data: &std::path::Path,
+        access_log: SharedAccessLog,
+        keys: Arc<dyn forlop_store::key_table::KeyStore>,
+        master: MasterKey,
+        settings: Settings,
+    ) -> Result<EngineParts, EngineError> {
+        std::fs::create_dir_all(data)
+            .map_err(|e| EngineError::Unavailable(format!("creating {}: {e}", data.display())))?;
+        let checkpoint = data.join("readmodel.checkpoint");
+        let preload = Arc::new(crate::checkpoint::Preload::start(&checkpoint));
+        Ok(EngineParts::with_preload(access_log, keys, master, settings, checkpoint, preload))
+    }
+
+    fn with_preload(
+        access_log: SharedAccessLog,
+        keys: Arc<dyn forlop_store::key_table::KeyStore>,
+        master: MasterKey,
+        settings: Settings,
+        checkpoint: std::path::PathBuf,
+        preload: Arc<crate::checkpoint::Preload>,
+    ) -> EngineParts {
+        EngineParts { access_log, vault: Vault::new(master, keys), settings, checkpoint: Some(checkpoint), preload }
     }
 }
 
@@ -616,6 +638,20 @@ impl Engine {
                 "the read model is not updated ({reason}); the event is durable, retry on a healthy node"
             ))),
             _ => Ok(()),
+        }
+    }
+
+    /// Read-your-writes across nodes: waits until this node's read model holds the event at
+    /// `position` (written here or on any node sharing the log), at most `timeout`; then
+    /// `UNAVAILABLE`, so the client can retry or ask another node.
+    pub async fn wait_for_position(&self, position: u64, timeout: std::time::Duration) -> Result<(), EngineError> {
+        match tokio::time::timeout(timeout, self.wait_projected(position)).await {
+            Ok(done) => done,
+            Err(_) => Err(EngineError::Unavailable(format!(
+                "this node has read the log up to position {} and not yet {position} after {} ms; retry",
+                self.projected(),
+                timeout.as_millis()
+            ))),
         }
     }
 

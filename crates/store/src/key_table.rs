@@ -193,6 +193,21 @@ impl KeyTable {
             .collect()
     }
 
+    /// Every (patient, record, blind index), in patient-id byte order, to copy the table.
+    pub fn entries(&self) -> Result<Vec<KeyEntry>, StoreError> {
+        let mut out = Vec::new();
+        for (patient, record) in self.patients()? {
+            let blind = match self.tree.get(reverse_key(patient)).map_err(backend)? {
+                Some(b) => {
+                    Some(<[u8; 32]>::try_from(b.as_ref()).map_err(|_| backend("key table: malformed blind index"))?)
+                }
+                None => None,
+            };
+            out.push((patient, record, blind));
+        }
+        Ok(out)
+    }
+
     /// A number that changes with every write (put, forget, replace). Read it before `patients`
     /// and pass it to `replace_all_at` so that no write in between is lost.
     pub fn generation(&self) -> Result<u64, StoreError> {

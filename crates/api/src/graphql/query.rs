@@ -50,14 +50,20 @@ impl Query {
     /// is written to the access log before it is answered. A clinician may read a patient of
     /// another service by giving `emergencyReason` (at least 10 characters): logged as EMERGENCY.
     /// With `asOf`, answers as forlop knew the patient at that recorded time.
+    /// With `minPosition` (a position a mutation returned, on any node sharing the log), answers
+    /// once this node has read the log that far (read-your-writes), or `UNAVAILABLE` after 5 s.
     async fn patient(
         &self,
         ctx: &Context<'_>,
         id: Uuid,
         emergency_reason: Option<String>,
         as_of: Option<DateTime<Utc>>,
+        min_position: Option<u64>,
     ) -> Result<Option<Patient>> {
         let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
+        if let Some(position) = min_position {
+            engine.wait_for_position(position, crate::http::MIN_POSITION_WAIT).await.gql()?;
+        }
         let grant = engine.read_patient(caller, id, emergency_reason.as_deref(), as_of, "patient").await.gql()?;
         Ok(grant.map(Patient))
     }

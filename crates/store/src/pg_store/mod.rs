@@ -231,6 +231,15 @@ impl PgStore {
         PgAccessLog::open(self.pool.clone()).await
     }
 
+    /// Copies events read from another store in as they are (ids, positions, times, hashes), for
+    /// `forlop migrate`: they must continue this log exactly, else nothing of them is written.
+    /// One transaction per call.
+    pub async fn copy_in(&self, events: &[RecordedEvent]) -> Result<(), StoreError> {
+        let head = writer::copy_in(&self.pool, events).await?;
+        self.shared.advance(head.position);
+        Ok(())
+    }
+
     /// Flips one bit of the stored payload at `position`, for tamper-detection tests.
     #[doc(hidden)]
     pub async fn tamper(url: &str, position: u64) -> Result<(), StoreError> {
@@ -297,7 +306,9 @@ async fn listen(config: &tokio_postgres::Config, poll: Duration, shared: &Shared
         let head = client.prepare("SELECT next_position FROM forlop_head").await.map_err(db_error)?;
         loop {
             let row = client.query_one(&head, &[]).await.map_err(db_error)?;
+            // The database answers: whatever failed before (a write included) may be retried.
             Health::set(&shared.health.follower, None);
+            Health::set(&shared.health.writer, None);
             shared.advance(row.get::<_, i64>(0) as u64);
             tokio::select! {
                 n = notifications.recv() => if n.is_none() {

@@ -82,6 +82,93 @@ impl Columns {
     }
 }
 
+impl Columns {
+    fn push_recorded(&mut self, e: &RecordedEvent) -> Result<(), StoreError> {
+        self.position.push(as_i64(e.position));
+        self.id.push(e.id);
+        self.stream.push(e.stream.clone());
+        self.version.push(as_i64(e.version));
+        self.event_type.push(e.event_type.clone());
+        self.schema_version.push(i32::from(e.schema_version));
+        self.occurred_at_ns.push(nanos(e.occurred_at)?);
+        self.recorded_at_ns.push(nanos(e.recorded_at)?);
+        self.actor.push(e.metadata.actor.clone());
+        self.correlation_id.push(e.metadata.correlation_id);
+        self.causation_id.push(e.metadata.causation_id);
+        self.payload.push(e.payload.clone());
+        self.hash.push(e.hash.to_vec());
+        Ok(())
+    }
+
+    /// Inserts the rows, moves the head to `head` and notifies followers (on commit).
+    async fn write(&self, tx: &deadpool_postgres::Transaction<'_>, head: &Head) -> Result<(), StoreError> {
+        let c = self;
+        tx.execute(
+            "INSERT INTO forlop_events (position, id, stream, version, event_type, schema_version, occurred_at_ns, \
+             recorded_at_ns, actor, correlation_id, causation_id, payload, hash) \
+             SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::integer[], \
+             $7::bigint[], $8::bigint[], $9::text[], $10::uuid[], $11::uuid[], $12::bytea[], $13::bytea[])",
+            &[
+                &c.position,
+                &c.id,
+                &c.stream,
+                &c.version,
+                &c.event_type,
+                &c.schema_version,
+                &c.occurred_at_ns,
+                &c.recorded_at_ns,
+                &c.actor,
+                &c.correlation_id,
+                &c.causation_id,
+                &c.payload,
+                &c.hash,
+            ],
+        )
+        .await
+        .map_err(db_error)?;
+        tx.execute(
+            "UPDATE forlop_head SET next_position = $1, head_hash = $2",
+            &[&as_i64(head.position), &head.hash.as_slice()],
+        )
+        .await
+        .map_err(db_error)?;
+        // Delivered to listeners when (and only if) the transaction commits.
+        tx.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &head.position.to_string()])
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+}
+
+/// Copies recorded events (from another store) in as they are, keeping ids, positions, times
+/// and hashes: they must continue the log exactly (next position, chained from its head).
+pub(super) async fn copy_in(pool: &Pool, events: &[RecordedEvent]) -> Result<Head, StoreError> {
+    let mut client = pool.get().await.map_err(pool_error)?;
+    let tx = client.transaction().await.map_err(db_error)?;
+    let row =
+        tx.query_one("SELECT next_position, head_hash FROM forlop_head FOR UPDATE", &[]).await.map_err(db_error)?;
+    let start = row.get::<_, i64>(0) as u64;
+    let mut head = Head { position: start, hash: hash_of(start, row.get(1))? };
+    let mut columns = Columns::default();
+    for e in events {
+        let refuse = |reason: String| StoreError::InvalidAppend(format!("copying position {}: {reason}", e.position));
+        if e.position != head.position {
+            return Err(refuse(format!("the log's next position is {}", head.position)));
+        }
+        if crate::plan::event_hash(&head.hash, e)? != e.hash {
+            return Err(refuse("its hash does not chain from the log's head".into()));
+        }
+        validate_stream_name(&e.stream)?;
+        columns.push_recorded(e)?;
+        head = Head { position: e.position + 1, hash: e.hash };
+    }
+    if head.position != start {
+        columns.write(&tx, &head).await?;
+    }
+    tx.commit().await.map_err(db_error)?;
+    Ok(head)
+}
+
 /// Text PostgreSQL cannot store (NUL) would fail the whole group's insert, so it is refused per
 /// append before planning, as every backend refuses it.
 fn storable(req: &Request) -> Result<(), StoreError> {
@@ -173,38 +260,7 @@ async fn place_and_commit(pool: &Pool, group: &[Request]) -> Result<Planned, Sto
         tx.rollback().await.map_err(db_error)?;
         return Ok((results, None));
     }
-    let c = &columns;
-    tx.execute(
-        "INSERT INTO forlop_events (position, id, stream, version, event_type, schema_version, occurred_at_ns, \
-         recorded_at_ns, actor, correlation_id, causation_id, payload, hash) \
-         SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::integer[], \
-         $7::bigint[], $8::bigint[], $9::text[], $10::uuid[], $11::uuid[], $12::bytea[], $13::bytea[])",
-        &[
-            &c.position,
-            &c.id,
-            &c.stream,
-            &c.version,
-            &c.event_type,
-            &c.schema_version,
-            &c.occurred_at_ns,
-            &c.recorded_at_ns,
-            &c.actor,
-            &c.correlation_id,
-            &c.causation_id,
-            &c.payload,
-            &c.hash,
-        ],
-    )
-    .await
-    .map_err(db_error)?;
-    tx.execute(
-        "UPDATE forlop_head SET next_position = $1, head_hash = $2",
-        &[&as_i64(head.position), &head.hash.as_slice()],
-    )
-    .await
-    .map_err(db_error)?;
-    // Delivered to listeners when (and only if) the transaction commits.
-    tx.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &head.position.to_string()]).await.map_err(db_error)?;
+    columns.write(&tx, &head).await?;
     tx.commit().await.map_err(db_error)?;
     Ok((results, Some(head)))
 }

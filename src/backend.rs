@@ -1,0 +1,143 @@
+//! Where the logs live: sled in the data directory (the default, one node), or PostgreSQL
+//! (`--store postgres://…`, shared by several nodes; the data directory then keeps only this
+//! node's read-model checkpoint and FHIR indexes).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use forlop_engine::{EngineParts, Settings};
+use forlop_store::access_log::{AccessLog, FileAccessLog};
+use forlop_store::{EventStore, PgOptions, PgStore, SledOptions, SledStore};
+use forlop_vault::MasterKey;
+
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sled(PathBuf),
+    Postgres(String),
+}
+
+impl Backend {
+    /// sled in `data`, unless `store` names a PostgreSQL database.
+    pub fn new(data: &Path, store: Option<&str>) -> anyhow::Result<Backend> {
+        match store {
+            None => Ok(Backend::Sled(data.to_owned())),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(Backend::Postgres(url.to_owned()))
+            }
+            Some(other) => {
+                let shown: String = other.chars().take(20).collect();
+                bail!("--store takes a postgres:// URL (without it, sled in --data); got {shown:?}…")
+            }
+        }
+    }
+
+    pub fn is_sled(&self) -> bool {
+        matches!(self, Backend::Sled(_))
+    }
+
+    async fn postgres(url: &str) -> anyhow::Result<PgStore> {
+        // The URL may carry a password: never name it in the error.
+        PgStore::open(PgOptions::new(url)).await.context("opening the PostgreSQL store named by --store")
+    }
+
+    /// The event log alone.
+    pub async fn open_store(&self) -> anyhow::Result<Arc<dyn EventStore>> {
+        Ok(match self {
+            Backend::Sled(data) => Arc::new(
+                SledStore::open(SledOptions::new(data))
+                    .with_context(|| format!("opening the store in {}", data.display()))?,
+            ),
+            Backend::Postgres(url) => Arc::new(Self::postgres(url).await?),
+        })
+    }
+
+    /// The event log and what the engine keeps beside it (access log, key table, checkpoint).
+    pub async fn open_engine(
+        &self,
+        data: &Path,
+        master: MasterKey,
+        settings: Settings,
+    ) -> anyhow::Result<(Arc<dyn EventStore>, EngineParts)> {
+        match self {
+            Backend::Sled(_) => {
+                // Before the event log: the read-model checkpoint starts decoding while sled opens.
+                let parts = EngineParts::open_beside(data, master, settings)?;
+                Ok((self.open_store().await?, parts))
+            }
+            Backend::Postgres(url) => {
+                let store = Self::postgres(url).await?;
+                let access = Arc::new(store.access_log().await?);
+                let parts = EngineParts::new(data, access, Arc::new(store.key_table()), master, settings)?;
+                Ok((Arc::new(store), parts))
+            }
+        }
+    }
+
+    /// The access log alone (for audits of a stopped server).
+    pub async fn open_access_log(&self) -> anyhow::Result<Arc<dyn AccessLog>> {
+        Ok(match self {
+            Backend::Sled(data) => Arc::new(FileAccessLog::open(&data.join("access"))?),
+            Backend::Postgres(url) => Arc::new(Self::postgres(url).await?.access_log().await?),
+        })
+    }
+}
+
+/// `forlop migrate`: copies a sled data directory's event log, access log and key table into an
+/// empty PostgreSQL store, keeping every id, position, time and hash; then verifies both chains
+/// on the target against the source's heads.
+pub async fn migrate(from: &Path, to: &str) -> anyhow::Result<()> {
+    const PAGE: usize = 5_000;
+    let source = SledStore::open(SledOptions::new(from)).with_context(|| format!("opening {}", from.display()))?;
+    let target = Backend::postgres(to).await?;
+    let access_target = target.access_log().await?;
+    anyhow::ensure!(
+        target.committed() == 0 && access_target.committed() == 0,
+        "the PostgreSQL store is not empty ({} events, {} access records); migrate only into an empty one",
+        target.committed(),
+        access_target.committed()
+    );
+    let source_report = source.verify().await.context("the source log does not verify; nothing was copied")?;
+    let bar = crate::progress::bar(Some(source.committed()), "copying events");
+    let mut next = 0;
+    loop {
+        let page = source.read_all(next, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        next = last.position + 1;
+        target.copy_in(&page).await?;
+        bar.set_position(next);
+    }
+    bar.finish_and_clear();
+
+    let access_source = FileAccessLog::open(&from.join("access"))?;
+    let mut after = None;
+    loop {
+        let page = access_source.query(&Default::default(), after, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.position);
+        access_target.append(page.into_iter().map(|s| s.record).collect()).await?;
+    }
+
+    let keys = forlop_store::key_table::KeyTable::open(&from.join("keys"))?.entries()?;
+    let key_count = keys.len();
+    let pg_keys = target.key_table();
+    let generation = forlop_store::key_table::KeyStore::generation(&pg_keys).await?;
+    forlop_store::key_table::KeyStore::replace_all_at(&pg_keys, generation, keys).await?;
+
+    let events = target.verify().await?;
+    anyhow::ensure!(events == source_report, "the copied log verifies differently: {events:?} vs {source_report:?}");
+    let access = access_target.verify().await?;
+    anyhow::ensure!(
+        access.head_hash == access_source.head_hash() && access.records == access_source.committed(),
+        "the copied access log's head differs from the source's"
+    );
+    eprintln!(
+        "migrated {} events ({} streams, head hash {}), {} access records (head hash {}) and {key_count} key records",
+        events.events,
+        events.streams,
+        forlop_store::to_hex(&events.head_hash),
+        access.records,
+        forlop_store::to_hex(&access.head_hash)
+    );
+    Ok(())
+}
