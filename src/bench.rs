@@ -42,6 +42,11 @@ pub struct BenchArgs {
     /// query) or `server` (seed, then everything measured over HTTP and the restart).
     #[arg(long, value_enum)]
     only: Option<Only>,
+    /// Measure the event store on this PostgreSQL server instead (`postgres://…`; the role needs
+    /// CREATEDB: the run writes into a database of its own and drops it), against PostgreSQL's
+    /// own batch and single-insert rates.
+    #[arg(long, env = "FORLOP_STORE", hide_env_values = true)]
+    store: Option<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,10 +56,10 @@ enum Only {
     Server,
 }
 
-const BATCH: usize = 1000;
+pub(crate) const BATCH: usize = 1000;
 /// Events replayed for `replay_eps`.
 const REPLAY_EVENTS: u64 = 1_000_000;
-const WRITERS: usize = 64;
+pub(crate) const WRITERS: usize = 64;
 const CLIENTS: usize = 32;
 
 fn tempdir(args: &BenchArgs) -> anyhow::Result<tempfile::TempDir> {
@@ -64,12 +69,12 @@ fn tempdir(args: &BenchArgs) -> anyhow::Result<tempfile::TempDir> {
     })
 }
 
-fn eps(n: usize, t: Duration) -> f64 {
+pub(crate) fn eps(n: usize, t: Duration) -> f64 {
     n as f64 / t.as_secs_f64()
 }
 
 /// A realistic session event, as the API would store it.
-fn session_event(rng: u64) -> forlop_store::NewEvent {
+pub(crate) fn session_event(rng: u64) -> forlop_store::NewEvent {
     use forlop_domain::events::SessionRecorded;
     let at = chrono::DateTime::from_timestamp(1_450_000_000 + (rng % 300_000_000) as i64, 0).unwrap_or_default();
     let e = forlop_domain::Event::SessionRecorded(SessionRecorded {
@@ -438,6 +443,10 @@ fn machine() -> String {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(url) = &args.store {
+        let rows = crate::bench_pg::run(url, args.batch_events, args.single_events).await?;
+        return report(&args, &rows, &[], &serde_json::Map::new());
+    }
     if args.only == Some(Only::Fhir) {
         let dir = tempdir(&args)?;
         let (rps, peak_mb, lines) = crate::bench_fhir::fhir_import(dir.path(), args.fhir_resources)?;
@@ -666,22 +675,33 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "its peak resident memory (mostly the read model it builds)".into(),
         ));
     }
+    let mut extra = serde_json::Map::new();
+    extra.insert("log_events".into(), json!(seeded));
+    extra.insert("patients".into(), json!(args.patients));
+    extra.insert("episodes".into(), json!(episodes));
+    report(&args, &rows, &ratios, &extra)
+}
+
+/// Prints the figures as a table (and the ratios), and writes them as JSON to `--out`.
+fn report(
+    args: &BenchArgs,
+    rows: &[(&str, f64, String)],
+    ratios: &[String],
+    extra: &serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<()> {
     let machine = machine();
     println!("forlop bench on {machine}");
     println!("{:<30} {:>14}  what", "figure", "value");
-    for (k, v, what) in &rows {
+    for (k, v, what) in rows {
         println!("{k:<30} {v:>14.2}  {what}");
     }
     for (i, ratio) in ratios.iter().enumerate() {
         println!("{} {ratio}", if i == 0 { "ratios:" } else { "       " });
     }
-    let mut out = serde_json::Map::new();
-    for (k, v, _) in &rows {
+    let mut out = extra.clone();
+    for (k, v, _) in rows {
         out.insert((*k).into(), json!(v));
     }
-    out.insert("log_events".into(), json!(seeded));
-    out.insert("patients".into(), json!(args.patients));
-    out.insert("episodes".into(), json!(episodes));
     out.insert("machine".into(), json!(machine));
     if let Some(path) = &args.out {
         std::fs::write(path, serde_json::to_string_pretty(&out)?)?;

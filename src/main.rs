@@ -3,6 +3,7 @@
 mod backend;
 mod bench;
 mod bench_fhir;
+mod bench_pg;
 mod cli;
 mod ndjson;
 mod progress;

@@ -52,6 +52,8 @@ pub struct PgOptions {
     pub poll_interval: Duration,
     /// How long a connection attempt or a wait for a pooled connection may take.
     pub connect_timeout: Duration,
+    /// A database other than the URL's (the bench's throwaway one).
+    pub database: Option<String>,
 }
 
 impl PgOptions {
@@ -61,6 +63,7 @@ impl PgOptions {
             pool_size: 16,
             poll_interval: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(5),
+            database: None,
         }
     }
 }
@@ -161,6 +164,9 @@ fn pg_config(options: &PgOptions) -> Result<tokio_postgres::Config, StoreError> 
     let mut config: tokio_postgres::Config =
         options.url.parse().map_err(|e| StoreError::Backend(format!("PostgreSQL URL: {e}")))?;
     config.connect_timeout(options.connect_timeout).keepalives(true).application_name("forlop");
+    if let Some(db) = &options.database {
+        config.dbname(db);
+    }
     Ok(config)
 }
 
