@@ -271,3 +271,32 @@ async fn bench_on_postgres_measures_the_store_beside_raw_postgres_and_leaves_no_
         .get(0);
     assert_eq!(left, 0, "the bench dropped its database");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_on_one_node_delivers_what_the_other_node_records() {
+    use crate::subscriptions::{connect, recv, send, Protocol};
+    let pg = cluster();
+    let (a, b, _dir_b) = two_nodes(&pg).await;
+    let r = Reference::register(&a).await;
+    let (p, e) = patient_in_episode(&a, &r).await;
+    // B must know the patient before it can authorise a subscription to them.
+    let head = (a.committed().await - 1).to_string();
+    let (status, _) = query_at(&b, &head, "{ log { committed } }", json!({})).await;
+    assert_eq!(status.as_u16(), 200);
+    let mut ws = connect(&b, Protocol::TransportWs).await;
+    send(&mut ws, json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {}", b.admin) } }))
+        .await;
+    assert_eq!(recv(&mut ws).await["type"], "connection_ack");
+    // From the next position on: whatever A writes after this point, however soon.
+    let next = a.committed().await;
+    let q = "subscription($p: UUID, $from: Int) { events(patientId: $p, fromPosition: $from) { type position } }";
+    let variables = json!({ "p": p, "from": next });
+    send(&mut ws, json!({ "id": "1", "type": "subscribe", "payload": { "query": q, "variables": variables } })).await;
+    // Written on A once B's subscription is set up: B learns of it from PostgreSQL alone.
+    let got = a.record("recordSession", session(p, e, r.a, "2016-02-01T10:00:00Z")).await;
+    let msg = recv(&mut ws).await;
+    assert_eq!(msg["type"], "next", "{msg}");
+    let written = (got, msg);
+    assert_eq!(written.1["payload"]["data"]["events"]["type"], "SessionRecorded");
+    assert_eq!(written.1["payload"]["data"]["events"]["position"], json!(written.0.position));
+}

@@ -231,3 +231,23 @@ async fn given_a_subscription_from_position_zero_when_started_then_the_whole_log
     }
     assert_eq!(got, [0, 1, 2, 3, 4, 5], "a dashboard can rebuild its own view from the start of the log");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_a_subscription_to_an_unknown_patient_when_subscribed_then_it_is_refused_with_not_found() {
+    let s = Server::start().await;
+    let mut ws = connect(&s, Protocol::TransportWs).await;
+    send(&mut ws, json!({ "type": "connection_init", "payload": { "Authorization": format!("Bearer {}", s.admin) } }))
+        .await;
+    assert_eq!(recv(&mut ws).await["type"], "connection_ack");
+    send(
+        &mut ws,
+        json!({ "id": "1", "type": "subscribe", "payload": { "query": SUBSCRIPTION, "variables": { "p": Uuid::new_v4() } } }),
+    )
+    .await;
+    // An execution error, so a `next` carrying it (graphql-transport-ws), then `complete`.
+    let msg = recv(&mut ws).await;
+    assert_eq!(msg["type"], "next", "{msg}");
+    assert_eq!(msg["payload"]["errors"][0]["extensions"]["code"], "NOT_FOUND", "{msg}");
+    assert!(msg["payload"]["data"].is_null());
+    assert_eq!(recv(&mut ws).await["type"], "complete");
+}
