@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 use tokio::sync::mpsc;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::{as_i64, db_error, decode_row, hash_of, pool_error, Health, Shared, COLUMNS, NOTIFY_CHANNEL};
@@ -100,14 +101,23 @@ impl Columns {
         Ok(())
     }
 
-    /// Inserts the rows, moves the head to `head` and notifies followers (on commit).
-    async fn write(&self, tx: &deadpool_postgres::Transaction<'_>, head: &Head) -> Result<(), StoreError> {
+    /// Inserts the rows, moves the head to `head` and notifies followers (delivered on commit),
+    /// in one statement: one round trip.
+    async fn write(&self, tx: &deadpool_postgres::Transaction<'_>, head: &Head) -> Result<(), tokio_postgres::Error> {
         let c = self;
+        let statement = tx
+            .prepare_cached(
+                "WITH inserted AS (INSERT INTO forlop_events (position, id, stream, version, event_type, \
+                 schema_version, occurred_at_ns, recorded_at_ns, actor, correlation_id, causation_id, payload, hash) \
+                 SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], \
+                 $6::integer[], $7::bigint[], $8::bigint[], $9::text[], $10::uuid[], $11::uuid[], $12::bytea[], \
+                 $13::bytea[])), \
+                 moved AS (UPDATE forlop_head SET next_position = $14, head_hash = $15) \
+                 SELECT pg_notify($16, $17)",
+            )
+            .await?;
         tx.execute(
-            "INSERT INTO forlop_events (position, id, stream, version, event_type, schema_version, occurred_at_ns, \
-             recorded_at_ns, actor, correlation_id, causation_id, payload, hash) \
-             SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], $6::integer[], \
-             $7::bigint[], $8::bigint[], $9::text[], $10::uuid[], $11::uuid[], $12::bytea[], $13::bytea[])",
+            &statement,
             &[
                 &c.position,
                 &c.id,
@@ -122,20 +132,13 @@ impl Columns {
                 &c.causation_id,
                 &c.payload,
                 &c.hash,
+                &as_i64(head.position),
+                &head.hash.as_slice(),
+                &NOTIFY_CHANNEL,
+                &head.position.to_string(),
             ],
         )
-        .await
-        .map_err(db_error)?;
-        tx.execute(
-            "UPDATE forlop_head SET next_position = $1, head_hash = $2",
-            &[&as_i64(head.position), &head.hash.as_slice()],
-        )
-        .await
-        .map_err(db_error)?;
-        // Delivered to listeners when (and only if) the transaction commits.
-        tx.execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &head.position.to_string()])
-            .await
-            .map_err(db_error)?;
+        .await?;
         Ok(())
     }
 }
@@ -145,10 +148,8 @@ impl Columns {
 pub(super) async fn copy_in(pool: &Pool, events: &[RecordedEvent]) -> Result<Head, StoreError> {
     let mut client = pool.get().await.map_err(pool_error)?;
     let tx = client.transaction().await.map_err(db_error)?;
-    let row =
-        tx.query_one("SELECT next_position, head_hash FROM forlop_head FOR UPDATE", &[]).await.map_err(db_error)?;
-    let start = row.get::<_, i64>(0) as u64;
-    let mut head = Head { position: start, hash: hash_of(start, row.get(1))? };
+    let mut head = lock_head(&tx).await?;
+    let start = head.position;
     let mut columns = Columns::default();
     for e in events {
         let refuse = |reason: String| StoreError::InvalidAppend(format!("copying position {}: {reason}", e.position));
@@ -163,7 +164,7 @@ pub(super) async fn copy_in(pool: &Pool, events: &[RecordedEvent]) -> Result<Hea
         head = Head { position: e.position + 1, hash: e.hash };
     }
     if head.position != start {
-        columns.write(&tx, &head).await?;
+        columns.write(&tx, &head).await.map_err(db_error)?;
     }
     tx.commit().await.map_err(db_error)?;
     Ok(head)
@@ -180,7 +181,13 @@ fn storable(req: &Request) -> Result<(), StoreError> {
 
 async fn commit_group(pool: &Pool, group: Vec<Request>, shared: &Shared) {
     let started = std::time::Instant::now();
-    match place_and_commit(pool, &group).await {
+    // Appends carry new ids almost always: look none up, and let the unique index catch a retry,
+    // which sends the group once more with its ids looked up.
+    let outcome = match place_and_commit(pool, &group, false).await {
+        Err(Retry::IdKnown) => place_and_commit(pool, &group, true).await,
+        other => other,
+    };
+    match outcome.map_err(Retry::into_store_error) {
         Ok((results, head)) => {
             Health::set(&shared.health.writer, None);
             if let Some(head) = head {
@@ -207,40 +214,69 @@ async fn commit_group(pool: &Pool, group: Vec<Request>, shared: &Shared) {
     }
 }
 
+/// Takes the head row's lock (waiting for any other node's group commit to finish) and reads
+/// the next position and the hash to chain from.
+async fn lock_head(tx: &deadpool_postgres::Transaction<'_>) -> Result<Head, StoreError> {
+    let statement =
+        tx.prepare_cached("SELECT next_position, head_hash FROM forlop_head FOR UPDATE").await.map_err(db_error)?;
+    let row = tx.query_one(&statement, &[]).await.map_err(db_error)?;
+    let position = row.get::<_, i64>(0) as u64;
+    Ok(Head { position, hash: hash_of(position, row.get(1))? })
+}
+
 type Planned = (Vec<Result<AppendResult, StoreError>>, Option<Head>);
 
 /// Plans and commits the group; Ok(.., Some(head)) when something was written.
-async fn place_and_commit(pool: &Pool, group: &[Request]) -> Result<Planned, StoreError> {
+/// Why a group commit failed: a store error, or a sign that an append may be a retry (an id the
+/// unique index knew, or a stale expected version): plan again with the ids looked up.
+enum Retry {
+    IdKnown,
+    Store(StoreError),
+}
+
+impl From<StoreError> for Retry {
+    fn from(e: StoreError) -> Self {
+        Retry::Store(e)
+    }
+}
+
+impl Retry {
+    fn into_store_error(self) -> StoreError {
+        match self {
+            Retry::Store(e) => e,
+            Retry::IdKnown => StoreError::Backend("an event id was found stored after looking it up".into()),
+        }
+    }
+}
+
+/// Plans and commits the group; Ok(.., Some(head)) when something was written. Without
+/// `look_up_ids`, every id is taken to be new and a stored one fails the insert (`IdKnown`).
+async fn place_and_commit(pool: &Pool, group: &[Request], look_up_ids: bool) -> Result<Planned, Retry> {
     let mut client = pool.get().await.map_err(pool_error)?;
     let tx = client.transaction().await.map_err(db_error)?;
-    let row =
-        tx.query_one("SELECT next_position, head_hash FROM forlop_head FOR UPDATE", &[]).await.map_err(db_error)?;
-    let start = row.get::<_, i64>(0) as u64;
-    let mut head = Head { position: start, hash: hash_of(start, row.get(1))? };
+    let mut head = lock_head(&tx).await?;
+    let start = head.position;
 
     let valid = |r: &&Request| validate_stream_name(&r.stream).is_ok() && storable(r).is_ok();
-    let ids: Vec<Uuid> = group.iter().filter(valid).flat_map(|r| r.events.iter().map(|e| e.id)).collect();
+    let ids: Vec<Uuid> = match look_up_ids {
+        true => group.iter().filter(valid).flat_map(|r| r.events.iter().map(|e| e.id)).collect(),
+        false => Vec::new(),
+    };
     let mut streams: Vec<&str> = group.iter().filter(valid).map(|r| r.stream.as_str()).collect();
     streams.sort_unstable();
     streams.dedup();
-    let known = format!("SELECT {COLUMNS} FROM forlop_events WHERE id = ANY($1)");
-    let by_id = tx
-        .query(&known, &[&ids])
-        .await
-        .map_err(db_error)?
-        .iter()
-        .map(|r| decode_row(r).map(|e| (e.id, e)))
-        .collect::<Result<_, _>>()?;
-    let versions = tx
-        .query(
-            "SELECT s, (SELECT max(version) FROM forlop_events WHERE stream = s) FROM unnest($1::text[]) AS s",
-            &[&streams],
-        )
-        .await
-        .map_err(db_error)?
-        .iter()
-        .filter_map(|r| r.get::<_, Option<i64>>(1).map(|v| (r.get::<_, String>(0), v as u64)))
-        .collect();
+    // Both lookups in one round trip (tokio-postgres pipelines queries awaited together).
+    let by_id_sql = format!("SELECT {COLUMNS} FROM forlop_events WHERE id = ANY($1)");
+    let versions_sql =
+        "SELECT s, (SELECT max(version) FROM forlop_events WHERE stream = s) FROM unnest($1::text[]) AS s";
+    let (known, current) =
+        futures::try_join!(tx.prepare_cached(&by_id_sql), tx.prepare_cached(versions_sql)).map_err(db_error)?;
+    let (id_params, stream_params): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1]) = ([&ids], [&streams]);
+    let (known, current) =
+        futures::try_join!(tx.query(&known, &id_params), tx.query(&current, &stream_params)).map_err(db_error)?;
+    let by_id = known.iter().map(|r| decode_row(r).map(|e| (e.id, e))).collect::<Result<_, _>>()?;
+    let versions =
+        current.iter().filter_map(|r| r.get::<_, Option<i64>>(1).map(|v| (r.get::<_, String>(0), v as u64))).collect();
     let mut stored = Prefetched { by_id, versions };
 
     let mut plan = GroupPlan::default();
@@ -256,11 +292,19 @@ async fn place_and_commit(pool: &Pool, group: &[Request]) -> Result<Planned, Sto
             });
         results.push(result);
     }
+    // A retry of a stored append may carry the expected version of its first attempt, now
+    // stale: only its ids tell it from a real conflict.
+    if !look_up_ids && results.iter().any(|r| matches!(r, Err(StoreError::WrongExpectedVersion { .. }))) {
+        return Err(Retry::IdKnown);
+    }
     if head.position == start {
         tx.rollback().await.map_err(db_error)?;
         return Ok((results, None));
     }
-    columns.write(&tx, &head).await?;
+    if let Err(e) = columns.write(&tx, &head).await {
+        let id_known = e.as_db_error().is_some_and(|d| d.constraint() == Some("forlop_events_id_key"));
+        return Err(if id_known && !look_up_ids { Retry::IdKnown } else { Retry::Store(db_error(e)) });
+    }
     tx.commit().await.map_err(db_error)?;
     Ok((results, Some(head)))
 }
