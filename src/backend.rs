@@ -74,6 +74,14 @@ impl Backend {
         }
     }
 
+    /// The vault's key table alone (for key rotation).
+    pub async fn open_key_table(&self) -> anyhow::Result<Arc<dyn forlop_store::key_table::KeyStore>> {
+        Ok(match self {
+            Backend::Sled(data) => Arc::new(forlop_store::key_table::KeyTable::open(&data.join("keys"))?),
+            Backend::Postgres(url) => Arc::new(Self::postgres(url).await?.key_table()),
+        })
+    }
+
     /// The access log alone (for audits of a stopped server).
     pub async fn open_access_log(&self) -> anyhow::Result<Arc<dyn AccessLog>> {
         Ok(match self {

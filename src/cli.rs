@@ -86,8 +86,12 @@ enum Command {
     },
     /// Rewrap every patient data key from one master key to another (server stopped).
     RotateKey {
-        #[arg(long, env = "FORLOP_DATA")]
+        #[arg(long, env = "FORLOP_DATA", default_value = "data")]
         data: PathBuf,
+        /// PostgreSQL store (`postgres://user@host/db`) instead of sled in --data; every node
+        /// must be stopped or restarted with the new key.
+        #[arg(long, env = "FORLOP_STORE")]
+        store: Option<String>,
         /// The current master key file.
         #[arg(long)]
         old: PathBuf,
@@ -320,11 +324,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             eprintln!("{n} accesses to patient {patient}");
             Ok(0)
         }
-        Command::RotateKey { data, old, new } => {
+        Command::RotateKey { data, store, old, new } => {
             let old = forlop_vault::MasterKey::load(&old).with_context(|| format!("old key {}", old.display()))?;
             let new = forlop_vault::MasterKey::load(&new).with_context(|| format!("new key {}", new.display()))?;
-            let table = forlop_store::key_table::KeyTable::open(&data.join("keys"))?;
-            let n = forlop_vault::rotate(&table, &old, &new).await?;
+            let table = crate::backend::Backend::new(&data, store.as_deref())?.open_key_table().await?;
+            let n = forlop_vault::rotate(&*table, &old, &new).await?;
             eprintln!("rewrapped {n} data keys; start forlop with the new --key-file");
             Ok(0)
         }

@@ -189,32 +189,98 @@ async fn a_node_killed_under_load_loses_no_acknowledged_event_and_the_other_serv
     assert_eq!(b.query("{ verifyLog { ok } }", json!({})).await["verifyLog"]["ok"], true);
 }
 
+/// Waits for `progress` until `enough()` holds; fails if nothing happens for 20 s.
+async fn wait_until(progress: &tokio::sync::Notify, enough: impl Fn() -> bool) {
+    while !enough() {
+        tokio::time::timeout(std::time::Duration::from_secs(20), progress.notified())
+            .await
+            .expect("the writers make progress");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lost_database_gives_unavailable_and_a_503_health_then_the_node_recovers_by_itself() {
+async fn a_database_lost_under_load_gives_clean_unavailable_then_the_node_recovers_by_itself() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let pg = cluster();
     let (a, _b, _dir_b) = two_nodes(&pg).await;
     let r = Reference::register(&a).await;
-    let (p, e) = patient_in_episode(&a, &r).await;
-    let before = a.committed().await;
-    pg.stop().unwrap();
-    let v = a.try_record("recordSession", session(p, e, r.a, "2016-02-01T10:00:00Z")).await;
-    assert_eq!(error_code(&v), Some("UNAVAILABLE"), "{v}");
-    let (status, health) = a.get_json("/healthz").await;
-    assert_eq!(status.as_u16(), 503, "{health}");
-
-    pg.restart().unwrap();
-    // The node notices by itself (its follower probes the database twice a second).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    loop {
-        let (status, health) = a.get_json("/healthz").await;
-        if status.is_success() {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "health did not recover: {health}");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let mut patients = Vec::new();
+    for _ in 0..8 {
+        patients.push(patient_in_episode(&a, &r).await);
     }
-    let recorded = a.record("recordSession", session(p, e, r.a, "2016-02-02T10:00:00Z")).await;
-    assert_eq!(recorded.position, before, "the failed write took no position");
+    let (acked, unavailable, done) = (Mutex::new(Vec::new()), AtomicUsize::new(0), AtomicBool::new(false));
+    let (progress, others) = (tokio::sync::Notify::new(), Mutex::new(Vec::new()));
+    let writers = patients.iter().map(|&(p, e)| {
+        let (a, acked, unavailable, done, progress, others) = (&a, &acked, &unavailable, &done, &progress, &others);
+        async move {
+            let mut i = 0;
+            while !done.load(Ordering::SeqCst) {
+                i += 1;
+                let mut input = session(p, e, r.a, &format!("2016-05-{:02}T{:02}:00:00Z", 1 + i % 28, 8 + i % 10));
+                let event_id = id();
+                input["eventId"] = json!(event_id);
+                let v = a.try_record("recordSession", input).await;
+                match error_code(&v) {
+                    None => acked.lock().unwrap().push((p, event_id)),
+                    Some("UNAVAILABLE") => {
+                        unavailable.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Some(_) => others.lock().unwrap().push(v),
+                }
+                progress.notify_waiters();
+            }
+        }
+    });
+    let driver = async {
+        wait_until(&progress, || acked.lock().unwrap().len() >= 16).await;
+        pg.stop().unwrap();
+        wait_until(&progress, || unavailable.load(Ordering::SeqCst) >= 8).await;
+        let (status, health) = a.get_json("/healthz").await;
+        assert_eq!(status.as_u16(), 503, "{health}");
+        let before_restart = acked.lock().unwrap().len();
+        pg.restart().unwrap();
+        // The node notices by itself (its follower probes the database twice a second).
+        wait_until(&progress, || acked.lock().unwrap().len() >= before_restart + 16).await;
+        done.store(true, Ordering::SeqCst);
+    };
+    futures::join!(join_all(writers), driver);
+    assert!(others.lock().unwrap().is_empty(), "only successes and UNAVAILABLE: {:?}", others.lock().unwrap());
+    let (status, _) = a.get_json("/healthz").await;
+    assert!(status.is_success());
+    let head = (a.committed().await - 1).to_string();
+    for (p, event_id) in acked.into_inner().unwrap() {
+        let (_, v) =
+            query_at(&a, &head, "query($id: UUID!) { patient(id: $id) { history { id } } }", json!({ "id": p })).await;
+        let history = ok_data(&v)["patient"]["history"].as_array().unwrap().clone();
+        assert!(history.iter().any(|h| h["id"] == json!(event_id)), "acknowledged {event_id} is in the log");
+    }
+    assert_eq!(a.query("{ verifyLog { ok } }", json!({})).await["verifyLog"]["ok"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_key_rewraps_the_shared_key_table_in_postgres() {
+    let pg = cluster();
+    let url = pg.url("postgres");
+    let dir = tempfile::tempdir().unwrap();
+    let p = id();
+    {
+        let a = Server::start_in(dir.path(), &["--store", &url]).await;
+        a.record(
+            "registerPatient",
+            json!({ "patientId": p, "birthYear": 1985, "gender": "FEMALE", "nationalId": "31929980150" }),
+        )
+        .await;
+        assert_eq!(a.stop().code(), Some(0));
+    }
+    let (old, new) = (dir.path().join("test-master.key"), dir.path().join("new.key"));
+    use base64::Engine as _;
+    std::fs::write(&new, base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>())).unwrap();
+    let rotated =
+        run_ok(&["rotate-key", "--store", &url, "--old", old.to_str().unwrap(), "--new", new.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&rotated.stderr).contains("rewrapped 1 data keys"));
+    std::fs::copy(&new, &old).unwrap();
+    let a = Server::start_in(dir.path(), &["--store", &url]).await;
+    assert_eq!(a.patient(p, "nationalId").await["nationalId"], "31929980150", "readable under the new key");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
