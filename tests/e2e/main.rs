@@ -8,6 +8,7 @@ mod analytics;
 mod cli;
 mod contract;
 mod crash;
+mod dashboard;
 mod deploy;
 mod errors;
 mod events;

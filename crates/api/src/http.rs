@@ -126,6 +126,7 @@ pub fn router_with(engine: Engine, settings: HttpSettings, fhir: Option<forlop_f
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .merge(crate::dashboard::routes())
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
         .merge(bulk)
         .fallback(not_found)
@@ -144,7 +145,7 @@ pub fn router_with(engine: Engine, settings: HttpSettings, fhir: Option<forlop_f
 }
 
 /// A GraphQL error body with a code, for failures before execution.
-fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+pub(crate) fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     let body = serde_json::json!({
         "errors": [{ "message": message.into(), "extensions": { "code": code } }]
     });

@@ -3,6 +3,7 @@
 //! Invariant: this is the only crate that knows GraphQL and HTTP. It decides commands through
 //! `forlop_engine` and answers queries from the read model, which is fed from the log.
 
+mod dashboard;
 pub mod error;
 mod fhir_http;
 pub mod graphql;

@@ -113,9 +113,37 @@ pub struct PathwayReport {
     pub gad7: OutcomeSummary,
     pub recovery: RecoverySummary,
     pub waiting_days: Distribution,
+    /// The same waits in bins of weeks (`WAITING_BINS_DAYS`), for a histogram.
+    pub waiting_histogram: Vec<Count>,
     pub sessions_per_episode: Distribution,
     pub referrals: ReferralSummary,
     pub continuity: ContinuitySummary,
+}
+
+/// Lower bounds, in days, of the waiting-time histogram's bins: under a week, 1–2, 2–4, 4–8,
+/// 8–12 and 12 weeks or more.
+pub const WAITING_BINS_DAYS: &[u32] = &[0, 7, 14, 28, 56, 84];
+
+/// Counts of `days` per bin of `WAITING_BINS_DAYS`, keyed `0-6`, `7-13`, …, `84+` (every bin
+/// listed, empty ones as 0).
+pub fn waiting_histogram(days: &[f64]) -> Vec<Count> {
+    let bins = WAITING_BINS_DAYS;
+    let mut out: Vec<Count> = bins
+        .iter()
+        .enumerate()
+        .map(|(i, b)| Count {
+            key: match bins.get(i + 1) {
+                Some(next) => format!("{b}-{}", next - 1),
+                None => format!("{b}+"),
+            },
+            count: 0,
+        })
+        .collect();
+    for d in days {
+        let i = bins.iter().rposition(|b| *d >= f64::from(*b)).unwrap_or(0);
+        out[i].count += 1;
+    }
+    out
 }
 
 /// The RPH report's age groups, as lower bounds.
@@ -344,6 +372,7 @@ pub fn pathway_report(
     }
     continuity.mean_coc = mean(cocs.into_iter());
 
+    let waits: Vec<f64> = episodes.iter().filter_map(|(p, e)| waiting_days_of(p, e)).collect();
     Ok(PathwayReport {
         episodes: episodes.len() as u64,
         patients: patients.len() as u64,
@@ -357,7 +386,8 @@ pub fn pathway_report(
         phq9: outcome_summary(&phq, Instrument::Phq9),
         gad7: outcome_summary(&gad, Instrument::Gad7),
         recovery: recovery_summary(&both),
-        waiting_days: Distribution::of(episodes.iter().filter_map(|(p, e)| waiting_days_of(p, e)).collect()),
+        waiting_histogram: waiting_histogram(&waits),
+        waiting_days: Distribution::of(waits),
         sessions_per_episode: Distribution::of(
             episodes.iter().map(|(p, e)| attended(p, e.id).count() as f64).collect(),
         ),
@@ -369,6 +399,13 @@ pub fn pathway_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waits_fall_into_week_bins_at_their_lower_bounds() {
+        let got = waiting_histogram(&[0.0, 6.9, 7.0, 13.5, 14.0, 30.0, 83.9, 84.0, 400.0]);
+        let pairs: Vec<(&str, u64)> = got.iter().map(|c| (c.key.as_str(), c.count)).collect();
+        assert_eq!(pairs, [("0-6", 2), ("7-13", 2), ("14-27", 1), ("28-55", 1), ("56-83", 1), ("84+", 2)]);
+    }
 
     #[test]
     fn a_code_this_version_does_not_know_is_counted_apart_so_the_counts_add_up() {

@@ -878,6 +878,7 @@ fn empty_report() -> PathwayReport {
             recovery_rate: None,
         },
         waiting_days: nothing,
+        waiting_histogram: zero_counts(&["0-6", "7-13", "14-27", "28-55", "56-83", "84+"]),
         sessions_per_episode: nothing,
         referrals: ReferralSummary { received: 0, accepted: 0, rejected: 0, rejected_for_capacity: 0, undecided: 0 },
         continuity: ContinuitySummary {

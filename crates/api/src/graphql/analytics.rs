@@ -123,6 +123,9 @@ pub struct PathwayReport {
     pub recovery: RecoverySummary,
     /// Days from the referral's receipt to the first attended session.
     pub waiting_days: Distribution,
+    /// The same waits counted in bins of days: `0-6`, `7-13`, `14-27`, `28-55`, `56-83`, `84+`
+    /// (under a week, 1–2, 2–4, 4–8, 8–12 and 12 weeks or more).
+    pub waiting_histogram: Vec<Count>,
     /// Attended sessions per episode.
     pub sessions_per_episode: Distribution,
     /// Referrals to the service received in [from, to).
@@ -319,6 +322,7 @@ impl PathwayReport {
             gad7: m.outcome(x.gad7),
             recovery,
             waiting_days: m.distribution(x.waiting_days),
+            waiting_histogram: m.counts(x.waiting_histogram),
             sessions_per_episode: m.distribution(x.sessions_per_episode),
             referrals: m.referrals(x.referrals),
             continuity,
