@@ -245,16 +245,17 @@ async fn the_report_for_rph_gamle_oslo_2016_shows_the_published_basis_in_norwegi
     b.screenshot("report").await;
     b.screenshot_at("report-waiting", ".chart").await;
 
-    // 200 % zoom of a 1280×800 screen is a 640×400 viewport: the page reflows, nothing spills
-    // sideways out of the page (wide tables scroll inside their own box).
-    b.client.set_window_size(640, 400).await.expect("resize");
-    let spill = b
-        .client
-        .execute("return document.documentElement.scrollWidth - document.documentElement.clientWidth", vec![])
-        .await
-        .unwrap();
-    assert!(spill.as_i64().unwrap() <= 0, "the page is wider than a 200 % zoomed window by {spill} px");
-    b.client.set_window_size(1280, 800).await.expect("resize");
+    // At 1280×800, and at 200 % zoom of it (a 640×400 viewport), the page reflows: nothing
+    // spills sideways out of the page (wide tables scroll inside their own box).
+    for (w, h) in [(640, 400), (1280, 800)] {
+        b.client.set_window_size(w, h).await.expect("resize");
+        let spill = b
+            .client
+            .execute("return document.documentElement.scrollWidth - document.documentElement.clientWidth", vec![])
+            .await
+            .unwrap();
+        assert!(spill.as_i64().unwrap() <= 0, "at {w}×{h} the page is wider than the window by {spill} px");
+    }
 
     b.client.find(Locator::Css("#lang")).await.unwrap().click().await.unwrap();
     b.rendered(&format!("/dashboard/services/{rph}/report")).await;
@@ -274,6 +275,10 @@ async fn an_analyst_sees_small_counts_as_less_than_five_never_as_zero() {
     assert_eq!(b.cell("gender", "Ukjent", 1).await, "<5", "4 is below the threshold");
     assert_eq!(b.cell("gender", "Kvinner", 1).await, "199", "large counts stay exact");
     b.screenshot("report-analyst").await;
+    // No patient-level view for an analyst: said in words.
+    b.visit(&format!("/dashboard/patients/{}", Uuid::new_v4())).await;
+    let refused = b.text("[data-testid='error'][data-code='FORBIDDEN']").await;
+    assert!(refused.contains("ikke tilgang"), "{refused}");
     b.close().await;
 }
 
