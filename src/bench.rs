@@ -123,21 +123,30 @@ fn raw_sled_single(args: &BenchArgs) -> anyhow::Result<f64> {
 async fn store_batch(args: &BenchArgs) -> anyhow::Result<(f64, usize)> {
     let dir = tempdir(args)?;
     let store = SledStore::open(SledOptions::new(dir.path()))?;
-    let batches: Vec<Vec<_>> = (0..args.batch_events / BATCH)
-        .map(|b| (0..BATCH).map(|i| session_event((b * BATCH + i) as u64)).collect())
-        .collect();
+    batched_appends(&store, args.batch_events).await
+}
+
+/// Appends of `BATCH` realistic events each, one after another, to fresh streams; events per
+/// second and the payload size.
+pub(crate) async fn batched_appends(store: &dyn EventStore, events: usize) -> anyhow::Result<(f64, usize)> {
+    let batches: Vec<Vec<_>> =
+        (0..events / BATCH).map(|b| (0..BATCH).map(|i| session_event((b * BATCH + i) as u64)).collect()).collect();
     let size = batches[0][0].payload.len();
     let started = Instant::now();
     for (b, events) in batches.into_iter().enumerate() {
         store.append(&format!("patient-{b}"), ExpectedVersion::NoStream, events).await?;
     }
-    Ok((eps(args.batch_events / BATCH * BATCH, started.elapsed()), size))
+    Ok((eps(events / BATCH * BATCH, started.elapsed()), size))
 }
 
 async fn store_concurrent(args: &BenchArgs) -> anyhow::Result<f64> {
     let dir = tempdir(args)?;
-    let store: Arc<dyn EventStore> = Arc::new(SledStore::open(SledOptions::new(dir.path()))?);
-    let per_writer = args.single_events / WRITERS;
+    concurrent_appends(Arc::new(SledStore::open(SledOptions::new(dir.path()))?), args.single_events).await
+}
+
+/// `WRITERS` concurrent writers, one event per append to its own fresh stream; events per second.
+pub(crate) async fn concurrent_appends(store: Arc<dyn EventStore>, events: usize) -> anyhow::Result<f64> {
+    let per_writer = events / WRITERS;
     let started = Instant::now();
     let tasks: Vec<_> = (0..WRITERS)
         .map(|w| {

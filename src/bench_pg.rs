@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use forlop_store::{EventStore, ExpectedVersion, PgOptions, PgStore};
+use forlop_store::{EventStore, PgOptions, PgStore};
 use tokio_postgres::NoTls;
 
-use crate::bench::{eps, session_event, BATCH, WRITERS};
+use crate::bench::{batched_appends, concurrent_appends, eps, session_event, BATCH, WRITERS};
 
 /// A database created for the run and dropped when done.
 struct Scratch {
@@ -116,32 +116,9 @@ async fn measure(
     options.database = Some(scratch.name.clone());
     let store = Arc::new(PgStore::open(options).await?);
     eprintln!("bench: store on PostgreSQL, batches of {BATCH} ...");
-    let started = Instant::now();
-    for b in 0..batch_events / BATCH {
-        let events = (0..BATCH).map(|i| session_event((b * BATCH + i) as u64)).collect();
-        store.append(&format!("patient-{b}"), ExpectedVersion::NoStream, events).await?;
-    }
-    let store_batch = eps(batch_events / BATCH * BATCH, started.elapsed());
-
+    let (store_batch, _) = batched_appends(&*store, batch_events).await?;
     eprintln!("bench: store on PostgreSQL, {WRITERS} concurrent writers ...");
-    let per_writer = single_events / WRITERS;
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..WRITERS)
-        .map(|w| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                for i in 0..per_writer {
-                    let stream = format!("writer-{w}-{i}");
-                    store.append(&stream, ExpectedVersion::NoStream, vec![session_event(i as u64)]).await?;
-                }
-                anyhow::Ok(())
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await??;
-    }
-    let store_concurrent = eps(per_writer * WRITERS, started.elapsed());
+    let store_concurrent = concurrent_appends(store.clone(), single_events).await?;
 
     eprintln!("bench: reading the whole log back ...");
     let started = Instant::now();

@@ -52,3 +52,20 @@ impl<R> Drop for WriterThread<R> {
         }
     }
 }
+
+/// `next_group` for a tokio channel: waits for the first request, then takes what is already
+/// queued, up to `max`. None once every sender is gone.
+pub(crate) async fn next_group_async<R>(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<R>,
+    max: usize,
+) -> Option<Vec<R>> {
+    let first = rx.recv().await?;
+    let mut group = vec![first];
+    while group.len() < max {
+        match rx.try_recv() {
+            Ok(r) => group.push(r),
+            Err(_) => break,
+        }
+    }
+    Some(group)
+}

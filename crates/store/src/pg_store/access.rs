@@ -71,14 +71,7 @@ impl PgAccessLog {
 }
 
 async fn run(pool: Pool, mut rx: mpsc::UnboundedReceiver<Request>, shared: Arc<Shared>) {
-    while let Some(first) = rx.recv().await {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(r) => group.push(r),
-                Err(_) => break,
-            }
-        }
+    while let Some(group) = crate::group::next_group_async(&mut rx, MAX_GROUP).await {
         let started = std::time::Instant::now();
         match commit(&pool, &group).await {
             Ok((firsts, next, head)) => {

@@ -16,14 +16,7 @@ use crate::*;
 const MAX_GROUP: usize = 1024;
 
 pub(super) async fn run(pool: Pool, mut rx: mpsc::UnboundedReceiver<Request>, shared: Arc<Shared>) {
-    while let Some(first) = rx.recv().await {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(r) => group.push(r),
-                Err(_) => break,
-            }
-        }
+    while let Some(group) = crate::group::next_group_async(&mut rx, MAX_GROUP).await {
         commit_group(&pool, group, &shared).await;
     }
 }
