@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -151,6 +153,14 @@ impl Browser {
         row[column].clone()
     }
 
+    /// Presses and releases `key`, as a keyboard user would.
+    async fn press(&self, key: Key) {
+        let stroke = KeyActions::new("keyboard".into())
+            .then(KeyAction::Down { value: key.into() })
+            .then(KeyAction::Up { value: key.into() });
+        self.client.perform_actions(stroke).await.expect("key press");
+    }
+
     /// Saves a screenshot of the current view for the README, scrolled to `css` if given.
     async fn screenshot_at(&self, name: &str, css: &str) {
         self.client
@@ -227,6 +237,25 @@ async fn the_report_for_rph_gamle_oslo_2016_shows_the_published_basis_in_norwegi
     let services = b.rows("services").await;
     assert!(services.iter().any(|r| r[0] == RPH && r[1] == "Kommunal"), "{services:?}");
     b.screenshot("services").await;
+
+    // Keyboard only: Tab reaches the first report link, Enter opens it.
+    let mut reached = false;
+    for _ in 0..60 {
+        b.press(Key::Tab).await;
+        let focused = b.client.execute("return document.activeElement.textContent", vec![]).await.unwrap();
+        if focused == json!("Rapport") {
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "Tab reaches a report link");
+    b.press(Key::Enter).await;
+    b.client
+        .wait()
+        .at_most(TIMEOUT)
+        .for_element(Locator::Css("body[data-rendered$='/report']"))
+        .await
+        .expect("Enter opens the report");
 
     b.open(&format!("/dashboard/services/{rph}/report?from=2016-01-01&to=2017-01-01")).await;
     assert!(b.text("[data-testid='who']").await.contains("admin"), "shows who is signed in, and the role");
