@@ -14,7 +14,11 @@ use forlop_vault::MasterKey;
 #[derive(Debug, Clone)]
 pub enum Backend {
     Sled(PathBuf),
-    Postgres(String),
+    /// The URL, and the CA file TLS trusts (`sslmode=require`; else the system's roots).
+    Postgres {
+        url: String,
+        ca_file: Option<PathBuf>,
+    },
 }
 
 impl Backend {
@@ -23,7 +27,8 @@ impl Backend {
         match store {
             None => Ok(Backend::Sled(data.to_owned())),
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                Ok(Backend::Postgres(url.to_owned()))
+                let ca_file = std::env::var_os("FORLOP_STORE_CA_FILE").map(PathBuf::from);
+                Ok(Backend::Postgres { url: url.to_owned(), ca_file })
             }
             Some(other) => {
                 let shown: String = other.chars().take(20).collect();
@@ -32,13 +37,23 @@ impl Backend {
         }
     }
 
+    /// A CA file given as a flag, over the environment's.
+    pub fn with_ca_file(self, ca: Option<PathBuf>) -> Backend {
+        match self {
+            Backend::Postgres { url, ca_file } => Backend::Postgres { url, ca_file: ca.or(ca_file) },
+            sled => sled,
+        }
+    }
+
     pub fn is_sled(&self) -> bool {
         matches!(self, Backend::Sled(_))
     }
 
-    async fn postgres(url: &str) -> anyhow::Result<PgStore> {
+    async fn postgres(url: &str, ca_file: &Option<PathBuf>) -> anyhow::Result<PgStore> {
+        let mut options = PgOptions::new(url);
+        options.ca_file = ca_file.clone();
         // The URL may carry a password: never name it in the error.
-        PgStore::open(PgOptions::new(url)).await.context("opening the PostgreSQL store named by --store")
+        PgStore::open(options).await.context("opening the PostgreSQL store named by --store")
     }
 
     /// The event log alone.
@@ -48,7 +63,7 @@ impl Backend {
                 SledStore::open(SledOptions::new(data))
                     .with_context(|| format!("opening the store in {}", data.display()))?,
             ),
-            Backend::Postgres(url) => Arc::new(Self::postgres(url).await?),
+            Backend::Postgres { url, ca_file } => Arc::new(Self::postgres(url, ca_file).await?),
         })
     }
 
@@ -65,8 +80,8 @@ impl Backend {
                 let parts = EngineParts::open_beside(data, master, settings)?;
                 Ok((self.open_store().await?, parts))
             }
-            Backend::Postgres(url) => {
-                let store = Self::postgres(url).await?;
+            Backend::Postgres { url, ca_file } => {
+                let store = Self::postgres(url, ca_file).await?;
                 let access = Arc::new(store.access_log().await?);
                 let parts = EngineParts::new(data, access, Arc::new(store.key_table()), master, settings)?;
                 Ok((Arc::new(store), parts))
@@ -78,7 +93,7 @@ impl Backend {
     pub async fn open_key_table(&self) -> anyhow::Result<Arc<dyn forlop_store::key_table::KeyStore>> {
         Ok(match self {
             Backend::Sled(data) => Arc::new(forlop_store::key_table::KeyTable::open(&data.join("keys"))?),
-            Backend::Postgres(url) => Arc::new(Self::postgres(url).await?.key_table()),
+            Backend::Postgres { url, ca_file } => Arc::new(Self::postgres(url, ca_file).await?.key_table()),
         })
     }
 
@@ -86,7 +101,7 @@ impl Backend {
     pub async fn open_access_log(&self) -> anyhow::Result<Arc<dyn AccessLog>> {
         Ok(match self {
             Backend::Sled(data) => Arc::new(FileAccessLog::open(&data.join("access"))?),
-            Backend::Postgres(url) => Arc::new(Self::postgres(url).await?.access_log().await?),
+            Backend::Postgres { url, ca_file } => Arc::new(Self::postgres(url, ca_file).await?.access_log().await?),
         })
     }
 }
@@ -97,7 +112,7 @@ impl Backend {
 pub async fn migrate(from: &Path, to: &str) -> anyhow::Result<()> {
     const PAGE: usize = 5_000;
     let source = SledStore::open(SledOptions::new(from)).with_context(|| format!("opening {}", from.display()))?;
-    let target = Backend::postgres(to).await?;
+    let target = Backend::postgres(to, &std::env::var_os("FORLOP_STORE_CA_FILE").map(PathBuf::from)).await?;
     let access_target = target.access_log().await?;
     anyhow::ensure!(
         target.committed() == 0 && access_target.committed() == 0,

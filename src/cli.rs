@@ -165,7 +165,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 suppression_threshold: args.suppression_threshold.unwrap_or(defaults.suppression_threshold).max(1),
                 checkpoint_every: args.checkpoint_every.unwrap_or(defaults.checkpoint_every),
             };
-            let backend = crate::backend::Backend::new(&data, args.store.as_deref())?;
+            let backend =
+                crate::backend::Backend::new(&data, args.store.as_deref())?.with_ca_file(args.store_ca_file.clone());
             let (store, parts) = backend.open_engine(&data, resolved.master, settings).await?;
             let load_demo = args.demo && store.committed() == 0;
             if load_demo {
@@ -280,7 +281,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 crate::backend::Backend::Sled(_) => {
                     forlop_store::access_log::FileAccessLog::verify_dir(&data.join("access"))
                 }
-                crate::backend::Backend::Postgres(_) => backend.open_access_log().await?.verify().await,
+                crate::backend::Backend::Postgres { .. } => backend.open_access_log().await?.verify().await,
             };
             let access = match verified {
                 Ok(r) => {

@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// access log and key table live there too). Without it: sled in --data, one node.
     #[arg(long, env = "FORLOP_STORE", hide_env_values = true)]
     pub store: Option<String>,
+    /// PEM file of the CA that signs the PostgreSQL server's certificate, for TLS
+    /// (`?sslmode=require` in --store); without it, the system's trusted roots.
+    #[arg(long, env = "FORLOP_STORE_CA_FILE")]
+    pub store_ca_file: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "FORLOP_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -107,7 +111,7 @@ impl ServeArgs {
         macro_rules! fill {
             ($($f:ident),+) => { $( if self.$f.is_none() { self.$f = file.$f; } )+ };
         }
-        fill!(data, store, listen, auth, jwks, hs256_secret_file, issuer, audience, leeway_seconds);
+        fill!(data, store, store_ca_file, listen, auth, jwks, hs256_secret_file, issuer, audience, leeway_seconds);
         fill!(role_claim, services_claim, pid_claim, key_file, allowed_origins, suppression_threshold);
         fill!(checkpoint_every, fhir_care_levels, fhir_hold_seconds, request_timeout_seconds);
         self.demo |= file.demo;

@@ -366,3 +366,39 @@ async fn a_subscription_on_one_node_delivers_what_the_other_node_records() {
     assert_eq!(written.1["payload"]["data"]["events"]["type"], "SessionRecorded");
     assert_eq!(written.1["payload"]["data"]["events"]["position"], json!(written.0.position));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_speaks_tls_to_postgres_with_the_given_ca_and_refuses_to_start_without_trusting_it() {
+    let (pg, ca) = TestCluster::start_with_tls(Path::new(env!("CARGO_TARGET_TMPDIR"))).expect("PostgreSQL with TLS");
+    let url = format!("{}?sslmode=require", pg.url("postgres"));
+    let s = Server::start_with(&["--store", &url, "--store-ca-file", ca.to_str().unwrap()]).await;
+    let r = Reference::register(&s).await;
+    let (p, _) = patient_in_episode(&s, &r).await;
+    assert_eq!(s.patient(p, "id").await["id"], json!(p));
+    // Without the CA the server's certificate is not trusted: serve stops with the reason.
+    let dir = tempfile::tempdir().unwrap();
+    share_keys(&s.dir, dir.path());
+    let key = dir.path().join("test-master.key");
+    let secret = dir.path().join("test-hs256.secret");
+    let out = run_cli(&[
+        "serve",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--store",
+        &url,
+        "--listen",
+        "127.0.0.1:0",
+        "--key-file",
+        key.to_str().unwrap(),
+        "--hs256-secret-file",
+        secret.to_str().unwrap(),
+        "--issuer",
+        ISSUER,
+        "--audience",
+        AUDIENCE,
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(stderr.contains("certificate"), "{stderr}");
+    assert!(!stderr.contains("postgres://"), "the URL (which may hold a password) is not echoed: {stderr}");
+}

@@ -15,6 +15,8 @@ pub struct TestCluster {
     data: PathBuf,
     port: u16,
     root: bool,
+    /// Extra server settings (`-c name=value …`).
+    settings: String,
     _dir: tempfile::TempDir,
 }
 
@@ -98,6 +100,70 @@ fn chown_to_postgres(root: bool, path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// A test CA and a server certificate for 127.0.0.1 signed by it (in `data`, key mode 0600);
+/// returns the CA certificate's path.
+fn make_certificates(dir: &Path, data: &Path) -> io::Result<PathBuf> {
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls)?;
+    let openssl = |args: &[&str]| -> io::Result<()> {
+        let out = Command::new("openssl").args(args).current_dir(&tls).output()?;
+        if !out.status.success() {
+            return Err(other(format!("openssl {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr))));
+        }
+        Ok(())
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=forlop test CA",
+    ])?;
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ])?;
+    std::fs::write(tls.join("san.ext"), "subjectAltName=IP:127.0.0.1\n")?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ])?;
+    for f in ["server.crt", "server.key"] {
+        std::fs::copy(tls.join(f), data.join(f))?;
+    }
+    std::fs::set_permissions(data.join("server.key"), std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(tls.join("ca.crt"))
+}
+
 fn free_port() -> io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -106,6 +172,17 @@ impl TestCluster {
     /// Starts a fresh cluster. `cache` keeps the `initdb` template between runs (a test's
     /// `CARGO_TARGET_TMPDIR`, say).
     pub fn start(cache: &Path) -> io::Result<TestCluster> {
+        Self::start_configured(cache, false).map(|(cluster, _)| cluster)
+    }
+
+    /// A cluster that offers TLS only with a certificate for 127.0.0.1 signed by a fresh test CA
+    /// (made with the `openssl` command); returns it and the CA certificate's PEM file.
+    pub fn start_with_tls(cache: &Path) -> io::Result<(TestCluster, PathBuf)> {
+        let (cluster, ca) = Self::start_configured(cache, true)?;
+        Ok((cluster, ca.expect("a CA when TLS is asked for")))
+    }
+
+    fn start_configured(cache: &Path, tls: bool) -> io::Result<(TestCluster, Option<PathBuf>)> {
         let root = is_root();
         let bin = ensure_server(root)?;
         let version = bin.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str()).unwrap_or("pg").to_owned();
@@ -132,14 +209,20 @@ impl TestCluster {
         if !status.success() {
             return Err(other(format!("copying {} failed", template.display())));
         }
+        let (mut settings, mut ca) = (String::new(), None);
+        if tls {
+            ca = Some(make_certificates(dir.path(), &data)?);
+            let data = data.to_str().ok_or_else(|| other("non-UTF-8 path".into()))?;
+            settings = format!(" -c ssl=on -c ssl_cert_file={data}/server.crt -c ssl_key_file={data}/server.key");
+        }
         chown_to_postgres(root, dir.path())?;
-        let mut cluster = TestCluster { bin, data, port: 0, root, _dir: dir };
+        let mut cluster = TestCluster { bin, data, port: 0, root, settings, _dir: dir };
         // A free port can be taken between choosing and binding it: try a few.
         let mut last = None;
         for _ in 0..5 {
             cluster.port = free_port()?;
             match cluster.pg_ctl_start() {
-                Ok(()) => return Ok(cluster),
+                Ok(()) => return Ok((cluster, ca)),
                 Err(e) => last = Some(e),
             }
         }
@@ -149,7 +232,8 @@ impl TestCluster {
     fn pg_ctl_start(&self) -> io::Result<()> {
         let data = self.data.to_str().ok_or_else(|| other("non-UTF-8 path".into()))?;
         let log = format!("{data}/server.log");
-        let options = format!("-p {} -c listen_addresses=127.0.0.1 -k {data} -c max_connections=200", self.port);
+        let options =
+            format!("-p {} -c listen_addresses=127.0.0.1 -k {data} -c max_connections=200{}", self.port, self.settings);
         run(self.root, &self.bin.join("pg_ctl"), &["-D", data, "-l", &log, "-w", "-t", "60", "-o", &options, "start"])
     }
 

@@ -54,6 +54,9 @@ pub struct PgOptions {
     pub connect_timeout: Duration,
     /// A database other than the URL's (the bench's throwaway one).
     pub database: Option<String>,
+    /// PEM file of the CA certificate(s) that sign the server's certificate, for TLS
+    /// (`sslmode=require` in the URL); without it, the system's trusted roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl PgOptions {
@@ -64,6 +67,7 @@ impl PgOptions {
             poll_interval: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(5),
             database: None,
+            ca_file: None,
         }
     }
 }
@@ -141,15 +145,25 @@ impl Drop for PgStore {
 /// A database error: the database being unreachable is `Unavailable` (retry later or elsewhere),
 /// anything else a backend error.
 pub(crate) fn db_error(e: tokio_postgres::Error) -> StoreError {
+    // The cause (a refused certificate, a reset connection) is in the source chain.
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        source = cause.source();
+    }
     let unreachable = match e.code() {
         None => true,
         // connection exceptions, operator intervention (shutdown), insufficient resources
         Some(code) => ["08", "57", "53"].iter().any(|class| code.code().starts_with(class)),
     };
     if unreachable {
-        StoreError::Unavailable(format!("PostgreSQL: {e}"))
+        StoreError::Unavailable(format!("PostgreSQL: {message}"))
     } else {
-        StoreError::Backend(format!("PostgreSQL: {e}"))
+        StoreError::Backend(format!("PostgreSQL: {message}"))
     }
 }
 
@@ -168,6 +182,40 @@ fn pg_config(options: &PgOptions) -> Result<tokio_postgres::Config, StoreError> 
         config.dbname(db);
     }
     Ok(config)
+}
+
+/// The TLS connector: used whenever the URL's `sslmode` is not `disable` and the server offers
+/// TLS, and then the server's certificate must chain to `ca_file` (or a system root) and name
+/// the host: a connection is never encrypted without being authenticated.
+fn tls(options: &PgOptions) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+    use rustls::pki_types::pem::PemObject;
+    let bad = |e: String| StoreError::Backend(format!("PostgreSQL TLS: {e}"));
+    let mut roots = rustls::RootCertStore::empty();
+    match &options.ca_file {
+        Some(path) => {
+            let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|e| bad(format!("{}: {e}", path.display())))?;
+            for cert in certs {
+                roots
+                    .add(cert.map_err(|e| bad(format!("{}: {e}", path.display())))?)
+                    .map_err(|e| bad(e.to_string()))?;
+            }
+            if roots.is_empty() {
+                return Err(bad(format!("{} holds no certificate", path.display())));
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert); // one unreadable system root does not spoil the rest
+            }
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 fn hash_of(position: u64, bytes: &[u8]) -> Result<Hash, StoreError> {
@@ -202,8 +250,12 @@ impl PgStore {
     /// Connects, applies migrations and starts the writer and the follower. Needs a tokio runtime.
     pub async fn open(options: PgOptions) -> Result<PgStore, StoreError> {
         let config = pg_config(&options)?;
-        let manager =
-            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let tls = tls(&options)?;
+        let manager = Manager::from_config(
+            config.clone(),
+            tls.clone(),
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.max(1) + 1)
             .runtime(Runtime::Tokio1)
@@ -222,7 +274,7 @@ impl PgStore {
             Arc::new(Shared { committed: AtomicU64::new(next as u64), watch: watch_tx, health: Health::default() });
         let (requests, rx) = mpsc::unbounded_channel();
         tokio::spawn(writer::run(pool.clone(), rx, shared.clone()));
-        let follower = tokio::spawn(follow(config, options.poll_interval, shared.clone()));
+        let follower = tokio::spawn(follow(config, tls, options.poll_interval, shared.clone()));
         tracing::info!(events = next, "opened PostgreSQL event store");
         Ok(PgStore { pool, requests, shared, watch, follower })
     }
@@ -282,9 +334,9 @@ impl PgStore {
 }
 
 /// Follows the head as other nodes move it: `LISTEN` for promptness, polling as the fallback.
-async fn follow(config: tokio_postgres::Config, poll: Duration, shared: Arc<Shared>) {
+async fn follow(config: tokio_postgres::Config, tls: Tls, poll: Duration, shared: Arc<Shared>) {
     loop {
-        let outcome = listen(&config, poll, &shared).await;
+        let outcome = listen(&config, tls.clone(), poll, &shared).await;
         if let Err(e) = outcome {
             Health::set(&shared.health.follower, Some(e.to_string()));
         }
@@ -292,8 +344,10 @@ async fn follow(config: tokio_postgres::Config, poll: Duration, shared: Arc<Shar
     }
 }
 
-async fn listen(config: &tokio_postgres::Config, poll: Duration, shared: &Shared) -> Result<(), StoreError> {
-    let (client, mut connection) = config.connect(NoTls).await.map_err(db_error)?;
+type Tls = tokio_postgres_rustls::MakeRustlsConnect;
+
+async fn listen(config: &tokio_postgres::Config, tls: Tls, poll: Duration, shared: &Shared) -> Result<(), StoreError> {
+    let (client, mut connection) = config.connect(tls).await.map_err(db_error)?;
     let (notified, mut notifications) = mpsc::unbounded_channel();
     let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
     let driver = tokio::spawn(async move {
