@@ -113,6 +113,33 @@ fn unlink(tx: &TransactionalTree, patient: Uuid) -> Result<(), ConflictableTrans
     Ok(())
 }
 
+/// Writes the patient's record and, if given, their blind-index entry (see `put_patient`).
+fn put_in(
+    tx: &TransactionalTree,
+    patient: Uuid,
+    record: &[u8],
+    blind_index: &Option<[u8; 32]>,
+) -> Result<(), ConflictableTransactionError<StoreError>> {
+    bump(tx)?;
+    unlink(tx, patient)?;
+    if let Some(blind) = &blind_index {
+        let bk = blind_key(blind);
+        if let Some(previous) = tx.get(bk.as_slice())? {
+            // Another patient held this index value: drop its now-stale reverse entry.
+            if previous.as_ref() != patient.as_bytes() && previous.len() == 16 {
+                let other = Uuid::from_slice(&previous).map_err(|_| {
+                    ConflictableTransactionError::Abort(StoreError::Backend("key table: malformed patient id".into()))
+                })?;
+                tx.remove(reverse_key(other).as_slice())?;
+            }
+        }
+        tx.insert(bk.as_slice(), patient.as_bytes())?;
+        tx.insert(reverse_key(patient).as_slice(), blind.as_slice())?;
+    }
+    tx.insert(record_key(patient).as_slice(), record)?;
+    Ok(())
+}
+
 impl KeyTable {
     /// Opens (or creates) the key table in its own directory.
     pub fn open(path: &Path) -> Result<KeyTable, StoreError> {
@@ -132,31 +159,33 @@ impl KeyTable {
     /// (flushed) before returning. A previous blind-index entry of this patient is removed; a
     /// blind-index entry of another patient with the same value is taken over (last writer wins).
     pub fn put_patient(&self, patient: Uuid, record: &[u8], blind_index: Option<[u8; 32]>) -> Result<(), StoreError> {
-        self.tree
+        self.tree.transaction(|tx| put_in(tx, patient, record, &blind_index)).map_err(tx_error)?;
+        self.flush()
+    }
+
+    /// `put_patient`, but only if the patient has no record yet; false (and nothing written)
+    /// if one exists. Creating a patient's first data key this way means two writers can never
+    /// both create one.
+    pub fn insert_patient(
+        &self,
+        patient: Uuid,
+        record: &[u8],
+        blind_index: Option<[u8; 32]>,
+    ) -> Result<bool, StoreError> {
+        let inserted = self
+            .tree
             .transaction(|tx| {
-                bump(tx)?;
-                unlink(tx, patient)?;
-                if let Some(blind) = &blind_index {
-                    let bk = blind_key(blind);
-                    if let Some(previous) = tx.get(bk.as_slice())? {
-                        // Another patient held this index value: drop its now-stale reverse entry.
-                        if previous.as_ref() != patient.as_bytes() && previous.len() == 16 {
-                            let other = Uuid::from_slice(&previous).map_err(|_| {
-                                ConflictableTransactionError::Abort(StoreError::Backend(
-                                    "key table: malformed patient id".into(),
-                                ))
-                            })?;
-                            tx.remove(reverse_key(other).as_slice())?;
-                        }
-                    }
-                    tx.insert(bk.as_slice(), patient.as_bytes())?;
-                    tx.insert(reverse_key(patient).as_slice(), blind.as_slice())?;
+                if tx.get(record_key(patient).as_slice())?.is_some() {
+                    return Ok(false);
                 }
-                tx.insert(record_key(patient).as_slice(), record)?;
-                Ok(())
+                put_in(tx, patient, record, &blind_index)?;
+                Ok(true)
             })
             .map_err(tx_error)?;
-        self.flush()
+        if inserted {
+            self.flush()?;
+        }
+        Ok(inserted)
     }
 
     /// The patient a blind-index value points at. The caller must still check that the patient
@@ -307,6 +336,12 @@ pub type KeyEntry = (Uuid, Vec<u8>, Option<[u8; 32]>);
 pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
     async fn get_patient(&self, patient: Uuid) -> Result<Option<Vec<u8>>, StoreError>;
     async fn put_patient(&self, patient: Uuid, record: &[u8], blind_index: Option<[u8; 32]>) -> Result<(), StoreError>;
+    async fn insert_patient(
+        &self,
+        patient: Uuid,
+        record: &[u8],
+        blind_index: Option<[u8; 32]>,
+    ) -> Result<bool, StoreError>;
     async fn find_blind_index(&self, blind_index: &[u8; 32]) -> Result<Option<Uuid>, StoreError>;
     async fn forget_patient(&self, patient: Uuid) -> Result<(), StoreError>;
     async fn patients(&self) -> Result<Vec<(Uuid, Vec<u8>)>, StoreError>;
@@ -321,6 +356,14 @@ impl KeyStore for KeyTable {
     }
     async fn put_patient(&self, patient: Uuid, record: &[u8], blind_index: Option<[u8; 32]>) -> Result<(), StoreError> {
         KeyTable::put_patient(self, patient, record, blind_index)
+    }
+    async fn insert_patient(
+        &self,
+        patient: Uuid,
+        record: &[u8],
+        blind_index: Option<[u8; 32]>,
+    ) -> Result<bool, StoreError> {
+        KeyTable::insert_patient(self, patient, record, blind_index)
     }
     async fn find_blind_index(&self, blind_index: &[u8; 32]) -> Result<Option<Uuid>, StoreError> {
         KeyTable::find_blind_index(self, blind_index)

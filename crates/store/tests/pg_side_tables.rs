@@ -112,7 +112,9 @@ async fn the_key_table_behaves_as_the_embedded_one() {
     let (p1, p2) = (Uuid::from_u128(1), Uuid::from_u128(2));
     for keys in tables {
         assert_eq!(keys.get_patient(p1).await.unwrap(), None);
-        keys.put_patient(p1, b"record-1", Some([1; 32])).await.unwrap();
+        assert!(keys.insert_patient(p1, b"record-1", Some([1; 32])).await.unwrap(), "a first record is inserted");
+        assert!(!keys.insert_patient(p1, b"other", Some([9; 32])).await.unwrap(), "never over an existing one");
+        assert_eq!(keys.find_blind_index(&[9; 32]).await.unwrap(), None, "a refused insert changes nothing");
         keys.put_patient(p2, b"record-2", Some([2; 32])).await.unwrap();
         assert_eq!(keys.get_patient(p1).await.unwrap().as_deref(), Some(&b"record-1"[..]));
         assert_eq!(keys.find_blind_index(&[1; 32]).await.unwrap(), Some(p1));

@@ -272,8 +272,9 @@ fn open_id(data_key: &[u8; KEY_LEN], patient: Uuid, sealed: &[u8]) -> Result<Nat
 
 /// Seals and reveals national ids; forgets patients by destroying their data keys.
 ///
-/// Clones share the master key, the key table and a write lock; use one `Vault` (and its clones)
-/// per key table, so that two writers cannot race to create a patient's data key.
+/// Clones share the master key, the key table and a write lock. Vaults in several processes may
+/// share one key table (PostgreSQL): a patient's first data key is only ever inserted where none
+/// exists (`KeyStore::insert_patient`), so two of them cannot both create one.
 #[derive(Clone)]
 pub struct Vault {
     master: Arc<MasterKey>,
@@ -312,20 +313,28 @@ impl Vault {
                 return Err(VaultError::NationalIdInUse);
             }
         }
-        let (data_key, wrapped_key) = match self.table.get_patient(patient).await? {
-            Some(bytes) => {
-                let record = KeyRecord::decode(&bytes)?;
-                (self.master.unwrap_key(patient, &record.wrapped_key)?, record.wrapped_key)
+        // A patient's first data key is created only where none exists yet: if another node
+        // (another process on the same key table) creates it first, use theirs.
+        loop {
+            let (data_key, wrapped_key, existing) = match self.table.get_patient(patient).await? {
+                Some(bytes) => {
+                    let record = KeyRecord::decode(&bytes)?;
+                    (self.master.unwrap_key(patient, &record.wrapped_key)?, record.wrapped_key, true)
+                }
+                None => {
+                    let key = random_key();
+                    let wrapped = self.master.wrap(patient, &key)?;
+                    (key, wrapped, false)
+                }
+            };
+            let record = KeyRecord { wrapped_key, sealed_id: seal_id(&data_key, patient, id)? }.encode();
+            if existing {
+                self.table.put_patient(patient, &record, Some(blind)).await?;
+            } else if !self.table.insert_patient(patient, &record, Some(blind)).await? {
+                continue;
             }
-            None => {
-                let key = random_key();
-                let wrapped = self.master.wrap(patient, &key)?;
-                (key, wrapped)
-            }
-        };
-        let record = KeyRecord { wrapped_key, sealed_id: seal_id(&data_key, patient, id)? };
-        self.table.put_patient(patient, &record.encode(), Some(blind)).await?;
-        Ok(Sealed(seal_id(&data_key, patient, id)?))
+            return Ok(Sealed(seal_id(&data_key, patient, id)?));
+        }
     }
 
     /// Opens a sealed national id; `Ok(None)` when the patient's key has been destroyed.

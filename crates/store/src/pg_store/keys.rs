@@ -77,6 +77,33 @@ impl KeyStore for PgKeyTable {
         tx.commit().await.map_err(db_error)
     }
 
+    async fn insert_patient(
+        &self,
+        patient: Uuid,
+        record: &[u8],
+        blind_index: Option<[u8; 32]>,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        bump(&tx).await?;
+        // The row first, without its index entry: if another node created it meanwhile, nothing
+        // (not even an index takeover) happens here.
+        let inserted = tx
+            .execute(
+                "INSERT INTO forlop_keys (patient_id, record) VALUES ($1, $2) ON CONFLICT (patient_id) DO NOTHING",
+                &[&patient, &record],
+            )
+            .await
+            .map_err(db_error)?;
+        if inserted == 0 {
+            tx.rollback().await.map_err(db_error)?;
+            return Ok(false);
+        }
+        put(&tx, patient, record, blind_bytes(&blind_index)).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(true)
+    }
+
     async fn find_blind_index(&self, blind_index: &[u8; 32]) -> Result<Option<Uuid>, StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
         let rows = client
