@@ -402,3 +402,26 @@ async fn serve_speaks_tls_to_postgres_with_the_given_ca_and_refuses_to_start_wit
     assert!(stderr.contains("certificate"), "{stderr}");
     assert!(!stderr.contains("postgres://"), "the URL (which may hold a password) is not echoed: {stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_on_postgres_with_the_same_figures_as_on_sled() {
+    let pg = cluster();
+    let s = Server::start_with(&["--demo", "--store", &pg.url("postgres")]).await;
+    let services = s.query("{ services { id name } }", json!({})).await;
+    let rph = services["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "Rask psykisk helsehjelp Gamle Oslo")
+        .unwrap()["id"]
+        .clone();
+    let q = "query($s: UUID!) { pathwayReport(serviceId: $s, from: \"2016-01-01T00:00:00Z\", to: \"2017-01-01T00:00:00Z\") \
+             { episodes gender { key count } phq9 { pairedCount } } }";
+    let report = s.query(q, json!({ "s": rph })).await;
+    assert_eq!(report["pathwayReport"]["episodes"], 304);
+    assert_eq!(report["pathwayReport"]["phq9"]["pairedCount"], 73);
+    // The demo patient's national id went through the key table in PostgreSQL.
+    let me = s.query("{ patientByNationalId(nationalId: \"31929956780\") { id nationalId } }", json!({})).await;
+    assert_eq!(me["patientByNationalId"]["nationalId"], "31929956780");
+    assert_eq!(s.query("{ verifyLog { ok } }", json!({})).await["verifyLog"]["ok"], true);
+}
