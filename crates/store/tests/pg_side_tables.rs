@@ -4,12 +4,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
-use forlop_store::access_log::{AccessFilter, AccessLog, AccessOutcome, AccessRecord, FileAccessLog};
+use forlop_store::access_log::{AccessFilter, AccessLog, AccessOutcome, FileAccessLog};
 use forlop_store::key_table::{KeyStore, KeyTable};
 use forlop_store::pg_cluster::TestCluster;
 use forlop_store::{PgOptions, PgStore, StoreError};
 use uuid::Uuid;
+
+mod common;
+use common::{rec, t};
 
 fn cluster() -> TestCluster {
     TestCluster::start(Path::new(env!("CARGO_TARGET_TMPDIR"))).expect("start PostgreSQL")
@@ -17,26 +19,6 @@ fn cluster() -> TestCluster {
 
 async fn store(pg: &TestCluster) -> PgStore {
     PgStore::open(PgOptions::new(pg.url("postgres"))).await.expect("open")
-}
-
-fn t(minute: i64) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2025, 3, 1, 8, 0, 0).unwrap() + Duration::minutes(minute) + Duration::nanoseconds(123_456_789)
-}
-
-fn rec(patient: Uuid, actor: &str, outcome: AccessOutcome, at: DateTime<Utc>) -> AccessRecord {
-    AccessRecord {
-        patient_id: patient,
-        actor_sub: actor.into(),
-        actor_name: Some(format!("Dr. {actor}")),
-        role: "clinician".into(),
-        hpr_number: Some("1234567".into()),
-        operation: "PatientView".into(),
-        fields: "patient".into(),
-        outcome,
-        reason: (outcome == AccessOutcome::Emergency).then(|| "bevisstløs pasient".into()),
-        correlation_id: Some(Uuid::new_v4()),
-        at,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

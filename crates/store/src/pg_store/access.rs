@@ -11,7 +11,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Row;
 
-use super::{as_i64, db_error, hash_of, pool_error};
+use super::{as_i64, db_error, hash_of, pool_error, snapshot};
 use crate::access_log::*;
 use crate::hash::{chain_hash, Hash, GENESIS_HASH};
 use crate::StoreError;
@@ -216,13 +216,7 @@ impl AccessLog for PgAccessLog {
     async fn verify(&self) -> Result<AccessVerifyReport, StoreError> {
         const PAGE: i64 = 10_000;
         let mut client = self.pool.get().await.map_err(pool_error)?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(db_error)?;
+        let tx = snapshot(&mut client).await?;
         let head =
             tx.query_one("SELECT next_position, head_hash FROM forlop_access_head", &[]).await.map_err(db_error)?;
         let end = head.get::<_, i64>(0) as u64;

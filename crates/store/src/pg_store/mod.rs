@@ -242,6 +242,20 @@ fn decode_row(row: &Row) -> Result<RecordedEvent, StoreError> {
     })
 }
 
+/// A read-only transaction on one snapshot, for a verify that must see a head and the rows
+/// below it as of one moment.
+pub(crate) async fn snapshot(
+    client: &mut deadpool_postgres::Client,
+) -> Result<deadpool_postgres::Transaction<'_>, StoreError> {
+    client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(db_error)
+}
+
 fn as_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -451,13 +465,7 @@ impl EventStore for PgStore {
         const PAGE: i64 = 10_000;
         let mut client = self.pool.get().await.map_err(pool_error)?;
         // One snapshot: the head and the events below it as of one moment.
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(db_error)?;
+        let tx = snapshot(&mut client).await?;
         let head = tx.query_one("SELECT next_position, head_hash FROM forlop_head", &[]).await.map_err(db_error)?;
         let end = head.get::<_, i64>(0) as u64;
         let page = tx

@@ -56,40 +56,39 @@ struct Columns {
 }
 
 impl Columns {
+    /// The events of one placed append, as their rows.
     fn push(&mut self, req: &Request, placed: &Placed) -> Result<(), StoreError> {
         for ((e, c), h) in req.events.iter().zip(&placed.committed).zip(&placed.hashes) {
-            self.position.push(as_i64(c.position));
-            self.id.push(e.id);
-            self.stream.push(req.stream.clone());
-            self.version.push(as_i64(c.version));
-            self.event_type.push(e.event_type.clone());
-            self.schema_version.push(i32::from(e.schema_version));
-            self.occurred_at_ns.push(nanos(e.occurred_at)?);
-            self.recorded_at_ns.push(nanos(e.recorded_at.unwrap_or(placed.now))?);
-            self.actor.push(e.metadata.actor.clone());
-            self.correlation_id.push(e.metadata.correlation_id);
-            self.causation_id.push(e.metadata.causation_id);
-            self.payload.push(e.payload.clone());
-            self.hash.push(h.to_vec());
+            self.push_event(RecordedEvent {
+                id: e.id,
+                stream: req.stream.clone(),
+                version: c.version,
+                position: c.position,
+                event_type: e.event_type.clone(),
+                schema_version: e.schema_version,
+                occurred_at: e.occurred_at,
+                recorded_at: e.recorded_at.unwrap_or(placed.now),
+                metadata: e.metadata.clone(),
+                payload: e.payload.clone(),
+                hash: *h,
+            })?;
         }
         Ok(())
     }
-}
 
-impl Columns {
-    fn push_recorded(&mut self, e: &RecordedEvent) -> Result<(), StoreError> {
+    fn push_event(&mut self, e: RecordedEvent) -> Result<(), StoreError> {
         self.position.push(as_i64(e.position));
         self.id.push(e.id);
-        self.stream.push(e.stream.clone());
+        self.stream.push(e.stream);
         self.version.push(as_i64(e.version));
-        self.event_type.push(e.event_type.clone());
+        self.event_type.push(e.event_type);
         self.schema_version.push(i32::from(e.schema_version));
         self.occurred_at_ns.push(nanos(e.occurred_at)?);
         self.recorded_at_ns.push(nanos(e.recorded_at)?);
-        self.actor.push(e.metadata.actor.clone());
+        self.actor.push(e.metadata.actor);
         self.correlation_id.push(e.metadata.correlation_id);
         self.causation_id.push(e.metadata.causation_id);
-        self.payload.push(e.payload.clone());
+        self.payload.push(e.payload);
         self.hash.push(e.hash.to_vec());
         Ok(())
     }
@@ -153,7 +152,7 @@ pub(super) async fn copy_in(pool: &Pool, events: &[RecordedEvent]) -> Result<Hea
             return Err(refuse("its hash does not chain from the log's head".into()));
         }
         validate_stream_name(&e.stream)?;
-        columns.push_recorded(e)?;
+        columns.push_event(e.clone())?;
         head = Head { position: e.position + 1, hash: e.hash };
     }
     if head.position != start {
