@@ -41,7 +41,8 @@ macro_rules! conformance_suite {
             catch_up_subscription_delivers_history_then_live_events,
             reads_honour_bounds,
             old_schema_versions_are_kept_as_stored,
-            invalid_appends_are_refused
+            invalid_appends_are_refused,
+            append_all_is_all_or_none_across_streams
         );
     };
     (@cases $factory:expr; $($case:ident),+) => {
@@ -350,4 +351,49 @@ pub async fn invalid_appends_are_refused(b: &mut impl Backend) {
         assert!(matches!(err, StoreError::InvalidAppend(_)), "{err:?}");
     }
     assert_eq!(s.committed(), 0);
+}
+
+pub async fn append_all_is_all_or_none_across_streams(b: &mut impl Backend) {
+    let s = b.open().await;
+    s.append("b", ExpectedVersion::Any, events(1)).await.unwrap();
+    let part = |stream: &str, expected, events| StreamAppend { stream: stream.into(), expected, events };
+
+    // One stale part refuses the whole append: nothing of the other parts is written.
+    let first = events(2);
+    let stale =
+        vec![part("a", ExpectedVersion::NoStream, first.clone()), part("b", ExpectedVersion::Exact(5), events(1))];
+    let err = s.append_all(stale).await.unwrap_err();
+    assert!(matches!(err, StoreError::WrongExpectedVersion { current: Some(0), .. }), "{err}");
+    assert_eq!(s.committed(), 1);
+    assert_eq!(s.event_by_id(first[0].id).await.unwrap(), None, "no part of a refused append is stored");
+    assert_eq!(s.stream_version("a").await.unwrap(), None);
+
+    // The same id in two parts is one invalid append.
+    let twice = vec![part("a", ExpectedVersion::Any, first.clone()), part("c", ExpectedVersion::Any, first.clone())];
+    assert!(matches!(s.append_all(twice).await, Err(StoreError::InvalidAppend(_))));
+
+    // Accepted: contiguous positions across the parts, versions per stream, a stream repeated.
+    let (second, third) = (events(1), events(1));
+    let parts = vec![
+        part("a", ExpectedVersion::NoStream, first.clone()),
+        part("b", ExpectedVersion::Exact(0), second.clone()),
+        part("a", ExpectedVersion::Exact(1), third.clone()),
+    ];
+    let done = s.append_all(parts.clone()).await.unwrap();
+    let placed: Vec<(u64, u64)> = done.iter().flat_map(|r| r.events.iter().map(|c| (c.version, c.position))).collect();
+    assert_eq!(placed, vec![(0, 1), (1, 2), (1, 3), (2, 4)]);
+    assert!(done.iter().all(|r| !r.deduplicated));
+    assert_eq!(s.committed(), 5);
+    assert_eq!(s.stream_version("a").await.unwrap(), Some(2));
+
+    // A retry of the whole append is answered from the log and writes nothing.
+    let again = s.append_all(parts).await.unwrap();
+    assert!(again.iter().all(|r| r.deduplicated));
+    assert_eq!(
+        again.iter().map(|r| r.events.clone()).collect::<Vec<_>>(),
+        done.iter().map(|r| r.events.clone()).collect::<Vec<_>>()
+    );
+    assert_eq!(s.committed(), 5);
+    let report = s.verify().await.unwrap();
+    assert_eq!(report.events, 5);
 }

@@ -65,6 +65,14 @@ pub struct NewEvent {
     pub recorded_at: Option<DateTime<Utc>>,
 }
 
+/// One stream's share of an atomic append to several streams (`EventStore::append_all`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamAppend {
+    pub stream: String,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+}
+
 /// An event as stored, with its full envelope.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordedEvent {
@@ -165,7 +173,16 @@ pub trait EventStore: Send + Sync + 'static {
         stream: &str,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> Result<AppendResult, StoreError>;
+    ) -> Result<AppendResult, StoreError> {
+        let part = StreamAppend { stream: stream.to_owned(), expected, events };
+        let mut results = self.append_all(vec![part]).await?;
+        results.pop().ok_or_else(|| StoreError::Backend("an append answered without a result".into()))
+    }
+
+    /// Appends to several streams at once, all or none: each part is checked (idempotency,
+    /// expected version) against what is stored and the parts before it, and one refused part
+    /// writes nothing of the others. One result per part, in order. A part may repeat a stream.
+    async fn append_all(&self, parts: Vec<StreamAppend>) -> Result<Vec<AppendResult>, StoreError>;
 
     /// Events of one stream with version >= `from_version`, at most `limit`.
     async fn read_stream(

@@ -64,12 +64,16 @@ pub(crate) fn validate_stream_name(stream: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// One append waiting for its group.
+/// One append waiting for its group: one or more streams' events, placed all or none.
 pub(crate) struct Request {
-    pub(crate) stream: String,
-    pub(crate) expected: ExpectedVersion,
-    pub(crate) events: Vec<NewEvent>,
-    pub(crate) reply: oneshot::Sender<Result<AppendResult, StoreError>>,
+    pub(crate) parts: Vec<StreamAppend>,
+    pub(crate) reply: oneshot::Sender<Result<Vec<AppendResult>, StoreError>>,
+}
+
+impl Request {
+    pub(crate) fn events(&self) -> impl Iterator<Item = &NewEvent> {
+        self.parts.iter().flat_map(|p| p.events.iter())
+    }
 }
 
 /// What is already stored, as the planner needs it.
@@ -104,33 +108,79 @@ pub(crate) struct Placed {
 #[derive(Default)]
 pub(crate) struct GroupPlan {
     versions: HashMap<String, u64>,
-    /// Event id -> (request index, event index, placing), to recognise retries within a group.
-    events: HashMap<Uuid, (usize, usize, Committed)>,
+    /// Event id -> (request, part, event index, placing), to recognise retries within a group.
+    events: HashMap<Uuid, ((usize, usize, usize), Committed)>,
 }
 
+/// One part of a request, planned: its result, and what to write (None for a retry).
+pub(crate) type PlannedPart = (AppendResult, Option<Placed>);
+
 impl GroupPlan {
-    /// Validates request `i` of `group` and places it after `head`. Ok(None) placing means a
-    /// retry of stored events: nothing to write.
+    /// Validates request `i` of `group` and places its parts after `head`, all or none: a part
+    /// that fails undoes the parts placed before it.
     pub(crate) fn plan(
         &mut self,
         group: &[Request],
         i: usize,
         stored: &mut impl Stored,
         head: &mut Head,
-    ) -> Result<(AppendResult, Option<Placed>), StoreError> {
-        let req = &group[i];
+    ) -> Result<Vec<PlannedPart>, StoreError> {
+        let parts = &group[i].parts;
+        if parts.is_empty() {
+            return Err(StoreError::InvalidAppend("an append needs at least one event".into()));
+        }
+        let mut ids = std::collections::HashSet::new();
+        if let Some(e) = group[i].events().find(|e| !ids.insert(e.id)) {
+            return Err(StoreError::InvalidAppend(format!("event id {} appears twice in one append", e.id)));
+        }
+        let (start, mut undo) = (*head, Vec::new());
+        let mut planned = Vec::with_capacity(parts.len());
+        for p in 0..parts.len() {
+            match self.plan_part(group, (i, p), stored, head) {
+                Ok((result, placed)) => {
+                    if let Some(placed) = &placed {
+                        undo.push((parts[p].stream.as_str(), placed.first_version.checked_sub(1), p));
+                    }
+                    planned.push((result, placed));
+                }
+                Err(e) => {
+                    for (stream, version, p) in undo.into_iter().rev() {
+                        // The version before the part: what is stored, or an earlier append's.
+                        match version {
+                            Some(v) => self.versions.insert(stream.to_owned(), v),
+                            None => self.versions.remove(stream),
+                        };
+                        for e in &parts[p].events {
+                            self.events.remove(&e.id);
+                        }
+                    }
+                    *head = start;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(planned)
+    }
+
+    /// Places one part (one stream's events) of request `at.0`.
+    fn plan_part(
+        &mut self,
+        group: &[Request],
+        at: (usize, usize),
+        stored: &mut impl Stored,
+        head: &mut Head,
+    ) -> Result<PlannedPart, StoreError> {
+        let req = &group[at.0].parts[at.1];
         validate_stream_name(&req.stream)?;
         if req.events.is_empty() {
             return Err(StoreError::InvalidAppend("an append needs at least one event".into()));
         }
         // Idempotency first: a retry of a stored append succeeds whatever the stream's version now is.
         let mut known = Vec::new();
-        for (j, e) in req.events.iter().enumerate() {
-            if req.events[..j].iter().any(|o| o.id == e.id) {
-                return Err(StoreError::InvalidAppend(format!("event id {} appears twice in one append", e.id)));
-            }
-            if let Some(&(ri, ei, committed)) = self.events.get(&e.id) {
-                if group[ri].stream != req.stream || !same_new(&group[ri].events[ei], e) {
+        for e in &req.events {
+            if let Some(&((ri, pi, ei), committed)) = self.events.get(&e.id) {
+                let earlier = &group[ri].parts[pi];
+                if earlier.stream != req.stream || !same_new(&earlier.events[ei], e) {
                     return Err(StoreError::IdempotencyConflict { id: e.id });
                 }
                 known.push(committed);
@@ -201,7 +251,7 @@ impl GroupPlan {
         }
         // Only now, with every check passed, does the request count as placed.
         for (j, c) in committed.iter().enumerate() {
-            self.events.insert(c.id, (i, j, *c));
+            self.events.insert(c.id, ((at.0, at.1, j), *c));
         }
         self.versions.insert(req.stream.clone(), first_version + committed.len() as u64 - 1);
         *head = Head { position: first_position + committed.len() as u64, hash: h };
@@ -215,11 +265,12 @@ fn same_new(a: &NewEvent, b: &NewEvent) -> bool {
 }
 
 /// Counts the events a group wrote, by type, once they are durable.
-pub(crate) fn count_appended(group: &[Request], results: &[Result<AppendResult, StoreError>]) {
+pub(crate) fn count_appended(group: &[Request], results: &[Result<Vec<AppendResult>, StoreError>]) {
     for (req, result) in group.iter().zip(results) {
-        if let Ok(r) = result {
+        let Ok(parts) = result else { continue };
+        for (part, r) in req.parts.iter().zip(parts) {
             if !r.deduplicated {
-                for e in &req.events {
+                for e in &part.events {
                     metrics::counter!("forlop_events_appended_total", "type" => e.event_type.clone()).increment(1);
                 }
             }

@@ -401,14 +401,9 @@ async fn listen(config: &tokio_postgres::Config, tls: Tls, poll: Duration, share
 
 #[async_trait]
 impl EventStore for PgStore {
-    async fn append(
-        &self,
-        stream: &str,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendResult, StoreError> {
+    async fn append_all(&self, parts: Vec<StreamAppend>) -> Result<Vec<AppendResult>, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let req = Request { stream: stream.to_owned(), expected, events, reply };
+        let req = Request { parts, reply };
         let gone = || StoreError::Unavailable("the PostgreSQL writer stopped".into());
         let started = std::time::Instant::now();
         self.requests.send(req).map_err(|_| gone())?;

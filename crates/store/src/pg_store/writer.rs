@@ -57,7 +57,7 @@ struct Columns {
 
 impl Columns {
     /// The events of one placed append, as their rows.
-    fn push(&mut self, req: &Request, placed: &Placed) -> Result<(), StoreError> {
+    fn push(&mut self, req: &StreamAppend, placed: &Placed) -> Result<(), StoreError> {
         for ((e, c), h) in req.events.iter().zip(&placed.committed).zip(&placed.hashes) {
             self.push_event(RecordedEvent {
                 id: e.id,
@@ -165,7 +165,7 @@ pub(super) async fn copy_in(pool: &Pool, events: &[RecordedEvent]) -> Result<Hea
 /// Text PostgreSQL cannot store (NUL) would fail the whole group's insert, so it is refused per
 /// append before planning, as every backend refuses it.
 fn storable(req: &Request) -> Result<(), StoreError> {
-    if req.events.iter().any(|e| e.event_type.contains('\0') || e.metadata.actor.contains('\0')) {
+    if req.events().any(|e| e.event_type.contains('\0') || e.metadata.actor.contains('\0')) {
         return Err(StoreError::InvalidAppend("event type and actor must not contain NUL".into()));
     }
     Ok(())
@@ -216,7 +216,7 @@ async fn lock_head(tx: &deadpool_postgres::Transaction<'_>) -> Result<Head, Stor
     Ok(Head { position, hash: hash_of(position, row.get(1))? })
 }
 
-type Planned = (Vec<Result<AppendResult, StoreError>>, Option<Head>);
+type Planned = (Vec<Result<Vec<AppendResult>, StoreError>>, Option<Head>);
 
 /// Plans and commits the group; Ok(.., Some(head)) when something was written.
 /// Why a group commit failed: a store error, or a sign that an append may be a retry (an id the
@@ -249,12 +249,13 @@ async fn place_and_commit(pool: &Pool, group: &[Request], look_up_ids: bool) -> 
     let mut head = lock_head(&tx).await?;
     let start = head.position;
 
-    let valid = |r: &&Request| validate_stream_name(&r.stream).is_ok() && storable(r).is_ok();
+    let valid = |r: &&Request| r.parts.iter().all(|p| validate_stream_name(&p.stream).is_ok()) && storable(r).is_ok();
     let ids: Vec<Uuid> = match look_up_ids {
-        true => group.iter().filter(valid).flat_map(|r| r.events.iter().map(|e| e.id)).collect(),
+        true => group.iter().filter(valid).flat_map(|r| r.events().map(|e| e.id)).collect(),
         false => Vec::new(),
     };
-    let mut streams: Vec<&str> = group.iter().filter(valid).map(|r| r.stream.as_str()).collect();
+    let mut streams: Vec<&str> =
+        group.iter().filter(valid).flat_map(|r| r.parts.iter().map(|p| p.stream.as_str())).collect();
     streams.sort_unstable();
     streams.dedup();
     // Both lookups in one round trip (tokio-postgres pipelines queries awaited together).
@@ -275,13 +276,16 @@ async fn place_and_commit(pool: &Pool, group: &[Request], look_up_ids: bool) -> 
     let mut columns = Columns::default();
     let mut results = Vec::with_capacity(group.len());
     for (i, req) in group.iter().enumerate() {
-        let result =
-            storable(req).and_then(|()| plan.plan(group, i, &mut stored, &mut head)).and_then(|(result, placed)| {
+        let result = storable(req).and_then(|()| plan.plan(group, i, &mut stored, &mut head)).and_then(|planned| {
+            let mut results = Vec::with_capacity(planned.len());
+            for ((result, placed), part) in planned.into_iter().zip(&req.parts) {
                 if let Some(p) = placed {
-                    columns.push(req, &p)?;
+                    columns.push(part, &p)?;
                 }
-                Ok(result)
-            });
+                results.push(result);
+            }
+            Ok(results)
+        });
         results.push(result);
     }
     // A retry of a stored append may carry the expected version of its first attempt, now

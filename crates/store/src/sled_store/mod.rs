@@ -183,17 +183,12 @@ impl SledStore {
 
 #[async_trait]
 impl EventStore for SledStore {
-    async fn append(
-        &self,
-        stream: &str,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendResult, StoreError> {
+    async fn append_all(&self, parts: Vec<StreamAppend>) -> Result<Vec<AppendResult>, StoreError> {
         if let Some(reason) = self.failed.get() {
             return Err(StoreError::Unavailable(reason.clone()));
         }
         let (reply, answer) = oneshot::channel();
-        let req = Request { stream: stream.to_owned(), expected, events, reply };
+        let req = Request { parts, reply };
         // The writer's queue or reply closed: it died. Record that before answering, so that
         // /healthz already says so when the client sees the error.
         let writer_gone = || {

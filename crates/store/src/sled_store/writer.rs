@@ -58,18 +58,22 @@ impl Writer {
         let mut head = Head { position: self.next_position, hash: self.last_hash };
         let results: Vec<_> = (0..group.len())
             .map(|i| {
-                let (result, placed) = plan.plan(&group, i, &mut SledStored(self), &mut head)?;
-                if let Some(p) = placed {
-                    batch.insert(&event_key(p.first_position)[..], p.framed);
-                    batch.insert(
-                        stream_key(&stream_prefix(&group[i].stream), p.first_version),
-                        &run_value(p.first_position, p.committed.len())[..],
-                    );
-                    for c in &p.committed {
-                        batch.insert(&id_key(c.id)[..], &c.position.to_be_bytes()[..]);
+                let planned = plan.plan(&group, i, &mut SledStored(self), &mut head)?;
+                let mut results = Vec::with_capacity(planned.len());
+                for ((result, placed), part) in planned.into_iter().zip(&group[i].parts) {
+                    if let Some(p) = placed {
+                        batch.insert(&event_key(p.first_position)[..], p.framed);
+                        batch.insert(
+                            stream_key(&stream_prefix(&part.stream), p.first_version),
+                            &run_value(p.first_position, p.committed.len())[..],
+                        );
+                        for c in &p.committed {
+                            batch.insert(&id_key(c.id)[..], &c.position.to_be_bytes()[..]);
+                        }
                     }
+                    results.push(result);
                 }
-                Ok(result)
+                Ok(results)
             })
             .collect();
         let (position, hash) = (head.position, head.hash);
