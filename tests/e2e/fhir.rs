@@ -560,6 +560,42 @@ async fn given_past_stays_in_any_order_then_each_is_recorded_and_an_overlap_is_r
     s.rejects("recordStay", input("2016-02-01T08:00:00Z", "2016-02-01T08:00:00Z"), "INVALID_INPUT").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_whose_last_fact_the_domain_refuses_records_none_of_its_facts() {
+    let (s, _dir) = fhir_server().await;
+    let token = s.token("integration", &[], None);
+    let ward = json!({ "resourceType": "Organization", "id": "ward", "name": "DPS døgnpost",
+        "identifier": [{ "system": RESH, "value": "4001033" }] });
+    let patient = pathway().into_iter().find(|r| r["resourceType"] == "Patient").unwrap();
+    let good = vec![ward, patient, stay("stay-1", "finished", "2016-04-01T08:00:00Z", Some("2016-04-09T12:00:00Z"))];
+    // Every entry maps; only deciding the last one, after the others, shows that the stays overlap.
+    let mut bad = good.clone();
+    bad.push(stay("stay-2", "finished", "2016-04-08T08:00:00Z", Some("2016-04-20T12:00:00Z")));
+    let before = s.committed().await;
+    let (status, resp) = post_fhir(&s, Some(&token), "application/fhir+json", bundle("transaction", bad)).await;
+    assert_eq!(status, 422, "a business rule, as FHIR answers it: {resp:#}");
+    assert_eq!(resp["resourceType"], "OperationOutcome", "{resp:#}");
+    let issue = &resp["issue"][0];
+    assert_eq!(issue["code"], "business-rule", "{resp:#}");
+    assert_eq!(issue["expression"][0], "Bundle.entry[3].resource", "{resp:#}");
+    assert!(issue["diagnostics"].as_str().unwrap().contains("overlaps"), "{resp:#}");
+    assert_eq!(s.committed().await, before, "neither the ward, the patient nor the first stay is recorded");
+    let services = s.query("{ services { id } }", json!({})).await;
+    assert_eq!(services["services"], json!([]), "{services:#}");
+
+    // Without the overlapping stay the same facts are recorded together, and once.
+    let (status, resp) =
+        post_fhir(&s, Some(&token), "application/fhir+json", bundle("transaction", good.clone())).await;
+    assert_eq!(status, 200, "{resp:#}");
+    assert_eq!(s.committed().await, before + 3, "the ward, the patient and the stay (one fact)");
+    let (status, resp) = post_fhir(&s, Some(&token), "application/fhir+json", bundle("transaction", good)).await;
+    assert_eq!(status, 200, "{resp:#}");
+    assert!((0..3).all(|i| resp["entry"][i]["response"]["status"] == "200 OK"), "{resp:#}");
+    assert_eq!(s.committed().await, before + 3, "a resent transaction appends nothing");
+    let verified = s.query("{ verifyLog { ok headPosition } }", json!({})).await;
+    assert_eq!(verified["verifyLog"], json!({ "ok": true, "headPosition": before + 2 }), "{verified:#}");
+}
+
 fn gad7_form(id: &str, answers: &[usize]) -> Value {
     const ITEMS: [&str; 7] = ["69725-0", "68509-9", "69733-4", "69734-2", "69735-9", "69689-8", "69736-7"];
     const LA: [&str; 4] = ["LA6568-5", "LA6569-3", "LA6570-1", "LA6571-9"];

@@ -42,6 +42,11 @@ impl Caller {
         }
     }
 
+    /// The metadata of an event this caller records.
+    pub fn metadata(&self) -> forlop_store::Metadata {
+        forlop_store::Metadata { actor: self.actor(), correlation_id: Some(self.correlation_id), causation_id: None }
+    }
+
     pub(crate) fn denied(&self, patient_id: Uuid, fields: &str) -> AccessRecord {
         self.record(patient_id, fields, AccessOutcome::Denied, None)
     }

@@ -222,7 +222,7 @@ fn fact_id(event: &Event) -> Option<Uuid> {
 }
 
 /// A claimed global id; released when dropped.
-struct IdClaim {
+pub(crate) struct IdClaim {
     claims: Arc<parking_lot::Mutex<std::collections::HashMap<Uuid, Uuid>>>,
     id: Uuid,
 }
@@ -277,11 +277,30 @@ const STRIPES: usize = 256;
 /// Under a steady stream of events, a snapshot is published at least every this many.
 const PUBLISH_EVERY: u64 = 1024;
 /// Optimistic retries against writers on other nodes before giving up.
-const MAX_ATTEMPTS: usize = 32;
+pub(crate) const MAX_ATTEMPTS: usize = 32;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine").field("projected", &self.projected.borrow().position).finish()
+    }
+}
+
+fn stripe_of(stream: &str) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(stream);
+    h as usize % STRIPES
+}
+
+/// The domain has no clock: a fact dated more than a day ahead of this server's is refused here.
+pub(crate) fn not_ahead(command: &Command) -> Result<(), EngineError> {
+    let proposed = command.proposed_event();
+    let bound = Utc::now() + chrono::Duration::hours(24);
+    match proposed.clinical_time().filter(|t| *t > bound) {
+        Some(t) => Err(EngineError::invalid(format!(
+            "{} {t} is more than 24 h in the future (latest accepted: {bound})",
+            proposed.clinical_time_field()
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -577,7 +596,7 @@ impl Engine {
     /// Claims a global id for `patient` until the returned guard is dropped (after the event is
     /// readable): refused if another patient's fact already has it, or another patient's command
     /// is recording it right now.
-    fn claim(&self, new: forlop_domain::NewId, patient: Uuid) -> Result<IdClaim, EngineError> {
+    pub(crate) fn claim(&self, new: forlop_domain::NewId, patient: Uuid) -> Result<IdClaim, EngineError> {
         let id = new.id();
         let taken = || {
             EngineError::invalid(format!("{}: {id} is already used by another patient (ids are global)", new.field()))
@@ -705,7 +724,7 @@ impl Engine {
         Ok((state, version, events.into_iter().map(|e| (e.id, e)).collect()))
     }
 
-    async fn stream_state(&self, stream: &str) -> Result<(StreamState, Option<u64>), EngineError> {
+    pub(crate) async fn stream_state(&self, stream: &str) -> Result<(StreamState, Option<u64>), EngineError> {
         let mut state = StreamState::default();
         let mut version = None;
         let mut from = 0;
@@ -769,13 +788,24 @@ impl Engine {
     }
 
     fn stripe(&self, stream: &str) -> &tokio::sync::Mutex<()> {
-        use std::hash::{BuildHasher, BuildHasherDefault};
-        let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(stream);
-        &self.stripes[h as usize % STRIPES]
+        &self.stripes[stripe_of(stream)]
+    }
+
+    /// Takes the turns of every stream named, in stripe order so that two callers never wait
+    /// on each other.
+    pub(crate) async fn turns(&self, streams: impl Iterator<Item = String>) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = streams.map(|s| stripe_of(&s)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut turns = Vec::with_capacity(stripes.len());
+        for s in stripes {
+            turns.push(self.stripes[s].lock().await);
+        }
+        turns
     }
 
     /// Refuses a recording the caller may not make, logging the attempt if it names a patient.
-    async fn authorize_record(&self, caller: &Caller, command: &Command) -> Result<(), EngineError> {
+    pub(crate) async fn authorize_record(&self, caller: &Caller, command: &Command) -> Result<(), EngineError> {
         let verdict = policy::may_record(&caller.principal, command, &self.model());
         let Err(why) = verdict else { return Ok(()) };
         if let Some(patient) = command.stream().patient_id() {
@@ -842,17 +872,7 @@ impl Engine {
         let stream = StreamRef::Patient(event.patient_id).name();
         if let Some(event_id) = options.event_id {
             if let Some(stored) = self.store.event_by_id(event_id).await? {
-                let same = match decode(&stored)? {
-                    Event::PatientRegistered(s) if stored.stream == stream => {
-                        let revealed = match s.national_id.as_deref().map(forlop_vault::Sealed::from_base64) {
-                            Some(Ok(sealed)) => self.vault().reveal(s.patient_id, &sealed).await.ok().flatten(),
-                            _ => None,
-                        };
-                        s.birth_year == event.birth_year && s.gender == event.gender && revealed.as_ref() == Some(&id)
-                    }
-                    _ => false,
-                };
-                if !same {
+                if !self.same_registration(&stored, &event, &id).await? {
                     return Err(EngineError::IdempotencyConflict(event_id));
                 }
                 return Ok(Recorded {
@@ -870,6 +890,33 @@ impl Engine {
             ))
             .into());
         }
+        event.national_id = Some(self.seal_national_id(event.patient_id, &id).await?);
+        self.record_locked(caller, Command::RegisterPatient(event), &References::default(), options).await
+    }
+
+    /// Whether `stored` registers the same patient as `event` with national id `id`: the number
+    /// is compared by opening it, since every sealing differs.
+    pub(crate) async fn same_registration(
+        &self,
+        stored: &RecordedEvent,
+        event: &forlop_domain::events::PatientRegistered,
+        id: &NationalId,
+    ) -> Result<bool, EngineError> {
+        Ok(match decode(stored)? {
+            Event::PatientRegistered(s) if stored.stream == StreamRef::Patient(event.patient_id).name() => {
+                let revealed = match s.national_id.as_deref().map(forlop_vault::Sealed::from_base64) {
+                    Some(Ok(sealed)) => self.vault().reveal(s.patient_id, &sealed).await.ok().flatten(),
+                    _ => None,
+                };
+                s.birth_year == event.birth_year && s.gender == event.gender && revealed.as_ref() == Some(id)
+            }
+            _ => false,
+        })
+    }
+
+    /// Seals a new patient's national id under their data key, refusing a number another
+    /// patient holds.
+    pub(crate) async fn seal_national_id(&self, patient: Uuid, id: &NationalId) -> Result<String, EngineError> {
         let vault_error = |e: forlop_vault::VaultError| match e {
             forlop_vault::VaultError::NationalIdInUse => {
                 EngineError::Domain(forlop_domain::DomainError::AlreadyExists(
@@ -878,14 +925,12 @@ impl Engine {
             }
             other => EngineError::Unavailable(format!("the key table could not be written: {other}")),
         };
-        if let Some(holder) = self.vault().find(&id).await.map_err(vault_error)? {
-            if holder != event.patient_id {
+        if let Some(holder) = self.vault().find(id).await.map_err(vault_error)? {
+            if holder != patient {
                 return Err(vault_error(forlop_vault::VaultError::NationalIdInUse));
             }
         }
-        let sealed = self.vault().protect(event.patient_id, &id).await.map_err(vault_error)?;
-        event.national_id = Some(sealed.to_base64());
-        self.record_locked(caller, Command::RegisterPatient(event), &References::default(), options).await
+        Ok(self.vault().protect(patient, id).await.map_err(vault_error)?.to_base64())
     }
 
     /// Records several facts about one patient with a single append: each is decided against
@@ -1004,9 +1049,7 @@ impl Engine {
                 Err(EngineError::IdempotencyConflict(item.event_id))
             });
         }
-        let bound = Utc::now() + chrono::Duration::hours(24);
-        let metadata =
-            Metadata { actor: caller.actor(), correlation_id: Some(caller.correlation_id), causation_id: None };
+        let metadata = caller.metadata();
         let mut refused_groups = std::collections::HashSet::new();
         let mut new = Vec::new();
         let mut placed = Vec::new();
@@ -1022,12 +1065,8 @@ impl Engine {
                     Some(Err(EngineError::invalid("not recorded: an earlier fact of the same resource was refused")));
                 continue;
             }
-            let proposed = item.command.proposed_event();
-            if let Some(t) = proposed.clinical_time().filter(|t| *t > bound) {
-                let field = proposed.clinical_time_field();
-                results[i] = Some(Err(EngineError::invalid(format!(
-                    "{field} {t} is more than 24 h in the future (latest accepted: {bound})"
-                ))));
+            if let Err(e) = not_ahead(&item.command) {
+                results[i] = Some(Err(e));
                 refused_groups.insert(item.group);
                 continue;
             }
@@ -1068,7 +1107,7 @@ impl Engine {
 
     /// `references`, from the read model when it already holds them (services and therapists
     /// never change once registered), else from their streams.
-    async fn references_from_model(&self, command: &Command) -> Result<References, EngineError> {
+    pub(crate) async fn references_from_model(&self, command: &Command) -> Result<References, EngineError> {
         let model = self.model();
         let service = command.referenced_service().map(|id| model.services.get(&id).cloned());
         let therapist = command.referenced_therapist().map(|id| model.therapists.get(&id).cloned());
@@ -1138,21 +1177,9 @@ impl Engine {
                     return Err(StoreError::WrongExpectedVersion { stream, expected, current: version }.into());
                 }
             }
-            // The domain has no clock: a fact dated more than a day ahead is refused here.
-            let proposed = command.proposed_event();
-            if let Some(t) = proposed.clinical_time() {
-                let bound = Utc::now() + chrono::Duration::hours(24);
-                if t > bound {
-                    let field = proposed.clinical_time_field();
-                    return Err(EngineError::invalid(format!(
-                        "{field} {t} is more than 24 h in the future (latest accepted: {bound})"
-                    )));
-                }
-            }
+            not_ahead(&command)?;
             let event = decide(&state, refs, command.clone())?;
-            let metadata =
-                Metadata { actor: caller.actor(), correlation_id: Some(caller.correlation_id), causation_id: None };
-            let new = new_event(event_id, &event, metadata);
+            let new = new_event(event_id, &event, caller.metadata());
             let expected = version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
             match self.store.append(&stream, expected, vec![new]).await {
                 Ok(r) => {

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 mod owners;
 pub mod policy;
+mod transaction;
 
 pub use access::{Caller, PatientGrant};
 pub use engine::{
@@ -17,3 +18,4 @@ pub use engine::{
 };
 pub use error::{code, EngineError};
 pub use forlop_auth::{Principal, Role};
+pub use transaction::{Transacted, TransactionItem, TransactionRefused};

@@ -10,7 +10,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use forlop_domain::national_id::NationalId;
 use forlop_domain::DomainError;
-use forlop_engine::{BatchItem, Caller, Engine, EngineError, RecordOptions};
+use forlop_engine::{
+    BatchItem, Caller, Engine, EngineError, RecordOptions, Transacted, TransactionItem, TransactionRefused,
+};
 use forlop_projections::ReadModel;
 use futures::StreamExt;
 use serde::Deserialize;
@@ -215,6 +217,12 @@ impl Lookup for EngineLookup<'_> {
 }
 
 /// An engine refusal as an OperationOutcome issue.
+/// Registrations: one made before by another route (a GraphQL mutation) is the same entity.
+fn registers(command: &forlop_domain::Command) -> bool {
+    use forlop_domain::Command::*;
+    matches!(command, RegisterPatient(_) | RegisterService(_) | RegisterTherapist(_))
+}
+
 fn engine_issue(path: &str, e: &EngineError) -> Issue {
     let code = match e {
         EngineError::Domain(DomainError::NotFound(_)) => "not-found",
@@ -359,18 +367,40 @@ impl Fhir {
         }
         facts.sort_by_key(|(i, rank, _)| (*rank, *i));
         if all_or_none {
-            // One fact after another: the first refusal stops the rest.
+            // Every fact decided in order and appended together; one refusal records nothing.
+            let mut entry_of = Vec::new();
+            let mut items = Vec::new();
             for (i, _, fs) in facts {
                 for f in fs {
-                    match self.place_fact(caller, f).await {
-                        Placing::Appended => outcomes[i].appended += 1,
-                        Placing::Duplicate => outcomes[i].duplicates += 1,
-                        Placing::Refused(issue) => {
-                            let path = entries[i].path.clone();
-                            outcomes[i].issues.push(Issue { path, ..issue });
-                            return outcomes;
+                    entry_of.push(i);
+                    let may_exist = registers(&f.command);
+                    items.push(TransactionItem {
+                        command: f.command,
+                        event_id: f.event_id,
+                        national_id: f.national_id,
+                        may_exist,
+                    });
+                }
+            }
+            match self.engine.record_transaction(caller, items).await {
+                Ok(done) => {
+                    for (i, t) in entry_of.into_iter().zip(done) {
+                        match t {
+                            Transacted::Recorded(r) if !r.deduplicated => outcomes[i].appended += 1,
+                            _ => outcomes[i].duplicates += 1,
                         }
                     }
+                }
+                Err(TransactionRefused { item: Some(k), error }) => {
+                    let i = entry_of[k];
+                    outcomes[i].issues.push(engine_issue(&entries[i].path, &error));
+                    return outcomes;
+                }
+                Err(TransactionRefused { item: None, error }) => {
+                    for (o, e) in outcomes.iter_mut().zip(entries) {
+                        o.issues.push(engine_issue(&e.path, &error));
+                    }
+                    return outcomes;
                 }
             }
         } else {
@@ -627,12 +657,7 @@ impl Fhir {
     }
 
     async fn place_fact(&self, caller: &Caller, f: Fact) -> Placing {
-        let registration = matches!(
-            f.command,
-            forlop_domain::Command::RegisterPatient(_)
-                | forlop_domain::Command::RegisterService(_)
-                | forlop_domain::Command::RegisterTherapist(_)
-        );
+        let registration = registers(&f.command);
         let options = RecordOptions { event_id: Some(f.event_id), expected_version: None };
         match self.engine.record(caller, f.command, f.national_id, options).await {
             Ok(r) if r.deduplicated => Placing::Duplicate,

@@ -1,0 +1,233 @@
+//! Transactions: facts about several streams (reference data and patients) decided together
+//! and appended all or none, as a FHIR `transaction` Bundle asks. Each fact is decided against
+//! the log plus the facts before it in the transaction; one refusal records nothing.
+
+use std::collections::HashMap;
+
+use uuid::Uuid;
+
+use forlop_domain::national_id::NationalId;
+use forlop_domain::{decide, Command, DomainError, Event, References, StreamState};
+use forlop_store::{ExpectedVersion, StoreError, StreamAppend};
+
+use crate::access::Caller;
+use crate::engine::{decode, new_event, not_ahead, Engine, Recorded, MAX_ATTEMPTS};
+use crate::error::EngineError;
+
+/// One fact of an [`Engine::record_transaction`].
+#[derive(Debug, Clone)]
+pub struct TransactionItem {
+    pub command: Command,
+    /// Its idempotency key.
+    pub event_id: Uuid,
+    /// For a registration: the patient's national id, sealed before it reaches the log.
+    pub national_id: Option<NationalId>,
+    /// A registration already made by another route (under another event id) counts as done
+    /// rather than refusing the transaction.
+    pub may_exist: bool,
+}
+
+/// What became of one fact of a transaction that was recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transacted {
+    /// Appended now, or (`deduplicated`) found recorded under its event id.
+    Recorded(Recorded),
+    /// A registration that another route had already made: nothing to append.
+    AlreadyRegistered,
+}
+
+/// Why a transaction recorded nothing: the fact that was refused (None for the whole).
+#[derive(Debug)]
+pub struct TransactionRefused {
+    pub item: Option<usize>,
+    pub error: EngineError,
+}
+
+fn refused(item: usize) -> impl FnOnce(EngineError) -> TransactionRefused {
+    move |error| TransactionRefused { item: Some(item), error }
+}
+
+fn whole(error: impl Into<EngineError>) -> TransactionRefused {
+    TransactionRefused { item: None, error: error.into() }
+}
+
+/// One attempt's decisions: the appends to make, and for each fact its outcome or where its
+/// event went (part, index in part).
+struct Decided {
+    parts: Vec<StreamAppend>,
+    outcomes: Vec<Result<Transacted, (usize, usize)>>,
+}
+
+impl Engine {
+    /// Decides `items` in order, each against the log and the items before it, and appends all
+    /// their events atomically, or none if any is refused. Retries of recorded facts (by event
+    /// id) are answered from the log. Answers once the read model shows every appended event.
+    pub async fn record_transaction(
+        &self,
+        caller: &Caller,
+        items: Vec<TransactionItem>,
+    ) -> Result<Vec<Transacted>, TransactionRefused> {
+        match self.transaction_checked(caller, items).await {
+            Err(TransactionRefused { item, error: EngineError::Internal(detail) }) if !self.failures().is_empty() => {
+                tracing::warn!(%detail, "transaction refused while failed");
+                let reason = self.failures().join("; ");
+                Err(TransactionRefused {
+                    item,
+                    error: EngineError::Unavailable(format!("not accepting writes: {reason}")),
+                })
+            }
+            other => other,
+        }
+    }
+
+    async fn transaction_checked(
+        &self,
+        caller: &Caller,
+        items: Vec<TransactionItem>,
+    ) -> Result<Vec<Transacted>, TransactionRefused> {
+        if let Some(reason) = self.failures().into_iter().next() {
+            return Err(whole(EngineError::Unavailable(format!("not accepting writes: {reason}"))));
+        }
+        for (i, item) in items.iter().enumerate() {
+            self.authorize_record(caller, &item.command).await.map_err(refused(i))?;
+            if item.national_id.is_some() && !matches!(item.command, Command::RegisterPatient(_)) {
+                return Err(refused(i)(EngineError::invalid("only registerPatient takes a nationalId")));
+            }
+        }
+        let _turns = self.turns(items.iter().map(|i| i.command.stream().name())).await;
+        let mut claims = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            if let (Some(new), Some(patient)) = (item.command.new_id(), item.command.stream().patient_id()) {
+                claims.push(self.claim(new, patient).map_err(refused(i))?);
+            }
+        }
+        for attempt in 0..MAX_ATTEMPTS {
+            let Decided { parts, outcomes } = self.decide_transaction(caller, &items).await?;
+            if parts.is_empty() {
+                return Ok(outcomes.into_iter().map(|o| o.unwrap_or(Transacted::AlreadyRegistered)).collect());
+            }
+            match self.store().append_all(parts).await {
+                Ok(appended) => {
+                    let last = appended.iter().flat_map(|r| r.events.last()).map(|c| c.position).max();
+                    self.wait_projected(last.unwrap_or(0)).await.map_err(whole)?;
+                    let settled = outcomes.into_iter().zip(&items).map(|(o, item)| match o {
+                        Ok(t) => t,
+                        Err((part, k)) => {
+                            let c = appended[part].events[k];
+                            Transacted::Recorded(Recorded {
+                                event_id: item.event_id,
+                                stream_version: c.version,
+                                position: c.position,
+                                deduplicated: appended[part].deduplicated,
+                            })
+                        }
+                    });
+                    return Ok(settled.collect());
+                }
+                // Another writer got there first (or stored one of these ids): decide again.
+                Err(StoreError::WrongExpectedVersion { .. } | StoreError::IdempotencyConflict { .. }) => {
+                    tracing::debug!(attempt, "concurrent write during a transaction; deciding again");
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => return Err(whole(e)),
+            }
+        }
+        Err(whole(EngineError::Internal(format!("transaction still contended after {MAX_ATTEMPTS} attempts"))))
+    }
+
+    /// One attempt: every item decided against the log as it is now and the items before it.
+    async fn decide_transaction(
+        &self,
+        caller: &Caller,
+        items: &[TransactionItem],
+    ) -> Result<Decided, TransactionRefused> {
+        let mut streams: HashMap<String, (StreamState, Option<u64>)> = HashMap::new();
+        let mut services = HashMap::new();
+        let mut therapists = HashMap::new();
+        let mut parts: Vec<StreamAppend> = Vec::new();
+        let mut outcomes = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let stream = item.command.stream().name();
+            // A retry of a recorded fact is answered from the log, before today's rules.
+            if let Some(stored) = self.store().event_by_id(item.event_id).await.map_err(whole)? {
+                let same = match (&item.command, &item.national_id) {
+                    (Command::RegisterPatient(e), Some(id)) => self.same_registration(&stored, e, id).await,
+                    (command, _) => decode(&stored).map(|d| {
+                        stored.stream == stream
+                            && stored.event_type == command.proposed_event().event_type()
+                            && d == command.proposed_event()
+                    }),
+                }
+                .map_err(refused(i))?;
+                if !same {
+                    return Err(refused(i)(EngineError::IdempotencyConflict(item.event_id)));
+                }
+                let recorded = Recorded {
+                    event_id: item.event_id,
+                    stream_version: stored.version,
+                    position: stored.position,
+                    deduplicated: true,
+                };
+                outcomes.push(Ok(Transacted::Recorded(recorded)));
+                continue;
+            }
+            if !streams.contains_key(&stream) {
+                let state = self.stream_state(&stream).await.map_err(whole)?;
+                streams.insert(stream.clone(), state);
+            }
+            let mut refs = self.references_from_model(&item.command).await.map_err(refused(i))?;
+            if let Some(id) = item.command.referenced_service() {
+                refs.service = refs.service.or_else(|| services.get(&id).cloned());
+            }
+            if let Some(id) = item.command.referenced_therapist() {
+                refs.therapist = refs.therapist.or_else(|| therapists.get(&id).cloned());
+            }
+            let (state, version) = streams.get_mut(&stream).expect("loaded above");
+            let decided = self.decide_item(item, state, &refs).await;
+            let event = match decided {
+                Ok(event) => event,
+                Err(EngineError::Domain(DomainError::AlreadyExists(_))) if item.may_exist => {
+                    outcomes.push(Ok(Transacted::AlreadyRegistered));
+                    continue;
+                }
+                Err(e) => return Err(refused(i)(e)),
+            };
+            state.apply(&event);
+            match &event {
+                Event::ServiceRegistered(s) => drop(services.insert(s.service_id, s.clone())),
+                Event::TherapistRegistered(t) => drop(therapists.insert(t.therapist_id, t.clone())),
+                _ => {}
+            }
+            let new = new_event(item.event_id, &event, caller.metadata());
+            match parts.last_mut() {
+                Some(last) if last.stream == stream => last.events.push(new),
+                _ => {
+                    let expected = version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+                    parts.push(StreamAppend { stream: stream.clone(), expected, events: vec![new] });
+                }
+            }
+            *version = Some(version.map_or(0, |v| v + 1));
+            outcomes.push(Err((parts.len() - 1, parts.last().map_or(0, |p| p.events.len() - 1))));
+        }
+        Ok(Decided { parts, outcomes })
+    }
+
+    /// Decides one item against its stream's state, sealing a new patient's national id.
+    async fn decide_item(
+        &self,
+        item: &TransactionItem,
+        state: &StreamState,
+        refs: &References,
+    ) -> Result<Event, EngineError> {
+        not_ahead(&item.command)?;
+        let command = match (&item.command, &item.national_id) {
+            (Command::RegisterPatient(e), Some(id)) if !state.exists => {
+                let mut e = e.clone();
+                e.national_id = Some(self.seal_national_id(e.patient_id, id).await?);
+                Command::RegisterPatient(e)
+            }
+            (command, _) => command.clone(),
+        };
+        Ok(decide(state, refs, command)?)
+    }
+}
