@@ -14,6 +14,8 @@ use forlop_store::{EventStore, Hash};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::owners::OwnerIndex;
+
 /// Bumped whenever the read model's shape changes: an older checkpoint is then ignored.
 const FORMAT: u32 = 3;
 const MAGIC: &[u8; 8] = b"FORLOPRM";
@@ -85,10 +87,12 @@ pub fn write(path: &Path, model: &ReadModel, head_hash: Hash) -> std::io::Result
     Ok(())
 }
 
-/// A decoded checkpoint, not yet checked against the log.
+/// A decoded checkpoint, not yet checked against the log, with the owner index derived from it
+/// (built while the event log opens, off a start's critical path).
 pub struct Decoded {
     header: Header,
     model: ReadModel,
+    owners: OwnerIndex,
 }
 
 /// A checkpoint being decoded on a thread of its own, started before the event log is opened:
@@ -147,8 +151,15 @@ pub fn read(path: &Path) -> Option<Decoded> {
     match decode_model(&mut input, &mut buf) {
         Ok(mut model) => {
             model.position = header.position;
-            model.reindex();
-            Some(Decoded { header, model })
+            // The derived indexes, side by side.
+            let (indexes, owners) = std::thread::scope(|scope| {
+                let indexes = scope.spawn(|| model.service_indexes());
+                let owners = OwnerIndex::of(&model);
+                (indexes.join(), owners)
+            });
+            let Ok(indexes) = indexes else { return ignored(path, "indexing it panicked".into()) };
+            (model.episodes_by_service, model.referrals_by_service) = indexes;
+            Some(Decoded { header, model, owners })
         }
         Err(e) => ignored(path, format!("undecodable read model: {e}")),
     }
@@ -157,7 +168,16 @@ pub fn read(path: &Path) -> Option<Decoded> {
 /// The decoded checkpoint's model if `store`'s log still holds, at its position, the event whose
 /// hash it recorded; None (with a warning) otherwise.
 pub async fn check(decoded: Decoded, path: &Path, store: &Arc<dyn EventStore>) -> Option<ReadModel> {
-    let Decoded { header, model } = decoded;
+    check_with_owners(decoded, path, store).await.map(|(model, _)| model)
+}
+
+/// `check`, keeping the owner index built with the model.
+pub(crate) async fn check_with_owners(
+    decoded: Decoded,
+    path: &Path,
+    store: &Arc<dyn EventStore>,
+) -> Option<(ReadModel, OwnerIndex)> {
+    let Decoded { header, model, owners } = decoded;
     if header.position > store.committed() {
         return ignored(path, format!("it reflects {} events, the log holds {}", header.position, store.committed()));
     }
@@ -170,14 +190,18 @@ pub async fn check(decoded: Decoded, path: &Path, store: &Arc<dyn EventStore>) -
             return ignored(path, format!("the log's event at {} has another hash", header.position - 1));
         }
     }
-    Some(model)
+    Some((model, owners))
 }
 
 /// The checkpoint at `path`, if it matches `store`'s log; None (with a warning) otherwise.
 pub async fn load(path: &Path, store: &Arc<dyn EventStore>) -> Option<ReadModel> {
+    load_with_owners(path, store).await.map(|(model, _)| model)
+}
+
+pub(crate) async fn load_with_owners(path: &Path, store: &Arc<dyn EventStore>) -> Option<(ReadModel, OwnerIndex)> {
     let owned = path.to_owned();
     let decoded = tokio::task::spawn_blocking(move || read(&owned)).await.ok().flatten()?;
-    check(decoded, path, store).await
+    check_with_owners(decoded, path, store).await
 }
 
 /// Decodes the frames after the header. Patients decode on a second thread while this one

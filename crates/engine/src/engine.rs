@@ -407,22 +407,27 @@ impl Engine {
     /// Rebuilds the read model from the log, then keeps it current from a live subscription.
     pub async fn start(store: Arc<dyn EventStore>, parts: EngineParts) -> Result<Engine, EngineError> {
         let started = std::time::Instant::now();
-        let mut model = match (&parts.checkpoint, parts.preload.take().await) {
-            (Some(path), Some(Some(decoded))) => {
-                crate::checkpoint::check(decoded, path, &store).await.unwrap_or_default()
-            }
-            (Some(_), Some(None)) | (None, _) => ReadModel::default(),
-            (Some(path), None) => crate::checkpoint::load(path, &store).await.unwrap_or_default(),
+        let loaded = match (&parts.checkpoint, parts.preload.take().await) {
+            (Some(path), Some(Some(decoded))) => crate::checkpoint::check_with_owners(decoded, path, &store).await,
+            (Some(_), Some(None)) | (None, _) => None,
+            (Some(path), None) => crate::checkpoint::load_with_owners(path, &store).await,
         };
-        if model.position > 0 {
+        let (mut model, owners) = loaded.map_or((ReadModel::default(), None), |(m, o)| (m, Some(o)));
+        let checkpointed = model.position;
+        if checkpointed > 0 {
             let ms = started.elapsed().as_millis() as u64;
-            tracing::info!(events = model.position, ms, "loaded read-model checkpoint; replaying the tail");
+            tracing::info!(events = checkpointed, ms, "loaded read-model checkpoint; replaying the tail");
         }
         catch_up(&store, &mut model).await?;
         let caught_up = started.elapsed();
         // Who owns each global id: derived from the model (so checkpoints need not carry it),
-        // then kept current by the projector.
-        let owners: Owners = Arc::new(parking_lot::RwLock::new(crate::owners::OwnerIndex::of(&model)));
+        // then kept current by the projector. The checkpoint's is built as it decodes; a tail
+        // replayed since needs the whole index built again.
+        let owners = match owners {
+            Some(o) if model.position == checkpointed => o,
+            _ => crate::owners::OwnerIndex::of(&model),
+        };
+        let owners: Owners = Arc::new(parking_lot::RwLock::new(owners));
         tracing::info!(
             ids = owners.read().len(),
             ms = (started.elapsed() - caught_up).as_millis() as u64,

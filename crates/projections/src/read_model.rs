@@ -177,13 +177,18 @@ pub struct ReadModel {
     /// Per service: (startedAt, episode id) -> the episode's patient and end, for cohorts by
     /// start date. Derived from `patients`, so checkpoints leave both indexes out (`reindex`).
     #[serde(skip)]
-    pub episodes_by_service: HashMap<Uuid, OrdMap<(Timestamp, Uuid), EpisodeEntry>>,
+    pub episodes_by_service: EpisodesByService,
     /// Per service: (receivedAt, referral id) -> patient id.
     #[serde(skip)]
-    pub referrals_by_service: HashMap<Uuid, OrdMap<(Timestamp, Uuid), Uuid>>,
+    pub referrals_by_service: ReferralsByService,
     /// Number of log events folded so far (the next position expected).
     pub position: u64,
 }
+
+/// Per service: (startedAt, episode id) -> the episode's patient and end.
+pub type EpisodesByService = HashMap<Uuid, OrdMap<(Timestamp, Uuid), EpisodeEntry>>;
+/// Per service: (receivedAt, referral id) -> patient id.
+pub type ReferralsByService = HashMap<Uuid, OrdMap<(Timestamp, Uuid), Uuid>>;
 
 /// An entry of `episodes_by_service`: whose episode it is and when it ended, so that a scan for
 /// open episodes (care alerts, the services overview) skips closed ones without a lookup.
@@ -222,17 +227,23 @@ impl ReadModel {
     /// Rebuilds the per-service indexes from the patients (after decoding a checkpoint, which
     /// leaves them out).
     pub fn reindex(&mut self) {
-        self.episodes_by_service = HashMap::default();
-        self.referrals_by_service = HashMap::default();
+        (self.episodes_by_service, self.referrals_by_service) = self.service_indexes();
+    }
+
+    /// The per-service indexes, derived from the patients (see `reindex`).
+    pub fn service_indexes(&self) -> (EpisodesByService, ReferralsByService) {
+        let mut episodes = EpisodesByService::default();
+        let mut referrals = ReferralsByService::default();
         for p in self.patients.values() {
             for r in &p.referrals {
-                self.referrals_by_service.entry(r.service_id).or_default().insert((r.received_at, r.id), p.id);
+                referrals.entry(r.service_id).or_default().insert((r.received_at, r.id), p.id);
             }
             for e in &p.episodes {
                 let entry = EpisodeEntry { patient_id: p.id, ended_at: e.ended.as_ref().map(|end| end.ended_at) };
-                self.episodes_by_service.entry(e.service_id).or_default().insert((e.started_at, e.id), entry);
+                episodes.entry(e.service_id).or_default().insert((e.started_at, e.id), entry);
             }
         }
+        (episodes, referrals)
     }
 
     /// Folds one event. Events the read model has no use for only advance the position.
