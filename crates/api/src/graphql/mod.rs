@@ -46,10 +46,16 @@ fn build_schema_validating(
     documents: Option<std::sync::Arc<crate::limits::DocumentCache>>,
 ) -> ForlopSchema {
     let mut builder = Schema::build(Query, Mutation, Subscription)
-        .extension(crate::limits::Limits { documents })
         .validation_mode(mode)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY);
+    // The fast schema runs only documents that `limits::check` took from its cache, limited
+    // and saw pass full validation before, so it needs no extension; and without one,
+    // async-graphql resolves each field without building its `ResolveInfo` (a registry lookup
+    // and, per list item, an allocation).
+    if matches!(mode, async_graphql::ValidationMode::Strict) {
+        builder = builder.extension(crate::limits::Limits { documents });
+    }
     if let Some(engine) = engine {
         builder = builder.data(engine);
     }
