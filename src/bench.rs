@@ -42,6 +42,9 @@ pub struct BenchArgs {
     /// query) or `server` (seed, then everything measured over HTTP and the restart).
     #[arg(long, value_enum)]
     only: Option<Only>,
+    /// Keep the seeded data directory after the run (its path is printed), to inspect or serve it.
+    #[arg(long)]
+    keep: bool,
     /// Measure the event store on this PostgreSQL server instead (`postgres://…`; the role needs
     /// CREATEDB: the run writes into a database of its own and drops it), against PostgreSQL's
     /// own batch and single-insert rates.
@@ -418,7 +421,7 @@ async fn restart_to_ready(data: &std::path::Path) -> anyhow::Result<(f64, u64)> 
         .arg("--key-file")
         .arg(&key)
         // The engine's start-up timings (checkpoint, owner index) go to the bench's stderr.
-        .env("FORLOP_LOG", "warn,forlop_engine=info")
+        .env("FORLOP_LOG", "warn,forlop_engine=info,forlop_store=info")
         .stdout(std::process::Stdio::null())
         .spawn()?;
     let client = reqwest::Client::new();
@@ -688,6 +691,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     extra.insert("log_events".into(), json!(seeded));
     extra.insert("patients".into(), json!(args.patients));
     extra.insert("episodes".into(), json!(episodes));
+    if args.keep {
+        eprintln!("bench: the seeded data directory is kept at {}", dir.keep().display());
+    }
     report(&args, &rows, &ratios, &extra)
 }
 

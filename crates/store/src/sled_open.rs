@@ -13,15 +13,23 @@ const LOCK_WAIT: Duration = Duration::from_secs(3);
 /// `config.open()`, retried while the database's lock is still held.
 pub(crate) fn open(config: &sled::Config) -> sled::Result<sled::Db> {
     let started = Instant::now();
+    let mut waited = false;
     loop {
         match config.open() {
             // sled reports the lock only in its message (`ErrorKind::Other`).
             Err(sled::Error::Io(e))
                 if e.to_string().starts_with("could not acquire lock") && started.elapsed() < LOCK_WAIT =>
             {
+                waited = true;
                 std::thread::sleep(Duration::from_millis(10));
             }
-            other => return other,
+            other => {
+                if waited {
+                    let ms = started.elapsed().as_millis() as u64;
+                    tracing::info!(path = ?config.path, ms, "opened sled after waiting for its lock");
+                }
+                return other;
+            }
         }
     }
 }

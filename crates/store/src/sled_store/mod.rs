@@ -103,6 +103,7 @@ fn tail_head(tree: &sled::Tree, first: u64, value: &[u8]) -> Result<(u64, Hash),
 
 impl SledStore {
     pub fn open(options: SledOptions) -> Result<SledStore, StoreError> {
+        let opening = std::time::Instant::now();
         let config = sled::Config::new()
             .path(&options.path)
             .cache_capacity(options.cache_bytes)
@@ -136,7 +137,12 @@ impl SledStore {
         };
         let writer =
             crate::group::WriterThread::spawn("forlop-sled-writer", move |rx| writer.run(rx)).map_err(backend)?;
-        tracing::info!(path = %options.path.display(), events = next_position, "opened sled event store");
+        tracing::info!(
+            path = %options.path.display(),
+            events = next_position,
+            ms = opening.elapsed().as_millis() as u64,
+            "opened sled event store"
+        );
         Ok(SledStore { tree, failed, writer, committed, watch })
     }
 
