@@ -9,13 +9,13 @@ use uuid::Uuid;
 
 use crate::support::*;
 
-const RESH: &str = "urn:oid:2.16.578.1.12.4.1.4.102";
+pub(crate) const RESH: &str = "urn:oid:2.16.578.1.12.4.1.4.102";
 const HPR: &str = "urn:oid:2.16.578.1.12.4.1.4.4";
 const FNR: &str = "urn:oid:2.16.578.1.12.4.1.4.1";
 /// Synthetic (month + 80): 15 November 1985.
 const SYNTHETIC_FNR: &str = "15918510033";
 
-const CARE_LEVELS: &str = r#"
+pub(crate) const CARE_LEVELS: &str = r#"
 [[service]]
 system = "urn:oid:2.16.578.1.12.4.1.4.102"
 value = "4001031"
@@ -46,7 +46,7 @@ async fn fhir_server() -> (Server, tempfile::TempDir) {
     (s, dir)
 }
 
-async fn post_fhir(s: &Server, token: Option<&str>, content_type: &str, body: String) -> (u16, Value) {
+pub(crate) async fn post_fhir(s: &Server, token: Option<&str>, content_type: &str, body: String) -> (u16, Value) {
     let mut req = s.client().post(format!("{}/fhir", s.url)).header("content-type", content_type).body(body);
     if let Some(t) = token {
         req = req.bearer_auth(t);
@@ -70,7 +70,7 @@ fn entry(resource: Value) -> Value {
     json!({ "resource": resource, "request": { "method": "POST", "url": resource["resourceType"] } })
 }
 
-fn bundle(kind: &str, resources: Vec<Value>) -> String {
+pub(crate) fn bundle(kind: &str, resources: Vec<Value>) -> String {
     json!({ "resourceType": "Bundle", "type": kind, "entry": resources.into_iter().map(entry).collect::<Vec<_>>() })
         .to_string()
 }
@@ -105,7 +105,7 @@ fn phq9(id: &str, encounter: &str, items: &[i64], at: &str) -> Value {
 
 /// A municipal episode, then a DPS episode where the first therapist goes on sick leave without
 /// the patient being told: as a record system would send it.
-fn pathway() -> Vec<Value> {
+pub(crate) fn pathway() -> Vec<Value> {
     vec![
         json!({ "resourceType": "Organization", "id": "org-rph", "name": "RPH Gamle Oslo",
             "identifier": [{ "system": RESH, "value": "4001031" }] }),
@@ -499,7 +499,7 @@ async fn given_a_session_before_its_episode_in_another_request_then_it_is_held_r
     assert_eq!(p["continuity"]["attendedSessions"], 4, "the held session counts: {p:#}");
 }
 
-fn stay(id: &str, status: &str, start: &str, end: Option<&str>) -> Value {
+pub(crate) fn stay(id: &str, status: &str, start: &str, end: Option<&str>) -> Value {
     let mut period = json!({ "start": start });
     if let Some(e) = end {
         period["end"] = json!(e);

@@ -425,3 +425,46 @@ async fn the_demo_runs_on_postgres_with_the_same_figures_as_on_sled() {
     assert_eq!(me["patientByNationalId"]["nationalId"], "31929956780");
     assert_eq!(s.query("{ verifyLog { ok } }", json!({})).await["verifyLog"]["ok"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fhir_transaction_on_postgres_is_appended_all_or_none_and_read_on_another_node() {
+    use crate::fhir::{bundle, pathway, post_fhir, stay, CARE_LEVELS, RESH};
+    let pg = cluster();
+    let url = pg.url("postgres");
+    let levels = tempfile::tempdir().expect("tempdir");
+    let file = levels.path().join("care-levels.toml");
+    std::fs::write(&file, CARE_LEVELS).expect("write care levels");
+    let a = Server::start_with(&["--store", &url, "--fhir-care-levels", file.to_str().expect("path")]).await;
+    let dir_b = tempfile::tempdir().expect("tempdir");
+    share_keys(&a.dir, dir_b.path());
+    let b = Server::start_in(dir_b.path(), &["--store", &url]).await;
+    let token = a.token("integration", &[], None);
+    let ward = json!({ "resourceType": "Organization", "id": "ward", "name": "DPS døgnpost",
+        "identifier": [{ "system": RESH, "value": "4001033" }] });
+    let patient = pathway().into_iter().find(|r| r["resourceType"] == "Patient").expect("a Patient");
+    let good = vec![ward, patient, stay("stay-1", "finished", "2016-04-01T08:00:00Z", Some("2016-04-09T12:00:00Z"))];
+    let mut bad = good.clone();
+    bad.push(stay("stay-2", "finished", "2016-04-08T08:00:00Z", Some("2016-04-20T12:00:00Z")));
+
+    let before = a.committed().await;
+    let (status, resp) = post_fhir(&a, Some(&token), "application/fhir+json", bundle("transaction", bad)).await;
+    assert_eq!(status, 422, "{resp:#}");
+    assert_eq!(a.committed().await, before, "one refused fact records none of the transaction's");
+
+    let (status, resp) =
+        post_fhir(&a, Some(&token), "application/fhir+json", bundle("transaction", good.clone())).await;
+    assert_eq!(status, 200, "{resp:#}");
+    let head = a.committed().await;
+    assert_eq!(head, before + 3, "the ward, the patient and the stay, in one append");
+    let (status, resp) = post_fhir(&a, Some(&token), "application/fhir+json", bundle("transaction", good)).await;
+    assert_eq!(status, 200, "{resp:#}");
+    assert_eq!(a.committed().await, head, "a resent transaction appends nothing");
+
+    // The other node reads what the transaction recorded once it has read its last event.
+    let (status, body) =
+        query_at(&b, &(head - 1).to_string(), "{ services { careLevel } verifyLog { ok headPosition } }", json!({}))
+            .await;
+    assert_eq!(status, 200, "{body:#}");
+    assert_eq!(body["data"]["services"], json!([{ "careLevel": "SPECIALIST_INPATIENT" }]), "{body:#}");
+    assert_eq!(body["data"]["verifyLog"], json!({ "ok": true, "headPosition": head - 1 }), "{body:#}");
+}
