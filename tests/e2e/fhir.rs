@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::support::*;
 
-pub(crate) const RESH: &str = "urn:oid:2.16.578.1.12.4.1.4.102";
+const RESH: &str = "urn:oid:2.16.578.1.12.4.1.4.102";
 const HPR: &str = "urn:oid:2.16.578.1.12.4.1.4.4";
 const FNR: &str = "urn:oid:2.16.578.1.12.4.1.4.1";
 /// Synthetic (month + 80): 15 November 1985.
@@ -105,7 +105,7 @@ fn phq9(id: &str, encounter: &str, items: &[i64], at: &str) -> Value {
 
 /// A municipal episode, then a DPS episode where the first therapist goes on sick leave without
 /// the patient being told: as a record system would send it.
-pub(crate) fn pathway() -> Vec<Value> {
+fn pathway() -> Vec<Value> {
     vec![
         json!({ "resourceType": "Organization", "id": "org-rph", "name": "RPH Gamle Oslo",
             "identifier": [{ "system": RESH, "value": "4001031" }] }),
@@ -511,15 +511,21 @@ pub(crate) fn stay(id: &str, status: &str, start: &str, end: Option<&str>) -> Va
         "period": period })
 }
 
+/// An inpatient ward, the pathway's patient and a stay there from 1 to 9 April 2016: the start
+/// of a back-load of stays.
+pub(crate) fn ward_patient_and_stay(stay_id: &str) -> Vec<Value> {
+    let ward = json!({ "resourceType": "Organization", "id": "ward", "name": "DPS døgnpost",
+        "identifier": [{ "system": RESH, "value": "4001033" }] });
+    let patient = pathway().into_iter().find(|r| r["resourceType"] == "Patient").expect("a Patient");
+    vec![ward, patient, stay(stay_id, "finished", "2016-04-01T08:00:00Z", Some("2016-04-09T12:00:00Z"))]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_past_stays_in_any_order_then_each_is_recorded_and_an_overlap_is_refused_at_either_end() {
     let (s, _dir) = fhir_server().await;
     let token = s.token("integration", &[], None);
-    let ward = json!({ "resourceType": "Organization", "id": "ward", "name": "DPS døgnpost",
-        "identifier": [{ "system": RESH, "value": "4001033" }] });
-    let patient = pathway().into_iter().find(|r| r["resourceType"] == "Patient").unwrap();
     // The later stay first, then an earlier one: a back-load in any order.
-    let first = vec![ward, patient, stay("stay-2", "finished", "2016-04-01T08:00:00Z", Some("2016-04-09T12:00:00Z"))];
+    let first = ward_patient_and_stay("stay-2");
     let (status, resp) = post_fhir(&s, Some(&token), "application/fhir+json", bundle("transaction", first)).await;
     assert_eq!(status, 200, "{resp:#}");
     let patient_id = location_id(&resp, 1);
@@ -564,10 +570,7 @@ async fn given_past_stays_in_any_order_then_each_is_recorded_and_an_overlap_is_r
 async fn a_transaction_whose_last_fact_the_domain_refuses_records_none_of_its_facts() {
     let (s, _dir) = fhir_server().await;
     let token = s.token("integration", &[], None);
-    let ward = json!({ "resourceType": "Organization", "id": "ward", "name": "DPS døgnpost",
-        "identifier": [{ "system": RESH, "value": "4001033" }] });
-    let patient = pathway().into_iter().find(|r| r["resourceType"] == "Patient").unwrap();
-    let good = vec![ward, patient, stay("stay-1", "finished", "2016-04-01T08:00:00Z", Some("2016-04-09T12:00:00Z"))];
+    let good = ward_patient_and_stay("stay-1");
     // Every entry maps; only deciding the last one, after the others, shows that the stays overlap.
     let mut bad = good.clone();
     bad.push(stay("stay-2", "finished", "2016-04-08T08:00:00Z", Some("2016-04-20T12:00:00Z")));
