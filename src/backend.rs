@@ -13,7 +13,7 @@ use forlop_vault::MasterKey;
 
 #[derive(Debug, Clone)]
 pub enum Backend {
-    Sled(PathBuf),
+    Sled(SledOptions),
     /// The URL, and the CA file TLS trusts (`sslmode=require`; else the system's roots).
     Postgres {
         url: String,
@@ -25,7 +25,7 @@ impl Backend {
     /// sled in `data`, unless `store` names a PostgreSQL database.
     pub fn new(data: &Path, store: Option<&str>) -> anyhow::Result<Backend> {
         match store {
-            None => Ok(Backend::Sled(data.to_owned())),
+            None => Ok(Backend::Sled(SledOptions::new(data))),
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                 let ca_file = std::env::var_os("FORLOP_STORE_CA_FILE").map(PathBuf::from);
                 Ok(Backend::Postgres { url: url.to_owned(), ca_file })
@@ -45,6 +45,14 @@ impl Backend {
         }
     }
 
+    /// sled's page cache, where one was asked for.
+    pub fn with_sled_cache(self, bytes: Option<u64>) -> Backend {
+        match (self, bytes) {
+            (Backend::Sled(options), Some(cache_bytes)) => Backend::Sled(SledOptions { cache_bytes, ..options }),
+            (other, _) => other,
+        }
+    }
+
     pub fn is_sled(&self) -> bool {
         matches!(self, Backend::Sled(_))
     }
@@ -59,9 +67,9 @@ impl Backend {
     /// The event log alone.
     pub async fn open_store(&self) -> anyhow::Result<Arc<dyn EventStore>> {
         Ok(match self {
-            Backend::Sled(data) => Arc::new(
-                SledStore::open(SledOptions::new(data))
-                    .with_context(|| format!("opening the store in {}", data.display()))?,
+            Backend::Sled(options) => Arc::new(
+                SledStore::open(options.clone())
+                    .with_context(|| format!("opening the store in {}", options.path.display()))?,
             ),
             Backend::Postgres { url, ca_file } => Arc::new(Self::postgres(url, ca_file).await?),
         })
@@ -92,7 +100,7 @@ impl Backend {
     /// The vault's key table alone (for key rotation).
     pub async fn open_key_table(&self) -> anyhow::Result<Arc<dyn forlop_store::key_table::KeyStore>> {
         Ok(match self {
-            Backend::Sled(data) => Arc::new(forlop_store::key_table::KeyTable::open(&data.join("keys"))?),
+            Backend::Sled(options) => Arc::new(forlop_store::key_table::KeyTable::open(&options.path.join("keys"))?),
             Backend::Postgres { url, ca_file } => Arc::new(Self::postgres(url, ca_file).await?.key_table()),
         })
     }
@@ -100,7 +108,7 @@ impl Backend {
     /// The access log alone (for audits of a stopped server).
     pub async fn open_access_log(&self) -> anyhow::Result<Arc<dyn AccessLog>> {
         Ok(match self {
-            Backend::Sled(data) => Arc::new(FileAccessLog::open(&data.join("access"))?),
+            Backend::Sled(options) => Arc::new(FileAccessLog::open(&options.path.join("access"))?),
             Backend::Postgres { url, ca_file } => Arc::new(Self::postgres(url, ca_file).await?.access_log().await?),
         })
     }

@@ -165,8 +165,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 suppression_threshold: args.suppression_threshold.unwrap_or(defaults.suppression_threshold).max(1),
                 checkpoint_every: args.checkpoint_every.unwrap_or(defaults.checkpoint_every),
             };
-            let backend =
-                crate::backend::Backend::new(&data, args.store.as_deref())?.with_ca_file(args.store_ca_file.clone());
+            let sled_cache = match args.sled_cache_bytes() {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    eprintln!("forlop serve: {e:#}");
+                    return Ok(2);
+                }
+            };
+            let backend = crate::backend::Backend::new(&data, args.store.as_deref())?
+                .with_ca_file(args.store_ca_file.clone())
+                .with_sled_cache(sled_cache);
             let (store, parts) = backend.open_engine(&data, resolved.master, settings).await?;
             let load_demo = args.demo && store.committed() == 0;
             if load_demo {

@@ -100,6 +100,11 @@ pub struct ServeArgs {
     /// streams without a total bound, but ends if its body stalls this long.
     #[arg(long, env = "FORLOP_REQUEST_TIMEOUT_SECONDS")]
     pub request_timeout_seconds: Option<u64>,
+    /// sled's page cache for the event log, in MB (at least 16) [default: 1024]. It fills as the
+    /// log is read: a start that replays the whole log (no checkpoint) or a subscription from
+    /// position 0 takes up to this much memory.
+    #[arg(long, env = "FORLOP_SLED_CACHE_MB")]
+    pub sled_cache_mb: Option<u64>,
 }
 
 impl ServeArgs {
@@ -113,7 +118,7 @@ impl ServeArgs {
         }
         fill!(data, store, store_ca_file, listen, auth, jwks, hs256_secret_file, issuer, audience, leeway_seconds);
         fill!(role_claim, services_claim, pid_claim, key_file, allowed_origins, suppression_threshold);
-        fill!(checkpoint_every, fhir_care_levels, fhir_hold_seconds, request_timeout_seconds);
+        fill!(checkpoint_every, fhir_care_levels, fhir_hold_seconds, request_timeout_seconds, sled_cache_mb);
         self.demo |= file.demo;
         Ok(self)
     }
@@ -125,7 +130,21 @@ impl ServeArgs {
     pub fn listen(&self) -> SocketAddr {
         self.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)))
     }
+
+    /// The event log's page cache in bytes, if one was asked for.
+    pub fn sled_cache_bytes(&self) -> anyhow::Result<Option<u64>> {
+        match self.sled_cache_mb {
+            Some(mb) if mb < MIN_SLED_CACHE_MB => {
+                anyhow::bail!("--sled-cache-mb must be at least {MIN_SLED_CACHE_MB} (got {mb})")
+            }
+            Some(mb) => Ok(Some(mb.saturating_mul(1024 * 1024))),
+            None => Ok(None),
+        }
+    }
 }
+
+/// Below this sled's cache holds too few pages to keep a tree's upper levels.
+const MIN_SLED_CACHE_MB: u64 = 16;
 
 /// Names of the development files `serve --demo` creates in the data directory.
 pub const DEMO_SECRET: &str = "dev-hs256.secret";

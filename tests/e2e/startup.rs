@@ -16,7 +16,7 @@ const REFUSAL: Duration = Duration::from_secs(15);
 /// How long a server may take to start (the demo loads ~14,000 events first).
 const STARTUP: Duration = Duration::from_secs(60);
 
-const AUTH_ENV: [&str; 12] = [
+const AUTH_ENV: [&str; 13] = [
     "FORLOP_CONFIG",
     "FORLOP_AUTH",
     "FORLOP_JWKS",
@@ -29,6 +29,7 @@ const AUTH_ENV: [&str; 12] = [
     "FORLOP_SERVICES_CLAIM",
     "FORLOP_PID_CLAIM",
     "FORLOP_SUPPRESSION_THRESHOLD",
+    "FORLOP_SLED_CACHE_MB",
 ];
 
 fn path(p: &Path) -> &str {
@@ -223,6 +224,31 @@ fn given_auth_off_when_listening_beyond_loopback_then_it_refuses_naming_loopback
         assert!(matches!(out.status.code(), Some(c) if c != 0), "{what}: exit {:?}, stderr: {err}", out.status);
         assert!(err.contains("loopback"), "{what}: the refusal does not name loopback: {err}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_logs_page_cache_is_sized_by_a_flag_and_too_small_a_size_is_refused_in_one_line() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut cmd = serve(&tmp.path().join("data"));
+    cmd.args(["--auth", "off", "--sled-cache-mb", "8"]);
+    let out = run_within(cmd, REFUSAL);
+    let err = text(&out.stderr);
+    assert!(matches!(out.status.code(), Some(c) if c != 0), "exit {:?}, stderr: {err}", out.status);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line on stderr, got: {err}");
+    assert!(lines[0].contains("--sled-cache-mb") && lines[0].contains("16"), "{err}");
+
+    // A size that is allowed serves, and records.
+    let s = Server::start_with(&["--auth", "off", "--sled-cache-mb", "32"]).await;
+    let (status, v) = s
+        .gql_as(
+            None,
+            "mutation($in: RegisterServiceInput!) { registerService(input: $in) { position } }",
+            json!({ "in": { "serviceId": id(), "name": "RPH", "careLevel": "MUNICIPAL" } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert!(ok_data(&v)["registerService"]["position"].is_u64(), "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
