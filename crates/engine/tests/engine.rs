@@ -249,3 +249,106 @@ fn the_projector_checkpoints_in_the_background_every_n_events_and_a_crash_restar
         assert_eq!(engine.model().patients.len(), 25);
     });
 }
+
+mod transactions {
+    use super::*;
+    use forlop_domain::events::{ReferralReceived, ServiceRegistered};
+    use forlop_domain::{CareLevel, ReferralSource};
+    use forlop_engine::{Transacted, TransactionItem};
+
+    fn item(command: Command) -> TransactionItem {
+        TransactionItem { command, event_id: Uuid::new_v4(), national_id: None, may_exist: false }
+    }
+
+    fn register(patient: Uuid) -> Command {
+        Command::RegisterPatient(PatientRegistered {
+            patient_id: patient,
+            birth_year: 1980,
+            gender: Gender::Female,
+            national_id: None,
+        })
+    }
+
+    fn referral(patient: Uuid, service: Uuid, day: u32) -> Command {
+        use chrono::TimeZone;
+        Command::ReceiveReferral {
+            patient_id: patient,
+            event: ReferralReceived {
+                referral_id: Uuid::new_v4(),
+                service_id: service,
+                source: ReferralSource::Gp,
+                received_at: chrono::Utc.with_ymd_and_hms(2016, 1, 1 + day % 28, 9, 0, 0).unwrap(),
+            },
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_last_fact_records_none_and_a_service_registered_earlier_in_it_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let engine = start(&dir, store.clone()).await;
+        let (service, patient) = (Uuid::new_v4(), Uuid::new_v4());
+        let register_service = Command::RegisterService(ServiceRegistered {
+            service_id: service,
+            name: "DPS".into(),
+            care_level: CareLevel::SpecialistOutpatient,
+        });
+        // The referral to a service that does not exist is refused: nothing of the three is kept.
+        let refused =
+            vec![item(register_service.clone()), item(register(patient)), item(referral(patient, Uuid::new_v4(), 1))];
+        let err = engine.record_transaction(&admin(), refused).await.unwrap_err();
+        assert_eq!(err.item, Some(2), "{:?}", err.error);
+        assert_eq!(store.committed(), 0, "{:?}", err.error);
+
+        // The same with the service registered in the transaction itself: all three, in order.
+        let items = vec![item(register_service), item(register(patient)), item(referral(patient, service, 1))];
+        let done = engine.record_transaction(&admin(), items.clone()).await.unwrap();
+        let positions: Vec<u64> = done
+            .iter()
+            .map(|t| match t {
+                Transacted::Recorded(r) => r.position,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(positions, vec![0, 1, 2]);
+        assert_eq!(engine.model().patients[&patient].referrals.len(), 1, "readable when answered");
+        // Sent again, every fact is answered from the log.
+        let again = engine.record_transaction(&admin(), items).await.unwrap();
+        assert!(again.iter().all(|t| matches!(t, Transacted::Recorded(r) if r.deduplicated)), "{again:?}");
+        assert_eq!(store.committed(), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn transactions_over_the_same_streams_in_opposite_orders_all_land_without_deadlock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let engine = start(&dir, store.clone()).await;
+        let (service, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let register_service = Command::RegisterService(ServiceRegistered {
+            service_id: service,
+            name: "RPH".into(),
+            care_level: CareLevel::Municipal,
+        });
+        let setup = vec![item(register_service), item(register(a)), item(register(b))];
+        engine.record_transaction(&admin(), setup).await.unwrap();
+        const PAIRS: u32 = 40;
+        let runs = (0..PAIRS).flat_map(|n| {
+            let forward = vec![item(referral(a, service, n)), item(referral(b, service, n))];
+            let backward = vec![item(referral(b, service, n)), item(referral(a, service, n))];
+            [forward, backward].map(|items| {
+                let engine = engine.clone();
+                tokio::spawn(async move { engine.record_transaction(&admin(), items).await })
+            })
+        });
+        let all = futures::future::join_all(runs);
+        // A deadline, not a wait: the turns are taken in one order, so this never comes close.
+        let results = tokio::time::timeout(std::time::Duration::from_secs(60), all).await.expect("no deadlock");
+        for r in results {
+            r.unwrap().unwrap();
+        }
+        let model = engine.model();
+        assert_eq!(model.patients[&a].referrals.len(), 2 * PAIRS as usize);
+        assert_eq!(model.patients[&b].referrals.len(), 2 * PAIRS as usize);
+        assert_eq!(store.verify().await.unwrap().events, 3 + 4 * u64::from(PAIRS));
+    }
+}
