@@ -216,13 +216,13 @@ impl Lookup for EngineLookup<'_> {
     }
 }
 
-/// An engine refusal as an OperationOutcome issue.
 /// Registrations: one made before by another route (a GraphQL mutation) is the same entity.
 fn registers(command: &forlop_domain::Command) -> bool {
     use forlop_domain::Command::*;
     matches!(command, RegisterPatient(_) | RegisterService(_) | RegisterTherapist(_))
 }
 
+/// An engine refusal as an OperationOutcome issue.
 fn engine_issue(path: &str, e: &EngineError) -> Issue {
     let code = match e {
         EngineError::Domain(DomainError::NotFound(_)) => "not-found",
