@@ -285,6 +285,16 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// The vault's errors as the engine answers them.
+fn vault_error(e: forlop_vault::VaultError) -> EngineError {
+    match e {
+        forlop_vault::VaultError::NationalIdInUse => EngineError::Domain(forlop_domain::DomainError::AlreadyExists(
+            "a patient with this national id is already registered".into(),
+        )),
+        other => EngineError::Unavailable(format!("the key table could not be written: {other}")),
+    }
+}
+
 fn stripe_of(stream: &str) -> usize {
     use std::hash::{BuildHasher, BuildHasherDefault};
     let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(stream);
@@ -922,20 +932,16 @@ impl Engine {
     /// Seals a new patient's national id under their data key, refusing a number another
     /// patient holds.
     pub(crate) async fn seal_national_id(&self, patient: Uuid, id: &NationalId) -> Result<String, EngineError> {
-        let vault_error = |e: forlop_vault::VaultError| match e {
-            forlop_vault::VaultError::NationalIdInUse => {
-                EngineError::Domain(forlop_domain::DomainError::AlreadyExists(
-                    "a patient with this national id is already registered".into(),
-                ))
-            }
-            other => EngineError::Unavailable(format!("the key table could not be written: {other}")),
-        };
-        if let Some(holder) = self.vault().find(id).await.map_err(vault_error)? {
-            if holder != patient {
-                return Err(vault_error(forlop_vault::VaultError::NationalIdInUse));
-            }
-        }
+        self.check_national_id_free(patient, id).await?;
         Ok(self.vault().protect(patient, id).await.map_err(vault_error)?.to_base64())
+    }
+
+    /// Refuses a national id that another patient holds.
+    pub(crate) async fn check_national_id_free(&self, patient: Uuid, id: &NationalId) -> Result<(), EngineError> {
+        match self.vault().find(id).await.map_err(vault_error)? {
+            Some(holder) if holder != patient => Err(vault_error(forlop_vault::VaultError::NationalIdInUse)),
+            _ => Ok(()),
+        }
     }
 
     /// Records several facts about one patient with a single append: each is decided against

@@ -58,6 +58,9 @@ struct Decided {
     outcomes: Vec<Result<Transacted, (usize, usize)>>,
 }
 
+/// One stream's share of a decided transaction: its expected version and (event id, event)s.
+type DecidedPart = (String, ExpectedVersion, Vec<(Uuid, Event)>);
+
 impl Engine {
     /// Decides `items` in order, each against the log and the items before it, and appends all
     /// their events atomically, or none if any is refused. Retries of recorded facts (by event
@@ -144,7 +147,10 @@ impl Engine {
         let mut streams: HashMap<String, (StreamState, Option<u64>)> = HashMap::new();
         let mut services = HashMap::new();
         let mut therapists = HashMap::new();
-        let mut parts: Vec<StreamAppend> = Vec::new();
+        // Each part's events stay domain events until every fact is decided: national ids are
+        // sealed only then, so a refused transaction leaves no data key behind.
+        let mut parts: Vec<DecidedPart> = Vec::new();
+        let mut to_seal = Vec::new();
         let mut outcomes = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             let stream = item.command.stream().name();
@@ -198,21 +204,39 @@ impl Engine {
                 Event::TherapistRegistered(t) => drop(therapists.insert(t.therapist_id, t.clone())),
                 _ => {}
             }
-            let new = new_event(item.event_id, &event, caller.metadata());
             match parts.last_mut() {
-                Some(last) if last.stream == stream => last.events.push(new),
+                Some((last, _, events)) if *last == stream => events.push((item.event_id, event)),
                 _ => {
                     let expected = version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
-                    parts.push(StreamAppend { stream: stream.clone(), expected, events: vec![new] });
+                    parts.push((stream.clone(), expected, vec![(item.event_id, event)]));
                 }
             }
             *version = Some(version.map_or(0, |v| v + 1));
-            outcomes.push(Err((parts.len() - 1, parts.last().map_or(0, |p| p.events.len() - 1))));
+            let at = (parts.len() - 1, parts.last().map_or(0, |p| p.2.len() - 1));
+            if let (Command::RegisterPatient(_), Some(id)) = (&item.command, &item.national_id) {
+                to_seal.push((i, at, id));
+            }
+            outcomes.push(Err(at));
         }
+        for (i, (part, k), id) in to_seal {
+            if let Event::PatientRegistered(e) = &mut parts[part].2[k].1 {
+                e.national_id = Some(self.seal_national_id(e.patient_id, id).await.map_err(refused(i))?);
+            }
+        }
+        let metadata = caller.metadata();
+        let parts = parts
+            .into_iter()
+            .map(|(stream, expected, events)| StreamAppend {
+                stream,
+                expected,
+                events: events.iter().map(|(id, e)| new_event(*id, e, metadata.clone())).collect(),
+            })
+            .collect();
         Ok(Decided { parts, outcomes })
     }
 
-    /// Decides one item against its stream's state, sealing a new patient's national id.
+    /// Decides one item against its stream's state. A new patient's national id must not be
+    /// another patient's; it is sealed once the whole transaction is decided.
     async fn decide_item(
         &self,
         item: &TransactionItem,
@@ -220,14 +244,11 @@ impl Engine {
         refs: &References,
     ) -> Result<Event, EngineError> {
         not_ahead(&item.command)?;
-        let command = match (&item.command, &item.national_id) {
-            (Command::RegisterPatient(e), Some(id)) if !state.exists => {
-                let mut e = e.clone();
-                e.national_id = Some(self.seal_national_id(e.patient_id, id).await?);
-                Command::RegisterPatient(e)
+        if let (Command::RegisterPatient(e), Some(id)) = (&item.command, &item.national_id) {
+            if !state.exists {
+                self.check_national_id_free(e.patient_id, id).await?;
             }
-            (command, _) => command.clone(),
-        };
-        Ok(decide(state, refs, command)?)
+        }
+        Ok(decide(state, refs, item.command.clone())?)
     }
 }

@@ -319,6 +319,24 @@ mod transactions {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_transaction_leaves_no_national_id_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let engine = start(&dir, store.clone()).await;
+        // Synthetic (month + 80).
+        let nid = forlop_domain::national_id::NationalId::parse("15918510033").unwrap();
+        let (p, q) = (Uuid::new_v4(), Uuid::new_v4());
+        let registration = TransactionItem { national_id: Some(nid.clone()), ..item(register(p)) };
+        let refused = vec![registration, item(referral(p, Uuid::new_v4(), 1))];
+        let err = engine.record_transaction(&admin(), refused).await.unwrap_err();
+        assert_eq!(err.item, Some(1), "{:?}", err.error);
+        // The number was never given to `p`: another patient may register with it.
+        let r = engine.record(&admin(), register(q), Some(nid), RecordOptions::default()).await;
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(store.committed(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn transactions_over_the_same_streams_in_opposite_orders_all_land_without_deadlock() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
