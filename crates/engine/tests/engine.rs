@@ -256,6 +256,18 @@ mod transactions {
     use forlop_domain::{CareLevel, ReferralSource};
     use forlop_engine::{Transacted, TransactionItem};
 
+    /// An engine over a fresh sled store; the directory lives as long as the first element.
+    async fn engine_in_tempdir() -> (tempfile::TempDir, Arc<dyn EventStore>, Engine) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let engine = start(&dir, store.clone()).await;
+        (dir, store, engine)
+    }
+
+    fn register_service(service: Uuid, care_level: CareLevel) -> Command {
+        Command::RegisterService(ServiceRegistered { service_id: service, name: "DPS".into(), care_level })
+    }
+
     fn item(command: Command) -> TransactionItem {
         TransactionItem { command, event_id: Uuid::new_v4(), national_id: None, may_exist: false }
     }
@@ -284,15 +296,9 @@ mod transactions {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_refused_last_fact_records_none_and_a_service_registered_earlier_in_it_counts() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
-        let engine = start(&dir, store.clone()).await;
+        let (_dir, store, engine) = engine_in_tempdir().await;
         let (service, patient) = (Uuid::new_v4(), Uuid::new_v4());
-        let register_service = Command::RegisterService(ServiceRegistered {
-            service_id: service,
-            name: "DPS".into(),
-            care_level: CareLevel::SpecialistOutpatient,
-        });
+        let register_service = register_service(service, CareLevel::SpecialistOutpatient);
         // The referral to a service that does not exist is refused: nothing of the three is kept.
         let refused =
             vec![item(register_service.clone()), item(register(patient)), item(referral(patient, Uuid::new_v4(), 1))];
@@ -320,9 +326,7 @@ mod transactions {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_refused_transaction_leaves_no_national_id_behind() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
-        let engine = start(&dir, store.clone()).await;
+        let (_dir, store, engine) = engine_in_tempdir().await;
         // Synthetic (month + 80).
         let nid = forlop_domain::national_id::NationalId::parse("15918510033").unwrap();
         let (p, q) = (Uuid::new_v4(), Uuid::new_v4());
@@ -338,16 +342,9 @@ mod transactions {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn transactions_over_the_same_streams_in_opposite_orders_all_land_without_deadlock() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
-        let engine = start(&dir, store.clone()).await;
+        let (_dir, store, engine) = engine_in_tempdir().await;
         let (service, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-        let register_service = Command::RegisterService(ServiceRegistered {
-            service_id: service,
-            name: "RPH".into(),
-            care_level: CareLevel::Municipal,
-        });
-        let setup = vec![item(register_service), item(register(a)), item(register(b))];
+        let setup = vec![item(register_service(service, CareLevel::Municipal)), item(register(a)), item(register(b))];
         engine.record_transaction(&admin(), setup).await.unwrap();
         const PAIRS: u32 = 40;
         let runs = (0..PAIRS).flat_map(|n| {

@@ -7,14 +7,19 @@ use std::sync::mpsc;
 /// up to `max`. None once every sender is gone.
 pub(crate) fn next_group<R>(rx: &mpsc::Receiver<R>, max: usize) -> Option<Vec<R>> {
     let first = rx.recv().ok()?;
+    Some(with_waiting(first, max, || rx.try_recv().ok()))
+}
+
+/// `first` and whatever `waiting` still yields, up to `max` in all.
+fn with_waiting<R>(first: R, max: usize, mut waiting: impl FnMut() -> Option<R>) -> Vec<R> {
     let mut group = vec![first];
     while group.len() < max {
-        match rx.try_recv() {
-            Ok(r) => group.push(r),
-            Err(_) => break,
+        match waiting() {
+            Some(r) => group.push(r),
+            None => break,
         }
     }
-    Some(group)
+    group
 }
 
 /// A writer thread and its request queue. Dropping it closes the queue, which ends the thread,
@@ -60,12 +65,5 @@ pub(crate) async fn next_group_async<R>(
     max: usize,
 ) -> Option<Vec<R>> {
     let first = rx.recv().await?;
-    let mut group = vec![first];
-    while group.len() < max {
-        match rx.try_recv() {
-            Ok(r) => group.push(r),
-            Err(_) => break,
-        }
-    }
-    Some(group)
+    Some(with_waiting(first, max, || rx.try_recv().ok()))
 }
