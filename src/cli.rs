@@ -176,6 +176,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 .with_ca_file(args.store_ca_file.clone())
                 .with_sled_cache(sled_cache);
             let (store, parts) = backend.open_engine(&data, resolved.master, settings).await?;
+            let opened_with = store.committed();
             let load_demo = args.demo && store.committed() == 0;
             if load_demo {
                 let mut n = crate::seeding::load(&store, &forlop_seed::rph2016(2016)).await?;
@@ -206,8 +207,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     eprintln!("  {role:<12} {token}");
                 }
             }
+            // sled brought its recovery snapshot up to date when it opened: only a node that
+            // appended since needs the settle (about a second at city scale) at shutdown.
+            let log = app.engine().store().clone();
             app.run_until(shutdown_signal()?).await?;
-            if backend.is_sled() {
+            let appended = log.committed() != opened_with;
+            drop(log);
+            if backend.is_sled() && appended {
                 settle(data).await;
             }
             Ok(0)

@@ -90,7 +90,7 @@ impl Application {
         }
         // A checkpoint lets the next start replay only the tail of the log.
         match engine.checkpoint().await {
-            Ok(position) => tracing::info!(events = position, "read-model checkpoint written"),
+            Ok(position) => tracing::info!(events = position, "read-model checkpoint on disk"),
             Err(e) => tracing::warn!(error = %e, "no checkpoint written; the next start replays the log"),
         }
         engine.stop();

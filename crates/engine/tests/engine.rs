@@ -250,6 +250,51 @@ fn the_projector_checkpoints_in_the_background_every_n_events_and_a_crash_restar
     });
 }
 
+#[tokio::test]
+async fn a_stopping_engine_rewrites_its_checkpoint_only_when_it_folded_events_since() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("readmodel.checkpoint");
+    let register = |n: u128| {
+        Command::RegisterPatient(PatientRegistered {
+            patient_id: Uuid::from_u128(n),
+            birth_year: 1980,
+            gender: Gender::Male,
+            national_id: None,
+        })
+    };
+    // A checkpoint is written atomically (a new file renamed over the old): its inode says
+    // whether a stop rewrote it.
+    let run = |record: Vec<u128>| {
+        let dir = &dir;
+        async move {
+            let store = open(dir);
+            let engine = start(dir, store.clone()).await;
+            for n in record {
+                engine.record(&admin(), register(n), None, RecordOptions::default()).await.unwrap();
+            }
+            let position = engine.checkpoint().await.unwrap();
+            engine.stop();
+            drop(engine);
+            // The stopped projector lets go of the store once its task is dropped.
+            while Arc::strong_count(&store) > 1 {
+                tokio::task::yield_now().await;
+            }
+            position
+        }
+    };
+    assert_eq!(run(vec![1, 2, 3]).await, 3);
+    let written = std::fs::metadata(&checkpoint).unwrap().ino();
+    // An idle start and stop leaves the checkpoint on disk as it is...
+    assert_eq!(run(vec![]).await, 3);
+    assert_eq!(std::fs::metadata(&checkpoint).unwrap().ino(), written);
+    // ...and one that recorded a fact writes it anew, for the next start to load.
+    assert_eq!(run(vec![4]).await, 4);
+    assert_ne!(std::fs::metadata(&checkpoint).unwrap().ino(), written);
+    let model = forlop_engine::checkpoint::load(&checkpoint, &open(&dir)).await.expect("the checkpoint loads");
+    assert_eq!(model.position, 4);
+}
+
 mod transactions {
     use super::*;
     use forlop_domain::events::{ReferralReceived, ServiceRegistered};
