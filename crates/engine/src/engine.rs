@@ -275,6 +275,9 @@ impl BackgroundCheckpoint {
 }
 
 const STRIPES: usize = 256;
+/// A wait for the read model this long is reported: the projector folds well over 100,000
+/// events a second, so it means a stuck projector, not load.
+const SLOW_PROJECTION: std::time::Duration = std::time::Duration::from_secs(10);
 /// Under a steady stream of events, a snapshot is published at least every this many.
 const PUBLISH_EVERY: u64 = 1024;
 /// Optimistic retries against writers on other nodes before giving up.
@@ -489,22 +492,25 @@ impl Engine {
                             }
                             apply(&mut working, &decoded);
                             // Fold whatever else is already here before publishing, so a burst
-                            // of events costs one snapshot; then publish, then tell waiting
-                            // mutations (read-your-writes: their event is in what readers load).
-                            next = match events.next().now_or_never() {
-                                Some(ready @ Some(_)) if working.position % PUBLISH_EVERY != 0 => ready,
-                                _ => {
-                                    publish.store(Arc::new(working.clone()));
-                                    tx.send_replace(Progress { position: position + 1, stalled: None });
-                                    background.maybe_start(&publish.load_full(), e.hash);
-                                    if let Some(since) = waiting_since.take() {
-                                        let waited = since.elapsed();
-                                        metrics::histogram!("forlop_projection_stall_seconds")
-                                            .record(waited.as_secs_f64());
-                                        stall.fetch_max(waited.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
-                                    }
-                                    events.next().await
+                            // of events costs one snapshot (and one every PUBLISH_EVERY in a long
+                            // burst); then publish, then tell waiting mutations (read-your-writes:
+                            // their event is in what readers load). An event taken from the
+                            // stream here is always folded next, whether or not we publish.
+                            let ready = events.next().now_or_never();
+                            let burst = matches!(ready, Some(Some(_)));
+                            if !burst || working.position % PUBLISH_EVERY == 0 {
+                                publish.store(Arc::new(working.clone()));
+                                tx.send_replace(Progress { position: position + 1, stalled: None });
+                                background.maybe_start(&publish.load_full(), e.hash);
+                                if let Some(since) = waiting_since.take() {
+                                    let waited = since.elapsed();
+                                    metrics::histogram!("forlop_projection_stall_seconds").record(waited.as_secs_f64());
+                                    stall.fetch_max(waited.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
                                 }
+                            }
+                            next = match ready {
+                                Some(item) => item,
+                                None => events.next().await,
                             };
                         }
                         Err(err) => {
@@ -658,8 +664,28 @@ impl Engine {
     /// if the projector has died: the event is durable but will not be seen by this process.
     pub async fn wait_projected(&self, position: u64) -> Result<(), EngineError> {
         let mut rx = self.projected.clone();
-        let progress = match rx.wait_for(|p| p.position > position || p.stalled.is_some()).await {
-            Ok(p) => p.clone(),
+        let waited = {
+            let waiting = rx.wait_for(|p| p.position > position || p.stalled.is_some());
+            tokio::pin!(waiting);
+            // Cloned at once: a borrowed `Progress` must not live across the next await.
+            let first = tokio::time::timeout(SLOW_PROJECTION, &mut waiting).await.map(|w| w.map(|p| p.clone()));
+            match first {
+                Ok(waited) => waited,
+                Err(_) => {
+                    // Seconds behind its own log is not load but a stuck projector: say so.
+                    tracing::warn!(
+                        position,
+                        projected = self.projected(),
+                        committed = self.store.committed(),
+                        "a mutation has waited {} s for the read model to fold its event",
+                        SLOW_PROJECTION.as_secs()
+                    );
+                    waiting.await.map(|p| p.clone())
+                }
+            }
+        };
+        let progress = match waited {
+            Ok(p) => p,
             Err(_) => {
                 // The projector is gone; say so at once rather than when its supervisor notices.
                 let _ = self.projector_failed.set("the projector stopped".into());
