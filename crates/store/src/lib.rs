@@ -229,7 +229,17 @@ pub fn subscribe(store: Arc<dyn EventStore>, from_position: u64) -> EventStream 
             let committed = *watch.borrow_and_update();
             while next < committed {
                 match store.read_all(next, PAGE).await {
-                    Ok(batch) if batch.is_empty() => break,
+                    Ok(batch) if batch.is_empty() => {
+                        // Below the committed position there is always an event: an empty read
+                        // is an anomaly. Waiting for the next commit instead could wait forever
+                        // on a quiet log (writers wait for this very event to be folded).
+                        tracing::warn!(
+                            next,
+                            committed,
+                            "a read below the committed position returned nothing; retrying"
+                        );
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
                     Ok(batch) => {
                         for e in batch {
                             next = e.position + 1;
