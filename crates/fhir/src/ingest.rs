@@ -749,7 +749,8 @@ impl Fhir {
     }
 
     /// Imports NDJSON, `chunk` lines at a time, calling `progress` after each chunk with the
-    /// totals so far and each failed line's issues. Lines whose references were not yet known
+    /// totals so far and each failed line's issues (at the end, also each line left held, with
+    /// what it waits for). Lines whose references were not yet known
     /// are held and placed again once the whole file has been read.
     pub async fn import_lines<I, F>(&self, caller: &Caller, lines: I, chunk: usize, mut progress: F) -> ImportSummary
     where
@@ -821,6 +822,8 @@ impl Fhir {
                     summary.events_appended += o.appended as u64;
                     if o.held {
                         summary.held += 1;
+                        // Reported with what it waits for, though not a failure.
+                        failed.push((e.path, o.issues));
                     } else if !o.ok() {
                         summary.failed += 1;
                         failed.push((e.path, o.issues));
