@@ -257,8 +257,8 @@ async fn a_burst_of_thousands_of_events_is_folded_whole_by_the_live_projector() 
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
     let engine = start(&dir, store.clone()).await;
-    let parts: Vec<forlop_store::StreamAppend> = (1..=5_000u128)
-        .map(|n| {
+    let registrations = |ns: std::ops::RangeInclusive<u128>| -> Vec<forlop_store::StreamAppend> {
+        ns.map(|n| {
             let e = Event::PatientRegistered(PatientRegistered {
                 patient_id: Uuid::from_u128(n),
                 birth_year: 1980,
@@ -271,8 +271,9 @@ async fn a_burst_of_thousands_of_events_is_folded_whole_by_the_live_projector() 
                 events: vec![new_event(Uuid::new_v4(), &e, Metadata::default())],
             }
         })
-        .collect();
-    store.append_all(parts).await.unwrap();
+        .collect()
+    };
+    store.append_all(registrations(1..=5_000)).await.unwrap();
     // When the live model has folded the last of them
     engine.wait_projected(4_999).await.unwrap();
     // Then it holds every one, as a rebuild from the log does: none is lost where the burst
@@ -281,6 +282,12 @@ async fn a_burst_of_thousands_of_events_is_folded_whole_by_the_live_projector() 
     assert_eq!((live.position, live.patients.len()), (5_000, 5_000));
     let missing: Vec<u128> = (1..=5_000u128).filter(|n| !live.patients.contains_key(&Uuid::from_u128(*n))).collect();
     assert!(missing.is_empty(), "patients missing from the live model: {missing:?}");
+    // And a burst whose last event falls on a publication boundary (position 5,120) releases the
+    // mutation waiting for it: nothing later may be needed to publish it.
+    store.append_all(registrations(5_001..=5_121)).await.unwrap();
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(10), engine.wait_projected(5_120)).await;
+    assert!(waited.is_ok(), "the event at 5,120 was never published");
+    assert_eq!(engine.model().patients.len(), 5_121);
 }
 
 #[tokio::test]
