@@ -225,6 +225,7 @@ pub fn subscribe(store: Arc<dyn EventStore>, from_position: u64) -> EventStream 
     let mut watch = store.watch_committed();
     Box::pin(async_stream(move |tx| async move {
         let mut next = from_position;
+        let mut empty_reads = 0u64;
         loop {
             let committed = *watch.borrow_and_update();
             while next < committed {
@@ -233,14 +234,19 @@ pub fn subscribe(store: Arc<dyn EventStore>, from_position: u64) -> EventStream 
                         // Below the committed position there is always an event: an empty read
                         // is an anomaly. Waiting for the next commit instead could wait forever
                         // on a quiet log (writers wait for this very event to be folded).
-                        tracing::warn!(
-                            next,
-                            committed,
-                            "a read below the committed position returned nothing; retrying"
-                        );
+                        if empty_reads % 100 == 0 {
+                            tracing::warn!(
+                                next,
+                                committed,
+                                empty_reads,
+                                "a read below the committed position returned nothing; retrying"
+                            );
+                        }
+                        empty_reads += 1;
                         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                     }
                     Ok(batch) => {
+                        empty_reads = 0;
                         for e in batch {
                             next = e.position + 1;
                             if tx.send(Ok(e)).await.is_err() {
