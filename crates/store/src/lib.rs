@@ -234,7 +234,7 @@ pub fn subscribe(store: Arc<dyn EventStore>, from_position: u64) -> EventStream 
                         // Below the committed position there is always an event: an empty read
                         // is an anomaly. Waiting for the next commit instead could wait forever
                         // on a quiet log (writers wait for this very event to be folded).
-                        if empty_reads % 100 == 0 {
+                        if empty_reads.is_multiple_of(100) {
                             tracing::warn!(
                                 next,
                                 committed,
