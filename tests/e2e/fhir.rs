@@ -520,6 +520,15 @@ pub(crate) fn ward_patient_and_stay(stay_id: &str) -> Vec<Value> {
     vec![ward, patient, stay(stay_id, "finished", "2016-04-01T08:00:00Z", Some("2016-04-09T12:00:00Z"))]
 }
 
+/// A transaction that records the ward, the patient and a stay, and the same transaction with a
+/// last stay overlapping the first: every entry maps, only deciding the last shows the overlap.
+pub(crate) fn good_and_overlapping_transaction() -> (Vec<Value>, Vec<Value>) {
+    let good = ward_patient_and_stay("stay-1");
+    let mut bad = good.clone();
+    bad.push(stay("stay-2", "finished", "2016-04-08T08:00:00Z", Some("2016-04-20T12:00:00Z")));
+    (good, bad)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn given_past_stays_in_any_order_then_each_is_recorded_and_an_overlap_is_refused_at_either_end() {
     let (s, _dir) = fhir_server().await;
@@ -570,10 +579,7 @@ async fn given_past_stays_in_any_order_then_each_is_recorded_and_an_overlap_is_r
 async fn a_transaction_whose_last_fact_the_domain_refuses_records_none_of_its_facts() {
     let (s, _dir) = fhir_server().await;
     let token = s.token("integration", &[], None);
-    let good = ward_patient_and_stay("stay-1");
-    // Every entry maps; only deciding the last one, after the others, shows that the stays overlap.
-    let mut bad = good.clone();
-    bad.push(stay("stay-2", "finished", "2016-04-08T08:00:00Z", Some("2016-04-20T12:00:00Z")));
+    let (good, bad) = good_and_overlapping_transaction();
     let before = s.committed().await;
     let (status, resp) = post_fhir(&s, Some(&token), "application/fhir+json", bundle("transaction", bad)).await;
     assert_eq!(status, 422, "a business rule, as FHIR answers it: {resp:#}");

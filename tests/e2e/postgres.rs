@@ -428,7 +428,7 @@ async fn the_demo_runs_on_postgres_with_the_same_figures_as_on_sled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fhir_transaction_on_postgres_is_appended_all_or_none_and_read_on_another_node() {
-    use crate::fhir::{bundle, post_fhir, stay, ward_patient_and_stay, CARE_LEVELS};
+    use crate::fhir::{bundle, good_and_overlapping_transaction, post_fhir, CARE_LEVELS};
     let pg = cluster();
     let url = pg.url("postgres");
     let levels = tempfile::tempdir().expect("tempdir");
@@ -439,9 +439,7 @@ async fn a_fhir_transaction_on_postgres_is_appended_all_or_none_and_read_on_anot
     share_keys(&a.dir, dir_b.path());
     let b = Server::start_in(dir_b.path(), &["--store", &url]).await;
     let token = a.token("integration", &[], None);
-    let good = ward_patient_and_stay("stay-1");
-    let mut bad = good.clone();
-    bad.push(stay("stay-2", "finished", "2016-04-08T08:00:00Z", Some("2016-04-20T12:00:00Z")));
+    let (good, bad) = good_and_overlapping_transaction();
 
     let before = a.committed().await;
     let (status, resp) = post_fhir(&a, Some(&token), "application/fhir+json", bundle("transaction", bad)).await;
