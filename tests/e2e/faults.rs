@@ -309,3 +309,30 @@ async fn given_a_code_a_newer_version_stored_when_served_then_it_reads_as_unreco
     assert!(err["message"].as_str().unwrap().contains("care_level"), "{err}");
     assert_eq!(s.committed().await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_an_access_log_that_cannot_be_made_durable_then_no_patient_data_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in_env(dir.path(), &[], &[("FORLOP_FAULT_ACCESS_SYNC_FAIL_AT", "0")]).await;
+    let patient = id();
+    s.record("registerPatient", json!({ "patientId": patient, "birthYear": 1987, "gender": "FEMALE" })).await;
+    let read = "query($id: UUID!) { patient(id: $id) { id birthYear continuity { attendedSessions } } }";
+    // The read's access record goes to the log while the answer is resolved; its fsync fails, so
+    // the resolved answer is withheld whole.
+    let (status, r) = s.gql_as(Some(&s.admin), read, json!({ "id": patient })).await;
+    assert_eq!(status, 503, "{r}");
+    assert_eq!(error_code(&r), Some("UNAVAILABLE"), "{r}");
+    assert!(r["errors"][0]["message"].as_str().unwrap().contains("nothing was disclosed"), "{r}");
+    assert!(!r.to_string().contains("1987"), "patient data left without its access record: {r}");
+    // The log is failed from then on: later reads are refused before anything is resolved, and
+    // /healthz names the access log.
+    let (status, r) = s.gql_as(Some(&s.admin), read, json!({ "id": patient })).await;
+    assert_eq!(error_code(&r), Some("UNAVAILABLE"), "{status} {r}");
+    assert!(!r.to_string().contains("1987"), "{r}");
+    let (status, h) = s.get_json("/healthz").await;
+    assert_eq!(status, 503, "{h}");
+    assert!(h["reasons"].to_string().contains("access log"), "{h}");
+    // Reads that disclose no patient are still served.
+    let d = s.query("{ log { committed } }", json!({})).await;
+    assert_eq!(d["log"]["committed"], 1);
+}

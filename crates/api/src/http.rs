@@ -400,7 +400,16 @@ async fn execute(
     let label = operation_label(operation.as_deref());
     let started = std::time::Instant::now();
     let schema = if checked.validated { &state.prevalidated_schema } else { &state.schema };
+    // The access records of what this request discloses go to the log as the resolvers grant
+    // each patient; they must be durable before any of the answer leaves (checked below).
+    let (caller, disclosures) = caller.settling_later();
     let mut response = schema.execute(request.data(caller)).await;
+    let count = |outcome: String| {
+        metrics::counter!("forlop_graphql_requests_total", "operation" => label.clone(), "outcome" => outcome.clone())
+            .increment(1);
+        metrics::histogram!("forlop_graphql_request_seconds", "operation" => label.clone(), "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+    };
     let outcome = response
         .errors
         .first()
@@ -408,10 +417,6 @@ async fn execute(
         .and_then(|x| x.get("code"))
         .and_then(|c| if let async_graphql::Value::String(c) = c { Some(c.clone()) } else { None })
         .unwrap_or_else(|| if response.errors.is_empty() { "OK".into() } else { code::INVALID_INPUT.into() });
-    metrics::counter!("forlop_graphql_requests_total", "operation" => label.clone(), "outcome" => outcome.clone())
-        .increment(1);
-    metrics::histogram!("forlop_graphql_request_seconds", "operation" => label, "outcome" => outcome)
-        .record(started.elapsed().as_secs_f64());
     for err in &mut response.errors {
         with_code(err);
     }
@@ -437,6 +442,11 @@ async fn execute(
         serde_json::to_vec(&response)
     }
     .unwrap_or_default();
+    if let Err(e) = disclosures.settle().await {
+        count(e.code().into());
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, e.code(), e.to_string());
+    }
+    count(outcome);
     if bytes.len() > MAX_RESPONSE {
         // Unbounded lists (careAlerts, history) times aliases: refuse rather than send it.
         return error_response(

@@ -8,6 +8,7 @@ use forlop_auth::Principal;
 use forlop_domain::national_id::NationalId;
 use forlop_projections::PatientView;
 use forlop_store::access_log::{AccessFilter, AccessOutcome, AccessRecord, StoredAccessRecord};
+use forlop_store::StoreError;
 use forlop_vault::Sealed;
 use uuid::Uuid;
 
@@ -22,6 +23,35 @@ pub struct Caller {
     pub correlation_id: Uuid,
     /// The client's operation name, or "anonymous".
     pub operation: String,
+    /// Set where the adapter settles disclosures itself before it answers (`settling_later`);
+    /// None: each disclosure is durable before the engine hands the data over.
+    pending: Option<Arc<PendingDisclosures>>,
+}
+
+/// Access records of one request that went to the access log but are not yet known to be
+/// durable. An adapter that asked for them (`Caller::settling_later`) calls `settle` before any
+/// byte of its answer leaves, and answers UNAVAILABLE instead if that fails. The records reach
+/// the log's writer as each patient is granted, so their fsync overlaps resolving and
+/// serialising the answer instead of coming before it: under load, requests waiting for one
+/// group commit no longer leave the cores idle and then all need them at once.
+#[derive(Default)]
+pub struct PendingDisclosures(parking_lot::Mutex<Vec<futures::future::BoxFuture<'static, Result<u64, StoreError>>>>);
+
+impl std::fmt::Debug for PendingDisclosures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingDisclosures").field("appends", &self.0.lock().len()).finish()
+    }
+}
+
+impl PendingDisclosures {
+    /// Returns once every disclosure of the request is durable; UNAVAILABLE if any is not.
+    pub async fn settle(&self) -> Result<(), EngineError> {
+        let appends = std::mem::take(&mut *self.0.lock());
+        for result in futures::future::join_all(appends).await {
+            result.map_err(unavailable)?;
+        }
+        Ok(())
+    }
 }
 
 impl Caller {
@@ -29,7 +59,14 @@ impl Caller {
         let operation = operation.filter(|o| !o.is_empty()).unwrap_or("anonymous");
         // Operation names are the client's; keep them short in the log.
         let operation: String = operation.chars().take(100).collect();
-        Caller { principal, correlation_id: Uuid::new_v4(), operation }
+        Caller { principal, correlation_id: Uuid::new_v4(), operation, pending: None }
+    }
+
+    /// This caller, with its disclosures settled by the adapter: see `PendingDisclosures`.
+    pub fn settling_later(mut self) -> (Caller, Arc<PendingDisclosures>) {
+        let pending = Arc::new(PendingDisclosures::default());
+        self.pending = Some(pending.clone());
+        (self, pending)
     }
 
     /// The caller as recorded in an event's `actor`: `role:sub`, and the HPR number if present.
@@ -87,7 +124,7 @@ pub struct AccessPage {
     pub has_next: bool,
 }
 
-fn unavailable(e: forlop_store::StoreError) -> EngineError {
+fn unavailable(e: StoreError) -> EngineError {
     tracing::error!(error = %e, "access log append failed");
     EngineError::Unavailable(format!("the access log could not be made durable; nothing was disclosed ({e})"))
 }
@@ -116,6 +153,27 @@ impl Engine {
         self.access_log().append(records).await.map(|_| ()).map_err(unavailable)
     }
 
+    /// Logs records of patient data handed to the caller: durably before returning, or, for a
+    /// caller whose adapter settles later, sent to the log now and awaited by its `settle`.
+    async fn log_disclosure(&self, caller: &Caller, records: Vec<AccessRecord>) -> Result<(), EngineError> {
+        let Some(pending) = &caller.pending else { return self.log_access(records).await };
+        if records.is_empty() {
+            return Ok(());
+        }
+        let log = self.access_log().clone();
+        let mut append: futures::future::BoxFuture<'static, _> = Box::pin(async move { log.append(records).await });
+        // A future does nothing until polled: poll it once so the records reach the log's writer
+        // now (and a log that has already failed refuses at once). `settle` polls it to the end.
+        let mut now = std::task::Context::from_waker(std::task::Waker::noop());
+        match append.as_mut().poll(&mut now) {
+            std::task::Poll::Ready(result) => result.map(|_| ()).map_err(unavailable),
+            std::task::Poll::Pending => {
+                pending.0.lock().push(append);
+                Ok(())
+            }
+        }
+    }
+
     /// Logs that `patients` were disclosed to the caller through `fields` (a list or a stream).
     pub async fn disclosed(
         &self,
@@ -129,7 +187,7 @@ impl Engine {
             .filter(|p| seen.insert(*p))
             .map(|p| caller.record(p, fields, AccessOutcome::Allowed, None))
             .collect();
-        self.log_access(records).await
+        self.log_disclosure(caller, records).await
     }
 
     /// One patient, if the caller may see them; the access (or the refusal) is logged durably
@@ -163,7 +221,7 @@ impl Engine {
         };
         let Some(view) = view else { return Ok(None) };
         let fields = if full { fields } else { "patient.id,version" };
-        self.log_access(vec![caller.record(id, fields, outcome, reason)]).await?;
+        self.log_disclosure(caller, vec![caller.record(id, fields, outcome, reason)]).await?;
         match as_of {
             None => Ok(Some(PatientGrant { view, full, as_of_position: u64::MAX })),
             Some(t) => Ok(self.patient_as_of(id, t).await?.map(|(view, as_of_position)| PatientGrant {

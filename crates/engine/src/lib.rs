@@ -12,7 +12,7 @@ mod owners;
 pub mod policy;
 mod transaction;
 
-pub use access::{Caller, PatientGrant};
+pub use access::{Caller, PatientGrant, PendingDisclosures};
 pub use engine::{
     decode, new_event, rebuild, rebuild_until, BatchItem, Engine, EngineParts, RecordOptions, Recorded, Settings,
 };

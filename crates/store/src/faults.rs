@@ -5,6 +5,8 @@
 //! - `FORLOP_FAULT_FLUSH_FAIL_AT=N`: the event log's flush fails for a group that would reach
 //!   position N (after sled has applied the batch in memory, as a real failed fsync leaves it).
 //! - `FORLOP_FAULT_PROJECTOR_PANIC_AT=N`: the projector panics folding position N.
+//! - `FORLOP_FAULT_ACCESS_SYNC_FAIL_AT=N`: the access log's fsync fails for a group that would
+//!   reach record N (after the frames were written, as a real failed fsync leaves them).
 
 /// Panics the writer thread if the test asked for it at this position.
 pub fn writer_may_panic(next_position: u64) {
@@ -27,4 +29,12 @@ pub fn projector_should_panic(position: u64) -> bool {
 /// True if the flush of a group ending at `end` (exclusive) should fail.
 pub fn flush_should_fail(end: u64) -> bool {
     std::env::var("FORLOP_FAULT_FLUSH_FAIL_AT").ok().and_then(|v| v.parse::<u64>().ok()).is_some_and(|at| end > at)
+}
+
+/// True if the access log's fsync of a group ending at record `end` (exclusive) should fail.
+pub fn access_sync_should_fail(end: u64) -> bool {
+    std::env::var("FORLOP_FAULT_ACCESS_SYNC_FAIL_AT")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|at| end > at)
 }

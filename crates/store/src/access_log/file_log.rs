@@ -569,7 +569,7 @@ impl Writer {
             results.push(plan(&req.records, &mut bytes, &mut entries, &mut reach));
         }
         if reach.position != self.reach.position {
-            if let Err(e) = self.durable(&bytes) {
+            if let Err(e) = self.durable(&bytes, reach.position) {
                 // Fail-stop: whether the group reached the disk is unknown, so no position after
                 // the reach may ever be handed out again by this process.
                 let reason = e.to_string();
@@ -597,8 +597,9 @@ impl Writer {
         }
     }
 
-    /// Writes the group's frames after the last one and waits until they are on disk.
-    fn durable(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+    /// Writes the group's frames after the last one and waits until they are on disk; the group
+    /// ends before record `records_end`.
+    fn durable(&mut self, bytes: &[u8], records_end: u64) -> std::io::Result<()> {
         #[cfg(test)]
         if self.fail_next.swap(false, Ordering::SeqCst) {
             return Err(std::io::Error::other("injected flush failure"));
@@ -611,6 +612,12 @@ impl Writer {
         }
         self.file.write_all_at(bytes, self.reach.offset)?;
         let syncing = std::time::Instant::now();
+        #[cfg(debug_assertions)]
+        if crate::faults::access_sync_should_fail(records_end) {
+            return Err(std::io::Error::other("injected fault: the access log's fsync failed"));
+        }
+        #[cfg(not(debug_assertions))]
+        let _ = records_end;
         self.file.sync_data()?;
         metrics::histogram!("forlop_fsync_seconds", "log" => "access").record(syncing.elapsed().as_secs_f64());
         Ok(())
