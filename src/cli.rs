@@ -198,6 +198,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             if load_demo {
                 crate::serve::demo_patient(app.engine()).await.context("registering the demo patient")?;
             }
+            // Start-up is over: what it freed goes back to the OS, what serving frees is reused.
+            forlop_alloc::settle_after_start();
             let addr = app.local_addr()?;
             tracing::info!(%addr, data = %data.display(), "forlop listening");
             eprintln!("forlop: GraphQL at http://{addr}/graphql (explorer: open it in a browser), subscriptions at ws://{addr}/graphql/ws");

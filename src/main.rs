@@ -15,7 +15,7 @@ use clap::Parser;
 // Replay and group commit allocate many small, short-lived buffers; glibc malloc spent ~40% of a
 // replay in malloc/free, mimalloc a fraction of that.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: forlop_alloc::MiMalloc = forlop_alloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let args = cli::Cli::parse();
@@ -28,7 +28,15 @@ fn main() -> anyhow::Result<()> {
     } else {
         logs.init();
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        // Tasks woken from outside the runtime (a query whose access record the access log's
+        // writer thread made durable, an append acknowledged by the store's) wait in the global
+        // queue, which a busy worker checks only every 31st task by default. Checking it every
+        // 4th serves them in about the order they became ready: query p99 fell from 10.6-11.4 to
+        // 7.9-9.4 ms in back-to-back runs at 60,000 patients (README).
+        .global_queue_interval(4)
+        .build()?;
     let code = runtime.block_on(cli::run(args))?;
     std::process::exit(code)
 }
