@@ -5,8 +5,9 @@
 //! - `FORLOP_FAULT_FLUSH_FAIL_AT=N`: the event log's flush fails for a group that would reach
 //!   position N (after sled has applied the batch in memory, as a real failed fsync leaves it).
 //! - `FORLOP_FAULT_PROJECTOR_PANIC_AT=N`: the projector panics folding position N.
-//! - `FORLOP_FAULT_ACCESS_SYNC_FAIL_AT=N`: the access log's fsync fails for a group that would
-//!   reach record N (after the frames were written, as a real failed fsync leaves them).
+//! - `FORLOP_FAULT_ACCESS_SYNC_FAIL_AT=N`: the access log's fsync fails, 300 ms after it was
+//!   asked for, for a group that would reach record N (after the frames were written, as a real
+//!   failed fsync leaves them).
 
 /// Panics the writer thread if the test asked for it at this position.
 pub fn writer_may_panic(next_position: u64) {

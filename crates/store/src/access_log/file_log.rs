@@ -614,6 +614,10 @@ impl Writer {
         let syncing = std::time::Instant::now();
         #[cfg(debug_assertions)]
         if crate::faults::access_sync_should_fail(records_end) {
+            // A failing fsync returns once the device has given up, not at once. The delay also
+            // makes the failure arrive after the request has resolved its answer, the case a
+            // deferred settle exists for, whatever the machine's speed.
+            std::thread::sleep(std::time::Duration::from_millis(300));
             return Err(std::io::Error::other("injected fault: the access log's fsync failed"));
         }
         #[cfg(not(debug_assertions))]
