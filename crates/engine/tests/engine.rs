@@ -452,3 +452,31 @@ mod transactions {
         assert_eq!(store.verify().await.unwrap().events, 3 + 4 * u64::from(PAIRS));
     }
 }
+
+#[tokio::test]
+async fn a_read_settled_later_has_its_access_record_in_the_log_when_settle_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = start(&dir, open(&dir)).await;
+    let patient = Uuid::from_u128(7);
+    let register = Command::RegisterPatient(PatientRegistered {
+        patient_id: patient,
+        birth_year: 1970,
+        gender: Gender::Female,
+        national_id: None,
+    });
+    engine.record(&admin(), register, None, RecordOptions::default()).await.unwrap();
+    let before = engine.access_log().committed();
+    // The grant comes back before the record is known to be durable ...
+    let (caller, pending) = admin().settling_later();
+    let grant = engine.read_patient(&caller, patient, None, None, "patient").await.unwrap().unwrap();
+    assert_eq!(grant.view.id, patient);
+    // ... and once `settle` returns, the record is in the log, naming the caller and the read.
+    pending.settle().await.unwrap();
+    assert_eq!(engine.access_log().committed(), before + 1);
+    let filter = forlop_store::access_log::AccessFilter { patient_id: Some(patient), ..Default::default() };
+    let records = engine.access_log().query(&filter, None, 10).await.unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].record.fields, "patient");
+    // A second settle has nothing left to wait for.
+    pending.settle().await.unwrap();
+}
