@@ -23,6 +23,11 @@ fn admin() -> Caller {
     Caller::new(Principal::anonymous_admin(), None)
 }
 
+/// A patient's registration without a national id.
+fn registration(patient: Uuid, birth_year: i32, gender: Gender) -> Command {
+    Command::RegisterPatient(PatientRegistered { patient_id: patient, birth_year, gender, national_id: None })
+}
+
 #[tokio::test]
 async fn a_stored_v1_event_is_upcast_when_the_read_model_is_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
@@ -46,12 +51,7 @@ async fn a_stored_v1_event_is_upcast_when_the_read_model_is_rebuilt() {
     // Then the patient reads in today's shape, and new facts can be recorded on top of it.
     let view = engine.model().patients[&patient].clone();
     assert_eq!((view.birth_year, view.gender), (1985, Gender::Female));
-    let again = Command::RegisterPatient(PatientRegistered {
-        patient_id: patient,
-        birth_year: 1990,
-        gender: Gender::Male,
-        national_id: None,
-    });
+    let again = registration(patient, 1990, Gender::Male);
     let err = engine.record(&admin(), again, None, RecordOptions::default()).await.unwrap_err();
     assert_eq!(err.code(), "ALREADY_EXISTS", "the upcast event counts as the registration");
 }
@@ -86,12 +86,7 @@ async fn the_read_model_follows_the_log_not_the_command_path() {
 async fn a_retry_with_the_same_event_id_is_answered_from_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let engine = start(&dir, open(&dir)).await;
-    let cmd = Command::RegisterPatient(PatientRegistered {
-        patient_id: Uuid::from_u128(3),
-        birth_year: 1970,
-        gender: Gender::Female,
-        national_id: None,
-    });
+    let cmd = registration(Uuid::from_u128(3), 1970, Gender::Female);
     let opts = RecordOptions { event_id: Some(Uuid::from_u128(77)), ..RecordOptions::default() };
     let first = engine.record(&admin(), cmd.clone(), None, opts.clone()).await.unwrap();
     let retry = engine.record(&admin(), cmd, None, opts.clone()).await.unwrap();
@@ -99,12 +94,7 @@ async fn a_retry_with_the_same_event_id_is_answered_from_the_log() {
         (retry.position, retry.stream_version, retry.deduplicated),
         (first.position, first.stream_version, true)
     );
-    let other = Command::RegisterPatient(PatientRegistered {
-        patient_id: Uuid::from_u128(3),
-        birth_year: 1971,
-        gender: Gender::Female,
-        national_id: None,
-    });
+    let other = registration(Uuid::from_u128(3), 1971, Gender::Female);
     assert_eq!(engine.record(&admin(), other, None, opts).await.unwrap_err().code(), "IDEMPOTENCY_CONFLICT");
     assert_eq!(engine.store().committed(), 1);
 }
@@ -115,12 +105,7 @@ async fn an_event_type_from_a_newer_version_neither_stops_deciding_nor_replay() 
     let patient = Uuid::from_u128(5);
     let store = open(&dir);
     let engine = start(&dir, store.clone()).await;
-    let register = Command::RegisterPatient(PatientRegistered {
-        patient_id: patient,
-        birth_year: 1980,
-        gender: Gender::Male,
-        national_id: None,
-    });
+    let register = registration(patient, 1980, Gender::Male);
     engine.record(&admin(), register, None, RecordOptions::default()).await.unwrap();
     // A newer forlop wrote a type this build does not know into the patient's stream.
     let future = NewEvent {
@@ -163,21 +148,11 @@ async fn a_code_from_a_newer_version_reads_as_unrecognised_and_neither_stops_dec
     // The read model keeps the patient, with the code shown as unrecognised ...
     assert_eq!(engine.model().patients[&patient].gender, Gender::Unrecognised);
     // ... the stream can still be decided on (the registration counts) ...
-    let again = Command::RegisterPatient(PatientRegistered {
-        patient_id: patient,
-        birth_year: 1980,
-        gender: Gender::Male,
-        national_id: None,
-    });
+    let again = registration(patient, 1980, Gender::Male);
     let err = engine.record(&admin(), again, None, RecordOptions::default()).await.unwrap_err();
     assert_eq!(err.code(), "ALREADY_EXISTS");
     // ... and nobody can record the placeholder itself.
-    let placeholder = Command::RegisterPatient(PatientRegistered {
-        patient_id: Uuid::from_u128(7),
-        birth_year: 1980,
-        gender: Gender::Unrecognised,
-        national_id: None,
-    });
+    let placeholder = registration(Uuid::from_u128(7), 1980, Gender::Unrecognised);
     let err = engine.record(&admin(), placeholder, None, RecordOptions::default()).await.unwrap_err();
     assert_eq!(err.code(), "INVALID_INPUT");
     assert!(err.to_string().contains("gender"), "{err}");
@@ -188,14 +163,7 @@ async fn a_code_from_a_newer_version_reads_as_unrecognised_and_neither_stops_dec
 async fn a_reader_holding_a_snapshot_never_delays_a_mutation_and_keeps_its_consistent_view() {
     let dir = tempfile::tempdir().unwrap();
     let engine = start(&dir, open(&dir)).await;
-    let register = |n: u128| {
-        Command::RegisterPatient(PatientRegistered {
-            patient_id: Uuid::from_u128(n),
-            birth_year: 1970,
-            gender: Gender::Female,
-            national_id: None,
-        })
-    };
+    let register = |n: u128| registration(Uuid::from_u128(n), 1970, Gender::Female);
     engine.record(&admin(), register(1), None, RecordOptions::default()).await.unwrap();
     // A long report holds the snapshot it started with for its whole computation ...
     let report_snapshot = engine.model();
@@ -223,12 +191,7 @@ fn the_projector_checkpoints_in_the_background_every_n_events_and_a_crash_restar
         let parts = EngineParts::open_beside(dir.path(), MasterKey::generate(), settings).unwrap();
         let engine = Engine::start(open(&dir), parts).await.unwrap();
         for n in 1..=25 {
-            let cmd = Command::RegisterPatient(PatientRegistered {
-                patient_id: Uuid::from_u128(n),
-                birth_year: 1980,
-                gender: Gender::Male,
-                national_id: None,
-            });
+            let cmd = registration(Uuid::from_u128(n), 1980, Gender::Male);
             engine.record(&admin(), cmd, None, RecordOptions::default()).await.unwrap();
         }
         let at = tokio::time::timeout(std::time::Duration::from_secs(20), engine.wait_checkpointed(20))
@@ -295,14 +258,7 @@ async fn a_stopping_engine_rewrites_its_checkpoint_only_when_it_folded_events_si
     use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().unwrap();
     let checkpoint = dir.path().join("readmodel.checkpoint");
-    let register = |n: u128| {
-        Command::RegisterPatient(PatientRegistered {
-            patient_id: Uuid::from_u128(n),
-            birth_year: 1980,
-            gender: Gender::Male,
-            national_id: None,
-        })
-    };
+    let register = |n: u128| registration(Uuid::from_u128(n), 1980, Gender::Male);
     // A checkpoint is written atomically (a new file renamed over the old): its inode says
     // whether a stop rewrote it.
     let run = |record: Vec<u128>| {
@@ -358,12 +314,7 @@ mod transactions {
     }
 
     fn register(patient: Uuid) -> Command {
-        Command::RegisterPatient(PatientRegistered {
-            patient_id: patient,
-            birth_year: 1980,
-            gender: Gender::Female,
-            national_id: None,
-        })
+        registration(patient, 1980, Gender::Female)
     }
 
     fn referral(patient: Uuid, service: Uuid, day: u32) -> Command {
@@ -458,12 +409,7 @@ async fn a_read_settled_later_has_its_access_record_in_the_log_when_settle_retur
     let dir = tempfile::tempdir().unwrap();
     let engine = start(&dir, open(&dir)).await;
     let patient = Uuid::from_u128(7);
-    let register = Command::RegisterPatient(PatientRegistered {
-        patient_id: patient,
-        birth_year: 1970,
-        gender: Gender::Female,
-        national_id: None,
-    });
+    let register = registration(patient, 1970, Gender::Female);
     engine.record(&admin(), register, None, RecordOptions::default()).await.unwrap();
     let before = engine.access_log().committed();
     // The grant comes back before the record is known to be durable ...
