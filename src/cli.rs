@@ -177,7 +177,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 .with_sled_cache(sled_cache);
             let (store, parts) = backend.open_engine(&data, resolved.master, settings).await?;
             let opened_with = store.committed();
-            let load_demo = args.demo && store.committed() == 0;
+            let load_demo = args.demo && opened_with == 0;
             if load_demo {
                 let mut n = crate::seeding::load(&store, &forlop_seed::rph2016(2016)).await?;
                 n += crate::seeding::load(&store, &forlop_seed::demo(2016, crate::seeding::DEMO_PATIENTS)).await?;

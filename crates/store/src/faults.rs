@@ -9,33 +9,30 @@
 //!   asked for, for a group that would reach record N (after the frames were written, as a real
 //!   failed fsync leaves them).
 
+/// The position a test set in the environment variable `name`, if any.
+fn fault_at(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok())
+}
+
 /// Panics the writer thread if the test asked for it at this position.
 pub fn writer_may_panic(next_position: u64) {
-    if let Some(at) = std::env::var("FORLOP_FAULT_WRITER_PANIC_AT").ok().and_then(|v| v.parse::<u64>().ok()) {
-        if next_position >= at {
-            panic!("injected fault: writer panic at position {next_position}");
-        }
+    if fault_at("FORLOP_FAULT_WRITER_PANIC_AT").is_some_and(|at| next_position >= at) {
+        panic!("injected fault: writer panic at position {next_position}");
     }
 }
 
 /// True if the projector should panic on folding the event at `position`
 /// (`FORLOP_FAULT_PROJECTOR_PANIC_AT=N`).
 pub fn projector_should_panic(position: u64) -> bool {
-    std::env::var("FORLOP_FAULT_PROJECTOR_PANIC_AT")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|at| position >= at)
+    fault_at("FORLOP_FAULT_PROJECTOR_PANIC_AT").is_some_and(|at| position >= at)
 }
 
 /// True if the flush of a group ending at `end` (exclusive) should fail.
 pub fn flush_should_fail(end: u64) -> bool {
-    std::env::var("FORLOP_FAULT_FLUSH_FAIL_AT").ok().and_then(|v| v.parse::<u64>().ok()).is_some_and(|at| end > at)
+    fault_at("FORLOP_FAULT_FLUSH_FAIL_AT").is_some_and(|at| end > at)
 }
 
 /// True if the access log's fsync of a group ending at record `end` (exclusive) should fail.
 pub fn access_sync_should_fail(end: u64) -> bool {
-    std::env::var("FORLOP_FAULT_ACCESS_SYNC_FAIL_AT")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|at| end > at)
+    fault_at("FORLOP_FAULT_ACCESS_SYNC_FAIL_AT").is_some_and(|at| end > at)
 }
