@@ -9,17 +9,9 @@ use crate::*;
 
 pub(super) const EVENT: u8 = b'E';
 pub(super) const STREAM: u8 = b'S';
-pub(super) const ID: u8 = b'I';
-
 pub(super) fn event_key(position: u64) -> [u8; 9] {
     let mut k = [EVENT; 9];
     k[1..].copy_from_slice(&position.to_be_bytes());
-    k
-}
-
-pub(super) fn id_key(id: Uuid) -> [u8; 17] {
-    let mut k = [ID; 17];
-    k[1..].copy_from_slice(id.as_bytes());
     k
 }
 

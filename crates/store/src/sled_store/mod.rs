@@ -4,15 +4,18 @@
 //! - `E` + first position (u64 BE)                -> the append's records, each
 //!   `[u32 LE length][canonical bytes][SHA-256 chain hash]`
 //! - `S` + stream + 0x00 + first version (u64 BE) -> first position (u64 BE) ++ count (u32 BE)
-//! - `I` + event id (16 bytes)                    -> position (u64 BE)
 //!
-//! One value per append (not per event) keeps a 1000-event append to one sled value plus its id
-//! index entries, within a small factor of raw sled. Group commit: concurrent appends queue for
+//! Event ids are indexed in memory, not in sled (`ids`). Logs written before that also hold
+//! `I` + event id -> position keys; they are left in place and no longer read.
+//!
+//! One value per append (not per event) keeps a 1000-event append to one sled value and one
+//! stream key, within a small factor of raw sled. Group commit: concurrent appends queue for
 //! the writer thread, which validates each against the log plus the earlier requests of the same
 //! group, applies them in one batch and makes it durable with one `flush` (fsync) before
 //! acknowledging any of them.
 
 mod encoding;
+mod ids;
 mod reads;
 mod verify;
 mod writer;
@@ -46,6 +49,8 @@ impl SledOptions {
 
 pub struct SledStore {
     tree: sled::Tree,
+    /// Event id -> position, for idempotent appends and reads by id (see `ids`).
+    ids: Arc<parking_lot::RwLock<ids::IdIndex>>,
     /// Set once a group failed to become durable or the writer died: no later write touches sled.
     failed: Arc<std::sync::OnceLock<String>>,
     writer: crate::group::WriterThread<Request>,
@@ -104,6 +109,15 @@ fn tail_head(tree: &sled::Tree, first: u64, value: &[u8]) -> Result<(u64, Hash),
 impl SledStore {
     pub fn open(options: SledOptions) -> Result<SledStore, StoreError> {
         let opening = std::time::Instant::now();
+        // The saved id index is read and checksummed while sled opens.
+        let ids_file = ids::path(&options.path);
+        let saved_ids = {
+            let file = ids_file.clone();
+            std::thread::Builder::new()
+                .name("forlop-ids-load".into())
+                .spawn(move || ids::read(&file))
+                .map_err(backend)?
+        };
         let config = sled::Config::new()
             .path(&options.path)
             .cache_capacity(options.cache_bytes)
@@ -123,6 +137,8 @@ impl SledStore {
                 Err(e) => return Err(verify::verify_tree(&tree, None).err().unwrap_or(e)),
             };
         }
+        let saved_ids = saved_ids.join().map_err(|_| backend("reading the event-id index panicked"))?;
+        let ids = Arc::new(parking_lot::RwLock::new(ids::build(&tree, saved_ids, next_position)?));
         let committed = Arc::new(AtomicU64::new(next_position));
         let (watch_tx, watch) = watch::channel(next_position);
         let failed = Arc::new(std::sync::OnceLock::new());
@@ -130,6 +146,10 @@ impl SledStore {
             failed: failed.clone(),
             db,
             tree: tree.clone(),
+            ids: ids.clone(),
+            ids_file,
+            ids_saved_at: next_position,
+            ids_saving: None,
             next_position,
             last_hash,
             committed: committed.clone(),
@@ -143,7 +163,7 @@ impl SledStore {
             ms = opening.elapsed().as_millis() as u64,
             "opened sled event store"
         );
-        Ok(SledStore { tree, failed, writer, committed, watch })
+        Ok(SledStore { tree, ids, failed, writer, committed, watch })
     }
 
     /// Opens the store at `path` once more and closes it, once every other handle is gone. sled

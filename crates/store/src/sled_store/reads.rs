@@ -83,9 +83,12 @@ impl SledStore {
     }
 
     pub(super) fn event_with_id(&self, id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
-        match self.tree.get(id_key(id)).map_err(read_error)? {
-            None => Ok(None),
-            Some(pos) => self.get_position(be_u64(&pos)),
+        let candidates = self.ids.read().candidates(id);
+        for position in candidates {
+            if let Some(e) = self.get_position(position)?.filter(|e| e.id == id) {
+                return Ok(Some(e));
+            }
         }
+        Ok(None)
     }
 }

@@ -19,6 +19,12 @@ pub(super) struct Writer {
     pub(super) failed: Arc<std::sync::OnceLock<String>>,
     pub(super) db: sled::Db,
     pub(super) tree: sled::Tree,
+    pub(super) ids: Arc<parking_lot::RwLock<super::ids::IdIndex>>,
+    pub(super) ids_file: std::path::PathBuf,
+    /// The position the id index was last saved at (or loaded as of).
+    pub(super) ids_saved_at: u64,
+    /// A background save of the id index still being written.
+    pub(super) ids_saving: Option<std::thread::JoinHandle<()>>,
     pub(super) next_position: u64,
     pub(super) last_hash: Hash,
     pub(super) committed: Arc<AtomicU64>,
@@ -41,6 +47,38 @@ impl Writer {
         let _watchdog = Watchdog(self.failed.clone());
         while let Some(group) = crate::group::next_group(&rx, MAX_GROUP) {
             self.commit_group(group);
+            self.maybe_save_ids();
+        }
+        // The store is closing: the next open then scans no tail for ids.
+        if let Some(saving) = self.ids_saving.take() {
+            let _ = saving.join();
+        }
+        if self.failed.get().is_none() && self.ids_saved_at != self.next_position {
+            let snapshot = self.ids.read().snapshot(self.next_position, self.last_hash);
+            if let Err(e) = super::ids::write(&self.ids_file, &snapshot) {
+                tracing::warn!(error = %e, "event-id index not saved; the next open scans the log for its ids");
+            }
+        }
+    }
+
+    /// Every `SAVE_EVERY` events, saves the id index on a background thread (one at a time), so
+    /// a start after a crash scans at most that many events for ids.
+    fn maybe_save_ids(&mut self) {
+        if self.next_position - self.ids_saved_at < super::ids::SAVE_EVERY
+            || self.ids_saving.as_ref().is_some_and(|t| !t.is_finished())
+        {
+            return;
+        }
+        let snapshot = self.ids.read().snapshot(self.next_position, self.last_hash);
+        let file = self.ids_file.clone();
+        let saving = std::thread::Builder::new().name("forlop-ids-save".into()).spawn(move || {
+            if let Err(e) = super::ids::write(&file, &snapshot) {
+                tracing::warn!(error = %e, "event-id index not saved in the background");
+            }
+        });
+        if let Ok(t) = saving {
+            self.ids_saving = Some(t);
+            self.ids_saved_at = self.next_position;
         }
     }
 
@@ -67,9 +105,6 @@ impl Writer {
                             stream_key(&stream_prefix(&part.stream), p.first_version),
                             &run_value(p.first_position, p.committed.len())[..],
                         );
-                        for c in &p.committed {
-                            batch.insert(&id_key(c.id)[..], &c.position.to_be_bytes()[..]);
-                        }
                     }
                     results.push(result);
                 }
@@ -105,6 +140,13 @@ impl Writer {
                 return;
             }
             count_appended(&group, &results);
+            // Indexed before the position is published: a reader that sees an event can find
+            // it by id.
+            let mut ids = self.ids.write();
+            for c in results.iter().flatten().flatten().filter(|r| !r.deduplicated).flat_map(|r| &r.events) {
+                ids.insert(c.id, c.position);
+            }
+            drop(ids);
             self.next_position = position;
             self.last_hash = hash;
             self.committed.store(position, Ordering::Release);
@@ -130,10 +172,14 @@ struct SledStored<'a>(&'a Writer);
 
 impl Stored for SledStored<'_> {
     fn by_id(&mut self, id: Uuid) -> Result<Option<RecordedEvent>, StoreError> {
-        match self.0.tree.get(id_key(id)).map_err(read_error)? {
-            Some(pos) => self.0.stored(be_u64(&pos)).map(Some),
-            None => Ok(None),
+        let candidates = self.0.ids.read().candidates(id);
+        for position in candidates {
+            let e = self.0.stored(position)?;
+            if e.id == id {
+                return Ok(Some(e));
+            }
         }
+        Ok(None)
     }
 
     fn stream_version(&mut self, stream: &str) -> Result<Option<u64>, StoreError> {
