@@ -589,7 +589,7 @@ impl Engine {
     /// the caller may hold for as long as a report takes.
     /// The patient holding a referral, episode, session or admission id, if one does.
     pub fn owner_of(&self, id: Uuid) -> Option<Uuid> {
-        self.owners.read().owner(id)
+        self.owners.read().owner(id, &self.model.load())
     }
 
     pub fn model(&self) -> Arc<ReadModel> {
@@ -627,7 +627,7 @@ impl Engine {
         if claims.get(&id).is_some_and(|p| *p != patient) {
             return Err(taken());
         }
-        if self.owners.read().owner(id).is_some_and(|p| p != patient) {
+        if self.owners.read().owner(id, &self.model.load()).is_some_and(|p| p != patient) {
             return Err(taken());
         }
         claims.insert(id, patient);

@@ -173,7 +173,9 @@ impl PatientView {
 pub struct ReadModel {
     pub services: HashMap<Uuid, ServiceView>,
     pub therapists: HashMap<Uuid, TherapistView>,
-    pub patients: HashMap<Uuid, Arc<PatientView>>,
+    /// An ordered map: its B-tree nodes hold patients densely, where a hash trie of 190,000
+    /// patients left most of its fixed 32-slot nodes empty (about 110 bytes a patient).
+    pub patients: OrdMap<Uuid, Arc<PatientView>>,
     /// Per service: (startedAt, episode id) -> the episode's patient and end, for cohorts by
     /// start date. Derived from `patients`, so checkpoints leave both indexes out (`reindex`).
     #[serde(skip)]
