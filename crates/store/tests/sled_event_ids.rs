@@ -44,6 +44,7 @@ async fn without_its_index_file_a_reopened_log_still_recognises_every_stored_id(
     // As after a crash before any save.
     std::fs::remove_file(dir.path().join(INDEX_FILE)).expect("the closing store saved its index");
     every_retry_is_recognised(dir.path(), "a", &sent).await;
+    assert!(dir.path().join(INDEX_FILE).exists(), "the store that scanned the log saved the index again");
 }
 
 #[tokio::test]

@@ -132,8 +132,9 @@ fn ignored<T>(path: &Path, why: &str) -> Option<T> {
 }
 
 /// The index of the events below `end` in `tree`: `saved` if the log holds its head hash at its
-/// position, plus the ids of the events after it.
-pub(super) fn build(tree: &sled::Tree, saved: Option<Saved>, end: u64) -> Result<IdIndex, StoreError> {
+/// position, plus the ids of the events after it; and the position the file on disk covers (0
+/// without a usable one), so the writer knows how much a save would spare the next open.
+pub(super) fn build(tree: &sled::Tree, saved: Option<Saved>, end: u64) -> Result<(IdIndex, u64), StoreError> {
     let started = std::time::Instant::now();
     let saved = match saved {
         Some(s) if s.position <= end && head_at(tree, s.position)? == Some(s.head) => Some(s),
@@ -170,7 +171,7 @@ pub(super) fn build(tree: &sled::Tree, saved: Option<Saved>, end: u64) -> Result
         ms = started.elapsed().as_millis() as u64,
         "event-id index ready"
     );
-    Ok(IdIndex::of_sorted(&sorted))
+    Ok((IdIndex::of_sorted(&sorted), from))
 }
 
 /// The chain hash of the event before `position` (the genesis hash for 0), if the log holds it.

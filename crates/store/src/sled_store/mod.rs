@@ -138,7 +138,8 @@ impl SledStore {
             };
         }
         let saved_ids = saved_ids.join().map_err(|_| backend("reading the event-id index panicked"))?;
-        let ids = Arc::new(parking_lot::RwLock::new(ids::build(&tree, saved_ids, next_position)?));
+        let (ids, ids_saved_at) = ids::build(&tree, saved_ids, next_position)?;
+        let ids = Arc::new(parking_lot::RwLock::new(ids));
         let committed = Arc::new(AtomicU64::new(next_position));
         let (watch_tx, watch) = watch::channel(next_position);
         let failed = Arc::new(std::sync::OnceLock::new());
@@ -148,7 +149,7 @@ impl SledStore {
             tree: tree.clone(),
             ids: ids.clone(),
             ids_file,
-            ids_saved_at: next_position,
+            ids_saved_at,
             ids_saving: None,
             next_position,
             last_hash,

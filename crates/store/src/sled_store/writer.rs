@@ -45,6 +45,8 @@ impl Writer {
             }
         }
         let _watchdog = Watchdog(self.failed.clone());
+        // An open that had to scan many events for their ids saves the index right away.
+        self.maybe_save_ids();
         while let Some(group) = crate::group::next_group(&rx, MAX_GROUP) {
             self.commit_group(group);
             self.maybe_save_ids();
