@@ -72,6 +72,26 @@ async fn an_index_file_of_another_log_is_ignored() {
 }
 
 #[tokio::test]
+async fn ids_folded_into_the_saved_index_while_appending_are_still_recognised() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SledOptions { id_index_save_every: 5, ..SledOptions::new(dir.path()) };
+    let store = SledStore::open(options).expect("open");
+    let mut sent = Vec::new();
+    for i in 0..23 {
+        let e = sample_event(i);
+        store.append("a", ExpectedVersion::Any, vec![e.clone()]).await.expect("append");
+        sent.push(e);
+    }
+    // Compacted every 5 events: the same store recognises every id, before and after a reopen.
+    for e in &sent {
+        let retry = store.append("a", ExpectedVersion::Any, vec![e.clone()]).await.expect("retry");
+        assert!(retry.deduplicated, "event {} was stored again", e.id);
+    }
+    drop(store);
+    every_retry_is_recognised(dir.path(), "a", &sent).await;
+}
+
+#[tokio::test]
 async fn a_damaged_index_file_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let sent = appended(dir.path(), "a", 0, 10).await;

@@ -11,7 +11,7 @@
 //! holds the ids below a position with the chain hash there. At open it is used only if the log
 //! still holds that hash at that position and its checksum holds; the events after it (all of
 //! them, without a usable file) are scanned. The writer saves it when the store closes and in
-//! the background every `SAVE_EVERY` events, so a start after a crash scans a bounded tail.
+//! the background every million events, so a start after a crash scans a bounded tail.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -28,7 +28,7 @@ use crate::*;
 const MAGIC: &[u8; 8] = b"FORLOPIX";
 const FORMAT: u32 = 2;
 const FILE: &str = "event-ids.index";
-/// Events appended between background saves of the index.
+/// Events appended between background saves of the index (`SledOptions::id_index_save_every`).
 pub(super) const SAVE_EVERY: u64 = 1_000_000;
 
 /// The first 4 bytes of an id: the sorted part's key.
@@ -196,6 +196,12 @@ impl IdIndex {
     pub(super) fn snapshot(&self, position: u64, head: Hash) -> Snapshot {
         Snapshot { position, head, entries: self.entries() }
     }
+
+    /// Folds the ids appended since open into the sorted part (12 bytes each instead of a hash
+    /// map entry), so a long-running store's index grows as its file does.
+    pub(super) fn compacted(snapshot: &Snapshot) -> IdIndex {
+        IdIndex::of_sorted(&snapshot.entries)
+    }
 }
 
 /// Writes `s` to `path` atomically: a temporary file, fsynced, renamed over the old one.
@@ -246,6 +252,10 @@ mod tests {
         assert_eq!(index.candidates(c), vec![13]);
         assert!(index.candidates(Uuid::from_u128(1)).is_empty());
         assert_eq!(index.entries(), vec![(7, 10), (7, 11), (8, 12), (9, 13)]);
+        let compacted = IdIndex::compacted(&index.snapshot(14, [0; 32]));
+        assert!(compacted.recent.is_empty());
+        assert_eq!(compacted.candidates(c), vec![13], "an id folded into the sorted part is still found");
+        assert_eq!(compacted.candidates(a), vec![10, 11]);
     }
 
     #[test]

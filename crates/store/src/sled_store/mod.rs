@@ -39,11 +39,17 @@ pub struct SledOptions {
     pub path: PathBuf,
     /// sled page cache in bytes.
     pub cache_bytes: u64,
+    /// Events appended between background saves (and compactions) of the event-id index.
+    pub id_index_save_every: u64,
 }
 
 impl SledOptions {
     pub fn new(path: impl AsRef<Path>) -> Self {
-        SledOptions { path: path.as_ref().to_owned(), cache_bytes: 1024 * 1024 * 1024 }
+        SledOptions {
+            path: path.as_ref().to_owned(),
+            cache_bytes: 1024 * 1024 * 1024,
+            id_index_save_every: ids::SAVE_EVERY,
+        }
     }
 }
 
@@ -150,6 +156,7 @@ impl SledStore {
             ids: ids.clone(),
             ids_file,
             ids_saved_at,
+            ids_save_every: options.id_index_save_every.max(1),
             ids_saving: None,
             next_position,
             last_hash,

@@ -23,6 +23,7 @@ pub(super) struct Writer {
     pub(super) ids_file: std::path::PathBuf,
     /// The position the id index was last saved at (or loaded as of).
     pub(super) ids_saved_at: u64,
+    pub(super) ids_save_every: u64,
     /// A background save of the id index still being written.
     pub(super) ids_saving: Option<std::thread::JoinHandle<()>>,
     pub(super) next_position: u64,
@@ -63,15 +64,18 @@ impl Writer {
         }
     }
 
-    /// Every `SAVE_EVERY` events, saves the id index on a background thread (one at a time), so
-    /// a start after a crash scans at most that many events for ids.
+    /// Every `ids_save_every` events, saves the id index on a background thread (one at a time), so
+    /// a start after a crash scans at most that many events for ids, and compacts it (only this
+    /// thread changes it, so nothing is added between the copy and the swap).
     fn maybe_save_ids(&mut self) {
-        if self.next_position - self.ids_saved_at < super::ids::SAVE_EVERY
+        if self.next_position - self.ids_saved_at < self.ids_save_every
             || self.ids_saving.as_ref().is_some_and(|t| !t.is_finished())
         {
             return;
         }
         let snapshot = self.ids.read().snapshot(self.next_position, self.last_hash);
+        let compacted = super::ids::IdIndex::compacted(&snapshot);
+        *self.ids.write() = compacted;
         let file = self.ids_file.clone();
         let saving = std::thread::Builder::new().name("forlop-ids-save".into()).spawn(move || {
             if let Err(e) = super::ids::write(&file, &snapshot) {
