@@ -19,8 +19,9 @@ use crate::owners::OwnerIndex;
 /// Bumped whenever the read model's shape changes: an older checkpoint is then ignored. Also
 /// bumped (4) when checkpoints written by older builds cannot be trusted: before 4, the live
 /// projector could drop an event that arrived inside a burst at a multiple of 1024, and its
-/// checkpoints kept the gap; every node replays its log once to repair it.
-const FORMAT: u32 = 4;
+/// checkpoints kept the gap; every node replays its log once to repair it. 5: a patient's facts
+/// no longer carry their log position (their order is the recording order).
+const FORMAT: u32 = 5;
 const MAGIC: &[u8; 8] = b"FORLOPRM";
 /// Patients per frame: frames keep the memory a checkpoint takes to write or load to a few
 /// megabytes, where one buffer of the whole file would be as large as the model.

@@ -87,7 +87,8 @@ fn care_level_at(p: &PatientView, episode_id: Uuid, at: Timestamp) -> CareLevel 
 
 pub fn continuity(p: &PatientView) -> Continuity {
     let mut attended: Vec<_> = p.sessions.iter().filter(|s| s.event.attendance == Attendance::Attended).collect();
-    attended.sort_by_key(|s| (s.event.at, s.position));
+    // Stable: sessions at the same time stay in recording order.
+    attended.sort_by_key(|s| s.event.at);
     let therapists: Vec<Uuid> = attended.iter().map(|s| s.event.therapist_id).collect();
 
     let mut segments: Vec<Segment> = Vec::new();
@@ -149,7 +150,7 @@ fn days_between(a: Timestamp, b: Timestamp) -> f64 {
 
 fn handovers(p: &PatientView) -> Vec<Handover> {
     let mut releases: Vec<_> = p.releases.iter().collect();
-    releases.sort_by_key(|r| (r.event.released_at, r.position));
+    releases.sort_by_key(|r| r.event.released_at);
     releases
         .into_iter()
         .map(|r| {
@@ -160,10 +161,10 @@ fn handovers(p: &PatientView) -> Vec<Handover> {
             let active = of_episode()
                 .filter(|a| a.therapist_id != e.therapist_id)
                 .filter(|a| a.assigned_at <= t && a.released_at.is_none_or(|rel| rel > t))
-                .max_by_key(|a| (a.assigned_at, a.position));
+                .max_by_key(|a| a.assigned_at);
             let (to, gap) = match active {
                 Some(a) => (Some(a.therapist_id), Some(0.0)),
-                None => match of_episode().filter(|a| a.assigned_at >= t).min_by_key(|a| (a.assigned_at, a.position)) {
+                None => match of_episode().filter(|a| a.assigned_at >= t).min_by_key(|a| a.assigned_at) {
                     Some(a) => (Some(a.therapist_id), Some(days_between(t, a.assigned_at))),
                     None => (None, None),
                 },

@@ -74,11 +74,11 @@ pub struct AdmissionView {
     pub discharged_at: Option<Timestamp>,
 }
 
+/// A patient's facts are kept in recording order (log order), which breaks ties in clinical
+/// time: the first of equal times is the earliest recorded. So they carry no log position.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SessionFact {
     pub event: SessionRecorded,
-    /// Log position: the recording order, used to break ties in clinical time.
-    pub position: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -89,19 +89,16 @@ pub struct AssignmentFact {
     pub assigned_at: Timestamp,
     #[serde(with = "forlop_domain::time_codec::option")]
     pub released_at: Option<Timestamp>,
-    pub position: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ReleaseFact {
     pub event: TherapistReleased,
-    pub position: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OutcomeFact {
     pub event: OutcomeRecorded,
-    pub position: u64,
 }
 
 /// Everything recorded about one patient, in recording order.
@@ -298,7 +295,6 @@ impl ReadModel {
         p.version = meta.stream_version;
         p.cached_continuity = ContinuityCache::default();
 
-        let position = meta.position;
         match event {
             Event::ReferralReceived(e) => {
                 self.referrals_by_service.entry(e.service_id).or_default().insert((e.received_at, e.referral_id), p.id);
@@ -346,7 +342,6 @@ impl ReadModel {
                 therapist_id: e.therapist_id,
                 assigned_at: e.assigned_at,
                 released_at: None,
-                position,
             }),
             Event::TherapistReleased(e) => {
                 if let Some(a) = p.assignments.iter_mut().find(|a| {
@@ -354,9 +349,9 @@ impl ReadModel {
                 }) {
                     a.released_at = Some(e.released_at);
                 }
-                p.releases.push(ReleaseFact { event: e.clone(), position });
+                p.releases.push(ReleaseFact { event: e.clone() });
             }
-            Event::SessionRecorded(e) => p.sessions.push(SessionFact { event: e.clone(), position }),
+            Event::SessionRecorded(e) => p.sessions.push(SessionFact { event: e.clone() }),
             Event::PatientAdmitted(e) => p.admissions.push(AdmissionView {
                 id: e.admission_id,
                 service_id: e.service_id,
@@ -374,7 +369,7 @@ impl ReadModel {
                 admitted_at: e.admitted_at,
                 discharged_at: Some(e.discharged_at),
             }),
-            Event::OutcomeRecorded(e) => p.outcomes.push(OutcomeFact { event: e.clone(), position }),
+            Event::OutcomeRecorded(e) => p.outcomes.push(OutcomeFact { event: e.clone() }),
             Event::PatientForgotten(_) => {
                 p.forgotten = true;
                 p.sealed_national_id = None;

@@ -229,9 +229,9 @@ pub fn episode_scores(p: &PatientView, episode: Uuid, instrument: Instrument) ->
             o.event.episode_id == episode && o.event.instrument == instrument && o.event.phase == phase
         })
     };
-    let intake = of(MeasurePhase::Intake).min_by_key(|o| (o.event.measured_at, o.position)).map(|o| o.event.total);
-    let discharge =
-        of(MeasurePhase::Discharge).max_by_key(|o| (o.event.measured_at, o.position)).map(|o| o.event.total);
+    // Ties in time: the first recorded intake and the last recorded discharge (recording order).
+    let intake = of(MeasurePhase::Intake).min_by_key(|o| o.event.measured_at).map(|o| o.event.total);
+    let discharge = of(MeasurePhase::Discharge).max_by_key(|o| o.event.measured_at).map(|o| o.event.total);
     (intake, discharge)
 }
 
@@ -283,7 +283,7 @@ fn attended<'a>(p: &'a PatientView, episode: Uuid) -> impl Iterator<Item = &'a c
 /// Days from the referral's receipt to the first attended session, for an episode with both.
 pub fn waiting_days_of(p: &PatientView, e: &EpisodeView) -> Option<f64> {
     let received = p.referral(e.referral_id?)?.received_at;
-    let first = attended(p, e.id).min_by_key(|s| (s.event.at, s.position))?;
+    let first = attended(p, e.id).min_by_key(|s| s.event.at)?;
     Some(days_between(received, first.event.at))
 }
 

@@ -221,10 +221,9 @@ fn hand_worked_pathway_read_model() {
     );
     assert_eq!(p.admissions.len(), 1);
     assert_eq!(p.admissions[0].discharged_at, Some(t(3, 5, 12)));
-    // The late entry carries the last position, although it is the fifth attended session clinically.
-    let late = p.sessions.iter().max_by_key(|s| s.position).unwrap();
+    // The late entry is the last recorded, although it is the fifth attended session clinically.
+    let late = p.sessions.last().unwrap();
     assert_eq!(late.event.at, t(2, 22, 10));
-    assert_eq!(late.position, log.next_position - 1);
     // Every assignment of A was ended by its release; B is still assigned.
     let open: Vec<_> = p.assignments.iter().filter(|a| a.released_at.is_none()).map(|a| a.therapist_id).collect();
     assert_eq!(open, [B]);
@@ -238,10 +237,9 @@ fn hand_worked_pathway_read_model() {
 fn late_recorded_session_gives_the_in_order_answer() {
     let late = hand_worked_pathway(true);
     let in_order = hand_worked_pathway(false);
-    // The logs differ (the session sits at another position)...
-    let position_of_feb_22 =
-        |log: &Log| log.model.patients[&P].sessions.iter().find(|s| s.event.at == t(2, 22, 10)).map(|s| s.position);
-    assert_ne!(position_of_feb_22(&late), position_of_feb_22(&in_order));
+    // The logs differ (the session sits at another place in recording order)...
+    let place_of_feb_22 = |log: &Log| log.model.patients[&P].sessions.iter().position(|s| s.event.at == t(2, 22, 10));
+    assert_ne!(place_of_feb_22(&late), place_of_feb_22(&in_order));
     // ...but the answer is the same, to the last bit.
     assert_eq!(late.continuity(), in_order.continuity());
 
@@ -603,4 +601,18 @@ fn handovers_are_listed_in_order_of_release() {
     let order: Vec<_> = c.handovers.iter().map(|h| (h.episode_id, h.released_at)).collect();
     assert_eq!(order, [(E1, t(2, 8, 10)), (E2, t(3, 7, 9))]);
     assert_eq!(handovers(&log), [(A, Some(C), Some(1.0)), (B, None, None)]);
+}
+
+#[test]
+fn sessions_at_the_same_time_count_in_recording_order() {
+    // A then B at 10:00 on the 18th, then B: one change of provider in two steps (SECON 1/2).
+    // Read in the other order (B, A, B) it would be two changes (SECON 0).
+    let mut log = Log::new();
+    log.record(started(E1, RPH, t(1, 11, 9)));
+    log.attended(E1, A, t(1, 18, 10)).attended(E1, B, t(1, 18, 10)).attended(E1, B, t(1, 25, 10));
+    assert_close(log.continuity().indices.secon, 0.5);
+    let mut other = Log::new();
+    other.record(started(E1, RPH, t(1, 11, 9)));
+    other.attended(E1, B, t(1, 18, 10)).attended(E1, A, t(1, 18, 10)).attended(E1, B, t(1, 25, 10));
+    assert_close(other.continuity().indices.secon, 0.0);
 }
