@@ -192,9 +192,10 @@ pub struct Engine {
     /// The longest an event has waited, from reaching the projector to being in a published
     /// snapshot (nanoseconds): what readers can delay writers by. Reset by `take_max_stall`.
     max_stall: Arc<std::sync::atomic::AtomicU64>,
-    /// Slots for whole-model computations (reports, alert scans): one core fewer than the
-    /// machine has, so they never take every core from writers and patient reads.
-    analysis_slots: Arc<tokio::sync::Semaphore>,
+    /// Threads for whole-model computations (reports, alert scans): one core fewer than the
+    /// machine has, at a lower priority, so they never take a core from writers, the projector
+    /// and patient reads (`analysis.rs`).
+    analysis: Arc<crate::analysis::AnalysisPool>,
     /// The position of the checkpoint on disk: the one loaded at start (0 if none), then each
     /// one written in the background.
     checkpointed: watch::Receiver<u64>,
@@ -563,7 +564,7 @@ impl Engine {
             projector_abort,
             id_claims: Default::default(),
             owners,
-            analysis_slots: Arc::new(tokio::sync::Semaphore::new(
+            analysis: Arc::new(crate::analysis::AnalysisPool::start(
                 std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
             )),
         })
@@ -596,23 +597,19 @@ impl Engine {
         self.model.load_full()
     }
 
-    /// Runs a whole-model computation (a report, an alert scan) on the current snapshot, on a
-    /// blocking thread, a limited number at a time. A report takes tens of milliseconds of CPU;
-    /// run on the async workers, a few of them would hold up every mutation and patient read
-    /// queued behind them. Here reports queue among themselves instead.
+    /// Runs a whole-model computation (a report, an alert scan) on the snapshot current when it
+    /// starts, on the analysis threads (`analysis.rs`). A report takes tens of milliseconds of
+    /// CPU; run on the async workers, a few of them would hold up every mutation and patient
+    /// read queued behind them. Here reports queue among themselves instead.
     pub async fn analyse<T: Send + 'static>(
         &self,
         compute: impl FnOnce(&ReadModel) -> T + Send + 'static,
     ) -> Result<T, EngineError> {
-        let _slot = self
-            .analysis_slots
-            .acquire()
+        let model = self.model.clone();
+        self.analysis
+            .run(move || compute(&model.load_full()))
             .await
-            .map_err(|_| EngineError::Unavailable("the engine is shutting down".into()))?;
-        let model = self.model();
-        tokio::task::spawn_blocking(move || compute(&model))
-            .await
-            .map_err(|e| EngineError::Internal(format!("analysis task: {e}")))
+            .map_err(|e| EngineError::Internal(format!("analysis: {e}")))
     }
 
     /// Claims a global id for `patient` until the returned guard is dropped (after the event is

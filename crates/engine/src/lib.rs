@@ -5,6 +5,7 @@
 //! calls on `Engine` with a `Caller`, and the engine's answers and `EngineError` codes back.
 
 pub mod access;
+mod analysis;
 pub mod checkpoint;
 pub mod engine;
 pub mod error;
