@@ -69,8 +69,10 @@ impl IdIndex {
         all
     }
 
-    /// The index of `entries`, sorted.
-    fn of_sorted(entries: &[(u32, u64)]) -> IdIndex {
+    /// The index of `entries`, sorted. Built from a save's entries it is also the compacted
+    /// index: the ids appended since open folded into the sorted part (12 bytes each instead of
+    /// a hash map entry), so a long-running store's index grows as its file does.
+    pub(super) fn of_sorted(entries: &[(u32, u64)]) -> IdIndex {
         IdIndex {
             prefixes: entries.iter().map(|(p, _)| *p).collect(),
             positions: entries.iter().map(|(_, position)| *position).collect(),
@@ -84,11 +86,13 @@ pub(super) fn path(dir: &Path) -> PathBuf {
     dir.join(FILE)
 }
 
-/// A saved index: the ids of the events below `position`, whose last has chain hash `head`.
+/// A saved index, read from its file or copied out of the index to be written (so the writer
+/// can go on meanwhile): the ids of the events below `position`, whose last has chain hash
+/// `head`, sorted.
 pub(super) struct Saved {
     position: u64,
     head: Hash,
-    entries: Vec<(u32, u64)>,
+    pub(super) entries: Vec<(u32, u64)>,
 }
 
 /// Reads and checks the file at `path` (without the log); None, with a warning, if it is
@@ -185,27 +189,15 @@ fn head_at(tree: &sled::Tree, position: u64) -> Result<Option<Hash>, StoreError>
     Ok(head)
 }
 
-/// What a save writes, copied out of the index so the writer can go on while it is written.
-pub(super) struct Snapshot {
-    position: u64,
-    head: Hash,
-    entries: Vec<(u32, u64)>,
-}
-
 impl IdIndex {
-    pub(super) fn snapshot(&self, position: u64, head: Hash) -> Snapshot {
-        Snapshot { position, head, entries: self.entries() }
-    }
-
-    /// Folds the ids appended since open into the sorted part (12 bytes each instead of a hash
-    /// map entry), so a long-running store's index grows as its file does.
-    pub(super) fn compacted(snapshot: &Snapshot) -> IdIndex {
-        IdIndex::of_sorted(&snapshot.entries)
+    /// The index as a save writes it, for the events below `position` (chain hash `head`).
+    pub(super) fn snapshot(&self, position: u64, head: Hash) -> Saved {
+        Saved { position, head, entries: self.entries() }
     }
 }
 
 /// Writes `s` to `path` atomically: a temporary file, fsynced, renamed over the old one.
-pub(super) fn write(path: &Path, s: &Snapshot) -> std::io::Result<()> {
+pub(super) fn write(path: &Path, s: &Saved) -> std::io::Result<()> {
     let started = std::time::Instant::now();
     let mut bytes = Vec::with_capacity(60 + s.entries.len() * 12 + 32);
     bytes.extend_from_slice(MAGIC);
@@ -252,7 +244,7 @@ mod tests {
         assert_eq!(index.candidates(c), vec![13]);
         assert!(index.candidates(Uuid::from_u128(1)).is_empty());
         assert_eq!(index.entries(), vec![(7, 10), (7, 11), (8, 12), (9, 13)]);
-        let compacted = IdIndex::compacted(&index.snapshot(14, [0; 32]));
+        let compacted = IdIndex::of_sorted(&index.snapshot(14, [0; 32]).entries);
         assert!(compacted.recent.is_empty());
         assert_eq!(compacted.candidates(c), vec![13], "an id folded into the sorted part is still found");
         assert_eq!(compacted.candidates(a), vec![10, 11]);
@@ -262,7 +254,7 @@ mod tests {
     fn a_saved_index_reads_back_and_a_damaged_one_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let file = path(dir.path());
-        let s = Snapshot { position: 3, head: [5; 32], entries: vec![(1, 0), (2, 2), (3, 1)] };
+        let s = Saved { position: 3, head: [5; 32], entries: vec![(1, 0), (2, 2), (3, 1)] };
         write(&file, &s).unwrap();
         let back = read(&file).expect("reads back");
         assert_eq!((back.position, back.head, back.entries), (3, [5; 32], vec![(1, 0), (2, 2), (3, 1)]));

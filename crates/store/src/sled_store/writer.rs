@@ -57,8 +57,7 @@ impl Writer {
             let _ = saving.join();
         }
         if self.failed.get().is_none() && self.ids_saved_at != self.next_position {
-            let snapshot = self.ids.read().snapshot(self.next_position, self.last_hash);
-            if let Err(e) = super::ids::write(&self.ids_file, &snapshot) {
+            if let Err(e) = super::ids::write(&self.ids_file, &self.ids_as_of_head()) {
                 tracing::warn!(error = %e, "event-id index not saved; the next open scans the log for its ids");
             }
         }
@@ -73,8 +72,8 @@ impl Writer {
         {
             return;
         }
-        let snapshot = self.ids.read().snapshot(self.next_position, self.last_hash);
-        let compacted = super::ids::IdIndex::compacted(&snapshot);
+        let snapshot = self.ids_as_of_head();
+        let compacted = super::ids::IdIndex::of_sorted(&snapshot.entries);
         *self.ids.write() = compacted;
         let file = self.ids_file.clone();
         let saving = std::thread::Builder::new().name("forlop-ids-save".into()).spawn(move || {
@@ -86,6 +85,11 @@ impl Writer {
             self.ids_saving = Some(t);
             self.ids_saved_at = self.next_position;
         }
+    }
+
+    /// The id index as a save writes it, as of the last durable group.
+    fn ids_as_of_head(&self) -> super::ids::Saved {
+        self.ids.read().snapshot(self.next_position, self.last_hash)
     }
 
     fn commit_group(&mut self, group: Vec<Request>) {
