@@ -18,6 +18,8 @@ use clap::Parser;
 static GLOBAL: forlop_alloc::MiMalloc = forlop_alloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    // Before the read model is built: see `small_pages_only` for why (about 45 MB at city scale).
+    let pages = forlop_alloc::small_pages_only();
     let args = cli::Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("FORLOP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn"));
@@ -27,6 +29,9 @@ fn main() -> anyhow::Result<()> {
         logs.json().init();
     } else {
         logs.init();
+    }
+    if let Err(e) = pages {
+        tracing::warn!(error = %e, "could not turn transparent huge pages off; resident memory will be higher");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -14,6 +14,28 @@
 
 pub use mimalloc::MiMalloc;
 
+/// Turns transparent huge pages off for this process; call first thing in `main`.
+///
+/// mimalloc advises the kernel to back its arenas with 2 MiB pages (`MADV_HUGEPAGE`), and a huge
+/// page is resident as a whole once any byte of it is touched. The read model is millions of
+/// small persistent-map nodes and per-patient vectors spread over those arenas, so huge pages
+/// kept about 45 MB more resident at 186,000 patients (2,445 against 2,191 bytes a patient after
+/// a restart, README) for no measurable gain in replay or query speed. mimalloc's own
+/// `allow_thp` option does the same, but is read before `main` runs; the process-wide flag also
+/// covers the arenas reserved before it.
+pub fn small_pages_only() -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: PR_SET_THP_DISABLE takes plain integers and no pointers (prctl(2)).
+        #[allow(unsafe_code)]
+        let done = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+        if done != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// `mi_option_purge_delay` in mimalloc 3's `mimalloc.h`; the Rust bindings name no constant for
 /// it (the test below checks the index against its documented default).
 const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
@@ -42,6 +64,21 @@ mod tests {
         #[allow(unsafe_code)]
         unsafe {
             libmimalloc_sys::mi_option_get(super::PURGE_DELAY)
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_process_asks_for_small_pages_only() {
+        super::small_pages_only().expect("prctl");
+        // SAFETY: PR_GET_THP_DISABLE takes no pointers and returns the flag.
+        #[allow(unsafe_code)]
+        let flag = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
+        assert_eq!(flag, 1);
+        // Recent kernels also say so in the process's status.
+        let status = std::fs::read_to_string("/proc/self/status").expect("status");
+        if let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) {
+            assert!(line.ends_with('0'), "the kernel still offers huge pages: {line}");
         }
     }
 
