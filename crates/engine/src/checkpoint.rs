@@ -20,8 +20,9 @@ use crate::owners::OwnerIndex;
 /// bumped (4) when checkpoints written by older builds cannot be trusted: before 4, the live
 /// projector could drop an event that arrived inside a burst at a multiple of 1024, and its
 /// checkpoints kept the gap; every node replays its log once to repair it. 5: a patient's facts
-/// no longer carry their log position (their order is the recording order).
-const FORMAT: u32 = 5;
+/// no longer carry their log position (their order is the recording order). 6: sessions and
+/// outcomes name their episode and therapist by index into the patient's lists.
+const FORMAT: u32 = 6;
 const MAGIC: &[u8; 8] = b"FORLOPRM";
 /// Patients per frame: frames keep the memory a checkpoint takes to write or load to a few
 /// megabytes, where one buffer of the whole file would be as large as the model.

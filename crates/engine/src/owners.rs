@@ -36,7 +36,7 @@ impl OwnerIndex {
             model
                 .patients
                 .values()
-                .map(|p| p.referrals.len() + p.episodes.len() + p.sessions.len() + p.admissions.len())
+                .map(|p| p.referrals.len() + p.episodes.len() + p.session_facts.len() + p.admissions.len())
                 .sum(),
         );
         for (slot, id) in patients.iter().enumerate() {
@@ -142,7 +142,8 @@ mod tests {
             referrals: vec![],
             episodes: vec![],
             admissions,
-            sessions: vec![],
+            session_facts: vec![],
+            therapists: vec![],
             assignments: vec![],
             releases: vec![],
             outcomes: vec![],

@@ -90,12 +90,8 @@ impl Fhir {
                 ));
             }
         }
-        let therapists: BTreeSet<Uuid> = v
-            .assignments
-            .iter()
-            .map(|a| a.therapist_id)
-            .chain(v.sessions.iter().map(|s| s.event.therapist_id))
-            .collect();
+        let therapists: BTreeSet<Uuid> =
+            v.assignments.iter().map(|a| a.therapist_id).chain(v.therapists.iter().copied()).collect();
         for th in therapists {
             if let Some(tv) = model.therapists.get(&th) {
                 let mut p =
@@ -123,8 +119,7 @@ impl Fhir {
         for e in &v.episodes {
             entries.push(entry(base, episode_of_care(e, v, &pid)));
         }
-        for s in &v.sessions {
-            let s = &s.event;
+        for s in v.sessions() {
             let status = if s.attendance == Attendance::Attended { "finished" } else { "cancelled" };
             let mut enc = json!({ "resourceType": "Encounter", "id": s.session_id.to_string(), "status": status,
                 "class": { "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB", "display": "ambulatory" },
@@ -153,7 +148,7 @@ impl Fhir {
             ));
         }
         for (n, o) in v.outcomes.iter().enumerate() {
-            entries.push(entry(base, observation(&o.event, &pid, &v.id, n)));
+            entries.push(entry(base, observation(o, v.outcome_episode_id(o), &pid, &v.id, n)));
         }
         Ok(Some(json!({ "resourceType": "Bundle", "type": "searchset", "total": entries.len(), "entry": entries })))
     }
@@ -234,7 +229,13 @@ fn episode_of_care(
     eoc
 }
 
-fn observation(o: &forlop_domain::events::OutcomeRecorded, pid: &str, patient: &Uuid, n: usize) -> Value {
+fn observation(
+    o: &forlop_projections::read_model::OutcomeFact,
+    episode_id: Uuid,
+    pid: &str,
+    patient: &Uuid,
+    n: usize,
+) -> Value {
     let (total, items, name): (&str, &[&str], &str) = match o.instrument {
         Instrument::Gad7 => (GAD7_TOTAL, &GAD7_ITEMS, "GAD-7 total score"),
         _ => (PHQ9_TOTAL, &PHQ9_ITEMS, "PHQ-9 total score"),
@@ -245,7 +246,7 @@ fn observation(o: &forlop_domain::events::OutcomeRecorded, pid: &str, patient: &
         _ => "interim",
     };
     let component: Vec<Value> = o
-        .items
+        .items()
         .iter()
         .zip(items)
         .map(|(v, code)| json!({ "code": { "coding": [{ "system": LOINC, "code": code }] }, "valueInteger": v }))
@@ -259,7 +260,7 @@ fn observation(o: &forlop_domain::events::OutcomeRecorded, pid: &str, patient: &
         "effectiveDateTime": t(&o.measured_at),
         "valueInteger": o.total,
         "component": component,
-        "focus": [{ "reference": format!("EpisodeOfCare/{}", o.episode_id) }] })
+        "focus": [{ "reference": format!("EpisodeOfCare/{episode_id}") }] })
 }
 
 /// `GET /fhir/metadata`: what this server does, as a CapabilityStatement.

@@ -184,7 +184,7 @@ impl Lookup for EngineLookup<'_> {
 
     fn session_episode(&self, patient: Uuid, session: Uuid) -> Option<Uuid> {
         let p = self.model.patients.get(&patient)?;
-        p.sessions.iter().find(|s| s.event.session_id == session).map(|s| s.event.episode_id)
+        p.sessions().find(|s| s.session_id == session).map(|s| s.episode_id)
     }
 
     fn episode_period(&self, patient: Uuid, episode: Uuid) -> Option<(DateTime<Utc>, Option<DateTime<Utc>>)> {

@@ -84,10 +84,9 @@ pub fn episode_alerts(p: &PatientView, e: &EpisodeView, as_of: Timestamp, t: Ale
         }
     }
     let last_attended = p
-        .sessions
-        .iter()
-        .filter(|s| s.event.episode_id == e.id && s.event.attendance == Attendance::Attended && s.event.at <= as_of)
-        .map(|s| s.event.at)
+        .sessions()
+        .filter(|s| s.episode_id == e.id && s.attendance == Attendance::Attended && s.at <= as_of)
+        .map(|s| s.at)
         .max();
     let since = last_attended.unwrap_or(e.started_at);
     if days_between(since, as_of) > t.inactive_days {

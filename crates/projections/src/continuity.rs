@@ -86,20 +86,20 @@ fn care_level_at(p: &PatientView, episode_id: Uuid, at: Timestamp) -> CareLevel 
 }
 
 pub fn continuity(p: &PatientView) -> Continuity {
-    let mut attended: Vec<_> = p.sessions.iter().filter(|s| s.event.attendance == Attendance::Attended).collect();
+    let mut attended: Vec<_> = p.sessions().filter(|s| s.attendance == Attendance::Attended).collect();
     // Stable: sessions at the same time stay in recording order.
-    attended.sort_by_key(|s| s.event.at);
-    let therapists: Vec<Uuid> = attended.iter().map(|s| s.event.therapist_id).collect();
+    attended.sort_by_key(|s| s.at);
+    let therapists: Vec<Uuid> = attended.iter().map(|s| s.therapist_id).collect();
 
     let mut segments: Vec<Segment> = Vec::new();
     // For each segment after the first: did the therapist of the session before it appear in it?
     let mut kept: Vec<bool> = Vec::new();
     for s in &attended {
-        let level = care_level_at(p, s.event.episode_id, s.event.at);
-        let t = s.event.therapist_id;
+        let level = care_level_at(p, s.episode_id, s.at);
+        let t = s.therapist_id;
         match segments.last_mut() {
             Some(seg) if seg.care_level == level => {
-                seg.to = s.event.at;
+                seg.to = s.at;
                 seg.sessions += 1;
                 if !seg.therapist_ids.contains(&t) {
                     seg.therapist_ids.push(t);
@@ -109,13 +109,7 @@ pub fn continuity(p: &PatientView) -> Continuity {
                 if !segments.is_empty() {
                     kept.push(false);
                 }
-                segments.push(Segment {
-                    care_level: level,
-                    from: s.event.at,
-                    to: s.event.at,
-                    therapist_ids: vec![t],
-                    sessions: 1,
-                });
+                segments.push(Segment { care_level: level, from: s.at, to: s.at, therapist_ids: vec![t], sessions: 1 });
             }
         }
     }

@@ -10,7 +10,9 @@ use imbl::OrdMap;
 pub type HashMap<K, V> = imbl::GenericHashMap<K, V, foldhash::fast::RandomState, imbl::shared_ptr::DefaultSharedPtr>;
 
 use forlop_domain::events::*;
-use forlop_domain::{CareLevel, Event, Gender, ReferralDecision, ReferralSource, RejectionReason};
+use forlop_domain::{
+    Attendance, CareLevel, Event, Gender, Instrument, MeasurePhase, ReferralDecision, ReferralSource, RejectionReason,
+};
 
 use crate::continuity::Continuity;
 use uuid::Uuid;
@@ -76,10 +78,25 @@ pub struct AdmissionView {
 
 /// A patient's facts are kept in recording order (log order), which breaks ties in clinical
 /// time: the first of equal times is the earliest recorded. So they carry no log position.
+///
+/// A session as the read model keeps it: 36 bytes where the event takes 64, because sessions
+/// are most of what it holds (eight a patient at city scale). Its episode and therapist are
+/// indexes into the patient's `episodes` and `therapists`; `PatientView::sessions` gives them
+/// back as ids.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SessionFact {
-    pub event: SessionRecorded,
+    pub session_id: Uuid,
+    #[serde(with = "forlop_domain::time_codec")]
+    pub at: Timestamp,
+    therapist: u32,
+    episode: u16,
+    pub attendance: Attendance,
 }
+
+/// The episode index of a fact whose episode is not among the patient's (the command path never
+/// records one; a log imported with `--trust-unverified` might hold one). It reads as the nil
+/// id, which no episode has, so such a fact counts for no episode, as its unknown id did before.
+const NO_EPISODE: u16 = u16::MAX;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AssignmentFact {
@@ -96,9 +113,30 @@ pub struct ReleaseFact {
     pub event: TherapistReleased,
 }
 
+/// An outcome measure as the read model keeps it: 32 bytes where the event takes 64 and a heap
+/// allocation for its items. Its episode is an index into the patient's `episodes`
+/// (`PatientView::outcome_episode_id`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OutcomeFact {
-    pub event: OutcomeRecorded,
+    episode: u16,
+    pub instrument: Instrument,
+    pub phase: MeasurePhase,
+    item_count: u8,
+    items: [u8; MAX_ITEMS],
+    pub total: u32,
+    #[serde(with = "forlop_domain::time_codec")]
+    pub measured_at: Timestamp,
+}
+
+/// Items the read model keeps of an outcome: PHQ-9's nine, the most of any instrument forlop
+/// records. The command path checks each instrument's exact count; the log keeps every item.
+pub const MAX_ITEMS: usize = 9;
+
+impl OutcomeFact {
+    /// The item scores, in the instrument's order.
+    pub fn items(&self) -> &[u8] {
+        &self.items[..usize::from(self.item_count)]
+    }
 }
 
 /// Everything recorded about one patient, in recording order.
@@ -112,7 +150,12 @@ pub struct PatientView {
     pub referrals: Vec<ReferralView>,
     pub episodes: Vec<EpisodeView>,
     pub admissions: Vec<AdmissionView>,
-    pub sessions: Vec<SessionFact>,
+    /// Sessions in recording order; read them through `sessions()`, which names their episode
+    /// and therapist.
+    pub session_facts: Vec<SessionFact>,
+    /// Every therapist a session of this patient names, in order of first appearance: the
+    /// sessions refer to them by index.
+    pub therapists: Vec<Uuid>,
     pub assignments: Vec<AssignmentFact>,
     pub releases: Vec<ReleaseFact>,
     pub outcomes: Vec<OutcomeFact>,
@@ -142,8 +185,49 @@ impl PatientView {
             .iter()
             .map(|r| r.id)
             .chain(self.episodes.iter().map(|e| e.id))
-            .chain(self.sessions.iter().map(|s| s.event.session_id))
+            .chain(self.session_facts.iter().map(|s| s.session_id))
             .chain(self.admissions.iter().map(|a| a.id))
+    }
+
+    /// The sessions in recording order, each as the event that recorded it.
+    pub fn sessions(&self) -> impl ExactSizeIterator<Item = SessionRecorded> + Clone + '_ {
+        self.session_facts.iter().map(|s| SessionRecorded {
+            session_id: s.session_id,
+            episode_id: self.episode_id_at(s.episode),
+            therapist_id: self.therapists.get(s.therapist as usize).copied().unwrap_or_default(),
+            attendance: s.attendance,
+            at: s.at,
+        })
+    }
+
+    /// The episode an outcome was measured in.
+    pub fn outcome_episode_id(&self, o: &OutcomeFact) -> Uuid {
+        self.episode_id_at(o.episode)
+    }
+
+    /// The outcomes of one episode, in recording order.
+    pub fn outcomes_of(&self, episode: Uuid) -> impl Iterator<Item = &OutcomeFact> + '_ {
+        let index = self.episode_index(episode);
+        self.outcomes.iter().filter(move |o| o.episode != NO_EPISODE && o.episode == index)
+    }
+
+    fn episode_id_at(&self, index: u16) -> Uuid {
+        self.episodes.get(usize::from(index)).map_or(Uuid::nil(), |e| e.id)
+    }
+
+    /// The index by which facts name one of the patient's episodes (`NO_EPISODE` if it is not one).
+    fn episode_index(&self, id: Uuid) -> u16 {
+        self.episodes.iter().rposition(|e| e.id == id).and_then(|i| u16::try_from(i).ok()).unwrap_or(NO_EPISODE)
+    }
+
+    fn therapist_index(&mut self, id: Uuid) -> u32 {
+        match self.therapists.iter().position(|t| *t == id) {
+            Some(i) => i as u32,
+            None => {
+                self.therapists.push(id);
+                (self.therapists.len() - 1) as u32
+            }
+        }
     }
 
     pub fn episode(&self, id: Uuid) -> Option<&EpisodeView> {
@@ -274,7 +358,8 @@ impl ReadModel {
                         referrals: Vec::new(),
                         episodes: Vec::new(),
                         admissions: Vec::new(),
-                        sessions: Vec::new(),
+                        session_facts: Vec::new(),
+                        therapists: Vec::new(),
                         assignments: Vec::new(),
                         releases: Vec::new(),
                         outcomes: Vec::new(),
@@ -351,7 +436,16 @@ impl ReadModel {
                 }
                 p.releases.push(ReleaseFact { event: e.clone() });
             }
-            Event::SessionRecorded(e) => p.sessions.push(SessionFact { event: e.clone() }),
+            Event::SessionRecorded(e) => {
+                let fact = SessionFact {
+                    session_id: e.session_id,
+                    at: e.at,
+                    therapist: p.therapist_index(e.therapist_id),
+                    episode: p.episode_index(e.episode_id),
+                    attendance: e.attendance,
+                };
+                p.session_facts.push(fact);
+            }
             Event::PatientAdmitted(e) => p.admissions.push(AdmissionView {
                 id: e.admission_id,
                 service_id: e.service_id,
@@ -369,7 +463,21 @@ impl ReadModel {
                 admitted_at: e.admitted_at,
                 discharged_at: Some(e.discharged_at),
             }),
-            Event::OutcomeRecorded(e) => p.outcomes.push(OutcomeFact { event: e.clone() }),
+            Event::OutcomeRecorded(e) => {
+                let mut items = [0; MAX_ITEMS];
+                let kept = e.items.len().min(MAX_ITEMS);
+                items[..kept].copy_from_slice(&e.items[..kept]);
+                let fact = OutcomeFact {
+                    episode: p.episode_index(e.episode_id),
+                    instrument: e.instrument,
+                    phase: e.phase,
+                    item_count: kept as u8,
+                    items,
+                    total: e.total,
+                    measured_at: e.measured_at,
+                };
+                p.outcomes.push(fact);
+            }
             Event::PatientForgotten(_) => {
                 p.forgotten = true;
                 p.sealed_national_id = None;

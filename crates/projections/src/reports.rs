@@ -224,14 +224,10 @@ pub fn cohort<'a>(
 
 /// Intake (earliest INTAKE) and discharge (latest DISCHARGE) totals of one episode.
 pub fn episode_scores(p: &PatientView, episode: Uuid, instrument: Instrument) -> (Option<u32>, Option<u32>) {
-    let of = |phase| {
-        p.outcomes.iter().filter(move |o| {
-            o.event.episode_id == episode && o.event.instrument == instrument && o.event.phase == phase
-        })
-    };
+    let of = |phase| p.outcomes_of(episode).filter(move |o| o.instrument == instrument && o.phase == phase);
     // Ties in time: the first recorded intake and the last recorded discharge (recording order).
-    let intake = of(MeasurePhase::Intake).min_by_key(|o| o.event.measured_at).map(|o| o.event.total);
-    let discharge = of(MeasurePhase::Discharge).max_by_key(|o| o.event.measured_at).map(|o| o.event.total);
+    let intake = of(MeasurePhase::Intake).min_by_key(|o| o.measured_at).map(|o| o.total);
+    let discharge = of(MeasurePhase::Discharge).max_by_key(|o| o.measured_at).map(|o| o.total);
     (intake, discharge)
 }
 
@@ -276,15 +272,15 @@ fn recovery_summary(paired: &[BothScores]) -> RecoverySummary {
     r
 }
 
-fn attended<'a>(p: &'a PatientView, episode: Uuid) -> impl Iterator<Item = &'a crate::read_model::SessionFact> + 'a {
-    p.sessions.iter().filter(move |s| s.event.episode_id == episode && s.event.attendance == Attendance::Attended)
+fn attended(p: &PatientView, episode: Uuid) -> impl Iterator<Item = forlop_domain::events::SessionRecorded> + '_ {
+    p.sessions().filter(move |s| s.episode_id == episode && s.attendance == Attendance::Attended)
 }
 
 /// Days from the referral's receipt to the first attended session, for an episode with both.
 pub fn waiting_days_of(p: &PatientView, e: &EpisodeView) -> Option<f64> {
     let received = p.referral(e.referral_id?)?.received_at;
-    let first = attended(p, e.id).min_by_key(|s| s.event.at)?;
-    Some(days_between(received, first.event.at))
+    let first = attended(p, e.id).min_by_key(|s| s.at)?;
+    Some(days_between(received, first.at))
 }
 
 /// Referrals `service` received in [from, to), by their decision as recorded so far.

@@ -214,7 +214,7 @@ fn hand_worked_pathway_read_model() {
     // 9 registrations (3 services, 5 therapists, the patient), then 20 facts on P's stream.
     assert_eq!(log.model.position, 29);
     assert_eq!(p.version, 21, "the registration and 20 facts");
-    assert_eq!(p.sessions.len(), 10, "the no-show is kept in the view");
+    assert_eq!(p.sessions().len(), 10, "the no-show is kept in the view");
     assert_eq!(
         p.episodes.iter().map(|e| e.care_level).collect::<Vec<_>>(),
         [CareLevel::Municipal, CareLevel::SpecialistOutpatient]
@@ -222,8 +222,8 @@ fn hand_worked_pathway_read_model() {
     assert_eq!(p.admissions.len(), 1);
     assert_eq!(p.admissions[0].discharged_at, Some(t(3, 5, 12)));
     // The late entry is the last recorded, although it is the fifth attended session clinically.
-    let late = p.sessions.last().unwrap();
-    assert_eq!(late.event.at, t(2, 22, 10));
+    let late = p.sessions().last().unwrap();
+    assert_eq!(late.at, t(2, 22, 10));
     // Every assignment of A was ended by its release; B is still assigned.
     let open: Vec<_> = p.assignments.iter().filter(|a| a.released_at.is_none()).map(|a| a.therapist_id).collect();
     assert_eq!(open, [B]);
@@ -238,7 +238,7 @@ fn late_recorded_session_gives_the_in_order_answer() {
     let late = hand_worked_pathway(true);
     let in_order = hand_worked_pathway(false);
     // The logs differ (the session sits at another place in recording order)...
-    let place_of_feb_22 = |log: &Log| log.model.patients[&P].sessions.iter().position(|s| s.event.at == t(2, 22, 10));
+    let place_of_feb_22 = |log: &Log| log.model.patients[&P].sessions().position(|s| s.at == t(2, 22, 10));
     assert_ne!(place_of_feb_22(&late), place_of_feb_22(&in_order));
     // ...but the answer is the same, to the last bit.
     assert_eq!(late.continuity(), in_order.continuity());
@@ -338,7 +338,7 @@ fn sessions_not_attended_are_ignored() {
         .record(discharged(t(2, 5, 12)));
 
     let c = with_misses.continuity();
-    assert_eq!(with_misses.model.patients[&P].sessions.len(), 6);
+    assert_eq!(with_misses.model.patients[&P].sessions().len(), 6);
     assert_eq!(c.attended_sessions, 2);
     assert_eq!(c.distinct_therapists, 1);
     assert_eq!(c.segments, vec![segment(CareLevel::Municipal, t(1, 11, 10), t(1, 25, 10), &[A], 2)]);
@@ -615,4 +615,43 @@ fn sessions_at_the_same_time_count_in_recording_order() {
     other.record(started(E1, RPH, t(1, 11, 9)));
     other.attended(E1, B, t(1, 18, 10)).attended(E1, A, t(1, 18, 10)).attended(E1, B, t(1, 25, 10));
     assert_close(other.continuity().indices.secon, 0.0);
+}
+
+#[test]
+fn the_read_model_gives_back_each_session_and_outcome_as_recorded() {
+    let mut log = hand_worked_pathway(false);
+    log.on(P).record(OutcomeRecorded {
+        episode_id: E2,
+        instrument: Instrument::Phq9,
+        phase: MeasurePhase::Discharge,
+        items: vec![0, 1, 2, 3, 0, 1, 2, 3, 1],
+        total: 13,
+        measured_at: t(3, 21, 11),
+    });
+    let p = &log.model.patients[&P];
+    // Sessions keep their episode and therapist as indexes; read back, they are the ids recorded.
+    let recorded: Vec<(Uuid, Uuid, Attendance, Timestamp)> =
+        p.sessions().map(|s| (s.episode_id, s.therapist_id, s.attendance, s.at)).collect();
+    assert_eq!(
+        recorded[..3],
+        [
+            (E1, A, Attendance::Attended, t(1, 11, 10)),
+            (E1, A, Attendance::Attended, t(1, 18, 10)),
+            (E1, A, Attendance::NoShow, t(1, 25, 10))
+        ]
+    );
+    assert_eq!(recorded[6], (E2, W, Attendance::Attended, t(3, 2, 10)));
+    assert_eq!(recorded.last(), Some(&(E2, B, Attendance::Attended, t(3, 21, 10))));
+    let ids: Vec<Uuid> = p.sessions().map(|s| s.session_id).collect();
+    assert_eq!(ids, (1..=10).map(|n| Uuid::from_u128(0x5e55_0000 + n)).collect::<Vec<_>>());
+    // Each therapist is listed once, in order of first session.
+    assert_eq!(p.therapists, [A, W, B]);
+    let o = &p.outcomes[0];
+    assert_eq!(
+        (p.outcome_episode_id(o), o.instrument, o.phase, o.total),
+        (E2, Instrument::Phq9, MeasurePhase::Discharge, 13)
+    );
+    assert_eq!(o.items(), [0, 1, 2, 3, 0, 1, 2, 3, 1]);
+    assert_eq!(p.outcomes_of(E2).count(), 1);
+    assert_eq!(p.outcomes_of(E1).count(), 0);
 }
