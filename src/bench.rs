@@ -389,7 +389,7 @@ async fn mutations(
     token: &str,
     service: Uuid,
     report_clients: usize,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, usize)> {
     let url = format!("http://{addr}/graphql");
     let writers_client = client(token, WRITERS)?;
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -446,7 +446,8 @@ async fn mutations(
         r.await??;
     }
     all.sort_by(f64::total_cmp);
-    Ok(percentile(&all, 0.99))
+    // Every latency is of a patient registered: the caller counts them.
+    Ok((percentile(&all, 0.99), all.len()))
 }
 
 /// Resident memory of process `pid`, from /proc (0 where there is none).
@@ -643,11 +644,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         eprintln!("bench: {WRITERS} writers registering patients, alone, then under {REPORT_CLIENTS} report loops ...");
         // One unmeasured round first: the first writes after the read phases meet cold sled
         // pages, which would make the writers alone look slower than under reports.
-        mutations(addr, &token, largest, 0).await.context("mutation warm-up")?;
-        let mutation_p99 = mutations(addr, &token, largest, 0).await.context("mutation benchmark")?;
+        let (_, warm_up) = mutations(addr, &token, largest, 0).await.context("mutation warm-up")?;
+        let (mutation_p99, alone) = mutations(addr, &token, largest, 0).await.context("mutation benchmark")?;
         engine.take_max_stall();
         let mutation_p99_reports =
             mutations(addr, &token, largest, REPORT_CLIENTS).await.context("mutation benchmark under reports")?;
+        let (mutation_p99_reports, under_reports) = mutation_p99_reports;
+        // The restarted server holds the seeded patients and those the writers registered.
+        let patients = args.patients + warm_up + alone + under_reports;
         let max_stall_ms = engine.take_max_stall().as_secs_f64() * 1000.0;
         drop(engine);
         let _ = stop.send(());
@@ -676,7 +680,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         drop(db);
         eprintln!("bench: restart from the checkpoint: `forlop serve` until /readyz answers 200 ...");
         let (restart_s, resident) = restart_to_ready(dir.path()).await.context("restart benchmark")?;
-        let model_bytes_per_patient = resident as f64 / args.patients.max(1) as f64;
+        let model_bytes_per_patient = resident as f64 / patients.max(1) as f64;
         rows.push((
             "report_p99_ms",
             report_p99,
@@ -704,12 +708,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         rows.push((
             "restart_ready_s",
             restart_s,
-            format!("`forlop serve` process start to /readyz 200 on all {seeded} events, from the checkpoint"),
+            format!(
+                "`forlop serve` process start to /readyz 200 on all {} events, from the checkpoint",
+                seeded as usize + warm_up + alone + under_reports
+            ),
         ));
         rows.push((
             "read_model_bytes_per_patient",
             model_bytes_per_patient,
-            "resident memory of that ready server (read model, caches, runtime) per patient".into(),
+            format!("resident memory of that ready server (read model, caches, runtime) per patient, of {patients}"),
         ));
         ratios.push(format!(
             "mutation_p99_under_reports/mutation_p99 = {:.2} (target <= 3), max_projection_stall_ms = {:.2} (target <= 5)",

@@ -2,17 +2,19 @@
 //! `Engine::claim`. Derived from the read model at start, then kept current by the projector.
 //!
 //! At city scale it holds millions of ids, so the ids present at start are kept as their first
-//! 8 bytes and the patient's slot (12 bytes each, sorted, binary search), and only ids recorded
+//! 4 bytes and the patient's slot (8 bytes each, sorted, binary search), and only ids recorded
 //! since then in a hash map. A prefix is a candidate only: the owner is confirmed by the
-//! patient's view holding the whole id, so two ids that share a prefix are never confused.
+//! patient's view holding the whole id, so two ids that share a prefix are never confused. At
+//! 1.9 million ids a new id shares its prefix with a stored one about once in 2,200 claims,
+//! which costs one look into a patient's view.
 
 use forlop_projections::ReadModel;
 use uuid::Uuid;
 
 #[derive(Debug, Default)]
 pub struct OwnerIndex {
-    /// First 8 bytes of each fact id at start, sorted; `slots` holds the owner of each.
-    prefixes: Vec<u64>,
+    /// First 4 bytes of each fact id at start, sorted; `slots` holds the owner of each.
+    prefixes: Vec<u32>,
     /// Index into `patients` of the owner of the fact id at the same index of `prefixes`.
     slots: Vec<u32>,
     /// The patients at start.
@@ -20,8 +22,8 @@ pub struct OwnerIndex {
     since_start: std::collections::HashMap<Uuid, Uuid, foldhash::fast::RandomState>,
 }
 
-fn prefix(id: Uuid) -> u64 {
-    (id.as_u128() >> 64) as u64
+fn prefix(id: Uuid) -> u32 {
+    (id.as_u128() >> 96) as u32
 }
 
 /// Whether `patient`'s view in `model` holds the fact id `id`.
@@ -32,7 +34,7 @@ fn holds(model: &ReadModel, patient: Uuid, id: Uuid) -> bool {
 impl OwnerIndex {
     pub fn of(model: &ReadModel) -> OwnerIndex {
         let patients: Vec<Uuid> = model.patients.keys().copied().collect();
-        let mut pairs: Vec<(u64, u32)> = Vec::with_capacity(
+        let mut pairs: Vec<(u32, u32)> = Vec::with_capacity(
             model
                 .patients
                 .values()
