@@ -147,18 +147,18 @@ pub struct PatientView {
     pub version: u64,
     pub birth_year: i32,
     pub gender: Gender,
-    pub referrals: Vec<ReferralView>,
-    pub episodes: Vec<EpisodeView>,
-    pub admissions: Vec<AdmissionView>,
+    pub referrals: List<ReferralView>,
+    pub episodes: List<EpisodeView>,
+    pub admissions: List<AdmissionView>,
     /// Sessions in recording order; read them through `sessions()`, which names their episode
     /// and therapist.
-    pub session_facts: Vec<SessionFact>,
+    pub session_facts: List<SessionFact>,
     /// Every therapist a session of this patient names, in order of first appearance: the
     /// sessions refer to them by index.
-    pub therapists: Vec<Uuid>,
-    pub assignments: Vec<AssignmentFact>,
-    pub releases: Vec<ReleaseFact>,
-    pub outcomes: Vec<OutcomeFact>,
+    pub therapists: List<Uuid>,
+    pub assignments: List<AssignmentFact>,
+    pub releases: List<ReleaseFact>,
+    pub outcomes: List<OutcomeFact>,
     /// The national id as sealed in the log; only the vault can open it, and not after erasure.
     pub sealed_national_id: Option<String>,
     /// True once the patient's data key was destroyed on request.
@@ -166,6 +166,19 @@ pub struct PatientView {
     /// The patient's continuity, computed on first read after a change.
     #[serde(skip)]
     pub cached_continuity: ContinuityCache,
+}
+
+/// A patient's list of facts: a boxed slice, 16 bytes where a `Vec` takes 24 and no spare
+/// capacity. A patient has eight of them and most grow a few times in its life, so the extra
+/// reallocation per fact (`push`) is cheap, and at 190,000 patients the headers alone save 12 MB.
+pub type List<T> = Box<[T]>;
+
+/// Appends `item` to `list`.
+fn push<T>(list: &mut List<T>, item: T) {
+    let mut grown = std::mem::take(list).into_vec();
+    grown.reserve_exact(1);
+    grown.push(item);
+    *list = grown.into_boxed_slice();
 }
 
 /// A lazily filled cache that compares equal whatever it holds: it is derived data.
@@ -224,7 +237,7 @@ impl PatientView {
         match self.therapists.iter().position(|t| *t == id) {
             Some(i) => i as u32,
             None => {
-                self.therapists.push(id);
+                push(&mut self.therapists, id);
                 (self.therapists.len() - 1) as u32
             }
         }
@@ -355,14 +368,14 @@ impl ReadModel {
                         version: meta.stream_version,
                         birth_year: e.birth_year,
                         gender: e.gender,
-                        referrals: Vec::new(),
-                        episodes: Vec::new(),
-                        admissions: Vec::new(),
-                        session_facts: Vec::new(),
-                        therapists: Vec::new(),
-                        assignments: Vec::new(),
-                        releases: Vec::new(),
-                        outcomes: Vec::new(),
+                        referrals: List::default(),
+                        episodes: List::default(),
+                        admissions: List::default(),
+                        session_facts: List::default(),
+                        therapists: List::default(),
+                        assignments: List::default(),
+                        releases: List::default(),
+                        outcomes: List::default(),
                         sealed_national_id: e.national_id.clone(),
                         forgotten: false,
                         cached_continuity: ContinuityCache::default(),
@@ -383,13 +396,16 @@ impl ReadModel {
         match event {
             Event::ReferralReceived(e) => {
                 self.referrals_by_service.entry(e.service_id).or_default().insert((e.received_at, e.referral_id), p.id);
-                p.referrals.push(ReferralView {
-                    id: e.referral_id,
-                    service_id: e.service_id,
-                    source: e.source,
-                    received_at: e.received_at,
-                    decision: None,
-                })
+                push(
+                    &mut p.referrals,
+                    ReferralView {
+                        id: e.referral_id,
+                        service_id: e.service_id,
+                        source: e.source,
+                        received_at: e.received_at,
+                        decision: None,
+                    },
+                )
             }
             Event::ReferralDecided(e) => {
                 if let Some(r) = p.referrals.iter_mut().find(|r| r.id == e.referral_id) {
@@ -400,15 +416,18 @@ impl ReadModel {
                 let care_level = self.services.get(&e.service_id).map_or(CareLevel::Municipal, |s| s.care_level);
                 let entry = EpisodeEntry { patient_id: p.id, ended_at: None };
                 self.episodes_by_service.entry(e.service_id).or_default().insert((e.started_at, e.episode_id), entry);
-                p.episodes.push(EpisodeView {
-                    id: e.episode_id,
-                    service_id: e.service_id,
-                    care_level,
-                    referral_id: e.referral_id,
-                    started_at: e.started_at,
-                    ended: None,
-                    acute: e.acute,
-                });
+                push(
+                    &mut p.episodes,
+                    EpisodeView {
+                        id: e.episode_id,
+                        service_id: e.service_id,
+                        care_level,
+                        referral_id: e.referral_id,
+                        started_at: e.started_at,
+                        ended: None,
+                        acute: e.acute,
+                    },
+                );
             }
             Event::EpisodeEnded(e) => {
                 if let Some(ep) = p.episodes.iter_mut().find(|ep| ep.id == e.episode_id) {
@@ -422,19 +441,22 @@ impl ReadModel {
                     }
                 }
             }
-            Event::TherapistAssigned(e) => p.assignments.push(AssignmentFact {
-                episode_id: e.episode_id,
-                therapist_id: e.therapist_id,
-                assigned_at: e.assigned_at,
-                released_at: None,
-            }),
+            Event::TherapistAssigned(e) => push(
+                &mut p.assignments,
+                AssignmentFact {
+                    episode_id: e.episode_id,
+                    therapist_id: e.therapist_id,
+                    assigned_at: e.assigned_at,
+                    released_at: None,
+                },
+            ),
             Event::TherapistReleased(e) => {
                 if let Some(a) = p.assignments.iter_mut().find(|a| {
                     a.episode_id == e.episode_id && a.therapist_id == e.therapist_id && a.released_at.is_none()
                 }) {
                     a.released_at = Some(e.released_at);
                 }
-                p.releases.push(ReleaseFact { event: e.clone() });
+                push(&mut p.releases, ReleaseFact { event: e.clone() });
             }
             Event::SessionRecorded(e) => {
                 let fact = SessionFact {
@@ -444,25 +466,31 @@ impl ReadModel {
                     episode: p.episode_index(e.episode_id),
                     attendance: e.attendance,
                 };
-                p.session_facts.push(fact);
+                push(&mut p.session_facts, fact);
             }
-            Event::PatientAdmitted(e) => p.admissions.push(AdmissionView {
-                id: e.admission_id,
-                service_id: e.service_id,
-                admitted_at: e.admitted_at,
-                discharged_at: None,
-            }),
+            Event::PatientAdmitted(e) => push(
+                &mut p.admissions,
+                AdmissionView {
+                    id: e.admission_id,
+                    service_id: e.service_id,
+                    admitted_at: e.admitted_at,
+                    discharged_at: None,
+                },
+            ),
             Event::PatientDischarged(e) => {
                 if let Some(a) = p.admissions.iter_mut().find(|a| a.id == e.admission_id) {
                     a.discharged_at = Some(e.discharged_at);
                 }
             }
-            Event::StayRecorded(e) => p.admissions.push(AdmissionView {
-                id: e.admission_id,
-                service_id: e.service_id,
-                admitted_at: e.admitted_at,
-                discharged_at: Some(e.discharged_at),
-            }),
+            Event::StayRecorded(e) => push(
+                &mut p.admissions,
+                AdmissionView {
+                    id: e.admission_id,
+                    service_id: e.service_id,
+                    admitted_at: e.admitted_at,
+                    discharged_at: Some(e.discharged_at),
+                },
+            ),
             Event::OutcomeRecorded(e) => {
                 let mut items = [0; MAX_ITEMS];
                 let kept = e.items.len().min(MAX_ITEMS);
@@ -476,7 +504,7 @@ impl ReadModel {
                     total: e.total,
                     measured_at: e.measured_at,
                 };
-                p.outcomes.push(fact);
+                push(&mut p.outcomes, fact);
             }
             Event::PatientForgotten(_) => {
                 p.forgotten = true;

@@ -645,7 +645,7 @@ fn the_read_model_gives_back_each_session_and_outcome_as_recorded() {
     let ids: Vec<Uuid> = p.sessions().map(|s| s.session_id).collect();
     assert_eq!(ids, (1..=10).map(|n| Uuid::from_u128(0x5e55_0000 + n)).collect::<Vec<_>>());
     // Each therapist is listed once, in order of first session.
-    assert_eq!(p.therapists, [A, W, B]);
+    assert_eq!(*p.therapists, [A, W, B]);
     let o = &p.outcomes[0];
     assert_eq!(
         (p.outcome_episode_id(o), o.instrument, o.phase, o.total),
