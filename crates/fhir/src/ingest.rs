@@ -714,7 +714,7 @@ impl Fhir {
     async fn settle<F>(
         &self,
         caller: &Caller,
-        entries: Vec<RawEntry>,
+        entries: Arc<Vec<RawEntry>>,
         prepared: tokio::task::JoinHandle<Prepared>,
         summary: &mut ImportSummary,
         held: &mut Vec<RawEntry>,
@@ -731,6 +731,8 @@ impl Fhir {
                 entries.iter().map(|_| EntryOutcome { issues: vec![issue.clone()], ..Default::default() }).collect()
             }
         };
+        // The mapping thread has let go of its share by now: the lines are moved, not copied.
+        let entries = Arc::try_unwrap(entries).unwrap_or_else(|shared| shared.as_ref().clone());
         let mut failed = Vec::new();
         for (e, o) in entries.into_iter().zip(outcomes) {
             summary.events_appended += o.appended as u64;
@@ -761,7 +763,7 @@ impl Fhir {
         let mut held: Vec<RawEntry> = Vec::new();
         let mut lines = lines.enumerate();
         let mut batch = Vec::with_capacity(chunk);
-        let mut pending: Option<(Vec<RawEntry>, tokio::task::JoinHandle<Prepared>)> = None;
+        let mut pending: Option<(Arc<Vec<RawEntry>>, tokio::task::JoinHandle<Prepared>)> = None;
         loop {
             let next = lines.next().await;
             let end = next.is_none();
@@ -781,7 +783,8 @@ impl Fhir {
             if batch.len() >= chunk || (end && !batch.is_empty()) {
                 summary.resources_read += batch.len() as u64;
                 // This chunk is mapped on a blocking thread while the one before it is written.
-                let entries = std::mem::replace(&mut batch, Vec::with_capacity(chunk));
+                // Shared with the mapping thread rather than copied: a chunk is megabytes of JSON.
+                let entries = Arc::new(std::mem::replace(&mut batch, Vec::with_capacity(chunk)));
                 let (fhir, who, mapped) = (self.clone(), caller.clone(), entries.clone());
                 let preparing = tokio::task::spawn_blocking(move || fhir.prepare(&who, &mapped, false));
                 if let Some((entries, prepared)) = pending.replace((entries, preparing)) {
