@@ -20,9 +20,9 @@ pub use mimalloc::MiMalloc;
 /// page is resident as a whole once any byte of it is touched. The read model is millions of
 /// small persistent-map nodes and per-patient vectors spread over those arenas, so huge pages
 /// kept about 45 MB more resident at 186,000 patients (2,445 against 2,191 bytes a patient after
-/// a restart, README) for no measurable gain in replay or query speed. mimalloc's own
-/// `allow_thp` option does the same, but is read before `main` runs; the process-wide flag also
-/// covers the arenas reserved before it.
+/// a restart, README); what small pages cost the patient query in TLB misses was within the
+/// machine's noise. mimalloc's own `allow_thp` option does the same, but is read before `main`
+/// runs; the process-wide flag also covers the arenas reserved before it.
 pub fn small_pages_only() -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     {

@@ -3,8 +3,8 @@
 //! Idempotent appends look every new event's id up. A sled key per id made nine in ten of the
 //! tree's keys, and sled keeps a page-table entry for every 16 keys: at 3.9 M events that was
 //! about 200 MB resident and most of the time sled took to open. Here each id costs 9 bytes
-//! (its first 4 bytes and its position's low 5, sorted); a hit is confirmed by reading the event at that
-//! position, so a shared prefix never mistakes one id for another. At 3.4 M events a new id
+//! (its first 4 bytes and its position's low 5, sorted); a hit is confirmed by reading the event
+//! at that position, so a shared prefix never mistakes one id for another. At 3.4 M events a new id
 //! shares its prefix with a stored one about once in 1,300 lookups, which costs one read.
 //!
 //! The index is a cache of the log, never the truth: `event-ids.index` in the data directory
