@@ -647,11 +647,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let (_, warm_up) = mutations(addr, &token, largest, 0).await.context("mutation warm-up")?;
         let (mutation_p99, alone) = mutations(addr, &token, largest, 0).await.context("mutation benchmark")?;
         engine.take_max_stall();
-        let mutation_p99_reports =
+        let (mutation_p99_reports, under_reports) =
             mutations(addr, &token, largest, REPORT_CLIENTS).await.context("mutation benchmark under reports")?;
-        let (mutation_p99_reports, under_reports) = mutation_p99_reports;
-        // The restarted server holds the seeded patients and those the writers registered.
-        let patients = args.patients + warm_up + alone + under_reports;
+        // The restarted server holds the seeded patients and those the writers registered, one
+        // event each.
+        let registered = warm_up + alone + under_reports;
+        let patients = args.patients + registered;
         let max_stall_ms = engine.take_max_stall().as_secs_f64() * 1000.0;
         drop(engine);
         let _ = stop.send(());
@@ -710,7 +711,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             restart_s,
             format!(
                 "`forlop serve` process start to /readyz 200 on all {} events, from the checkpoint",
-                seeded as usize + warm_up + alone + under_reports
+                seeded as usize + registered
             ),
         ));
         rows.push((

@@ -83,11 +83,8 @@ pub fn episode_alerts(p: &PatientView, e: &EpisodeView, as_of: Timestamp, t: Ale
             out.push(alert(AlertKind::Unassigned, since));
         }
     }
-    let last_attended = p
-        .sessions()
-        .filter(|s| s.episode_id == e.id && s.attendance == Attendance::Attended && s.at <= as_of)
-        .map(|s| s.at)
-        .max();
+    let last_attended =
+        p.sessions_of(e.id).filter(|s| s.attendance == Attendance::Attended && s.at <= as_of).map(|s| s.at).max();
     let since = last_attended.unwrap_or(e.started_at);
     if days_between(since, as_of) > t.inactive_days {
         out.push(alert(AlertKind::Inactive, since));

@@ -204,13 +204,23 @@ impl PatientView {
 
     /// The sessions in recording order, each as the event that recorded it.
     pub fn sessions(&self) -> impl ExactSizeIterator<Item = SessionRecorded> + Clone + '_ {
-        self.session_facts.iter().map(|s| SessionRecorded {
+        self.session_facts.iter().map(|s| self.session(s))
+    }
+
+    /// The sessions of one episode, in recording order.
+    pub fn sessions_of(&self, episode: Uuid) -> impl Iterator<Item = SessionRecorded> + '_ {
+        let index = self.episode_index(episode);
+        self.session_facts.iter().filter(move |s| index != NO_EPISODE && s.episode == index).map(|s| self.session(s))
+    }
+
+    fn session(&self, s: &SessionFact) -> SessionRecorded {
+        SessionRecorded {
             session_id: s.session_id,
             episode_id: self.episode_id_at(s.episode),
             therapist_id: self.therapists.get(s.therapist as usize).copied().unwrap_or_default(),
             attendance: s.attendance,
             at: s.at,
-        })
+        }
     }
 
     /// The episode an outcome was measured in.
@@ -221,7 +231,7 @@ impl PatientView {
     /// The outcomes of one episode, in recording order.
     pub fn outcomes_of(&self, episode: Uuid) -> impl Iterator<Item = &OutcomeFact> + '_ {
         let index = self.episode_index(episode);
-        self.outcomes.iter().filter(move |o| o.episode != NO_EPISODE && o.episode == index)
+        self.outcomes.iter().filter(move |o| index != NO_EPISODE && o.episode == index)
     }
 
     fn episode_id_at(&self, index: u16) -> Uuid {

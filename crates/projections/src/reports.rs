@@ -273,7 +273,7 @@ fn recovery_summary(paired: &[BothScores]) -> RecoverySummary {
 }
 
 fn attended(p: &PatientView, episode: Uuid) -> impl Iterator<Item = forlop_domain::events::SessionRecorded> + '_ {
-    p.sessions().filter(move |s| s.episode_id == episode && s.attendance == Attendance::Attended)
+    p.sessions_of(episode).filter(|s| s.attendance == Attendance::Attended)
 }
 
 /// Days from the referral's receipt to the first attended session, for an episode with both.
