@@ -524,6 +524,9 @@
   }
 
   async function render() {
+    // `data-rendered` names the path of the last complete view; cleared while a view is being
+    // built, so a second render of the same path (a language switch) is observable too.
+    delete document.body.dataset.rendered;
     if (socket) { socket.onclose = null; socket.close(); socket = null; }
     header();
     const main = document.getElementById('main');
