@@ -59,17 +59,15 @@ impl AliasIndex {
     /// Records `names` for `id`. A name once given keeps its first id: a record system that
     /// reuses a logical id for another resource does not move earlier facts.
     pub fn insert<'a>(&self, named: impl IntoIterator<Item = (&'a [String], Uuid)>) -> Result<(), sled::Error> {
-        // Only names not yet known, in one batch: a resent file writes nothing. (Two requests
-        // naming the same new resource at once derive the same id from it.)
-        let mut batch = sled::Batch::default();
+        // Insert-if-absent, one atomic step per name: a name another request gave first keeps its
+        // id, and a resent file writes nothing.
         for (names, id) in named {
             for name in names {
-                if self.db.get(name.as_bytes())?.is_none() {
-                    batch.insert(name.as_bytes(), id.as_bytes().as_slice());
-                }
+                // Err(CompareAndSwapError): the name is known already, and keeps its id.
+                let _ = self.db.compare_and_swap(name.as_bytes(), None::<&[u8]>, Some(id.as_bytes().as_slice()))?;
             }
         }
-        self.db.apply_batch(batch)
+        Ok(())
     }
 
     /// Makes every insert so far durable (before the facts that rely on them are acknowledged).
