@@ -686,6 +686,48 @@ async fn an_admission_and_its_discharge_in_consecutive_import_chunks_become_one_
     assert_eq!(stays[0]["resource"]["period"]["end"], "2016-05-03T08:00:00Z", "{everything:#}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_practitioner_sent_again_under_a_new_identifier_in_the_next_import_chunk_stays_one_therapist() {
+    let (s, _dir) = fhir_server().await;
+    let ward = json!({ "resourceType": "Organization", "id": "ward", "name": "DPS døgnpost",
+        "identifier": [{ "system": RESH, "value": "4001033" }] })
+    .to_string();
+    let first = json!({ "resourceType": "Practitioner", "id": "pr-77", "name": [{ "text": "Kari Nordmann" }],
+        "identifier": [{ "system": HPR, "value": "9144889" }] });
+    // The record system has since given her a local staff number, listed first.
+    let mut again = first.clone();
+    again["identifier"] =
+        json!([{ "system": "urn:example:dps:staff", "value": "A77" }, { "system": HPR, "value": "9144889" }]);
+    // The first version ends the first chunk (4,000 lines); the second begins the next, which is
+    // read while the first may still be being mapped.
+    let mut lines = vec![ward.clone(); 3999];
+    lines.push(first.to_string());
+    lines.push(again.to_string());
+    let r = s
+        .client()
+        .post(format!("{}/fhir/$import", s.url))
+        .header("content-type", "application/fhir+ndjson")
+        .bearer_auth(s.token("integration", &[], None))
+        .body(lines.join("\n"))
+        .send()
+        .await
+        .unwrap();
+    let out: Value = r.json().await.unwrap();
+    let summary: Value = serde_json::from_str(out["extension"][0]["valueString"].as_str().unwrap()).unwrap();
+    assert_eq!(summary["failed"].as_u64(), Some(0), "{out:#}");
+    let therapists = s.query("{ therapists { id name } }", json!({})).await;
+    assert_eq!(therapists["therapists"].as_array().map(Vec::len), Some(1), "{therapists:#}");
+    // Sent once more, by its identifiers only, it is the same therapist.
+    let id = therapists["therapists"][0]["id"].as_str().unwrap().to_owned();
+    let reference = json!({ "resourceType": "Practitioner", "name": [{ "text": "Kari Nordmann" }],
+        "identifier": [{ "system": "urn:example:dps:staff", "value": "A77" }, { "system": HPR, "value": "9144889" }] });
+    let integration = s.token("integration", &[], None);
+    let (status, body) =
+        post_fhir(&s, Some(&integration), "application/fhir+json", bundle("batch", vec![reference])).await;
+    assert_eq!(status, 200, "{body:#}");
+    assert_eq!(location_id(&body, 0).to_string(), id, "{body:#}");
+}
+
 /// The one patient registered on this server (by national id, so its id is a pseudonym's).
 async fn pseudonymous_patient(s: &Server) -> String {
     let q = "query($n: String!) { patientByNationalId(nationalId: $n) { id } }";

@@ -149,14 +149,21 @@ pub fn parse_resource(json: &str, path: &str) -> Result<Resource, Issue> {
     let t = t
         .resource_type
         .ok_or_else(|| Issue::new("required", format!("{path}.resourceType"), "resourceType is required"))?;
-    if !ACCEPTED.contains(&t.as_str()) {
-        return Err(Issue::new(
+    let not_taken = || {
+        Issue::new(
             "not-supported",
             format!("{path}.resourceType"),
             format!("{} is not a resource forlop records; it takes {}", clip(&t), ACCEPTED.join(", ")),
-        ));
-    }
-    serde_json::from_str::<Resource>(json).map_err(|e| Issue::new("structure", path, format!("{t}: {}", plain(&e))))
+        )
+    };
+    Resource::parse_as(&t, json)
+        .ok_or_else(not_taken)?
+        .map_err(|e| Issue::new("structure", path, format!("{t}: {}", plain(&e))))
+}
+
+/// Each entry parsed; pure, so it runs ahead of mapping (which must follow the chunk before).
+fn parse_all(entries: &[RawEntry]) -> Vec<Result<Resource, Issue>> {
+    entries.iter().map(|e| parse_resource(&e.json, &e.path)).collect()
 }
 
 /// Waits for `f` from synchronous mapping code (the mapper is synchronous and runs on blocking
@@ -291,14 +298,25 @@ impl Fhir {
     /// The first half of `ingest`, all CPU: parses, names and maps the entries, and makes their
     /// names durable in the alias index. Nothing is recorded yet.
     pub fn prepare(&self, caller: &Caller, entries: &[RawEntry], all_or_none: bool) -> Prepared {
+        self.prepare_parsed(caller, entries, parse_all(entries), all_or_none)
+    }
+
+    /// `prepare` of entries already parsed (`parse_all`), one result per entry.
+    fn prepare_parsed(
+        &self,
+        caller: &Caller,
+        entries: &[RawEntry],
+        parsed: Vec<Result<Resource, Issue>>,
+        all_or_none: bool,
+    ) -> Prepared {
         let mut outcomes: Vec<EntryOutcome> = vec![EntryOutcome::default(); entries.len()];
         let mut placed: Vec<Option<Placed>> = Vec::with_capacity(entries.len());
         let mut facts: Vec<(usize, u8, Vec<Fact>)> = Vec::new();
         {
             // The snapshot and the scope are dropped before anything is awaited.
             let lookup = EngineLookup { fhir: self, caller, model: self.engine.model() };
-            for (i, e) in entries.iter().enumerate() {
-                let p = parse_resource(&e.json, &e.path)
+            for (i, (e, r)) in entries.iter().zip(parsed).enumerate() {
+                let p = r
                     .map_err(|x| vec![x])
                     .and_then(|r| place(r, e.full_url.as_deref(), e.path.clone(), &self.care_levels, &lookup));
                 match p {
@@ -764,6 +782,11 @@ impl Fhir {
         let mut lines = lines.enumerate();
         let mut batch = Vec::with_capacity(chunk);
         let mut pending: Option<(Arc<Vec<RawEntry>>, tokio::task::JoinHandle<Prepared>)> = None;
+        // Chunks are named and mapped strictly in file order: a chunk's names must be in the alias
+        // index before the next chunk is placed, or a resource sent again in the next chunk under
+        // a new identifier would get a second id. Each mapping task drops its sender when it ends
+        // (or panics), which lets the next one start.
+        let mut mapped_before: Option<std::sync::mpsc::Receiver<()>> = None;
         loop {
             let next = lines.next().await;
             let end = next.is_none();
@@ -786,7 +809,19 @@ impl Fhir {
                 // Shared with the mapping thread rather than copied: a chunk is megabytes of JSON.
                 let entries = Arc::new(std::mem::replace(&mut batch, Vec::with_capacity(chunk)));
                 let (fhir, who, mapped) = (self.clone(), caller.clone(), entries.clone());
-                let preparing = tokio::task::spawn_blocking(move || fhir.prepare(&who, &mapped, false));
+                let turn = mapped_before.take();
+                let (mapped_now, next_turn) = std::sync::mpsc::channel::<()>();
+                mapped_before = Some(next_turn);
+                let preparing = tokio::task::spawn_blocking(move || {
+                    // Parsing needs nothing from the chunk before, so it overlaps with its mapping.
+                    let parsed = parse_all(&mapped);
+                    if let Some(turn) = turn {
+                        let _ = turn.recv(); // Err once the chunk before is mapped: its sender is gone
+                    }
+                    let prepared = fhir.prepare_parsed(&who, &mapped, parsed, false);
+                    drop(mapped_now);
+                    prepared
+                });
                 if let Some((entries, prepared)) = pending.replace((entries, preparing)) {
                     self.settle(caller, entries, prepared, &mut summary, &mut held, &mut progress).await;
                 }
