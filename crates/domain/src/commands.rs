@@ -394,7 +394,7 @@ const CODE_FIELDS: &[&str] =
 /// Checks every id the command carries and its clinical time, whatever its kind.
 fn check_ids_and_time(command: &Command) -> Result<(), DomainError> {
     let proposed = command.proposed_event();
-    let payload: serde_json::Value = serde_json::from_slice(&proposed.to_payload()).unwrap_or_default();
+    let payload = proposed.to_value();
     for (field, value) in payload.as_object().into_iter().flatten() {
         let id = value.as_str().and_then(|v| Uuid::parse_str(v).ok());
         if field.ends_with("_id") && id.is_some_and(placeholder_id) {

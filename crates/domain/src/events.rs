@@ -201,6 +201,12 @@ macro_rules! domain_events {
                 out.expect("domain events always serialize")
             }
 
+            /// The payload as a JSON value, built directly rather than printed and parsed back.
+            pub fn to_value(&self) -> serde_json::Value {
+                let out = match self { $(Event::$variant(e) => serde_json::to_value(e)),+ };
+                out.expect("domain events always serialize")
+            }
+
             /// Decodes a stored payload, upcasting older schema versions.
             pub fn decode(event_type: &str, schema_version: u16, payload: &[u8]) -> Result<Event, DecodeError> {
                 let malformed = |source| DecodeError::Malformed {

@@ -875,6 +875,9 @@ fn every_current_event_round_trips() {
         assert_eq!(decoded, event);
         // Canonical: encoding the decoded event gives the same bytes.
         assert_eq!(decoded.to_payload(), payload);
+        // The value the domain checks ids and codes in is the stored payload's.
+        let parsed: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(event.to_value(), parsed, "{event:?}");
     }
 }
 
