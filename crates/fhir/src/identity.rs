@@ -9,7 +9,14 @@
 //!
 //! Every other name a resource was sent under (its logical id, its other identifiers) is kept
 //! in the alias index beside the log, so a later reference by any of them finds the same id.
+//!
+//! A name whose own name-based UUID *is* the resource's id, for a type whose ids forlop's state
+//! can confirm (`confirmable`), is not written: the id is derived again from the name, and the
+//! read model says whether it was recorded. Until its facts are recorded, such a name is held
+//! in memory (`RecentNames`), so the next chunk or request already finds it. In a bulk file most
+//! resources go by one such name, and the index was most of the import's mapping work.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use uuid::Uuid;
@@ -29,22 +36,74 @@ pub fn identifier_name(type_name: &str, system: &str, value: &str) -> String {
 /// The alias index's page cache: an import's memory must not grow with the file.
 const ALIAS_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
+/// The resource type whose recorded ids confirm a derivable `name` (`Type/id`, `Type|system|value`
+/// or `Service|system|value`), when forlop's state can tell. Observations and questionnaire
+/// responses leave no id of their own in the read model, and an Organization's id comes from
+/// its `Service|` name, so their other names are always written.
+pub fn confirmable(name: &str) -> Option<&'static str> {
+    let end = name.find(['/', '|'])?;
+    Some(match &name[..end] {
+        "Patient" => "Patient",
+        "Practitioner" => "Practitioner",
+        "Service" => "Organization",
+        "EpisodeOfCare" => "EpisodeOfCare",
+        "ServiceRequest" => "ServiceRequest",
+        "Encounter" => "Encounter",
+        _ => return None,
+    })
+}
+
+/// Whether `command` records the entity `id` itself (a registration, a referral received, an
+/// episode started, a session, an admission or stay): once it is recorded, the read model
+/// confirms a name that derives `id`.
+pub fn records_entity(command: &forlop_domain::Command, id: Uuid) -> bool {
+    use forlop_domain::Command::*;
+    match command {
+        RegisterPatient(e) => e.patient_id == id,
+        RegisterTherapist(e) => e.therapist_id == id,
+        RegisterService(e) => e.service_id == id,
+        other => other.new_id().is_some_and(|n| n.id() == id),
+    }
+}
+
 /// Names (logical ids, identifiers) to forlop ids, durable in its own sled database.
 #[derive(Clone)]
 pub struct AliasIndex {
     db: sled::Db,
+    /// Derivable names whose facts are being recorded (see the module's documentation).
+    recent: std::sync::Arc<parking_lot::Mutex<HashMap<String, Uuid>>>,
+}
+
+/// Derivable names of one prepared chunk or request, known in memory until dropped, which
+/// `Fhir::commit` does once the facts that confirm them are recorded (or refused).
+#[derive(Debug, Default)]
+pub struct RecentNames {
+    index: Option<AliasIndex>,
+    names: Vec<String>,
+}
+
+impl Drop for RecentNames {
+    fn drop(&mut self) {
+        if let Some(index) = &self.index {
+            let mut recent = index.recent.lock();
+            for n in &self.names {
+                recent.remove(n);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for AliasIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "AliasIndex({} names)", self.db.len())
+        write!(f, "AliasIndex({} names, {} recent)", self.db.len(), self.recent.lock().len())
     }
 }
 
 impl AliasIndex {
     pub fn open(dir: &Path) -> Result<AliasIndex, sled::Error> {
         // sled caches up to 1 GB by default; names are small and looked up once per reference.
-        Ok(AliasIndex { db: sled::Config::new().path(dir).cache_capacity(ALIAS_CACHE_BYTES).open()? })
+        let db = sled::Config::new().path(dir).cache_capacity(ALIAS_CACHE_BYTES).open()?;
+        Ok(AliasIndex { db, recent: Default::default() })
     }
 
     /// The database, shared with the held resources.
@@ -52,26 +111,82 @@ impl AliasIndex {
         &self.db
     }
 
+    /// The id written for `name`, or held for it while its facts are recorded. A derivable name
+    /// recorded before is not here: the caller confirms it (`confirmable`).
     pub fn get(&self, name: &str) -> Result<Option<Uuid>, sled::Error> {
+        if let Some(id) = self.recent.lock().get(name) {
+            return Ok(Some(*id));
+        }
         Ok(self.db.get(name.as_bytes())?.and_then(|v| <[u8; 16]>::try_from(v.as_ref()).ok()).map(Uuid::from_bytes))
     }
 
     /// Records `names` for `id`. A name once given keeps its first id: a record system that
-    /// reuses a logical id for another resource does not move earlier facts.
-    pub fn insert<'a>(&self, named: impl IntoIterator<Item = (&'a [String], Uuid)>) -> Result<(), sled::Error> {
-        // Insert-if-absent, one atomic step per name: a name another request gave first keeps its
-        // id, and a resent file writes nothing.
-        for (names, id) in named {
+    /// reuses a logical id for another resource does not move earlier facts. With `recorded`
+    /// (the resource's facts record the entity `id`), derivable names are held in the returned
+    /// `RecentNames` instead, until it is dropped.
+    pub fn insert<'a>(
+        &self,
+        named: impl IntoIterator<Item = (&'a [String], Uuid, bool)>,
+    ) -> Result<RecentNames, sled::Error> {
+        let mut held = RecentNames { index: Some(self.clone()), names: Vec::new() };
+        for (names, id, recorded) in named {
             for name in names {
-                // Err(CompareAndSwapError): the name is known already, and keeps its id.
+                if recorded && uuid_for(name) == id && confirmable(name).is_some() {
+                    let mut recent = self.recent.lock();
+                    if !recent.contains_key(name) {
+                        recent.insert(name.clone(), id);
+                        held.names.push(name.clone());
+                    }
+                    continue;
+                }
+                // Insert-if-absent, one atomic step per name: a name another request gave first
+                // keeps its id (Err(CompareAndSwapError)), and a resent file writes nothing.
                 let _ = self.db.compare_and_swap(name.as_bytes(), None::<&[u8]>, Some(id.as_bytes().as_slice()))?;
             }
         }
-        Ok(())
+        Ok(held)
     }
 
     /// Makes every insert so far durable (before the facts that rely on them are acknowledged).
     pub fn flush(&self) -> Result<(), sled::Error> {
         self.db.flush().map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_that_derives_its_recorded_id_is_held_in_memory_and_the_others_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = AliasIndex::open(dir.path()).unwrap();
+        let (own, by_identifier) = ("Encounter/e-1".to_owned(), "Encounter|urn:example:visit|77".to_owned());
+        let id = uuid_for(&own);
+        let observation = "Observation/o-1".to_owned();
+        let names = [own.clone(), by_identifier.clone()];
+        let observations = [observation.clone()];
+        let held = index.insert([(&names[..], id, true), (&observations[..], uuid_for(&observation), true)]).unwrap();
+        // Derivable and confirmable: found while its facts are recorded, never written.
+        assert_eq!(index.get(&own).unwrap(), Some(id));
+        assert!(index.db.get(own.as_bytes()).unwrap().is_none());
+        // Another name of the same resource, and an Observation's (no id in the read model): written.
+        assert_eq!(index.db.get(by_identifier.as_bytes()).unwrap().as_deref(), Some(id.as_bytes().as_slice()));
+        assert!(index.db.get(observation.as_bytes()).unwrap().is_some());
+        drop(held);
+        // From now on the read model confirms it (`Lookup::alias`); the index no longer answers.
+        assert_eq!(index.get(&own).unwrap(), None);
+        assert_eq!(index.get(&by_identifier).unwrap(), Some(id));
+    }
+
+    #[test]
+    fn a_derivable_name_is_written_when_its_facts_do_not_record_that_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = AliasIndex::open(dir.path()).unwrap();
+        // A planned EpisodeOfCare records nothing yet: the read model could not confirm it.
+        let name = "EpisodeOfCare/planned".to_owned();
+        let held = index.insert([(&[name.clone()][..], uuid_for(&name), false)]).unwrap();
+        drop(held);
+        assert_eq!(index.get(&name).unwrap(), Some(uuid_for(&name)));
     }
 }

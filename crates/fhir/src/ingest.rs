@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::care_levels::CareLevels;
 use crate::held::{HeldEntry, HeldIssue, HeldStore, Sender};
-use crate::identity::AliasIndex;
+use crate::identity::{AliasIndex, RecentNames};
 use crate::mapping::{clip, place, Fact, Issue, Lookup, Mapper, Placed, Scope};
 use crate::resources::{BundleIn, Resource, ACCEPTED};
 
@@ -86,6 +86,8 @@ pub struct Prepared {
     facts: Vec<(usize, u8, Vec<Fact>)>,
     /// Nothing is to be recorded (a transaction with a bad entry, or the aliases not durable).
     stop: bool,
+    /// Derivable names of these entries, found by later lookups until the facts are recorded.
+    recent: RecentNames,
 }
 
 /// Totals of an import.
@@ -182,7 +184,13 @@ struct EngineLookup<'a> {
 
 impl Lookup for EngineLookup<'_> {
     fn alias(&self, name: &str) -> Option<Uuid> {
-        self.fhir.aliases.get(name).ok().flatten()
+        if let Some(id) = self.fhir.aliases.get(name).ok().flatten() {
+            return Some(id);
+        }
+        // A derivable name is not written: the id it derives is its, if that was recorded.
+        let type_name = crate::identity::confirmable(name)?;
+        let id = crate::identity::uuid_for(name);
+        self.known(type_name, id).then_some(id)
     }
 
     fn patient_id(&self, id: &NationalId) -> Result<(Uuid, bool), String> {
@@ -206,10 +214,13 @@ impl Lookup for EngineLookup<'_> {
     }
 
     fn known(&self, type_name: &str, id: Uuid) -> bool {
+        // The newest snapshot, not the one mapping started on: a derivable name leaves
+        // `RecentNames` only once its facts are published, and must be found here from then.
+        let model = self.fhir.engine.model();
         match type_name {
-            "Patient" => self.model.patients.contains_key(&id),
-            "Practitioner" => self.model.therapists.contains_key(&id),
-            "Organization" | "HealthcareService" => self.model.services.contains_key(&id),
+            "Patient" => model.patients.contains_key(&id),
+            "Practitioner" => model.therapists.contains_key(&id),
+            "Organization" | "HealthcareService" => model.services.contains_key(&id),
             "EpisodeOfCare" | "ServiceRequest" | "Encounter" => self.fhir.engine.owner_of(id).is_some(),
             _ => false,
         }
@@ -340,21 +351,31 @@ impl Fhir {
                 }
             }
         }
-        let mut prepared = Prepared { outcomes, placed, facts, stop: false };
+        let mut prepared = Prepared { outcomes, placed, facts, stop: false, recent: RecentNames::default() };
         if all_or_none && prepared.outcomes.iter().any(|o| !o.ok()) {
             prepared.stop = true;
             return prepared;
         }
-        let Prepared { outcomes, placed, .. } = &mut prepared;
+        let Prepared { outcomes, placed, facts, recent, .. } = &mut prepared;
+        // Entries whose facts record the entity named by their id (see `AliasIndex::insert`).
+        let recorded: std::collections::HashSet<usize> = facts
+            .iter()
+            .filter(|(i, _, fs)| {
+                let id = placed[*i].as_ref().map(|p| p.id);
+                fs.iter().any(|f| id.is_some_and(|id| crate::identity::records_entity(&f.command, id)))
+            })
+            .map(|(i, _, _)| *i)
+            .collect();
         // Names first, durable before any fact that relies on them is acknowledged.
         let named = placed
             .iter()
             .enumerate()
             .filter(|(i, _)| outcomes[*i].ok())
-            .filter_map(|(_, p)| p.as_ref())
-            .map(|p| (p.names.as_slice(), p.id));
-        if let Err(e) = self.aliases.insert(named) {
-            tracing::error!(error = %e, "alias index write failed");
+            .filter_map(|(i, p)| Some((p.as_ref()?, recorded.contains(&i))))
+            .map(|(p, recorded)| (p.names.as_slice(), p.id, recorded));
+        match self.aliases.insert(named) {
+            Ok(held) => *recent = held,
+            Err(e) => tracing::error!(error = %e, "alias index write failed"),
         }
         if let Err(e) = self.aliases.flush() {
             for o in outcomes.iter_mut().filter(|o| o.ok()) {
@@ -379,7 +400,8 @@ impl Fhir {
         all_or_none: bool,
         hold: bool,
     ) -> Vec<EntryOutcome> {
-        let Prepared { mut outcomes, placed, mut facts, stop } = prepared;
+        // `recent` lives to the end: its names leave memory once the facts are published.
+        let Prepared { mut outcomes, placed, mut facts, stop, recent: _recent } = prepared;
         if stop {
             return outcomes;
         }
