@@ -28,8 +28,9 @@ use crate::resources::{BundleIn, Resource, ACCEPTED};
 pub const MAX_BUNDLE_ENTRIES: usize = 10_000;
 /// How long a resource waits for what it refers to before it is reported as unresolved.
 pub const DEFAULT_HOLD: Duration = Duration::from_secs(15 * 60);
-/// Patients whose facts are placed at the same time in a batch or an import.
-const PARALLEL_PATIENTS: usize = 128;
+/// Patients whose facts are placed at the same time in a batch or an import: a chunk's worth,
+/// so that they share a few group commits of the log.
+const PARALLEL_PATIENTS: usize = 512;
 
 /// The FHIR adapter: one per server, cheap to clone.
 #[derive(Clone, Debug)]
