@@ -654,19 +654,14 @@ async fn a_gad7_questionnaire_response_is_an_outcome_and_a_short_one_is_refused_
     assert_eq!(s.committed().await, before);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_admission_and_its_discharge_in_consecutive_import_chunks_become_one_discharged_stay() {
-    let (s, _dir) = fhir_server().await;
-    let ward = json!({ "resourceType": "Organization", "id": "ward", "name": "DPS døgnpost",
+/// An inpatient ward, mapped in the test care-level file: a cheap line to fill import chunks.
+fn ward() -> Value {
+    json!({ "resourceType": "Organization", "id": "ward", "name": "DPS døgnpost",
         "identifier": [{ "system": RESH, "value": "4001033" }] })
-    .to_string();
-    let patient = pathway().into_iter().find(|r| r["resourceType"] == "Patient").unwrap().to_string();
-    // The open admission in the first chunk (4,000 lines), its finished version in the next,
-    // which is mapped while the first is still being written.
-    let mut lines =
-        vec![ward.clone(), patient, stay("stay-9", "in-progress", "2016-05-01T08:00:00Z", None).to_string()];
-    lines.extend(std::iter::repeat_n(ward, 4000));
-    lines.push(stay("stay-9", "finished", "2016-05-01T08:00:00Z", Some("2016-05-03T08:00:00Z")).to_string());
+}
+
+/// `POST /fhir/$import` of `lines` as the integration: the OperationOutcome and its summary.
+async fn import_ndjson(s: &Server, lines: &[String]) -> (Value, Value) {
     let r = s
         .client()
         .post(format!("{}/fhir/$import", s.url))
@@ -678,6 +673,21 @@ async fn an_admission_and_its_discharge_in_consecutive_import_chunks_become_one_
         .unwrap();
     let out: Value = r.json().await.unwrap();
     let summary: Value = serde_json::from_str(out["extension"][0]["valueString"].as_str().unwrap()).unwrap();
+    (out, summary)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admission_and_its_discharge_in_consecutive_import_chunks_become_one_discharged_stay() {
+    let (s, _dir) = fhir_server().await;
+    let ward = ward().to_string();
+    let patient = pathway().into_iter().find(|r| r["resourceType"] == "Patient").unwrap().to_string();
+    // The open admission in the first chunk (4,000 lines), its finished version in the next,
+    // which is mapped while the first is still being written.
+    let mut lines =
+        vec![ward.clone(), patient, stay("stay-9", "in-progress", "2016-05-01T08:00:00Z", None).to_string()];
+    lines.extend(std::iter::repeat_n(ward, 4000));
+    lines.push(stay("stay-9", "finished", "2016-05-01T08:00:00Z", Some("2016-05-03T08:00:00Z")).to_string());
+    let (out, summary) = import_ndjson(&s, &lines).await;
     assert_eq!((summary["failed"].as_u64(), summary["held"].as_u64()), (Some(0), Some(0)), "{out:#}");
     let everything = everything_as(&s, &s.admin, pseudonymous_patient(&s).await).await.json::<Value>().await.unwrap();
     let stays: Vec<&Value> =
@@ -689,9 +699,7 @@ async fn an_admission_and_its_discharge_in_consecutive_import_chunks_become_one_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_practitioner_sent_again_under_a_new_identifier_in_the_next_import_chunk_stays_one_therapist() {
     let (s, _dir) = fhir_server().await;
-    let ward = json!({ "resourceType": "Organization", "id": "ward", "name": "DPS døgnpost",
-        "identifier": [{ "system": RESH, "value": "4001033" }] })
-    .to_string();
+    let ward = ward().to_string();
     let first = json!({ "resourceType": "Practitioner", "id": "pr-77", "name": [{ "text": "Kari Nordmann" }],
         "identifier": [{ "system": HPR, "value": "9144889" }] });
     // The record system has since given her a local staff number, listed first.
@@ -703,17 +711,7 @@ async fn a_practitioner_sent_again_under_a_new_identifier_in_the_next_import_chu
     let mut lines = vec![ward.clone(); 3999];
     lines.push(first.to_string());
     lines.push(again.to_string());
-    let r = s
-        .client()
-        .post(format!("{}/fhir/$import", s.url))
-        .header("content-type", "application/fhir+ndjson")
-        .bearer_auth(s.token("integration", &[], None))
-        .body(lines.join("\n"))
-        .send()
-        .await
-        .unwrap();
-    let out: Value = r.json().await.unwrap();
-    let summary: Value = serde_json::from_str(out["extension"][0]["valueString"].as_str().unwrap()).unwrap();
+    let (out, summary) = import_ndjson(&s, &lines).await;
     assert_eq!(summary["failed"].as_u64(), Some(0), "{out:#}");
     let therapists = s.query("{ therapists { id name } }", json!({})).await;
     assert_eq!(therapists["therapists"].as_array().map(Vec::len), Some(1), "{therapists:#}");
