@@ -726,6 +726,23 @@ async fn a_practitioner_sent_again_under_a_new_identifier_in_the_next_import_chu
     assert_eq!(location_id(&body, 0).to_string(), id, "{body:#}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_versions_of_a_practitioner_in_one_bundle_are_one_therapist_with_one_id() {
+    let (s, _dir) = fhir_server().await;
+    let first = json!({ "resourceType": "Practitioner", "id": "pr-78", "name": [{ "text": "Per Hansen" }],
+        "identifier": [{ "system": HPR, "value": "9144890" }] });
+    let mut again = first.clone();
+    again["identifier"] =
+        json!([{ "system": "urn:example:dps:staff", "value": "B78" }, { "system": HPR, "value": "9144890" }]);
+    let integration = s.token("integration", &[], None);
+    let (status, body) =
+        post_fhir(&s, Some(&integration), "application/fhir+json", bundle("batch", vec![first, again])).await;
+    assert_eq!(status, 200, "{body:#}");
+    assert_eq!(location_id(&body, 0), location_id(&body, 1), "{body:#}");
+    let therapists = s.query("{ therapists { id } }", json!({})).await;
+    assert_eq!(therapists["therapists"].as_array().map(Vec::len), Some(1), "{therapists:#}");
+}
+
 /// The one patient registered on this server (by national id, so its id is a pseudonym's).
 async fn pseudonymous_patient(s: &Server) -> String {
     let q = "query($n: String!) { patientByNationalId(nationalId: $n) { id } }";

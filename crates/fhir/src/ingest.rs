@@ -181,12 +181,27 @@ struct EngineLookup<'a> {
     fhir: &'a Fhir,
     caller: &'a Caller,
     model: Arc<ReadModel>,
+    /// Names of the resources placed so far in this chunk or Bundle, not yet in the alias index:
+    /// a later version of a resource in the same chunk keeps the id the first one was given.
+    placed_here: parking_lot::Mutex<std::collections::HashMap<String, Uuid>>,
+}
+
+impl EngineLookup<'_> {
+    fn placed(&self, p: &Placed) {
+        let mut here = self.placed_here.lock();
+        for n in &p.names {
+            here.entry(n.clone()).or_insert(p.id);
+        }
+    }
 }
 
 impl Lookup for EngineLookup<'_> {
     fn alias(&self, name: &str) -> Option<Uuid> {
         if let Some(id) = self.fhir.aliases.get(name).ok().flatten() {
             return Some(id);
+        }
+        if let Some(id) = self.placed_here.lock().get(name) {
+            return Some(*id);
         }
         // A derivable name is not written: the id it derives is its, if that was recorded.
         let type_name = crate::identity::confirmable(name)?;
@@ -326,7 +341,8 @@ impl Fhir {
         let mut facts: Vec<(usize, u8, Vec<Fact>)> = Vec::new();
         {
             // The snapshot and the scope are dropped before anything is awaited.
-            let lookup = EngineLookup { fhir: self, caller, model: self.engine.model() };
+            let lookup =
+                EngineLookup { fhir: self, caller, model: self.engine.model(), placed_here: Default::default() };
             for (i, (e, r)) in entries.iter().zip(parsed).enumerate() {
                 let p = r
                     .map_err(|x| vec![x])
@@ -334,6 +350,7 @@ impl Fhir {
                 match p {
                     Ok(p) => {
                         outcomes[i].location = Some(format!("{}/{}", p.resource.type_name(), p.id));
+                        lookup.placed(&p);
                         placed.push(Some(p));
                     }
                     Err(issues) => {
