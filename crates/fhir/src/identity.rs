@@ -24,8 +24,17 @@ use uuid::Uuid;
 /// forlop's namespace for name-based UUIDs (fixed forever: changing it renames every fact).
 pub const NAMESPACE: Uuid = Uuid::from_u128(0x5f0e_a3c1_7d2b_4e9a_9b1c_6a4f_2d8e_0c17);
 
+/// The name-based UUID (v5) of `name`: `Uuid::new_v5`, with a SHA-1 that uses the CPU's SHA
+/// instructions where it has them (a bulk import derives several ids per resource).
 pub fn uuid_for(name: &str) -> Uuid {
-    Uuid::new_v5(&NAMESPACE, name.as_bytes())
+    use sha1::Digest;
+    let mut hasher = sha1::Sha1::new();
+    hasher.update(NAMESPACE.as_bytes());
+    hasher.update(name.as_bytes());
+    let digest: [u8; 20] = hasher.finalize().into();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_sha1_bytes(bytes).into_uuid()
 }
 
 /// The name of an identifier, as keys and aliases spell it.
@@ -35,6 +44,8 @@ pub fn identifier_name(type_name: &str, system: &str, value: &str) -> String {
 
 /// The alias index's page cache: an import's memory must not grow with the file.
 const ALIAS_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+/// Names kept in `AliasIndex::read` before it starts over.
+const READ_CACHE_NAMES: usize = 16 * 1024;
 
 /// The resource type whose recorded ids confirm a derivable `name` (`Type/id`, `Type|system|value`
 /// or `Service|system|value`), when forlop's state can tell. Observations and questionnaire
@@ -72,6 +83,9 @@ pub struct AliasIndex {
     db: sled::Db,
     /// Derivable names whose facts are being recorded (see the module's documentation).
     recent: std::sync::Arc<parking_lot::Mutex<HashMap<String, Uuid>>>,
+    /// Names read from the index lately. A written name never changes its id, so a copy is
+    /// never stale; in an import the same few (practitioners, services) are read per resource.
+    read: std::sync::Arc<parking_lot::RwLock<HashMap<String, Uuid>>>,
 }
 
 /// Derivable names of one prepared chunk or request, known in memory until dropped, which
@@ -103,7 +117,7 @@ impl AliasIndex {
     pub fn open(dir: &Path) -> Result<AliasIndex, sled::Error> {
         // sled caches up to 1 GB by default; names are small and looked up once per reference.
         let db = sled::Config::new().path(dir).cache_capacity(ALIAS_CACHE_BYTES).open()?;
-        Ok(AliasIndex { db, recent: Default::default() })
+        Ok(AliasIndex { db, recent: Default::default(), read: Default::default() })
     }
 
     /// The database, shared with the held resources.
@@ -117,7 +131,19 @@ impl AliasIndex {
         if let Some(id) = self.recent.lock().get(name) {
             return Ok(Some(*id));
         }
-        Ok(self.db.get(name.as_bytes())?.and_then(|v| <[u8; 16]>::try_from(v.as_ref()).ok()).map(Uuid::from_bytes))
+        if let Some(id) = self.read.read().get(name) {
+            return Ok(Some(*id));
+        }
+        let found =
+            self.db.get(name.as_bytes())?.and_then(|v| <[u8; 16]>::try_from(v.as_ref()).ok()).map(Uuid::from_bytes);
+        if let Some(id) = found {
+            let mut read = self.read.write();
+            if read.len() >= READ_CACHE_NAMES {
+                read.clear();
+            }
+            read.insert(name.to_owned(), id);
+        }
+        Ok(found)
     }
 
     /// Records `names` for `id`. A name once given keeps its first id: a record system that
@@ -156,6 +182,14 @@ impl AliasIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uuid_for_is_the_standard_name_based_uuid() {
+        for name in ["", "Patient/p0", "Practitioner|urn:oid:2.16.578.1.12.4.1.4.4|9144889", &"x".repeat(200)] {
+            assert_eq!(uuid_for(name), Uuid::new_v5(&NAMESPACE, name.as_bytes()), "{name}");
+        }
+        assert_eq!(uuid_for("Patient/p0").get_version_num(), 5);
+    }
 
     #[test]
     fn a_name_that_derives_its_recorded_id_is_held_in_memory_and_the_others_are_written() {

@@ -30,7 +30,7 @@ pub const MAX_BUNDLE_ENTRIES: usize = 10_000;
 pub const DEFAULT_HOLD: Duration = Duration::from_secs(15 * 60);
 /// Patients whose facts are placed at the same time in a batch or an import: a chunk's worth,
 /// so that they share a few group commits of the log.
-const PARALLEL_PATIENTS: usize = 512;
+const PARALLEL_PATIENTS: usize = 4096;
 
 /// The FHIR adapter: one per server, cheap to clone.
 #[derive(Clone, Debug)]
@@ -820,34 +820,25 @@ impl Fhir {
         let mut summary = ImportSummary::default();
         let mut held: Vec<RawEntry> = Vec::new();
         let mut lines = lines.enumerate();
-        let mut batch = Vec::with_capacity(chunk);
         let mut pending: Option<(Arc<Vec<RawEntry>>, tokio::task::JoinHandle<Prepared>)> = None;
         // Chunks are named and mapped strictly in file order: a chunk's names must be in the alias
         // index before the next chunk is placed, or a resource sent again in the next chunk under
         // a new identifier would get a second id. Each mapping task drops its sender when it ends
         // (or panics), which lets the next one start.
         let mut mapped_before: Option<std::sync::mpsc::Receiver<()>> = None;
+        let mut next = gather(&mut lines, chunk).await;
         loop {
-            let next = lines.next().await;
-            let end = next.is_none();
-            if let Some((n, line)) = next {
-                match line {
-                    Ok(l) if l.trim().is_empty() => {}
-                    Ok(l) => batch.push(RawEntry { path: format!("line {}", n + 1), full_url: None, json: l }),
-                    Err(e) => {
-                        summary.failed += 1;
-                        progress(
-                            &summary,
-                            &[(format!("line {}", n + 1), vec![Issue::new("structure", "", e.to_string())])],
-                        );
-                    }
-                }
+            let Gathered { entries, unreadable, end } = next;
+            if !unreadable.is_empty() {
+                summary.failed += unreadable.len() as u64;
+                progress(&summary, &unreadable);
             }
-            if batch.len() >= chunk || (end && !batch.is_empty()) {
-                summary.resources_read += batch.len() as u64;
+            let mut previous = None;
+            if !entries.is_empty() {
+                summary.resources_read += entries.len() as u64;
                 // This chunk is mapped on a blocking thread while the one before it is written.
                 // Shared with the mapping thread rather than copied: a chunk is megabytes of JSON.
-                let entries = Arc::new(std::mem::replace(&mut batch, Vec::with_capacity(chunk)));
+                let entries = Arc::new(entries);
                 let (fhir, who, mapped) = (self.clone(), caller.clone(), entries.clone());
                 let turn = mapped_before.take();
                 let (mapped_now, next_turn) = std::sync::mpsc::channel::<()>();
@@ -862,16 +853,22 @@ impl Fhir {
                     drop(mapped_now);
                     prepared
                 });
-                if let Some((entries, prepared)) = pending.replace((entries, preparing)) {
-                    self.settle(caller, entries, prepared, &mut summary, &mut held, &mut progress).await;
-                }
+                previous = pending.replace((entries, preparing));
             }
             if end {
-                if let Some((entries, prepared)) = pending.take() {
+                for (entries, prepared) in previous.into_iter().chain(pending.take()) {
                     self.settle(caller, entries, prepared, &mut summary, &mut held, &mut progress).await;
                 }
                 break;
             }
+            // The chunk before is written while the next one is read from the file.
+            let settling = async {
+                if let Some((entries, prepared)) = previous {
+                    self.settle(caller, entries, prepared, &mut summary, &mut held, &mut progress).await;
+                }
+            };
+            let ((), gathered) = futures::join!(settling, gather(&mut lines, chunk));
+            next = gathered;
         }
         // What waited for a later line: placed again, in rounds, until a round places nothing.
         while !held.is_empty() {
@@ -918,4 +915,35 @@ impl Fhir {
         }
         summary
     }
+}
+
+/// One chunk of NDJSON lines, as `gather` reads it.
+struct Gathered {
+    entries: Vec<RawEntry>,
+    /// Lines that could not be read, with why.
+    unreadable: Vec<(String, Vec<Issue>)>,
+    /// The file has ended.
+    end: bool,
+}
+
+/// Reads up to `chunk` non-blank lines.
+async fn gather<I>(lines: &mut futures::stream::Enumerate<I>, chunk: usize) -> Gathered
+where
+    I: futures::Stream<Item = std::io::Result<String>> + Unpin,
+{
+    let mut gathered = Gathered { entries: Vec::with_capacity(chunk), unreadable: Vec::new(), end: false };
+    while gathered.entries.len() < chunk {
+        let Some((n, line)) = lines.next().await else {
+            gathered.end = true;
+            break;
+        };
+        match line {
+            Ok(l) if l.trim().is_empty() => {}
+            Ok(l) => gathered.entries.push(RawEntry { path: format!("line {}", n + 1), full_url: None, json: l }),
+            Err(e) => gathered
+                .unreadable
+                .push((format!("line {}", n + 1), vec![Issue::new("structure", "", e.to_string())])),
+        }
+    }
+    gathered
 }
