@@ -275,7 +275,10 @@ impl BackgroundCheckpoint {
     }
 }
 
-const STRIPES: usize = 256;
+/// Turns per stream are striped: a turn is held through the append, so two patients that share
+/// a stripe wait for each other's write. Enough that the hundreds of patients of one import
+/// chunk or batch rarely meet (a few hundred kilobytes of mutexes).
+const STRIPES: usize = 16_384;
 /// A wait for the read model this long is reported: the projector folds well over 100,000
 /// events a second, so it means a stuck projector, not load.
 const SLOW_PROJECTION: std::time::Duration = std::time::Duration::from_secs(10);
@@ -988,8 +991,9 @@ impl Engine {
     /// registrations with a national id go through [`Engine::record`].
     pub async fn record_batch(&self, caller: &Caller, items: Vec<BatchItem>) -> Vec<Result<Recorded, EngineError>> {
         let Some(first) = items.first() else { return Vec::new() };
-        let stream = first.command.stream().name();
-        if items.iter().any(|i| i.command.stream().name() != stream) {
+        let stream_ref = first.command.stream();
+        let stream = stream_ref.name();
+        if items.iter().any(|i| i.command.stream() != stream_ref) {
             let msg = "record_batch takes facts of one stream";
             return items.iter().map(|_| Err(EngineError::Internal(msg.into()))).collect();
         }

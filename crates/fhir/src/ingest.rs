@@ -940,9 +940,9 @@ where
         match line {
             Ok(l) if l.trim().is_empty() => {}
             Ok(l) => gathered.entries.push(RawEntry { path: format!("line {}", n + 1), full_url: None, json: l }),
-            Err(e) => gathered
-                .unreadable
-                .push((format!("line {}", n + 1), vec![Issue::new("structure", "", e.to_string())])),
+            Err(e) => {
+                gathered.unreadable.push((format!("line {}", n + 1), vec![Issue::new("structure", "", e.to_string())]))
+            }
         }
     }
     gathered
