@@ -382,30 +382,11 @@ impl StreamState {
 /// Earliest and latest birth years accepted.
 pub const BIRTH_YEARS: std::ops::RangeInclusive<i32> = 1900..=2100;
 
-/// Ids that no client may choose: the nil and the max UUID (placeholders in many systems).
-fn placeholder_id(id: Uuid) -> bool {
-    id.is_nil() || id == Uuid::max()
-}
-
-/// Payload fields holding a code (`code_enum!` values).
-const CODE_FIELDS: &[&str] =
-    &["care_level", "gender", "source", "decision", "reason", "attendance", "instrument", "phase"];
-
 /// Checks every id the command carries and its clinical time, whatever its kind.
 fn check_ids_and_time(command: &Command) -> Result<(), DomainError> {
     let proposed = command.proposed_event();
-    let payload = proposed.to_value();
-    for (field, value) in payload.as_object().into_iter().flatten() {
-        let id = value.as_str().and_then(|v| Uuid::parse_str(v).ok());
-        if field.ends_with("_id") && id.is_some_and(placeholder_id) {
-            return Err(invalid(format!("{field}: the nil and max UUIDs are not ids")));
-        }
-        if CODE_FIELDS.contains(&field.as_str()) && value.as_str() == Some(crate::types::UNRECOGNISED) {
-            return Err(invalid(format!(
-                "{field}: {} shows a code a newer forlop stored; it cannot be recorded",
-                crate::types::UNRECOGNISED
-            )));
-        }
+    if let Some(bad) = proposed.first_bad_field() {
+        return Err(invalid(bad));
     }
     if let Some(t) = proposed.clinical_time() {
         if chrono::Timelike::nanosecond(&t) >= 1_000_000_000 {

@@ -201,10 +201,10 @@ macro_rules! domain_events {
                 out.expect("domain events always serialize")
             }
 
-            /// The payload as a JSON value, built directly rather than printed and parsed back.
-            pub fn to_value(&self) -> serde_json::Value {
-                let out = match self { $(Event::$variant(e) => serde_json::to_value(e)),+ };
-                out.expect("domain events always serialize")
+            /// What is wrong with the first field holding a placeholder id or an unrecognised
+            /// code (`field_check`), if one does.
+            pub fn first_bad_field(&self) -> Option<String> {
+                match self { $(Event::$variant(e) => crate::field_check::first_bad_field(e)),+ }
             }
 
             /// Decodes a stored payload, upcasting older schema versions.

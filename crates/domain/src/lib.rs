@@ -4,6 +4,7 @@
 
 pub mod commands;
 pub mod events;
+pub mod field_check;
 pub mod national_id;
 pub mod stream;
 pub mod text;

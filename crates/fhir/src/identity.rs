@@ -27,10 +27,23 @@ pub const NAMESPACE: Uuid = Uuid::from_u128(0x5f0e_a3c1_7d2b_4e9a_9b1c_6a4f_2d8e
 /// The name-based UUID (v5) of `name`: `Uuid::new_v5`, with a SHA-1 that uses the CPU's SHA
 /// instructions where it has them (a bulk import derives several ids per resource).
 pub fn uuid_for(name: &str) -> Uuid {
+    v5(&[name.as_bytes()])
+}
+
+/// `uuid_for("{id}#{what}")`, the id of a fact `what` of the entity `id`, without building the
+/// name: an import derives one per event.
+pub fn fact_uuid(id: Uuid, what: &str) -> Uuid {
+    v5(&[id.hyphenated().encode_lower(&mut Uuid::encode_buffer()).as_bytes(), b"#", what.as_bytes()])
+}
+
+/// The v5 UUID of the name made of `parts`, in forlop's namespace.
+fn v5(parts: &[&[u8]]) -> Uuid {
     use sha1::Digest;
     let mut hasher = sha1::Sha1::new();
     hasher.update(NAMESPACE.as_bytes());
-    hasher.update(name.as_bytes());
+    for part in parts {
+        hasher.update(part);
+    }
     let digest: [u8; 20] = hasher.finalize().into();
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
@@ -189,6 +202,8 @@ mod tests {
             assert_eq!(uuid_for(name), Uuid::new_v5(&NAMESPACE, name.as_bytes()), "{name}");
         }
         assert_eq!(uuid_for("Patient/p0").get_version_num(), 5);
+        let id = uuid_for("Encounter/e-1");
+        assert_eq!(fact_uuid(id, "session"), uuid_for(&format!("{id}#session")));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use forlop_domain::{
 use uuid::Uuid;
 
 use crate::care_levels::CareLevels;
-use crate::identity::{identifier_name, uuid_for};
+use crate::identity::{fact_uuid, identifier_name, uuid_for};
 use crate::resources::*;
 
 pub const SYSTEM_FNR: &str = "urn:oid:2.16.578.1.12.4.1.4.1";
@@ -117,9 +117,10 @@ pub fn place(
     if let Some(u) = full_url {
         names.push(u.to_owned());
     }
-    if let Some(id) = resource.id() {
+    let logical = resource.id().map(|id| {
         names.push(format!("{t}/{id}"));
-    }
+        names.len() - 1
+    });
     let mut national_id = None;
     let mut care_level = None;
     let mut key: Option<Uuid> = None;
@@ -152,12 +153,11 @@ pub fn place(
         None => {
             // The first identifier, else the logical id; an alias known from before wins, so a
             // resource sent first by logical id and later with identifiers keeps its id.
-            let logical = resource.id().map(|id| format!("{t}/{id}"));
-            let first = names.iter().find(|n| n.contains('|')).cloned().or(logical);
+            let first = names.iter().find(|n| n.contains('|')).or(logical.map(|i| &names[i]));
             let known = names.iter().find_map(|n| lookup.alias(n));
             match (known, first) {
                 (Some(id), _) => id,
-                (None, Some(name)) => uuid_for(&name),
+                (None, Some(name)) => uuid_for(name),
                 (None, None) => {
                     return Err(vec![Issue::new(
                         "required",
@@ -211,21 +211,35 @@ fn hex(bytes: &[u8]) -> String {
 pub struct Scope<'a> {
     pub placed: &'a [Option<Placed>],
     by_name: HashMap<&'a str, usize>,
+    /// (id, index) sorted: the resources with one id (versions of it) without a scan of the
+    /// chunk per reference.
+    by_id: Vec<(Uuid, usize)>,
 }
 
 impl<'a> Scope<'a> {
     pub fn new(placed: &'a [Option<Placed>]) -> Scope<'a> {
         let mut by_name = HashMap::new();
+        let mut by_id = Vec::with_capacity(placed.len());
         for (i, p) in placed.iter().enumerate() {
             for n in p.iter().flat_map(|p| &p.names) {
                 by_name.entry(n.as_str()).or_insert(i);
             }
+            if let Some(p) = p {
+                by_id.push((p.id, i));
+            }
         }
-        Scope { placed, by_name }
+        by_id.sort_unstable();
+        Scope { placed, by_name, by_id }
     }
 
     fn get(&self, name: &str) -> Option<&'a Placed> {
         self.by_name.get(name).and_then(|i| self.placed[*i].as_ref())
+    }
+
+    /// The resources placed with forlop id `id`, in the order they came.
+    fn with_id(&self, id: Uuid) -> impl Iterator<Item = &'a Placed> + '_ {
+        let from = self.by_id.partition_point(|(x, _)| *x < id);
+        self.by_id[from..].iter().take_while(move |(x, _)| *x == id).filter_map(|(_, i)| self.placed[*i].as_ref())
     }
 }
 
@@ -331,7 +345,7 @@ impl<'a> Mapper<'a> {
                 let nid = NationalId::parse(value)
                     .map_err(|e| Issue::new("value", format!("{path}.identifier.value"), e.to_string()))?;
                 let (id, registered) = self.lookup.patient_id(&nid).map_err(|e| Issue::new("forbidden", path, e))?;
-                let in_scope = self.scope.placed.iter().flatten().find(|p| p.id == id);
+                let in_scope = self.scope.with_id(id).next();
                 if !registered && in_scope.is_none() {
                     // Never the number itself in a message.
                     return Err(never_seen(&format!("{path}.identifier"), "the patient with this national id"));
@@ -455,11 +469,7 @@ impl<'a> Mapper<'a> {
     /// The facts `p` carries.
     pub fn facts(&self, p: &'a Placed) -> Result<Vec<Fact>, Issues> {
         let path = p.path.as_str();
-        let fact = |command: Command, what: &str| Fact {
-            command,
-            event_id: uuid_for(&format!("{}#{what}", p.id)),
-            national_id: None,
-        };
+        let fact = |command: Command, what: &str| Fact { command, event_id: fact_uuid(p.id, what), national_id: None };
         match &p.resource {
             Resource::Patient(r) => {
                 let birth_year =
@@ -705,15 +715,16 @@ impl<'a> Mapper<'a> {
                 self.contained_id(c, p, local, &format!("{path}.contained[{ci}]")).map_err(|i| vec![i])?;
             facts.push(Fact {
                 command: Command::RegisterTherapist(TherapistRegistered { therapist_id, name, hpr_number: Some(hpr) }),
-                event_id: uuid_for(&format!("{therapist_id}#registered")),
+                event_id: fact_uuid(therapist_id, "registered"),
                 national_id: None,
             });
         }
         if let Some(referral_id) = referral {
             // Care starting on a referral means it was accepted, by then at the latest.
-            let decided_in_bundle = self.scope.placed.iter().flatten().any(|q| {
-                q.id == referral_id && matches!(&q.resource, Resource::ServiceRequest(s) if s.status == "revoked")
-            });
+            let decided_in_bundle = self
+                .scope
+                .with_id(referral_id)
+                .any(|q| matches!(&q.resource, Resource::ServiceRequest(s) if s.status == "revoked"));
             if !decided_in_bundle && !self.lookup.referral_decided(patient_id, referral_id) {
                 facts.push(Fact {
                     command: Command::DecideReferral {
@@ -725,7 +736,7 @@ impl<'a> Mapper<'a> {
                             decided_at: started_at,
                         },
                     },
-                    event_id: uuid_for(&format!("{referral_id}#accepted")),
+                    event_id: fact_uuid(referral_id, "accepted"),
                     national_id: None,
                 });
             }
@@ -1248,7 +1259,7 @@ impl<'a> Mapper<'a> {
     }
 
     fn episode_period(&self, episode: Uuid, patient: Uuid) -> Option<(DateTime<Utc>, Option<DateTime<Utc>>)> {
-        let in_scope = self.scope.placed.iter().flatten().find(|q| q.id == episode);
+        let in_scope = self.scope.with_id(episode).next();
         if let Some(Placed { resource: Resource::EpisodeOfCare(e), .. }) = in_scope {
             let start = e.period.as_ref().and_then(|x| x.start.as_deref()).and_then(|s| time(Some(s), "").ok())?;
             let end = e.period.as_ref().and_then(|x| x.end.as_deref()).and_then(|s| time(Some(s), "").ok());
