@@ -779,6 +779,16 @@ impl Engine {
         Ok((state, version, events.into_iter().map(|e| (e.id, e)).collect()))
     }
 
+    /// True when the read model holds nothing of `stream`.
+    fn never_seen(&self, stream: StreamRef) -> bool {
+        let model = self.model.load();
+        match stream {
+            StreamRef::Patient(id) => !model.patients.contains_key(&id),
+            StreamRef::Service(id) => !model.services.contains_key(&id),
+            StreamRef::Therapist(id) => !model.therapists.contains_key(&id),
+        }
+    }
+
     pub(crate) async fn stream_state(&self, stream: &str) -> Result<(StreamState, Option<u64>), EngineError> {
         let mut state = StreamState::default();
         let mut version = None;
@@ -1063,7 +1073,16 @@ impl Engine {
         results: &mut [Option<Result<Recorded, EngineError>>],
         retrying: bool,
     ) -> Result<(), StoreError> {
-        let (mut state, version, stored) = match self.stream_state_with_ids(stream).await {
+        // A stream the read model has never seen is presumed empty, without a read: under the
+        // stream's turn, every append this node made to it is folded. The store's expected-version
+        // check confirms it (another node's append, an erased patient), and the retry reads.
+        let unseen = !retrying && items.first().is_some_and(|i| self.never_seen(i.command.stream()));
+        let read = if unseen {
+            Ok((StreamState::default(), None, Default::default()))
+        } else {
+            self.stream_state_with_ids(stream).await
+        };
+        let (mut state, version, stored) = match read {
             Ok(x) => x,
             Err(e) => {
                 for r in results.iter_mut().filter(|r| r.is_none()) {
