@@ -19,7 +19,7 @@ pub fn first_bad_field(event: &impl Serialize) -> Option<String> {
 }
 
 /// Ids that no client may choose: the nil and the max UUID (placeholders in many systems).
-pub(crate) fn placeholder_id(id: Uuid) -> bool {
+fn placeholder_id(id: Uuid) -> bool {
     id.is_nil() || id == Uuid::max()
 }
 

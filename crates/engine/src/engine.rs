@@ -779,16 +779,6 @@ impl Engine {
         Ok((state, version, events.into_iter().map(|e| (e.id, e)).collect()))
     }
 
-    /// True when the read model holds nothing of `stream`.
-    fn never_seen(&self, stream: StreamRef) -> bool {
-        let model = self.model.load();
-        match stream {
-            StreamRef::Patient(id) => !model.patients.contains_key(&id),
-            StreamRef::Service(id) => !model.services.contains_key(&id),
-            StreamRef::Therapist(id) => !model.therapists.contains_key(&id),
-        }
-    }
-
     pub(crate) async fn stream_state(&self, stream: &str) -> Result<(StreamState, Option<u64>), EngineError> {
         let mut state = StreamState::default();
         let mut version = None;
@@ -1043,7 +1033,7 @@ impl Engine {
         let settled = copy_settled(&results);
         for attempt in 0..MAX_ATTEMPTS {
             results = copy_settled(&settled);
-            let outcome = self.decide_and_append(caller, &stream, &items, &refs, &mut results, attempt > 0).await;
+            let outcome = self.decide_and_append(caller, stream_ref, &items, &refs, &mut results, attempt > 0).await;
             match outcome {
                 Ok(()) => break,
                 Err(StoreError::WrongExpectedVersion { .. }) | Err(StoreError::IdempotencyConflict { .. }) => {
@@ -1067,16 +1057,17 @@ impl Engine {
     async fn decide_and_append(
         &self,
         caller: &Caller,
-        stream: &str,
+        stream_ref: StreamRef,
         items: &[BatchItem],
         refs: &[References],
         results: &mut [Option<Result<Recorded, EngineError>>],
         retrying: bool,
     ) -> Result<(), StoreError> {
+        let stream = &stream_ref.name();
         // A stream the read model has never seen is presumed empty, without a read: under the
         // stream's turn, every append this node made to it is folded. The store's expected-version
-        // check confirms it (another node's append, an erased patient), and the retry reads.
-        let unseen = !retrying && items.first().is_some_and(|i| self.never_seen(i.command.stream()));
+        // check confirms it (another node's append), and the retry reads.
+        let unseen = !retrying && !self.model.load().holds(stream_ref);
         let read = if unseen {
             Ok((StreamState::default(), None, Default::default()))
         } else {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use forlop_domain::national_id::NationalId;
-use forlop_domain::DomainError;
+use forlop_domain::{DomainError, StreamRef};
 use forlop_engine::{
     BatchItem, Caller, Engine, EngineError, RecordOptions, Transacted, TransactionItem, TransactionRefused,
 };
@@ -234,9 +234,9 @@ impl Lookup for EngineLookup<'_> {
         // `RecentNames` only once its facts are published, and must be found here from then.
         let model = self.fhir.engine.model();
         match type_name {
-            "Patient" => model.patients.contains_key(&id),
-            "Practitioner" => model.therapists.contains_key(&id),
-            "Organization" | "HealthcareService" => model.services.contains_key(&id),
+            "Patient" => model.holds(StreamRef::Patient(id)),
+            "Practitioner" => model.holds(StreamRef::Therapist(id)),
+            "Organization" | "HealthcareService" => model.holds(StreamRef::Service(id)),
             "EpisodeOfCare" | "ServiceRequest" | "Encounter" => self.fhir.engine.owner_of(id).is_some(),
             _ => false,
         }

@@ -12,6 +12,7 @@ pub type HashMap<K, V> = imbl::GenericHashMap<K, V, foldhash::fast::RandomState,
 use forlop_domain::events::*;
 use forlop_domain::{
     Attendance, CareLevel, Event, Gender, Instrument, MeasurePhase, ReferralDecision, ReferralSource, RejectionReason,
+    StreamRef,
 };
 
 use crate::continuity::Continuity;
@@ -330,6 +331,15 @@ mod decision_codec {
 }
 
 impl ReadModel {
+    /// Whether the model holds the patient, service or therapist whose stream this is.
+    pub fn holds(&self, stream: StreamRef) -> bool {
+        match stream {
+            StreamRef::Patient(id) => self.patients.contains_key(&id),
+            StreamRef::Service(id) => self.services.contains_key(&id),
+            StreamRef::Therapist(id) => self.therapists.contains_key(&id),
+        }
+    }
+
     /// Rebuilds the per-service indexes from the patients (after decoding a checkpoint, which
     /// leaves them out).
     pub fn reindex(&mut self) {
