@@ -179,6 +179,8 @@ pub struct Engine {
     /// Readers load it and keep it as long as they like; nothing they do delays the projector.
     model: Arc<ArcSwap<ReadModel>>,
     projected: watch::Receiver<Progress>,
+    /// Mutations waiting for their event to be folded, woken by position (`waiters.rs`).
+    waiters: Arc<crate::waiters::Waiters>,
     /// Commands to one stream are decided one at a time on this node (striped by stream name), so
     /// concurrent writers to one patient queue instead of failing; optimistic concurrency in the
     /// store still guards against other nodes.
@@ -466,6 +468,8 @@ impl Engine {
         let (tx, projected) = watch::channel(Progress { position: model.position, stalled: None });
         let snapshot = Arc::new(ArcSwap::from_pointee(model.clone()));
         let (publish, projector_store, projector_owners) = (snapshot.clone(), store.clone(), owners.clone());
+        let waiters = Arc::new(crate::waiters::Waiters::default());
+        let closing = crate::waiters::CloseOnDrop(waiters.clone());
         let mut working = model;
         let (checkpointed_tx, checkpointed) = watch::channel(checkpointed);
         let mut background = BackgroundCheckpoint {
@@ -478,6 +482,8 @@ impl Engine {
         let max_stall = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let stall = max_stall.clone();
         let projector = tokio::spawn(async move {
+            // However the projector ends, its waiters hear it at once.
+            let waiters = closing;
             // When the oldest event not yet in a published snapshot arrived.
             let mut waiting_since: Option<std::time::Instant> = None;
             // The projector outlives read errors: it logs them and resumes from where it stopped.
@@ -511,6 +517,7 @@ impl Engine {
                             if !burst || working.position % PUBLISH_EVERY == 0 {
                                 publish.store(Arc::new(working.clone()));
                                 tx.send_replace(Progress { position: position + 1, stalled: None });
+                                waiters.0.wake_below(position + 1);
                                 background.maybe_start(&publish.load_full(), e.hash);
                                 if let Some(since) = waiting_since.take() {
                                     let waited = since.elapsed();
@@ -530,6 +537,7 @@ impl Engine {
                             tracing::error!(error = %err, from = position, "projection read failed; refusing writes and retrying");
                             let reason = format!("cannot read the log at position {position}: {err}");
                             tx.send_replace(Progress { position, stalled: Some(reason.into()) });
+                            waiters.0.wake_all();
                             break;
                         }
                     }
@@ -564,6 +572,7 @@ impl Engine {
             parts,
             model: snapshot,
             projected,
+            waiters,
             stripes,
             subscriptions: Default::default(),
             projector_failed,
@@ -669,14 +678,26 @@ impl Engine {
     /// Waits until the read model has folded the event at `position` (read-your-writes). Fails
     /// if the projector has died: the event is durable but will not be seen by this process.
     pub async fn wait_projected(&self, position: u64) -> Result<(), EngineError> {
-        let mut rx = self.projected.clone();
-        let waited = {
-            let waiting = rx.wait_for(|p| p.position > position || p.stalled.is_some());
-            tokio::pin!(waiting);
-            // Cloned at once: a borrowed `Progress` must not live across the next await.
-            let first = tokio::time::timeout(SLOW_PROJECTION, &mut waiting).await.map(|w| w.map(|p| p.clone()));
-            match first {
-                Ok(waited) => waited,
+        use crate::waiters::Wait;
+        let stopped = || {
+            // The projector is gone; say so at once rather than when its supervisor notices.
+            let _ = self.projector_failed.set("the projector stopped".into());
+            EngineError::Unavailable(
+                "the read model is no longer updated (the projector stopped); the event is durable, retry on a healthy node".into(),
+            )
+        };
+        let folded = || {
+            let p = self.projected.borrow();
+            p.position > position || p.stalled.is_some()
+        };
+        loop {
+            let mut woken = match self.waiters.wait_for(position, folded) {
+                Wait::Ready => break,
+                Wait::Closed => return Err(stopped()),
+                Wait::Pending(woken) => woken,
+            };
+            let woke = match tokio::time::timeout(SLOW_PROJECTION, &mut woken).await {
+                Ok(woke) => woke,
                 Err(_) => {
                     // Seconds behind its own log is not load but a stuck projector: say so.
                     tracing::warn!(
@@ -686,20 +707,12 @@ impl Engine {
                         "a mutation has waited {} s for the read model to fold its event",
                         SLOW_PROJECTION.as_secs()
                     );
-                    waiting.await.map(|p| p.clone())
+                    woken.await
                 }
-            }
-        };
-        let progress = match waited {
-            Ok(p) => p,
-            Err(_) => {
-                // The projector is gone; say so at once rather than when its supervisor notices.
-                let _ = self.projector_failed.set("the projector stopped".into());
-                return Err(EngineError::Unavailable(
-                    "the read model is no longer updated (the projector stopped); the event is durable, retry on a healthy node".into(),
-                ));
-            }
-        };
+            };
+            woke.map_err(|_| stopped())?;
+        }
+        let progress = self.projected.borrow().clone();
         match progress.stalled {
             Some(reason) if progress.position <= position => Err(EngineError::Unavailable(format!(
                 "the read model is not updated ({reason}); the event is durable, retry on a healthy node"

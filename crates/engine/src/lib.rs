@@ -12,6 +12,7 @@ pub mod error;
 mod owners;
 pub mod policy;
 mod transaction;
+mod waiters;
 
 pub use access::{Caller, PatientGrant, PendingDisclosures};
 pub use engine::{
