@@ -38,6 +38,9 @@ pub struct BenchArgs {
     /// FHIR resources in the bulk file `import-fhir` reads for `fhir_import_rps`.
     #[arg(long, default_value_t = 1_000_000)]
     fhir_resources: usize,
+    /// Times the FHIR import is run; `fhir_import_rps` is the median.
+    #[arg(long, default_value_t = 3)]
+    fhir_runs: usize,
     /// Measure only one part: `fhir` (the FHIR import), `queries` (seed, then the patient
     /// query) or `server` (seed, then everything measured over HTTP and the restart).
     #[arg(long, value_enum)]
@@ -513,14 +516,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if args.only == Some(Only::Fhir) {
         let dir = tempdir(&args)?;
-        let (rps, peak_mb, lines) = crate::bench_fhir::fhir_import(dir.path(), args.fhir_resources)?;
+        let fhir = crate::bench_fhir::fhir_import(dir.path(), args.fhir_resources, args.fhir_runs)?;
         println!("forlop bench on {}", machine());
-        println!("fhir_import_rps          {rps:>12.0}  `forlop import-fhir`, {lines} resources of NDJSON");
-        println!("fhir_import_peak_rss_mb  {peak_mb:>12.1}  its peak resident memory");
+        println!(
+            "fhir_import_rps          {:>12.0}  `forlop import-fhir`, {} resources of NDJSON, {}",
+            fhir.median(),
+            fhir.lines,
+            fhir.runs()
+        );
+        println!("fhir_import_peak_rss_mb  {:>12.1}  its peak resident memory (the largest)", fhir.peak_mb);
         return Ok(());
     }
     let mut rows: Vec<(&str, f64, String)> = Vec::new();
     let mut ratios = Vec::new();
+    let mut fhir_rates: Vec<f64> = Vec::new();
     if args.only.is_none() {
         eprintln!("bench: raw sled, batches of {BATCH} ...");
         let raw_batch = raw_sled_batch(&args)?;
@@ -733,23 +742,33 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             access_eps,
             format!("durable access records, {WRITERS} concurrent, one per append"),
         ));
-        eprintln!("bench: `forlop import-fhir` over {} FHIR resources of NDJSON ...", args.fhir_resources);
+        eprintln!(
+            "bench: `forlop import-fhir` over {} FHIR resources of NDJSON, {} times ...",
+            args.fhir_resources, args.fhir_runs
+        );
         let fhir_dir = tempdir(&args)?;
-        let (fhir_rps, fhir_peak_mb, fhir_lines) =
-            crate::bench_fhir::fhir_import(fhir_dir.path(), args.fhir_resources)?;
+        let fhir = crate::bench_fhir::fhir_import(fhir_dir.path(), args.fhir_resources, args.fhir_runs)?;
         drop(fhir_dir);
+        fhir_rates = fhir.rates.clone();
         rows.push((
             "fhir_import_rps",
-            fhir_rps,
-            format!("`forlop import-fhir`, {fhir_lines} resources (10 per patient pathway), process start to exit"),
+            fhir.median(),
+            format!(
+                "`forlop import-fhir`, {} resources (10 per patient pathway), process start to exit; {}",
+                fhir.lines,
+                fhir.runs()
+            ),
         ));
         rows.push((
             "fhir_import_peak_rss_mb",
-            fhir_peak_mb,
-            "its peak resident memory (mostly the read model it builds)".into(),
+            fhir.peak_mb,
+            "its peak resident memory, the largest of the runs (mostly the read model it builds)".into(),
         ));
     }
     let mut extra = serde_json::Map::new();
+    if !fhir_rates.is_empty() {
+        extra.insert("fhir_import_rps_runs".into(), json!(fhir_rates));
+    }
     extra.insert("log_events".into(), json!(seeded));
     extra.insert("patients".into(), json!(args.patients));
     extra.insert("episodes".into(), json!(episodes));

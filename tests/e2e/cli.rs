@@ -276,6 +276,8 @@ fn given_small_sizes_when_benchmarking_then_every_figure_is_positive() {
         "5",
         "--fhir-resources",
         "2000",
+        "--fhir-runs",
+        "3",
         "--dir",
         path(tmp.path()),
         "--out",
@@ -302,6 +304,17 @@ fn given_small_sizes_when_benchmarking_then_every_figure_is_positive() {
         assert!(v.is_finite() && v > 0.0, "{k} = {v}");
     }
     assert!(figures["query_p99_ms_auth"].as_f64() >= figures["query_p50_ms"].as_f64(), "{figures}");
+    // The import is run three times and the median reported.
+    let runs: Vec<f64> = figures["fhir_import_rps_runs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("fhir_import_rps_runs in {figures}"))
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    assert_eq!(runs.len(), 3, "{figures}");
+    let mut sorted = runs.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert_eq!(figures["fhir_import_rps"].as_f64(), Some(sorted[1]), "{figures}");
     assert_eq!(figures["patients"], 200);
     assert!(figures["log_events"].as_u64().is_some_and(|n| n > 200), "{figures}");
     assert!(figures["episodes"].as_u64().is_some_and(|n| n >= 200), "{figures}");

@@ -83,6 +83,7 @@ impl EntryOutcome {
 #[derive(Debug)]
 pub struct Prepared {
     outcomes: Vec<EntryOutcome>,
+    /// Each entry's resource, named; emptied by a caller that commits without `hold`.
     placed: Vec<Option<Placed>>,
     facts: Vec<(usize, u8, Vec<Fact>)>,
     /// Nothing is to be recorded (a transaction with a bad entry, or the aliases not durable).
@@ -491,7 +492,7 @@ impl Fhir {
         }
         if hold && !all_or_none {
             for (i, o) in outcomes.iter_mut().enumerate() {
-                let Some(p) = &placed[i] else { continue };
+                let Some(p) = placed.get(i).and_then(Option::as_ref) else { continue };
                 if o.ok() || o.appended > 0 || !waits(&o.issues) {
                     continue;
                 }
@@ -849,8 +850,12 @@ impl Fhir {
                     if let Some(turn) = turn {
                         let _ = turn.recv(); // Err once the chunk before is mapped: its sender is gone
                     }
-                    let prepared = fhir.prepare_parsed(&who, &mapped, parsed, false);
+                    let mut prepared = fhir.prepare_parsed(&who, &mapped, parsed, false);
                     drop(mapped_now);
+                    // An import holds what waits itself, not at commit (`hold` false), so the
+                    // parsed resources go here, on the thread that made them: freeing another
+                    // thread's memory costs more.
+                    prepared.placed = Vec::new();
                     prepared
                 });
                 previous = pending.replace((entries, preparing));
