@@ -82,6 +82,10 @@ pub(crate) trait Stored {
     fn by_id(&mut self, id: Uuid) -> Result<Option<RecordedEvent>, StoreError>;
     /// The version of the stream's last stored event.
     fn stream_version(&mut self, stream: &str) -> Result<Option<u64>, StoreError>;
+    /// Whether the stream has any stored event (a store may answer this more cheaply).
+    fn has_stream(&mut self, stream: &str) -> Result<bool, StoreError> {
+        Ok(self.stream_version(stream)?.is_some())
+    }
 }
 
 /// The head of the chain: the next position and the hash to chain from.
@@ -201,6 +205,8 @@ impl GroupPlan {
 
         let current = match self.versions.get(&req.stream) {
             Some(v) => Some(*v),
+            // A stream expected new need only be absent: no search for its last event.
+            None if matches!(req.expected, ExpectedVersion::NoStream) && !stored.has_stream(&req.stream)? => None,
             None => stored.stream_version(&req.stream)?,
         };
         let ok = match req.expected {
@@ -266,14 +272,19 @@ fn same_new(a: &NewEvent, b: &NewEvent) -> bool {
 
 /// Counts the events a group wrote, by type, once they are durable.
 pub(crate) fn count_appended(group: &[Request], results: &[Result<Vec<AppendResult>, StoreError>]) {
+    // Counted per type first: a group holds hundreds of events of a dozen types.
+    let mut counts: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
     for (req, result) in group.iter().zip(results) {
         let Ok(parts) = result else { continue };
         for (part, r) in req.parts.iter().zip(parts) {
             if !r.deduplicated {
                 for e in &part.events {
-                    metrics::counter!("forlop_events_appended_total", "type" => e.event_type.clone()).increment(1);
+                    *counts.entry(&e.event_type).or_default() += 1;
                 }
             }
         }
+    }
+    for (event_type, n) in counts {
+        metrics::counter!("forlop_events_appended_total", "type" => event_type.to_owned()).increment(n);
     }
 }

@@ -192,6 +192,12 @@ impl Stored for SledStored<'_> {
         Ok(None)
     }
 
+    /// A stream's first append is filed under version 0: one point lookup, where finding its last
+    /// version walks a range backwards (a bulk import checks every new patient's stream).
+    fn has_stream(&mut self, stream: &str) -> Result<bool, StoreError> {
+        self.0.tree.contains_key(stream_key(&stream_prefix(stream), 0)).map_err(read_error)
+    }
+
     fn stream_version(&mut self, stream: &str) -> Result<Option<u64>, StoreError> {
         match self.0.tree.scan_prefix(stream_prefix(stream)).next_back() {
             None => Ok(None),
