@@ -148,6 +148,9 @@ fn plain(e: &serde_json::Error) -> String {
 }
 
 pub fn parse_resource(json: &str, path: &str) -> Result<Resource, Issue> {
+    if let Some(resource) = Resource::parse_type_first(json) {
+        return Ok(resource);
+    }
     let t: TypeOnly = serde_json::from_str(json)
         .map_err(|e| Issue::new("structure", path, format!("not a JSON resource: {}", plain(&e))))?;
     let t = t

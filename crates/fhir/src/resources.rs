@@ -400,29 +400,77 @@ pub enum Resource {
     CareTeam(CareTeam),
 }
 
+/// One way of parsing a resource of a known type (see `by_type`).
+trait ParseAs {
+    type Out;
+    fn parse<T: serde::de::DeserializeOwned>(self, wrap: fn(T) -> Resource) -> Self::Out;
+}
+
+/// Parses as the resource type named, with `how`; None for a type forlop does not take.
+fn by_type<P: ParseAs>(type_name: &str, how: P) -> Option<P::Out> {
+    Some(match type_name {
+        "Patient" => how.parse(Resource::Patient),
+        "Practitioner" => how.parse(Resource::Practitioner),
+        "PractitionerRole" => how.parse(Resource::PractitionerRole),
+        "Organization" => how.parse(Resource::Organization),
+        "HealthcareService" => how.parse(Resource::HealthcareService),
+        "ServiceRequest" => how.parse(Resource::ServiceRequest),
+        "EpisodeOfCare" => how.parse(Resource::EpisodeOfCare),
+        "Encounter" => how.parse(Resource::Encounter),
+        "Observation" => how.parse(Resource::Observation),
+        "QuestionnaireResponse" => how.parse(Resource::QuestionnaireResponse),
+        "CareTeam" => how.parse(Resource::CareTeam),
+        _ => return None,
+    })
+}
+
 impl Resource {
     /// Parses a resource whose `resourceType` is already known, in one pass. The tagged enum's
     /// own deserializer buffers the whole object first, which costs more than the parse itself
     /// in a bulk import. `resourceType` is an ignored field of each struct. None for a type
     /// forlop does not take.
     pub fn parse_as(type_name: &str, json: &str) -> Option<serde_json::Result<Resource>> {
-        fn as_<T: serde::de::DeserializeOwned>(json: &str, f: fn(T) -> Resource) -> serde_json::Result<Resource> {
-            serde_json::from_str(json).map(f)
+        struct Whole<'a>(&'a str);
+        impl ParseAs for Whole<'_> {
+            type Out = serde_json::Result<Resource>;
+            fn parse<T: serde::de::DeserializeOwned>(self, wrap: fn(T) -> Resource) -> Self::Out {
+                serde_json::from_str(self.0).map(wrap)
+            }
         }
-        Some(match type_name {
-            "Patient" => as_(json, Resource::Patient),
-            "Practitioner" => as_(json, Resource::Practitioner),
-            "PractitionerRole" => as_(json, Resource::PractitionerRole),
-            "Organization" => as_(json, Resource::Organization),
-            "HealthcareService" => as_(json, Resource::HealthcareService),
-            "ServiceRequest" => as_(json, Resource::ServiceRequest),
-            "EpisodeOfCare" => as_(json, Resource::EpisodeOfCare),
-            "Encounter" => as_(json, Resource::Encounter),
-            "Observation" => as_(json, Resource::Observation),
-            "QuestionnaireResponse" => as_(json, Resource::QuestionnaireResponse),
-            "CareTeam" => as_(json, Resource::CareTeam),
-            _ => return None,
-        })
+        by_type(type_name, Whole(json))
+    }
+
+    /// Parses a resource in a single pass when `resourceType` is its first member, as FHIR's
+    /// JSON format writes it: that member picks the type and the same pass reads the rest into
+    /// it. None in every other case, errors included, for `parse_as` to parse and report.
+    pub fn parse_type_first(json: &str) -> Option<Resource> {
+        use serde::de::{Error as _, MapAccess};
+        struct Rest<'de, A>(A, std::marker::PhantomData<&'de ()>);
+        impl<'de, A: MapAccess<'de>> ParseAs for Rest<'de, A> {
+            type Out = Result<Resource, A::Error>;
+            fn parse<T: serde::de::DeserializeOwned>(self, wrap: fn(T) -> Resource) -> Self::Out {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(self.0)).map(wrap)
+            }
+        }
+        struct TypeFirst;
+        impl<'de> serde::de::Visitor<'de> for TypeFirst {
+            type Value = Resource;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a resource whose first member is resourceType")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Resource, A::Error> {
+                if map.next_key::<String>()?.as_deref() != Some("resourceType") {
+                    return Err(A::Error::custom("resourceType is not first"));
+                }
+                let type_name: String = map.next_value()?;
+                by_type(&type_name, Rest(map, std::marker::PhantomData))
+                    .unwrap_or_else(|| Err(A::Error::custom("not a type forlop takes")))
+            }
+        }
+        let mut json = serde_json::Deserializer::from_str(json);
+        let resource = serde::Deserializer::deserialize_map(&mut json, TypeFirst).ok()?;
+        json.end().ok()?;
+        Some(resource)
     }
 
     pub fn type_name(&self) -> &'static str {
@@ -545,5 +593,28 @@ mod tests {
         }
         assert_eq!(parsed.len(), ACCEPTED.len(), "every type parsed at least once: {parsed:?}");
         assert!(Resource::parse_as("Medication", "{}").is_none());
+    }
+
+    #[test]
+    fn a_resource_that_names_its_type_first_parses_in_one_pass_as_the_tagged_enum_reads_it() {
+        let phq9 = r#"{"resourceType":"Observation","id":"o-1","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"44261-6"}]},"subject":{"reference":"Patient/p-1"},"effectiveDateTime":"2024-03-01T10:00:00Z","component":[{"code":{"coding":[{"system":"http://loinc.org","code":"44250-9"}]},"valueInteger":2}]}"#;
+        let patient = r#"{"resourceType":"Patient","id":"p-1","gender":"female","birthDate":"1990","identifier":[{"system":"urn:oid:2.16.578.1.12.4.1.4.1","value":"21030550231"}],"contained":[{"resourceType":"Patient","id":"c"}]}"#;
+        let escaped = r#"{"resourceType":"Practitioner","id":"pr-\u00e6","name":[{"text":"Terapeut \"\u00d8\""}]}"#;
+        for json in [phq9, patient, escaped] {
+            let one_pass = Resource::parse_type_first(json).unwrap_or_else(|| panic!("one pass: {json}"));
+            assert_eq!(one_pass, serde_json::from_str::<Resource>(json).unwrap(), "{json}");
+        }
+        // Every other case is left to `parse_as` and its messages: type not first, a bad value,
+        // a type forlop does not take, not an object, trailing bytes.
+        for json in [
+            r#"{"id":"p-1","resourceType":"Patient"}"#,
+            r#"{"resourceType":"Patient","birthDate":17}"#,
+            r#"{"resourceType":"Medication","id":"m"}"#,
+            r#"["resourceType","Patient"]"#,
+            r#"{"resourceType":"Patient","id":"p-1"} {}"#,
+            r#"{"resourceType":"Patient","id":"p-1""#,
+        ] {
+            assert_eq!(Resource::parse_type_first(json), None, "{json}");
+        }
     }
 }
