@@ -435,19 +435,24 @@ async fn import_fhir(
         hpr_number: None,
     };
     let caller = forlop_engine::Caller::new(principal, Some("import-fhir"));
-    // Lines are read on their own thread, a bounded channel ahead: memory stays flat.
+    // Lines are read on their own thread, a bounded channel ahead: memory stays flat. They cross
+    // in batches: a million lines one by one spent more on the channel than on reading.
+    const LINES_PER_BATCH: usize = 512;
     let reader =
         std::io::BufReader::new(std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?);
-    let (tx, rx) = tokio::sync::mpsc::channel(4096);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<std::io::Result<String>>>(16);
     std::thread::spawn(move || {
+        let mut batch = Vec::with_capacity(LINES_PER_BATCH);
         for line in std::io::BufRead::lines(reader) {
-            if tx.blocking_send(line).is_err() {
-                break;
+            batch.push(line);
+            if batch.len() == LINES_PER_BATCH && tx.blocking_send(std::mem::take(&mut batch)).is_err() {
+                return;
             }
         }
+        let _ = tx.blocking_send(batch);
     });
-    let lines = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|l| (l, rx)) });
-    let lines = Box::pin(lines);
+    let batches = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+    let lines = Box::pin(futures::StreamExt::flat_map(batches, futures::stream::iter));
     let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| crate::progress::bar(None, "resources"));
     let summary = fhir
         .import_lines(&caller, lines, 4000, |s, failed| {
