@@ -162,15 +162,20 @@ impl AliasIndex {
     /// Records `names` for `id`. A name once given keeps its first id: a record system that
     /// reuses a logical id for another resource does not move earlier facts. With `recorded`
     /// (the resource's facts record the entity `id`), derivable names are held in the returned
-    /// `RecentNames` instead, until it is dropped.
+    /// `RecentNames` instead, until it is dropped. `derived_from`, when given, is the name `id`
+    /// was derived from (no other name derives it), which spares deriving each name again.
     pub fn insert<'a>(
         &self,
-        named: impl IntoIterator<Item = (&'a [String], Uuid, bool)>,
+        named: impl IntoIterator<Item = (&'a [String], Option<usize>, Uuid, bool)>,
     ) -> Result<RecentNames, sled::Error> {
         let mut held = RecentNames { index: Some(self.clone()), names: Vec::new() };
-        for (names, id, recorded) in named {
-            for name in names {
-                if recorded && uuid_for(name) == id && confirmable(name).is_some() {
+        for (names, derived_from, id, recorded) in named {
+            for (i, name) in names.iter().enumerate() {
+                let derives = match derived_from {
+                    Some(from) => from == i,
+                    None => uuid_for(name) == id,
+                };
+                if recorded && derives && confirmable(name).is_some() {
                     let mut recent = self.recent.lock();
                     if !recent.contains_key(name) {
                         recent.insert(name.clone(), id);
@@ -215,7 +220,9 @@ mod tests {
         let observation = "Observation/o-1".to_owned();
         let names = [own.clone(), by_identifier.clone()];
         let observations = [observation.clone()];
-        let held = index.insert([(&names[..], id, true), (&observations[..], uuid_for(&observation), true)]).unwrap();
+        let held = index
+            .insert([(&names[..], None, id, true), (&observations[..], Some(0), uuid_for(&observation), true)])
+            .unwrap();
         // Derivable and confirmable: found while its facts are recorded, never written.
         assert_eq!(index.get(&own).unwrap(), Some(id));
         assert!(index.db.get(own.as_bytes()).unwrap().is_none());
@@ -234,7 +241,7 @@ mod tests {
         let index = AliasIndex::open(dir.path()).unwrap();
         // A planned EpisodeOfCare records nothing yet: the read model could not confirm it.
         let name = "EpisodeOfCare/planned".to_owned();
-        let held = index.insert([(&[name.clone()][..], uuid_for(&name), false)]).unwrap();
+        let held = index.insert([(&[name.clone()][..], Some(0), uuid_for(&name), false)]).unwrap();
         drop(held);
         assert_eq!(index.get(&name).unwrap(), Some(uuid_for(&name)));
     }

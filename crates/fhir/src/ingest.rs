@@ -200,7 +200,7 @@ impl EngineLookup<'_> {
 }
 
 impl Lookup for EngineLookup<'_> {
-    fn alias(&self, name: &str) -> Option<Uuid> {
+    fn alias_derived(&self, name: &str, derived: Option<Uuid>) -> Option<Uuid> {
         if let Some(id) = self.fhir.aliases.get(name).ok().flatten() {
             return Some(id);
         }
@@ -209,7 +209,7 @@ impl Lookup for EngineLookup<'_> {
         }
         // A derivable name is not written: the id it derives is its, if that was recorded.
         let type_name = crate::identity::confirmable(name)?;
-        let id = crate::identity::uuid_for(name);
+        let id = derived.unwrap_or_else(|| crate::identity::uuid_for(name));
         self.known(type_name, id).then_some(id)
     }
 
@@ -394,7 +394,7 @@ impl Fhir {
             .enumerate()
             .filter(|(i, _)| outcomes[*i].ok())
             .filter_map(|(i, p)| Some((p.as_ref()?, recorded.contains(&i))))
-            .map(|(p, recorded)| (p.names.as_slice(), p.id, recorded));
+            .map(|(p, recorded)| (p.names.as_slice(), p.derived_from, p.id, recorded));
         match self.aliases.insert(named) {
             Ok(held) => *recent = held,
             Err(e) => tracing::error!(error = %e, "alias index write failed"),

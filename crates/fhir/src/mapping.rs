@@ -72,7 +72,11 @@ impl Issue {
 /// What the mapper asks of the world outside the resources at hand.
 pub trait Lookup: Send + Sync {
     /// An id recorded for `name` (a logical id or an identifier) by an earlier ingest.
-    fn alias(&self, name: &str) -> Option<Uuid>;
+    fn alias(&self, name: &str) -> Option<Uuid> {
+        self.alias_derived(name, None)
+    }
+    /// `alias`, given the id `name` derives (`uuid_for(name)`) when the caller has it already.
+    fn alias_derived(&self, name: &str, derived: Option<Uuid>) -> Option<Uuid>;
     /// The forlop id of the patient with this national id, and whether they are registered: the
     /// holder's id, or for a number nobody holds the id derived from its keyed pseudonym.
     fn patient_id(&self, id: &NationalId) -> Result<(Uuid, bool), String>;
@@ -96,6 +100,8 @@ pub struct Placed {
     pub id: Uuid,
     /// Names for the alias index and the in-Bundle scope: fullUrl, `Type/id`, identifiers.
     pub names: Vec<String>,
+    /// The name in `names` whose name-based UUID is `id`, when placing derived the id from it.
+    pub derived_from: Option<usize>,
     /// `Bundle.entry[i].resource` or `line 12`, for messages.
     pub path: String,
     /// The national id a Patient carries (checked), registered encrypted.
@@ -148,16 +154,27 @@ pub fn place(
             return Err(vec![unmapped(&path, resource.identifiers())]);
         }
     }
+    let mut derived_from = None;
     let id = match key {
-        Some(k) => k,
+        Some(k) => {
+            // A mapped service's id is derived from its `Service|` name, pushed last.
+            derived_from = care_level.map(|_| names.len() - 1);
+            k
+        }
         None => {
             // The first identifier, else the logical id; an alias known from before wins, so a
-            // resource sent first by logical id and later with identifiers keeps its id.
-            let first = names.iter().find(|n| n.contains('|')).or(logical.map(|i| &names[i]));
-            let known = names.iter().find_map(|n| lookup.alias(n));
+            // resource sent first by logical id and later with identifiers keeps its id. Each
+            // derivable name's id is derived once, here.
+            let first = names.iter().position(|n| n.contains('|')).or(logical);
+            let derived: Vec<Option<Uuid>> =
+                names.iter().map(|n| crate::identity::confirmable(n).map(|_| uuid_for(n))).collect();
+            let known = names.iter().zip(&derived).find_map(|(n, d)| lookup.alias_derived(n, *d));
             match (known, first) {
                 (Some(id), _) => id,
-                (None, Some(name)) => uuid_for(name),
+                (None, Some(i)) => {
+                    derived_from = Some(i);
+                    derived[i].unwrap_or_else(|| uuid_for(&names[i]))
+                }
                 (None, None) => {
                     return Err(vec![Issue::new(
                         "required",
@@ -168,7 +185,7 @@ pub fn place(
             }
         }
     };
-    Ok(Placed { resource, id, names, path, national_id, care_level })
+    Ok(Placed { resource, id, names, derived_from, path, national_id, care_level })
 }
 
 /// A reference to something neither in this Bundle nor recorded before (held, in an import).
