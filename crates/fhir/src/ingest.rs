@@ -46,8 +46,8 @@ pub struct Fhir {
 /// What became of one entry (or NDJSON line).
 #[derive(Debug, Clone, Default)]
 pub struct EntryOutcome {
-    /// `Type/uuid` of the resource in forlop's export, when it was placed.
-    pub location: Option<String>,
+    /// The resource's type and forlop id, when it was placed (see `location`).
+    pub placed_as: Option<(&'static str, Uuid)>,
     pub appended: usize,
     pub duplicates: usize,
     pub issues: Vec<Issue>,
@@ -58,6 +58,12 @@ pub struct EntryOutcome {
 }
 
 impl EntryOutcome {
+    /// `Type/uuid` of the resource in forlop's export, when it was placed. Formatted only when
+    /// asked: an import places a million and reports none.
+    pub fn location(&self) -> Option<String> {
+        self.placed_as.map(|(t, id)| format!("{t}/{id}"))
+    }
+
     pub fn ok(&self) -> bool {
         self.issues.is_empty()
     }
@@ -353,7 +359,7 @@ impl Fhir {
                     .and_then(|r| place(r, e.full_url.as_deref(), e.path.clone(), &self.care_levels, &lookup));
                 match p {
                     Ok(p) => {
-                        outcomes[i].location = Some(format!("{}/{}", p.resource.type_name(), p.id));
+                        outcomes[i].placed_as = Some((p.resource.type_name(), p.id));
                         lookup.placed(&p);
                         placed.push(Some(p));
                     }

@@ -30,7 +30,7 @@ pub fn response_bundle(all_or_none: bool, outcomes: &[EntryOutcome]) -> Value {
         .iter()
         .map(|o| {
             let mut response = json!({ "status": o.status() });
-            if let Some(l) = &o.location {
+            if let Some(l) = o.location() {
                 if o.ok() {
                     response["location"] = json!(l);
                 }
