@@ -454,19 +454,27 @@ async fn import_fhir(
     let batches = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
     let lines = Box::pin(futures::StreamExt::flat_map(batches, futures::stream::iter));
     let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| crate::progress::bar(None, "resources"));
-    let summary = fhir
-        .import_lines(&caller, lines, 4000, |s, failed| {
-            for (line, issues) in failed {
-                for i in issues {
-                    let at = if i.path.is_empty() { String::new() } else { format!(" at {}", i.path) };
-                    eprintln!("{}: {}{at}: {}", file.display(), line, i.message);
+    // Run on the runtime's workers beside the projector, not on this thread: a patient's placing,
+    // woken once its events are folded, then resumes on the worker that folded them instead of
+    // waking this thread each time.
+    let importing = {
+        let (fhir, bar, file) = (fhir.clone(), bar.clone(), file.to_path_buf());
+        tokio::spawn(async move {
+            fhir.import_lines(&caller, lines, 4000, |s, failed| {
+                for (line, issues) in failed {
+                    for i in issues {
+                        let at = if i.path.is_empty() { String::new() } else { format!(" at {}", i.path) };
+                        eprintln!("{}: {}{at}: {}", file.display(), line, i.message);
+                    }
                 }
-            }
-            if let Some(b) = &bar {
-                b.set_position(s.resources_read);
-            }
+                if let Some(b) = &bar {
+                    b.set_position(s.resources_read);
+                }
+            })
+            .await
         })
-        .await;
+    };
+    let summary = importing.await.context("the import task failed")?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
