@@ -170,9 +170,10 @@ impl AliasIndex {
     ) -> Result<RecentNames, sled::Error> {
         let mut held = RecentNames { index: Some(self.clone()), names: Vec::new() };
         for (names, derived_from, id, recorded) in named {
-            for (i, name) in names.iter().enumerate() {
+            for name in names {
+                // By name, not position: a fullUrl may repeat the logical name.
                 let derives = match derived_from {
-                    Some(from) => from == i,
+                    Some(from) => names[from] == *name,
                     None => uuid_for(name) == id,
                 };
                 if recorded && derives && confirmable(name).is_some() {
@@ -233,6 +234,17 @@ mod tests {
         // From now on the read model confirms it (`Lookup::alias`); the index no longer answers.
         assert_eq!(index.get(&own).unwrap(), None);
         assert_eq!(index.get(&by_identifier).unwrap(), Some(id));
+    }
+
+    #[test]
+    fn a_name_repeated_as_the_full_url_is_held_like_the_name_the_id_came_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = AliasIndex::open(dir.path()).unwrap();
+        let own = "Patient/p-1".to_owned();
+        let names = [own.clone(), own.clone()];
+        let _held = index.insert([(&names[..], Some(1), uuid_for(&own), true)]).unwrap();
+        assert!(index.db.get(own.as_bytes()).unwrap().is_none(), "neither copy is written");
+        assert_eq!(index.get(&own).unwrap(), Some(uuid_for(&own)));
     }
 
     #[test]
