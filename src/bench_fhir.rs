@@ -96,13 +96,7 @@ impl FhirImport {
     /// The median rate: this VM class's pace swings ±15 % with its host within minutes, so one
     /// run cannot say whether a target is met reliably.
     pub fn median(&self) -> f64 {
-        let mut sorted = self.rates.clone();
-        sorted.sort_by(f64::total_cmp);
-        match sorted.len() {
-            0 => 0.0,
-            n if n % 2 == 1 => sorted[n / 2],
-            n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-        }
+        forlop_projections::reports::Distribution::of(self.rates.clone()).median.unwrap_or(0.0)
     }
 
     /// "median of 3 runs: 48,001 / 51,230 / 50,112", for the table.
