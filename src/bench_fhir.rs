@@ -1,7 +1,7 @@
 //! `fhir_import_rps`: a synthetic bulk file of R4 resources, as a record system would export
 //! it, imported by `forlop import-fhir` in a child process (so its peak memory is its own).
 
-use std::io::Write as _;
+use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
@@ -26,8 +26,7 @@ pub fn write_ndjson(path: &Path, resources: usize) -> anyhow::Result<usize> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut lines = 0;
     let mut line = |v: serde_json::Value| -> anyhow::Result<()> {
-        serde_json::to_writer(&mut out, &v)?;
-        out.write_all(b"\n")?;
+        write_resource(&mut out, v)?;
         lines += 1;
         Ok(())
     };
@@ -81,6 +80,21 @@ pub fn write_ndjson(path: &Path, resources: usize) -> anyhow::Result<usize> {
     }
     out.flush()?;
     Ok(lines)
+}
+
+/// One resource as one line, `resourceType` first, as R4's JSON format places it and servers'
+/// bulk exports write it (serde_json's map would sort it among the other members).
+fn write_resource(out: &mut impl Write, mut resource: serde_json::Value) -> anyhow::Result<()> {
+    let type_name = resource
+        .as_object_mut()
+        .and_then(|m| m.remove("resourceType"))
+        .context("a bench resource without resourceType")?;
+    let rest = serde_json::to_string(&resource)?;
+    match rest.strip_prefix('{').filter(|r| *r != "}") {
+        Some(members) => writeln!(out, "{{\"resourceType\":{type_name},{members}")?,
+        None => writeln!(out, "{{\"resourceType\":{type_name}}}")?,
+    }
+    Ok(())
 }
 
 /// What `runs` imports of one bulk file measured.
@@ -153,7 +167,7 @@ fn import_once(data: &Path, key: &Path, levels: &Path, file: &Path) -> anyhow::R
 
 #[cfg(test)]
 mod tests {
-    use super::FhirImport;
+    use super::{write_ndjson, FhirImport};
 
     #[test]
     fn the_reported_rate_is_the_median_of_the_runs() {
@@ -163,5 +177,24 @@ mod tests {
         assert_eq!(of(&[47_000.0]), 47_000.0);
         let runs = FhirImport { rates: vec![48_001.4, 51_230.0], peak_mb: 0.0, lines: 0 }.runs();
         assert_eq!(runs, "median of 2 runs: 48001 / 51230");
+    }
+
+    #[test]
+    fn the_bulk_file_puts_resource_type_first_and_keeps_every_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bulk.ndjson");
+        let lines = write_ndjson(&file, 211).unwrap();
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert_eq!(text.lines().count(), lines);
+        for line in text.lines() {
+            assert!(line.starts_with(r#"{"resourceType":""#), "{line}");
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(v["id"].is_string(), "{line}");
+        }
+        let patient = text.lines().find(|l| l.contains(r#""Patient","#)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(patient).unwrap();
+        assert_eq!(v["resourceType"], "Patient");
+        assert_eq!(v["id"], "p0");
+        assert_eq!(v["birthDate"], "1940");
     }
 }
