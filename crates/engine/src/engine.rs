@@ -237,6 +237,25 @@ impl Drop for IdClaim {
     }
 }
 
+/// What a batch recorded without waiting for the read model (`Engine::record_batch_unpublished`)
+/// leaves to wait for: the position of its last new event, and the global ids it claimed, held
+/// until that event is folded (`Engine::published`).
+#[must_use = "the ids stay claimed, and the events unconfirmed, until `Engine::published` is awaited"]
+#[derive(Default)]
+pub struct Unpublished {
+    position: Option<u64>,
+    claims: Vec<IdClaim>,
+}
+
+impl Unpublished {
+    /// Both batches' waits as one: the later position, every claim.
+    pub fn and(mut self, other: Unpublished) -> Unpublished {
+        self.position = self.position.max(other.position);
+        self.claims.extend(other.claims);
+        self
+    }
+}
+
 /// The projector's background checkpoints: every `every` events it encodes and writes the
 /// snapshot it just published, on a blocking thread, one at a time; a checkpoint still being
 /// written when the next is due is simply skipped.
@@ -1003,18 +1022,46 @@ impl Engine {
     /// others. Returns one result per item, in order. Items must all be on the same stream;
     /// registrations with a national id go through [`Engine::record`].
     pub async fn record_batch(&self, caller: &Caller, items: Vec<BatchItem>) -> Vec<Result<Recorded, EngineError>> {
-        let Some(first) = items.first() else { return Vec::new() };
+        let (mut results, unpublished) = self.record_batch_unpublished(caller, items).await;
+        if let Err(e) = self.published(unpublished).await {
+            for r in results.iter_mut().filter(|r| r.as_ref().is_ok_and(|r| !r.deduplicated)) {
+                *r = Err(clone_error(&e));
+            }
+        }
+        results
+    }
+
+    /// Waits until the events of a batch recorded unpublished are in the read model
+    /// (read-your-writes), then lets go of the ids it claimed. An error says the events are
+    /// durable but this node's read model does not follow the log.
+    pub async fn published(&self, unpublished: Unpublished) -> Result<(), EngineError> {
+        match unpublished.position {
+            Some(position) => self.wait_projected(position).await,
+            None => Ok(()),
+        }
+    }
+
+    /// `record_batch`, returning once the new events are durable: a bulk import writes its next
+    /// chunk while the read model folds this one, and awaits `published` before it relies on
+    /// them (or reports the import done).
+    pub async fn record_batch_unpublished(
+        &self,
+        caller: &Caller,
+        items: Vec<BatchItem>,
+    ) -> (Vec<Result<Recorded, EngineError>>, Unpublished) {
+        let Some(first) = items.first() else { return (Vec::new(), Unpublished::default()) };
         let stream_ref = first.command.stream();
         let stream = stream_ref.name();
         if items.iter().any(|i| i.command.stream() != stream_ref) {
             let msg = "record_batch takes facts of one stream";
-            return items.iter().map(|_| Err(EngineError::Internal(msg.into()))).collect();
+            return (items.iter().map(|_| Err(EngineError::Internal(msg.into()))).collect(), Unpublished::default());
         }
         if let Some(reason) = self.failures().into_iter().next() {
-            return items
+            let results = items
                 .iter()
                 .map(|_| Err(EngineError::Unavailable(format!("not accepting writes: {reason}"))))
                 .collect();
+            return (results, Unpublished::default());
         }
         let mut results: Settled = items.iter().map(|_| None).collect();
         let mut refs = Vec::with_capacity(items.len());
@@ -1044,29 +1091,35 @@ impl Engine {
             }
         }
         let settled = copy_settled(&results);
+        let mut position = None;
         for attempt in 0..MAX_ATTEMPTS {
             results = copy_settled(&settled);
             let outcome = self.decide_and_append(caller, stream_ref, &items, &refs, &mut results, attempt > 0).await;
             match outcome {
-                Ok(()) => break,
+                Ok(last) => {
+                    position = last;
+                    break;
+                }
                 Err(StoreError::WrongExpectedVersion { .. }) | Err(StoreError::IdempotencyConflict { .. }) => {
                     // Another writer got there first: decide again on the new state.
                     tokio::task::yield_now().await;
                 }
                 Err(e) => {
                     let e = EngineError::from(e);
-                    return results.into_iter().map(|r| r.unwrap_or_else(|| Err(clone_error(&e)))).collect();
+                    let results = results.into_iter().map(|r| r.unwrap_or_else(|| Err(clone_error(&e)))).collect();
+                    return (results, Unpublished::default());
                 }
             }
         }
-        drop(claims);
-        results
+        let results = results
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(EngineError::Internal(format!("stream {stream}: still contended")))))
-            .collect()
+            .collect();
+        (results, Unpublished { position, claims })
     }
 
-    /// One attempt of `record_batch`: fills `results` for every item it settles.
+    /// One attempt of `record_batch`: fills `results` for every item it settles, and returns the
+    /// position of the last event it appended, if any.
     async fn decide_and_append(
         &self,
         caller: &Caller,
@@ -1075,11 +1128,11 @@ impl Engine {
         refs: &[References],
         results: &mut [Option<Result<Recorded, EngineError>>],
         retrying: bool,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<u64>, StoreError> {
         let stream = &stream_ref.name();
-        // A stream the read model has never seen is presumed empty, without a read: under the
-        // stream's turn, every append this node made to it is folded. The store's expected-version
-        // check confirms it (another node's append), and the retry reads.
+        // A stream the read model has never seen is presumed empty, without a read. The store's
+        // expected-version check confirms it (an append of another node, or one of a batch recorded
+        // unpublished and not yet folded), and the retry reads.
         let unseen = !retrying && !self.model.load().holds(stream_ref);
         let read = if unseen {
             Ok((StreamState::default(), None, Default::default()))
@@ -1092,7 +1145,7 @@ impl Engine {
                 for r in results.iter_mut().filter(|r| r.is_none()) {
                     *r = Some(Err(clone_error(&e)));
                 }
-                return Ok(());
+                return Ok(None);
             }
         };
         // A retry of a fact already on this stream is answered from it. An id used on another
@@ -1158,17 +1211,11 @@ impl Engine {
             }
         }
         if new.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let expected = version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
         let appended = self.store.append(stream, expected, new).await?;
-        let last = appended.events.last().map_or(0, |c| c.position);
-        if let Err(e) = self.wait_projected(last).await {
-            for i in placed {
-                results[i] = Some(Err(clone_error(&e)));
-            }
-            return Ok(());
-        }
+        let last = appended.events.last().map(|c| c.position);
         for (i, c) in placed.into_iter().zip(appended.events) {
             results[i] = Some(Ok(Recorded {
                 event_id: items[i].event_id,
@@ -1177,7 +1224,7 @@ impl Engine {
                 deduplicated: false,
             }));
         }
-        Ok(())
+        Ok(last)
     }
 
     /// `references`, from the read model when it already holds them (services and therapists

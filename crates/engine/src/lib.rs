@@ -17,6 +17,7 @@ mod waiters;
 pub use access::{Caller, PatientGrant, PendingDisclosures};
 pub use engine::{
     decode, new_event, rebuild, rebuild_until, BatchItem, Engine, EngineParts, RecordOptions, Recorded, Settings,
+    Unpublished,
 };
 pub use error::{code, EngineError};
 pub use forlop_auth::{Principal, Role};

@@ -402,6 +402,46 @@ mod transactions {
         assert_eq!(model.patients[&b].referrals.len(), 2 * PAIRS as usize);
         assert_eq!(store.verify().await.unwrap().events, 3 + 4 * u64::from(PAIRS));
     }
+
+    fn batch(command: Command) -> forlop_engine::BatchItem {
+        forlop_engine::BatchItem { command, event_id: Uuid::new_v4(), group: 0 }
+    }
+
+    /// A bulk import writes its next chunk while the read model folds the one before: a second
+    /// batch on the same patient lands while the first is unpublished, the ids the first
+    /// claimed stay claimed until `published`, and then every event is readable.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_recorded_unpublished_is_durable_keeps_its_ids_and_is_readable_once_published() {
+        let (_dir, store, engine) = engine_in_tempdir().await;
+        let (service, patient, other) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        engine
+            .record(&admin(), register_service(service, CareLevel::Municipal), None, Default::default())
+            .await
+            .unwrap();
+        engine.record(&admin(), register(other), None, Default::default()).await.unwrap();
+        let first_referral = referral(patient, service, 1);
+        let (first, first_waits) = engine
+            .record_batch_unpublished(&admin(), vec![batch(register(patient)), batch(first_referral.clone())])
+            .await;
+        assert!(first.iter().all(|r| r.as_ref().is_ok_and(|r| !r.deduplicated)), "{first:?}");
+        // The same referral id for another patient is refused while the first batch holds it.
+        let Command::ReceiveReferral { event, .. } = first_referral else { unreachable!() };
+        let stolen = Command::ReceiveReferral { patient_id: other, event: event.clone() };
+        let refused = engine.record(&admin(), stolen, None, Default::default()).await;
+        assert!(refused.is_err_and(|e| e.to_string().contains("already used by another patient")));
+        // The same patient's next batch, decided before the first is folded.
+        let (second, second_waits) =
+            engine.record_batch_unpublished(&admin(), vec![batch(referral(patient, service, 2))]).await;
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].as_ref().unwrap().stream_version, 2);
+        engine.published(first_waits.and(second_waits)).await.unwrap();
+        let model = engine.model();
+        assert_eq!(model.patients[&patient].referrals.len(), 2);
+        assert_eq!(store.verify().await.unwrap().events, 5);
+        // Published, the id is the first patient's in the read model: still refused for another.
+        let stolen = Command::ReceiveReferral { patient_id: other, event };
+        assert!(engine.record(&admin(), stolen, None, Default::default()).await.is_err());
+    }
 }
 
 #[tokio::test]
