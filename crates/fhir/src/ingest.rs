@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use forlop_domain::national_id::NationalId;
 use forlop_domain::{DomainError, StreamRef};
 use forlop_engine::{
-    BatchItem, Caller, Engine, EngineError, RecordOptions, Transacted, TransactionItem, TransactionRefused,
+    BatchItem, Caller, Engine, EngineError, RecordOptions, Transacted, TransactionItem, TransactionRefused, Unpublished,
 };
 use forlop_projections::ReadModel;
 use futures::StreamExt;
@@ -31,6 +31,10 @@ pub const DEFAULT_HOLD: Duration = Duration::from_secs(15 * 60);
 /// Patients whose facts are placed at the same time in a batch or an import: a chunk's worth,
 /// so that they share a few group commits of the log.
 const PARALLEL_PATIENTS: usize = 4096;
+/// Tasks a batch's or import chunk's patients are placed on: one per worker of a small server.
+const PATIENT_TASKS: usize = 4;
+/// Chunks of an import parsed and mapped ahead of the one being written.
+const PREPARED_AHEAD: usize = 2;
 
 /// The FHIR adapter: one per server, cheap to clone.
 #[derive(Clone, Debug)]
@@ -428,10 +432,40 @@ impl Fhir {
         all_or_none: bool,
         hold: bool,
     ) -> Vec<EntryOutcome> {
-        // `recent` lives to the end: its names leave memory once the facts are published.
-        let Prepared { mut outcomes, placed, mut facts, stop, recent: _recent } = prepared;
+        let placed = if hold {
+            prepared.placed.iter().map(|p| p.as_ref().map(|p| p.resource.clone())).collect()
+        } else {
+            Vec::new()
+        };
+        let (mut outcomes, publishing) = self.commit_durable(caller, prepared, all_or_none).await;
+        self.publish(publishing, entries, &mut outcomes).await;
+        if hold && !all_or_none {
+            for (i, o) in outcomes.iter_mut().enumerate() {
+                let Some(resource) = placed.get(i).and_then(Option::as_ref) else { continue };
+                if o.ok() || o.appended > 0 || !waits(&o.issues) {
+                    continue;
+                }
+                match self.hold_resource(caller, resource.clone(), entries[i].full_url.clone(), &o.issues) {
+                    Ok(()) => o.held = true,
+                    Err(e) => o.issues.push(e),
+                }
+            }
+        }
+        outcomes
+    }
+
+    /// Records the prepared facts and returns once they are durable, with what waits for them
+    /// to reach the read model (`publish`). Issues found here name no entry path yet.
+    async fn commit_durable(
+        &self,
+        caller: &Caller,
+        prepared: Prepared,
+        all_or_none: bool,
+    ) -> (Vec<EntryOutcome>, Publishing) {
+        let Prepared { mut outcomes, placed: _, mut facts, stop, recent } = prepared;
+        let mut publishing = Publishing { recent, unpublished: Unpublished::default(), entries: Vec::new() };
         if stop {
-            return outcomes;
+            return (outcomes, publishing);
         }
         facts.sort_by_key(|(i, rank, _)| (*rank, *i));
         if all_or_none {
@@ -460,15 +494,12 @@ impl Fhir {
                     }
                 }
                 Err(TransactionRefused { item: Some(k), error }) => {
-                    let i = entry_of[k];
-                    outcomes[i].issues.push(engine_issue(&entries[i].path, &error));
-                    return outcomes;
+                    outcomes[entry_of[k]].issues.push(engine_issue("", &error));
                 }
                 Err(TransactionRefused { item: None, error }) => {
-                    for (o, e) in outcomes.iter_mut().zip(entries) {
-                        o.issues.push(engine_issue(&e.path, &error));
+                    for o in outcomes.iter_mut() {
+                        o.issues.push(engine_issue("", &error));
                     }
-                    return outcomes;
                 }
             }
         } else {
@@ -483,35 +514,39 @@ impl Fhir {
                 let patient = fs.iter().find_map(|f| f.command.stream().patient_id()).unwrap_or_default();
                 by_patient.entry(patient).or_default().push((i, fs));
             }
-            let per_patient =
-                futures::stream::iter(by_patient.into_values().map(|entries| self.place_patient(caller, entries)))
-                    .buffer_unordered(PARALLEL_PATIENTS)
-                    .collect::<Vec<_>>()
-                    .await;
-            for (i, appended, duplicates, issue) in done.into_iter().chain(per_patient.into_iter().flatten()) {
+            let (per_patient, unpublished) = self.place_patients(caller, by_patient.into_values().collect()).await;
+            publishing.unpublished = unpublished;
+            for (i, appended, duplicates, issue) in done.into_iter().chain(per_patient) {
                 outcomes[i].appended += appended;
                 outcomes[i].duplicates += duplicates;
+                if appended > 0 {
+                    publishing.entries.push(i);
+                }
                 if let Some(issue) = issue {
-                    outcomes[i].issues.push(Issue { path: entries[i].path.clone(), ..issue });
+                    outcomes[i].issues.push(issue);
                 }
             }
         }
-        for o in &mut outcomes {
+        (outcomes, publishing)
+    }
+
+    /// Waits until a commit's events are in the read model, then lets its names go (from then
+    /// on found by the read model), names each issue's entry and marks what was unchanged.
+    async fn publish(&self, publishing: Publishing, entries: &[RawEntry], outcomes: &mut [EntryOutcome]) {
+        let Publishing { recent, unpublished, entries: appended } = publishing;
+        if let Err(e) = self.engine.published(unpublished).await {
+            // Durable, but this node's read model does not follow: said for each entry it holds.
+            for i in appended {
+                outcomes[i].issues.push(engine_issue("", &e));
+            }
+        }
+        drop(recent);
+        for (o, e) in outcomes.iter_mut().zip(entries) {
+            for issue in o.issues.iter_mut().filter(|x| x.path.is_empty()) {
+                issue.path = e.path.clone();
+            }
             o.unchanged = o.ok() && o.appended == 0 && o.duplicates > 0;
         }
-        if hold && !all_or_none {
-            for (i, o) in outcomes.iter_mut().enumerate() {
-                let Some(p) = placed.get(i).and_then(Option::as_ref) else { continue };
-                if o.ok() || o.appended > 0 || !waits(&o.issues) {
-                    continue;
-                }
-                match self.hold_resource(caller, p.resource.clone(), entries[i].full_url.clone(), &o.issues) {
-                    Ok(()) => o.held = true,
-                    Err(e) => o.issues.push(e),
-                }
-            }
-        }
-        outcomes
     }
 
     /// The forlop id of the patient with this national id, and whether they are registered.
@@ -652,16 +687,55 @@ impl Fhir {
             .collect())
     }
 
-    /// One patient's facts from several entries, in order, with one append: a registration with
-    /// a national id first (through the vault), then the rest as one batch in which each entry
-    /// stops at its first refusal.
-    async fn place_patient(
+    /// Patients placed side by side, on `PATIENT_TASKS` tasks: their facts are decided on every
+    /// worker of the runtime, not only on the one that runs the commit. Returns once the facts
+    /// are durable, with what waits for their publication.
+    async fn place_patients(
         &self,
         caller: &Caller,
-        entries: Vec<(usize, Vec<Fact>)>,
-    ) -> Vec<(usize, usize, usize, Option<Issue>)> {
-        let mut out: Vec<(usize, usize, usize, Option<Issue>)> =
-            entries.iter().map(|(i, _)| (*i, 0, 0, None)).collect();
+        patients: Vec<Vec<(usize, Vec<Fact>)>>,
+    ) -> (Vec<Placement>, Unpublished) {
+        let per_task = patients.len().div_ceil(PATIENT_TASKS).max(1);
+        let mut tasks = Vec::new();
+        let mut patients = patients.into_iter().peekable();
+        while patients.peek().is_some() {
+            let share: Vec<_> = patients.by_ref().take(per_task).collect();
+            let entries: Vec<usize> = share.iter().flatten().map(|(i, _)| *i).collect();
+            let (fhir, caller) = (self.clone(), caller.clone());
+            let task = tokio::spawn(async move {
+                futures::stream::iter(share.into_iter().map(|p| fhir.place_patient(&caller, p)))
+                    .buffer_unordered(PARALLEL_PATIENTS)
+                    .collect::<Vec<_>>()
+                    .await
+            });
+            tasks.push((entries, task));
+        }
+        let (mut placed, mut unpublished) = (Vec::new(), Unpublished::default());
+        for (entries, task) in tasks {
+            match task.await {
+                Ok(done) => {
+                    for (p, u) in done {
+                        placed.extend(p);
+                        unpublished = unpublished.and(u);
+                    }
+                }
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // Cancelled: the runtime is shutting down. What was appended stays appended.
+                Err(_) => placed.extend(entries.into_iter().map(|i| {
+                    let issue = Issue::new("transient", "", "UNAVAILABLE: the server is shutting down");
+                    (i, 0, 0, Some(issue))
+                })),
+            }
+        }
+        (placed, unpublished)
+    }
+
+    /// One patient's facts from several entries, in order, with one append: a registration with
+    /// a national id first (through the vault), then the rest as one batch in which each entry
+    /// stops at its first refusal. Returns once the batch is durable, with what waits for its
+    /// publication.
+    async fn place_patient(&self, caller: &Caller, entries: Vec<(usize, Vec<Fact>)>) -> (Vec<Placement>, Unpublished) {
+        let mut out: Vec<Placement> = entries.iter().map(|(i, _)| (*i, 0, 0, None)).collect();
         let mut items = Vec::new();
         for (k, (_, facts)) in entries.into_iter().enumerate() {
             for f in facts {
@@ -690,7 +764,7 @@ impl Fhir {
                 )
             })
             .collect();
-        let results = self.engine.record_batch(caller, items).await;
+        let (results, unpublished) = self.engine.record_batch_unpublished(caller, items).await;
         for ((k, (registers, stay)), r) in groups.into_iter().zip(kinds).zip(results) {
             if out[k].3.is_some() {
                 continue;
@@ -708,11 +782,11 @@ impl Fhir {
                 Err(e) => out[k].3 = Some(engine_issue("", &e)),
             }
         }
-        out
+        (out, unpublished)
     }
 
     /// One entry's facts in order; the first refusal stops that entry.
-    async fn place_all(&self, caller: &Caller, i: usize, facts: Vec<Fact>) -> (usize, usize, usize, Option<Issue>) {
+    async fn place_all(&self, caller: &Caller, i: usize, facts: Vec<Fact>) -> Placement {
         let (mut appended, mut duplicates) = (0, 0);
         for f in facts {
             match self.place_fact(caller, f).await {
@@ -777,28 +851,80 @@ impl Fhir {
         Ok((all_or_none, entries))
     }
 
-    /// Writes one prepared chunk of an import and adds it to the summary; lines that wait for a
-    /// reference go to `held`.
-    async fn settle<F>(
+    /// Reads the next chunk and, if it has lines, starts parsing and mapping it on a blocking
+    /// thread: its mapping waits for the chunk before it (`mapped_before`), its parsing does not.
+    async fn read_chunk<I>(
         &self,
         caller: &Caller,
-        entries: Arc<Vec<RawEntry>>,
-        prepared: tokio::task::JoinHandle<Prepared>,
+        lines: &mut futures::stream::Enumerate<I>,
+        chunk: usize,
+        mapped_before: &mut Option<std::sync::mpsc::Receiver<()>>,
+    ) -> (Gathered, Option<Preparing>)
+    where
+        I: futures::Stream<Item = std::io::Result<String>> + Unpin,
+    {
+        let mut gathered = gather(lines, chunk).await;
+        if gathered.entries.is_empty() {
+            return (gathered, None);
+        }
+        // Shared with the mapping thread rather than copied: a chunk is megabytes of JSON.
+        let entries = Arc::new(std::mem::take(&mut gathered.entries));
+        let (fhir, who, mapped) = (self.clone(), caller.clone(), entries.clone());
+        let turn = mapped_before.take();
+        let (mapped_now, next_turn) = std::sync::mpsc::channel::<()>();
+        *mapped_before = Some(next_turn);
+        let preparing = tokio::task::spawn_blocking(move || {
+            // Parsing needs nothing from the chunk before, so it overlaps with its mapping.
+            let parsed = parse_all(&mapped);
+            if let Some(turn) = turn {
+                let _ = turn.recv(); // Err once the chunk before is mapped: its sender is gone
+            }
+            let mut prepared = fhir.prepare_parsed(&who, &mapped, parsed, false);
+            drop(mapped_now);
+            // An import holds what waits itself, not at commit (`hold` false), so the parsed
+            // resources go here, on the thread that made them: freeing another thread's memory
+            // costs more.
+            prepared.placed = Vec::new();
+            prepared
+        });
+        (gathered, Some((entries, preparing)))
+    }
+
+    /// Writes one prepared chunk of an import; returns once its events are durable.
+    async fn write_chunk(&self, caller: &Caller, (entries, prepared): Preparing) -> Written {
+        match prepared.await {
+            Ok(prepared) => {
+                let (outcomes, publishing) = self.commit_durable(caller, prepared, false).await;
+                Written { entries, outcomes, publishing: Some(publishing) }
+            }
+            // Mapping panicked: a bug, reported for every line of the chunk, not a lost chunk.
+            Err(e) => {
+                tracing::error!(error = %e, "mapping a chunk failed");
+                let issue = Issue::new("exception", "", "INTERNAL: mapping this line failed");
+                let outcomes = entries
+                    .iter()
+                    .map(|_| EntryOutcome { issues: vec![issue.clone()], ..Default::default() })
+                    .collect();
+                Written { entries, outcomes, publishing: None }
+            }
+        }
+    }
+
+    /// Waits until a written chunk is in the read model and adds it to the summary; lines that
+    /// wait for a reference go to `held`.
+    async fn finish_chunk<F>(
+        &self,
+        written: Written,
         summary: &mut ImportSummary,
         held: &mut Vec<RawEntry>,
         progress: &mut F,
     ) where
         F: FnMut(&ImportSummary, &[(String, Vec<Issue>)]),
     {
-        let outcomes = match prepared.await {
-            Ok(prepared) => self.commit(caller, &entries, prepared, false, false).await,
-            // Mapping panicked: a bug, reported for every line of the chunk, not a lost chunk.
-            Err(e) => {
-                tracing::error!(error = %e, "mapping a chunk failed");
-                let issue = Issue::new("exception", "", "INTERNAL: mapping this line failed");
-                entries.iter().map(|_| EntryOutcome { issues: vec![issue.clone()], ..Default::default() }).collect()
-            }
-        };
+        let Written { entries, mut outcomes, publishing } = written;
+        if let Some(publishing) = publishing {
+            self.publish(publishing, &entries, &mut outcomes).await;
+        }
         // The mapping thread has let go of its share by now: the lines are moved, not copied.
         let entries = Arc::try_unwrap(entries).unwrap_or_else(|shared| shared.as_ref().clone());
         let mut failed = Vec::new();
@@ -830,59 +956,57 @@ impl Fhir {
         let mut summary = ImportSummary::default();
         let mut held: Vec<RawEntry> = Vec::new();
         let mut lines = lines.enumerate();
-        let mut pending: Option<(Arc<Vec<RawEntry>>, tokio::task::JoinHandle<Prepared>)> = None;
         // Chunks are named and mapped strictly in file order: a chunk's names must be in the alias
         // index before the next chunk is placed, or a resource sent again in the next chunk under
         // a new identifier would get a second id. Each mapping task drops its sender when it ends
         // (or panics), which lets the next one start.
         let mut mapped_before: Option<std::sync::mpsc::Receiver<()>> = None;
-        let mut next = gather(&mut lines, chunk).await;
+        // Chunks being parsed and mapped, in file order, while the oldest one is written: two
+        // ahead, so that a chunk is parsed as soon as it is read, and the cores do not wait for
+        // the end of a write (its last flush and projection) to start on the next.
+        let mut preparing: std::collections::VecDeque<Preparing> = std::collections::VecDeque::new();
+        // The chunk written last, being folded into the read model while the next is written.
+        let mut written: Option<Written> = None;
+        let mut next = self.read_chunk(caller, &mut lines, chunk, &mut mapped_before).await;
         loop {
-            let Gathered { entries, unreadable, end } = next;
+            let (Gathered { entries: _, unreadable, end }, job) = next;
             if !unreadable.is_empty() {
                 summary.failed += unreadable.len() as u64;
                 progress(&summary, &unreadable);
             }
-            let mut previous = None;
-            if !entries.is_empty() {
-                summary.resources_read += entries.len() as u64;
-                // This chunk is mapped on a blocking thread while the one before it is written.
-                // Shared with the mapping thread rather than copied: a chunk is megabytes of JSON.
-                let entries = Arc::new(entries);
-                let (fhir, who, mapped) = (self.clone(), caller.clone(), entries.clone());
-                let turn = mapped_before.take();
-                let (mapped_now, next_turn) = std::sync::mpsc::channel::<()>();
-                mapped_before = Some(next_turn);
-                let preparing = tokio::task::spawn_blocking(move || {
-                    // Parsing needs nothing from the chunk before, so it overlaps with its mapping.
-                    let parsed = parse_all(&mapped);
-                    if let Some(turn) = turn {
-                        let _ = turn.recv(); // Err once the chunk before is mapped: its sender is gone
-                    }
-                    let mut prepared = fhir.prepare_parsed(&who, &mapped, parsed, false);
-                    drop(mapped_now);
-                    // An import holds what waits itself, not at commit (`hold` false), so the
-                    // parsed resources go here, on the thread that made them: freeing another
-                    // thread's memory costs more.
-                    prepared.placed = Vec::new();
-                    prepared
-                });
-                previous = pending.replace((entries, preparing));
+            if let Some(job) = job {
+                summary.resources_read += job.0.len() as u64;
+                preparing.push_back(job);
             }
             if end {
-                for (entries, prepared) in previous.into_iter().chain(pending.take()) {
-                    self.settle(caller, entries, prepared, &mut summary, &mut held, &mut progress).await;
+                if let Some(w) = written.take() {
+                    self.finish_chunk(w, &mut summary, &mut held, &mut progress).await;
+                }
+                while let Some(job) = preparing.pop_front() {
+                    let w = self.write_chunk(caller, job).await;
+                    self.finish_chunk(w, &mut summary, &mut held, &mut progress).await;
                 }
                 break;
             }
-            // The chunk before is written while the next one is read from the file.
-            let settling = async {
-                if let Some((entries, prepared)) = previous {
-                    self.settle(caller, entries, prepared, &mut summary, &mut held, &mut progress).await;
+            // Chunks are written in file order, each once the one before is durable (its facts
+            // about a patient come after the earlier chunk's), while the one before is folded and
+            // the next is read and starts its preparing.
+            let oldest = if preparing.len() >= PREPARED_AHEAD { preparing.pop_front() } else { None };
+            let previous = written.take();
+            let finishing = async {
+                if let Some(w) = previous {
+                    self.finish_chunk(w, &mut summary, &mut held, &mut progress).await;
                 }
             };
-            let ((), gathered) = futures::join!(settling, gather(&mut lines, chunk));
-            next = gathered;
+            let writing = async {
+                match oldest {
+                    Some(job) => Some(self.write_chunk(caller, job).await),
+                    None => None,
+                }
+            };
+            let reading = self.read_chunk(caller, &mut lines, chunk, &mut mapped_before);
+            let ((), w, read) = futures::join!(finishing, writing, reading);
+            (written, next) = (w, read);
         }
         // What waited for a later line: placed again, in rounds, until a round places nothing.
         while !held.is_empty() {
@@ -930,6 +1054,29 @@ impl Fhir {
         summary
     }
 }
+
+/// What became of one entry's facts: (entry, appended, duplicates, the refusal that stopped it).
+type Placement = (usize, usize, usize, Option<Issue>);
+
+/// A chunk of an import written, not yet in the read model.
+struct Written {
+    entries: Arc<Vec<RawEntry>>,
+    outcomes: Vec<EntryOutcome>,
+    publishing: Option<Publishing>,
+}
+
+/// A commit's durable events on their way into the read model (`Fhir::publish`).
+struct Publishing {
+    /// The names of the committed entries, found by later lookups until their facts are folded.
+    recent: RecentNames,
+    /// What the batches recorded unpublished wait for.
+    unpublished: Unpublished,
+    /// Entries that appended events through those batches.
+    entries: Vec<usize>,
+}
+
+/// A chunk of an import being parsed and mapped: its lines and the task preparing them.
+type Preparing = (Arc<Vec<RawEntry>>, tokio::task::JoinHandle<Prepared>);
 
 /// One chunk of NDJSON lines, as `gather` reads it.
 struct Gathered {
