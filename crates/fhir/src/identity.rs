@@ -16,7 +16,6 @@
 //! in memory (`RecentNames`), so the next chunk or request already finds it. In a bulk file most
 //! resources go by one such name, and the index was most of the import's mapping work.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use uuid::Uuid;
@@ -54,6 +53,11 @@ fn v5(parts: &[&[u8]]) -> Uuid {
 pub fn identifier_name(type_name: &str, system: &str, value: &str) -> String {
     format!("{type_name}|{system}|{value}")
 }
+
+/// Maps and sets keyed by names, with a fast hash: an import looks names up several times per
+/// resource, and the names come from the importer's own records.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// The alias index's page cache: an import's memory must not grow with the file.
 const ALIAS_CACHE_BYTES: u64 = 32 * 1024 * 1024;
@@ -99,6 +103,11 @@ pub struct AliasIndex {
     /// Names read from the index lately. A written name never changes its id, so a copy is
     /// never stale; in an import the same few (practitioners, services) are read per resource.
     read: std::sync::Arc<parking_lot::RwLock<HashMap<String, Uuid>>>,
+    /// Names looked up lately and not written. In a bulk file most references use a derivable
+    /// name, which is never written, and a miss descends sled's tree each time. A lookup that
+    /// misses holds the lock while it reads, and `insert` removes a name after writing it, so a
+    /// name written is never found here afterwards.
+    absent: std::sync::Arc<parking_lot::RwLock<HashSet<String>>>,
 }
 
 /// Derivable names of one prepared chunk or request, known in memory until dropped, which
@@ -130,7 +139,7 @@ impl AliasIndex {
     pub fn open(dir: &Path) -> Result<AliasIndex, sled::Error> {
         // sled caches up to 1 GB by default; names are small and looked up once per reference.
         let db = sled::Config::new().path(dir).cache_capacity(ALIAS_CACHE_BYTES).open()?;
-        Ok(AliasIndex { db, recent: Default::default(), read: Default::default() })
+        Ok(AliasIndex { db, recent: Default::default(), read: Default::default(), absent: Default::default() })
     }
 
     /// The database, shared with the held resources.
@@ -147,8 +156,20 @@ impl AliasIndex {
         if let Some(id) = self.read.read().get(name) {
             return Ok(Some(*id));
         }
+        if self.absent.read().contains(name) {
+            return Ok(None);
+        }
+        let mut absent = self.absent.write();
         let found =
             self.db.get(name.as_bytes())?.and_then(|v| <[u8; 16]>::try_from(v.as_ref()).ok()).map(Uuid::from_bytes);
+        if found.is_none() {
+            if absent.len() >= READ_CACHE_NAMES {
+                absent.clear();
+            }
+            absent.insert(name.to_owned());
+            return Ok(None);
+        }
+        drop(absent);
         if let Some(id) = found {
             let mut read = self.read.write();
             if read.len() >= READ_CACHE_NAMES {
@@ -187,6 +208,7 @@ impl AliasIndex {
                 // Insert-if-absent, one atomic step per name: a name another request gave first
                 // keeps its id (Err(CompareAndSwapError)), and a resent file writes nothing.
                 let _ = self.db.compare_and_swap(name.as_bytes(), None::<&[u8]>, Some(id.as_bytes().as_slice()))?;
+                self.absent.write().remove(name.as_str());
             }
         }
         Ok(held)
@@ -256,5 +278,23 @@ mod tests {
         let held = index.insert([(&[name.clone()][..], Some(0), uuid_for(&name), false)]).unwrap();
         drop(held);
         assert_eq!(index.get(&name).unwrap(), Some(uuid_for(&name)));
+    }
+
+    #[test]
+    fn a_name_looked_up_before_it_was_written_is_found_once_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = AliasIndex::open(dir.path()).unwrap();
+        // A Practitioner referred to by its HPR number before anyone sent it: a miss, remembered.
+        let name = "Practitioner|urn:oid:2.16.578.1.12.4.1.4.4|9144889".to_owned();
+        let id = uuid_for("Practitioner/pr-1");
+        assert_eq!(index.get(&name).unwrap(), None);
+        assert_eq!(index.get(&name).unwrap(), None);
+        // Then the Practitioner arrives under its logical id with that identifier: written, and
+        // the next lookup finds it, not the remembered miss.
+        let names = ["Practitioner/pr-1".to_owned(), name.clone()];
+        drop(index.insert([(&names[..], Some(0), id, true)]).unwrap());
+        assert_eq!(index.get(&name).unwrap(), Some(id));
+        // Its clones (one per request) share what it remembers.
+        assert_eq!(index.clone().get(&name).unwrap(), Some(id));
     }
 }
