@@ -428,24 +428,20 @@ impl Fhir {
         &self,
         caller: &Caller,
         entries: &[RawEntry],
-        prepared: Prepared,
+        mut prepared: Prepared,
         all_or_none: bool,
         hold: bool,
     ) -> Vec<EntryOutcome> {
-        let placed = if hold {
-            prepared.placed.iter().map(|p| p.as_ref().map(|p| p.resource.clone())).collect()
-        } else {
-            Vec::new()
-        };
+        let placed = std::mem::take(&mut prepared.placed);
         let (mut outcomes, publishing) = self.commit_durable(caller, prepared, all_or_none).await;
         self.publish(publishing, entries, &mut outcomes).await;
         if hold && !all_or_none {
             for (i, o) in outcomes.iter_mut().enumerate() {
-                let Some(resource) = placed.get(i).and_then(Option::as_ref) else { continue };
+                let Some(p) = placed.get(i).and_then(Option::as_ref) else { continue };
                 if o.ok() || o.appended > 0 || !waits(&o.issues) {
                     continue;
                 }
-                match self.hold_resource(caller, resource.clone(), entries[i].full_url.clone(), &o.issues) {
+                match self.hold_resource(caller, p.resource.clone(), entries[i].full_url.clone(), &o.issues) {
                     Ok(()) => o.held = true,
                     Err(e) => o.issues.push(e),
                 }
@@ -516,12 +512,10 @@ impl Fhir {
             }
             let (per_patient, unpublished) = self.place_patients(caller, by_patient.into_values().collect()).await;
             publishing.unpublished = unpublished;
+            publishing.entries = per_patient.iter().filter(|p| p.1 > 0).map(|p| p.0).collect();
             for (i, appended, duplicates, issue) in done.into_iter().chain(per_patient) {
                 outcomes[i].appended += appended;
                 outcomes[i].duplicates += duplicates;
-                if appended > 0 {
-                    publishing.entries.push(i);
-                }
                 if let Some(issue) = issue {
                     outcomes[i].issues.push(issue);
                 }
@@ -1071,7 +1065,7 @@ struct Publishing {
     recent: RecentNames,
     /// What the batches recorded unpublished wait for.
     unpublished: Unpublished,
-    /// Entries that appended events through those batches.
+    /// Entries that appended events through those batches (the shared ones were published).
     entries: Vec<usize>,
 }
 
