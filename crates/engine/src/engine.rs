@@ -237,6 +237,15 @@ impl Drop for IdClaim {
     }
 }
 
+/// What one attempt of a batch came to.
+enum Attempt {
+    /// Settled; the position of the last event appended, if any.
+    Done(Option<u64>),
+    /// A fact was refused on the presumption that a stream the read model has not seen is empty:
+    /// decide again on a read.
+    ReadFirst,
+}
+
 /// What a batch recorded without waiting for the read model (`Engine::record_batch_unpublished`)
 /// leaves to wait for: the position of its last new event, and the global ids it claimed, held
 /// until that event is folded (`Engine::published`).
@@ -1096,10 +1105,12 @@ impl Engine {
             results = copy_settled(&settled);
             let outcome = self.decide_and_append(caller, stream_ref, &items, &refs, &mut results, attempt > 0).await;
             match outcome {
-                Ok(last) => {
+                Ok(Attempt::Done(last)) => {
                     position = last;
                     break;
                 }
+                // Refused on a presumption: the next attempt reads the stream.
+                Ok(Attempt::ReadFirst) => {}
                 Err(StoreError::WrongExpectedVersion { .. }) | Err(StoreError::IdempotencyConflict { .. }) => {
                     // Another writer got there first: decide again on the new state.
                     tokio::task::yield_now().await;
@@ -1128,11 +1139,12 @@ impl Engine {
         refs: &[References],
         results: &mut [Option<Result<Recorded, EngineError>>],
         retrying: bool,
-    ) -> Result<Option<u64>, StoreError> {
+    ) -> Result<Attempt, StoreError> {
         let stream = &stream_ref.name();
         // A stream the read model has never seen is presumed empty, without a read. The store's
         // expected-version check confirms it (an append of another node, or one of a batch recorded
-        // unpublished and not yet folded), and the retry reads.
+        // unpublished and not yet folded), and the retry reads; a fact the presumption refuses
+        // (a referral for a patient registered by such an append) is decided again on a read.
         let unseen = !retrying && !self.model.load().holds(stream_ref);
         let read = if unseen {
             Ok((StreamState::default(), None, Default::default()))
@@ -1145,7 +1157,7 @@ impl Engine {
                 for r in results.iter_mut().filter(|r| r.is_none()) {
                     *r = Some(Err(clone_error(&e)));
                 }
-                return Ok(None);
+                return Ok(Attempt::Done(None));
             }
         };
         // A retry of a fact already on this stream is answered from it. An id used on another
@@ -1204,6 +1216,7 @@ impl Engine {
                     new.push(new_event(item.event_id, &event, metadata.clone()));
                     placed.push(i);
                 }
+                Err(_) if unseen => return Ok(Attempt::ReadFirst),
                 Err(e) => {
                     results[i] = Some(Err(e.into()));
                     refused_groups.insert(item.group);
@@ -1211,7 +1224,7 @@ impl Engine {
             }
         }
         if new.is_empty() {
-            return Ok(None);
+            return Ok(Attempt::Done(None));
         }
         let expected = version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
         let appended = self.store.append(stream, expected, new).await?;
@@ -1224,7 +1237,7 @@ impl Engine {
                 deduplicated: false,
             }));
         }
-        Ok(last)
+        Ok(Attempt::Done(last))
     }
 
     /// `references`, from the read model when it already holds them (services and therapists
