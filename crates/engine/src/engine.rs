@@ -1129,8 +1129,8 @@ impl Engine {
         (results, Unpublished { position, claims })
     }
 
-    /// One attempt of `record_batch`: fills `results` for every item it settles, and returns the
-    /// position of the last event it appended, if any.
+    /// One attempt of `record_batch`: fills `results` for every item it settles and says what
+    /// the attempt came to (`Attempt`).
     async fn decide_and_append(
         &self,
         caller: &Caller,

@@ -56,8 +56,8 @@ pub fn identifier_name(type_name: &str, system: &str, value: &str) -> String {
 
 /// Maps and sets keyed by names, with a fast hash: an import looks names up several times per
 /// resource, and the names come from the importer's own records.
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+pub(crate) type NameMap<V> = std::collections::HashMap<String, V, foldhash::fast::RandomState>;
+type NameSet = std::collections::HashSet<String, foldhash::fast::RandomState>;
 
 /// The alias index's page cache: an import's memory must not grow with the file.
 const ALIAS_CACHE_BYTES: u64 = 32 * 1024 * 1024;
@@ -99,15 +99,15 @@ pub fn records_entity(command: &forlop_domain::Command, id: Uuid) -> bool {
 pub struct AliasIndex {
     db: sled::Db,
     /// Derivable names whose facts are being recorded (see the module's documentation).
-    recent: std::sync::Arc<parking_lot::Mutex<HashMap<String, Uuid>>>,
+    recent: std::sync::Arc<parking_lot::Mutex<NameMap<Uuid>>>,
     /// Names read from the index lately. A written name never changes its id, so a copy is
     /// never stale; in an import the same few (practitioners, services) are read per resource.
-    read: std::sync::Arc<parking_lot::RwLock<HashMap<String, Uuid>>>,
+    read: std::sync::Arc<parking_lot::RwLock<NameMap<Uuid>>>,
     /// Names looked up lately and not written. In a bulk file most references use a derivable
     /// name, which is never written, and a miss descends sled's tree each time. A lookup that
     /// misses holds the lock while it reads, and `insert` removes a name after writing it, so a
     /// name written is never found here afterwards.
-    absent: std::sync::Arc<parking_lot::RwLock<HashSet<String>>>,
+    absent: std::sync::Arc<parking_lot::RwLock<NameSet>>,
 }
 
 /// Derivable names of one prepared chunk or request, known in memory until dropped, which

@@ -197,7 +197,7 @@ struct EngineLookup<'a> {
     model: Arc<ReadModel>,
     /// Names of the resources placed so far in this chunk or Bundle, not yet in the alias index:
     /// a later version of a resource in the same chunk keeps the id the first one was given.
-    placed_here: parking_lot::Mutex<std::collections::HashMap<String, Uuid, foldhash::fast::RandomState>>,
+    placed_here: parking_lot::Mutex<crate::identity::NameMap<Uuid>>,
 }
 
 impl EngineLookup<'_> {
