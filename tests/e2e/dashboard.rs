@@ -302,7 +302,8 @@ async fn an_analyst_sees_small_counts_as_less_than_five_never_as_zero() {
     assert!(b.text("[data-testid='who']").await.contains("analyst"));
     b.visit(&format!("/dashboard/services/{rph}/report?from=2016-01-01&to=2017-01-01")).await;
     assert_eq!(b.cell("gender", "Ukjent", 1).await, "<5", "4 is below the threshold");
-    assert_eq!(b.cell("gender", "Kvinner", 1).await, "199", "large counts stay exact");
+    let women: u64 = b.cell("gender", "Kvinner", 1).await.parse().expect("a large count is shown");
+    assert!(women.abs_diff(199) <= 2, "large counts are shown within ±2 of the truth (199): {women}");
     b.screenshot("report-analyst").await;
     // No patient-level view for an analyst: said in words.
     b.visit(&format!("/dashboard/patients/{}", Uuid::new_v4())).await;

@@ -7,6 +7,7 @@
 pub mod access;
 mod analysis;
 pub mod checkpoint;
+pub mod disclosure;
 pub mod engine;
 pub mod error;
 mod owners;

@@ -13,17 +13,77 @@ use uuid::Uuid;
 
 use crate::read_model::{EpisodeView, PatientView, ReadModel};
 
+/// What a report counts with. Exact reports count with `u64`; reports that are to be perturbed
+/// count with `Keyed`, which also sums the contributors' record keys into the cell key that the
+/// cell key method (`forlop-engine`'s `disclosure`) draws a cell's noise from. The figures are
+/// generic over it, and unbounded, so a disclosed report reuses their shape with its own cell type.
+pub trait Tally: Copy + Default + PartialEq + std::fmt::Debug + Send + Sync + 'static {
+    /// Counts `n` units contributed by the record whose key is `record_key`.
+    fn add(&mut self, record_key: u64, n: u64);
+    /// How many units were counted.
+    fn count(&self) -> u64;
+    /// The wrapping sum of every unit's record key (0 for an exact count).
+    fn cell_key(&self) -> u64;
+}
+
+impl Tally for u64 {
+    fn add(&mut self, _: u64, n: u64) {
+        *self += n;
+    }
+    fn count(&self) -> u64 {
+        *self
+    }
+    fn cell_key(&self) -> u64 {
+        0
+    }
+}
+
+/// A count with its cell key: the wrapping sum of its contributors' record keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Keyed {
+    pub count: u64,
+    pub key: u64,
+}
+
+impl Tally for Keyed {
+    fn add(&mut self, record_key: u64, n: u64) {
+        self.count += n;
+        self.key = self.key.wrapping_add(record_key.wrapping_mul(n));
+    }
+    fn count(&self) -> u64 {
+        self.count
+    }
+    fn cell_key(&self) -> u64 {
+        self.key
+    }
+}
+
+/// A record's secret key for the cell key method, by the id of the episode, patient or referral
+/// that contributes. Exact reports pass `NO_KEYS`.
+pub type RecordKeys<'a> = &'a (dyn Fn(Uuid) -> u64 + Sync);
+
+/// The record keys of an exact report: none.
+pub const NO_KEYS: RecordKeys<'static> = &|_| 0;
+
+fn tally<C: Tally>(ids: impl Iterator<Item = Uuid>, keys: RecordKeys) -> C {
+    let mut c = C::default();
+    for id in ids {
+        c.add(keys(id), 1);
+    }
+    c
+}
+
 /// A count under a stable key (an enum name, `NONE`, `OPEN`, or an age group such as `16-24`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Count {
+pub struct Count<C = u64> {
     pub key: String,
-    pub count: u64,
+    pub count: C,
 }
 
 /// Summary of a list of values; every figure is None when the list is empty.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Distribution {
-    pub count: u64,
+pub struct Distribution<C = u64> {
+    pub count: C,
     pub mean: Option<f64>,
     /// The middle value; the mean of the two middle values for an even count.
     pub median: Option<f64>,
@@ -34,16 +94,25 @@ pub struct Distribution {
 }
 
 impl Distribution {
-    pub fn of(mut values: Vec<f64>) -> Distribution {
+    pub fn of(values: Vec<f64>) -> Distribution {
+        Distribution::of_tallied(values.into_iter().map(|v| (v, Uuid::nil())).collect(), NO_KEYS)
+    }
+}
+
+impl<C: Tally> Distribution<C> {
+    /// The summary of values, each given with the id of the record it belongs to.
+    pub fn of_tallied(mut values: Vec<(f64, Uuid)>, keys: RecordKeys) -> Distribution<C> {
         let n = values.len();
         if n == 0 {
             return Distribution::default();
         }
+        let count = tally(values.iter().map(|(_, id)| *id), keys);
+        let mut values: Vec<f64> = values.drain(..).map(|(v, _)| v).collect();
         values.sort_by(f64::total_cmp);
         let median = if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 };
         let rank = ((0.9 * n as f64).ceil() as usize).clamp(1, n);
         Distribution {
-            count: n as u64,
+            count,
             mean: Some(values.iter().sum::<f64>() / n as f64),
             median: Some(median),
             p90: Some(values[rank - 1]),
@@ -54,70 +123,70 @@ impl Distribution {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct OutcomeSummary {
-    pub intake_count: u64,
+pub struct OutcomeSummary<C = u64> {
+    pub intake_count: C,
     pub intake_mean: Option<f64>,
-    pub discharge_count: u64,
+    pub discharge_count: C,
     pub discharge_mean: Option<f64>,
-    pub paired_count: u64,
+    pub paired_count: C,
     /// Mean of (intake − discharge) over paired episodes: positive is improvement.
     pub mean_change: Option<f64>,
     /// Episodes in the cohort without both an intake and a discharge score.
-    pub missing_pairs: u64,
-    pub reliably_improved: u64,
-    pub recovered: u64,
+    pub missing_pairs: C,
+    pub reliably_improved: C,
+    pub recovered: C,
 }
 
 /// NHS Talking Therapies indicators over episodes paired on both PHQ-9 and GAD-7.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct RecoverySummary {
-    pub eligible: u64,
-    pub at_caseness: u64,
-    pub recovered: u64,
-    pub reliably_improved: u64,
-    pub reliably_deteriorated: u64,
-    pub reliably_recovered: u64,
+pub struct RecoverySummary<C = u64> {
+    pub eligible: C,
+    pub at_caseness: C,
+    pub recovered: C,
+    pub reliably_improved: C,
+    pub reliably_deteriorated: C,
+    pub reliably_recovered: C,
     /// recovered / atCaseness; None when no episode was at caseness.
     pub recovery_rate: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ReferralSummary {
-    pub received: u64,
-    pub accepted: u64,
-    pub rejected: u64,
-    pub rejected_for_capacity: u64,
-    pub undecided: u64,
+pub struct ReferralSummary<C = u64> {
+    pub received: C,
+    pub accepted: C,
+    pub rejected: C,
+    pub rejected_for_capacity: C,
+    pub undecided: C,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct ContinuitySummary {
-    pub patients_with_transition: u64,
-    pub transitions: u64,
-    pub transitions_keeping_therapist: u64,
-    pub handovers: u64,
-    pub handovers_without_notification: u64,
+pub struct ContinuitySummary<C = u64> {
+    pub patients_with_transition: C,
+    pub transitions: C,
+    pub transitions_keeping_therapist: C,
+    pub handovers: C,
+    pub handovers_without_notification: C,
     /// Mean COC over the cohort's patients whose COC is defined.
     pub mean_coc: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct PathwayReport {
-    pub episodes: u64,
-    pub patients: u64,
-    pub gender: Vec<Count>,
-    pub referral_sources: Vec<Count>,
-    pub end_reasons: Vec<Count>,
-    pub age_groups: Vec<Count>,
-    pub phq9: OutcomeSummary,
-    pub gad7: OutcomeSummary,
-    pub recovery: RecoverySummary,
-    pub waiting_days: Distribution,
+pub struct PathwayReport<C = u64> {
+    pub episodes: C,
+    pub patients: C,
+    pub gender: Vec<Count<C>>,
+    pub referral_sources: Vec<Count<C>>,
+    pub end_reasons: Vec<Count<C>>,
+    pub age_groups: Vec<Count<C>>,
+    pub phq9: OutcomeSummary<C>,
+    pub gad7: OutcomeSummary<C>,
+    pub recovery: RecoverySummary<C>,
+    pub waiting_days: Distribution<C>,
     /// The same waits in bins of weeks (`WAITING_BINS_DAYS`), for a histogram.
-    pub waiting_histogram: Vec<Count>,
-    pub sessions_per_episode: Distribution,
-    pub referrals: ReferralSummary,
-    pub continuity: ContinuitySummary,
+    pub waiting_histogram: Vec<Count<C>>,
+    pub sessions_per_episode: Distribution<C>,
+    pub referrals: ReferralSummary<C>,
+    pub continuity: ContinuitySummary<C>,
 }
 
 /// Lower bounds, in days, of the waiting-time histogram's bins: under a week, 1–2, 2–4, 4–8,
@@ -127,8 +196,13 @@ pub const WAITING_BINS_DAYS: &[u32] = &[0, 7, 14, 28, 56, 84];
 /// Counts of `days` per bin of `WAITING_BINS_DAYS`, keyed `0-6`, `7-13`, …, `84+` (every bin
 /// listed, empty ones as 0).
 pub fn waiting_histogram(days: &[f64]) -> Vec<Count> {
+    let days: Vec<(f64, Uuid)> = days.iter().map(|d| (*d, Uuid::nil())).collect();
+    waiting_histogram_tallied(&days, NO_KEYS)
+}
+
+fn waiting_histogram_tallied<C: Tally>(days: &[(f64, Uuid)], keys: RecordKeys) -> Vec<Count<C>> {
     let bins = WAITING_BINS_DAYS;
-    let mut out: Vec<Count> = bins
+    let mut out: Vec<Count<C>> = bins
         .iter()
         .enumerate()
         .map(|(i, b)| Count {
@@ -136,12 +210,12 @@ pub fn waiting_histogram(days: &[f64]) -> Vec<Count> {
                 Some(next) => format!("{b}-{}", next - 1),
                 None => format!("{b}+"),
             },
-            count: 0,
+            count: C::default(),
         })
         .collect();
-    for d in days {
+    for (d, id) in days {
         let i = bins.iter().rposition(|b| *d >= f64::from(*b)).unwrap_or(0);
-        out[i].count += 1;
+        out[i].count.add(keys(*id), 1);
     }
     out
 }
@@ -176,18 +250,24 @@ fn age_index(bins: &[i32], age: i32) -> usize {
     }
 }
 
-/// Counts per key, every key listed. A value of none of the keys (a code a newer forlop stored)
-/// is counted under `UNRECOGNISED`, listed only then, so that the counts still add up.
-fn counts<K: Copy + PartialEq>(keys: &[(K, &str)], values: impl Iterator<Item = K>) -> Vec<Count> {
-    let mut out: Vec<Count> = keys.iter().map(|(_, k)| Count { key: (*k).to_owned(), count: 0 }).collect();
-    let mut unrecognised = 0;
-    for v in values {
-        match keys.iter().position(|(k, _)| *k == v) {
-            Some(i) => out[i].count += 1,
-            None => unrecognised += 1,
+/// Counts per key, every key listed, of values given with their record's id. A value of none of
+/// the keys (a code a newer forlop stored) is counted under `UNRECOGNISED`, listed only then, so
+/// that the counts still add up.
+fn counts<K: Copy + PartialEq, C: Tally>(
+    table: &[(K, &str)],
+    values: impl Iterator<Item = (K, Uuid)>,
+    keys: RecordKeys,
+) -> Vec<Count<C>> {
+    let mut out: Vec<Count<C>> =
+        table.iter().map(|(_, k)| Count { key: (*k).to_owned(), count: C::default() }).collect();
+    let mut unrecognised = C::default();
+    for (v, id) in values {
+        match table.iter().position(|(k, _)| *k == v) {
+            Some(i) => out[i].count.add(keys(id), 1),
+            None => unrecognised.add(keys(id), 1),
         }
     }
-    if unrecognised > 0 {
+    if unrecognised.count() > 0 {
         out.push(Count { key: forlop_domain::UNRECOGNISED.to_owned(), count: unrecognised });
     }
     out
@@ -231,44 +311,57 @@ pub fn episode_scores(p: &PatientView, episode: Uuid, instrument: Instrument) ->
     (intake, discharge)
 }
 
-fn outcome_summary(scores: &[(Option<u32>, Option<u32>)], instrument: Instrument) -> OutcomeSummary {
-    let intakes: Vec<f64> = scores.iter().filter_map(|s| s.0).map(f64::from).collect();
-    let discharges: Vec<f64> = scores.iter().filter_map(|s| s.1).map(f64::from).collect();
-    let pairs: Vec<(u32, u32)> = scores.iter().filter_map(|s| Some((s.0?, s.1?))).collect();
+/// One episode's (intake, discharge) on one instrument, with the episode's id.
+type Scores = (Uuid, (Option<u32>, Option<u32>));
+
+fn outcome_summary<C: Tally>(scores: &[Scores], instrument: Instrument, keys: RecordKeys) -> OutcomeSummary<C> {
+    let intakes: Vec<(Uuid, f64)> = scores.iter().filter_map(|(e, s)| Some((*e, f64::from(s.0?)))).collect();
+    let discharges: Vec<(Uuid, f64)> = scores.iter().filter_map(|(e, s)| Some((*e, f64::from(s.1?)))).collect();
+    let pairs: Vec<(Uuid, u32, u32)> = scores.iter().filter_map(|(e, s)| Some((*e, s.0?, s.1?))).collect();
     let (caseness, reliable) = (instrument.caseness(), instrument.reliable_change());
+    let paired: std::collections::HashSet<Uuid> = pairs.iter().map(|p| p.0).collect();
     OutcomeSummary {
-        intake_count: intakes.len() as u64,
-        intake_mean: mean(intakes.into_iter()),
-        discharge_count: discharges.len() as u64,
-        discharge_mean: mean(discharges.into_iter()),
-        paired_count: pairs.len() as u64,
-        mean_change: mean(pairs.iter().map(|(i, d)| f64::from(*i) - f64::from(*d))),
-        missing_pairs: (scores.len() - pairs.len()) as u64,
-        reliably_improved: pairs.iter().filter(|(i, d)| i.saturating_sub(*d) >= reliable).count() as u64,
-        recovered: pairs.iter().filter(|(i, d)| *i >= caseness && *d < caseness).count() as u64,
+        intake_count: tally(intakes.iter().map(|x| x.0), keys),
+        intake_mean: mean(intakes.iter().map(|x| x.1)),
+        discharge_count: tally(discharges.iter().map(|x| x.0), keys),
+        discharge_mean: mean(discharges.iter().map(|x| x.1)),
+        paired_count: tally(pairs.iter().map(|p| p.0), keys),
+        mean_change: mean(pairs.iter().map(|(_, i, d)| f64::from(*i) - f64::from(*d))),
+        missing_pairs: tally(scores.iter().map(|s| s.0).filter(|e| !paired.contains(e)), keys),
+        reliably_improved: tally(pairs.iter().filter(|(_, i, d)| i.saturating_sub(*d) >= reliable).map(|p| p.0), keys),
+        recovered: tally(pairs.iter().filter(|(_, i, d)| *i >= caseness && *d < caseness).map(|p| p.0), keys),
     }
 }
 
 /// Both instruments' (intake, discharge) for one episode.
 type BothScores = ((u32, u32), (u32, u32));
 
+#[cfg(test)]
 fn recovery_summary(paired: &[BothScores]) -> RecoverySummary {
+    let paired: Vec<(Uuid, BothScores)> = paired.iter().map(|b| (Uuid::nil(), *b)).collect();
+    recovery_tallied(&paired, NO_KEYS)
+}
+
+fn recovery_tallied<C: Tally>(paired: &[(Uuid, BothScores)], keys: RecordKeys) -> RecoverySummary<C> {
     let (phq, gad) = (Instrument::Phq9, Instrument::Gad7);
-    let mut r = RecoverySummary { eligible: paired.len() as u64, ..RecoverySummary::default() };
-    for &((pi, pd), (gi, gd)) in paired {
+    let mut r =
+        RecoverySummary::<C> { eligible: tally(paired.iter().map(|p| p.0), keys), ..RecoverySummary::default() };
+    for &(episode, ((pi, pd), (gi, gd))) in paired {
+        let k = keys(episode);
         let at_caseness = pi >= phq.caseness() || gi >= gad.caseness();
         let recovered = at_caseness && pd < phq.caseness() && gd < gad.caseness();
         let improved = pi.saturating_sub(pd) >= phq.reliable_change() || gi.saturating_sub(gd) >= gad.reliable_change();
         let deteriorated =
             pd.saturating_sub(pi) >= phq.reliable_change() || gd.saturating_sub(gi) >= gad.reliable_change();
         let reliably_improved = improved && !deteriorated;
-        r.at_caseness += u64::from(at_caseness);
-        r.recovered += u64::from(recovered);
-        r.reliably_improved += u64::from(reliably_improved);
-        r.reliably_deteriorated += u64::from(deteriorated && !improved);
-        r.reliably_recovered += u64::from(recovered && reliably_improved);
+        r.at_caseness.add(k, u64::from(at_caseness));
+        r.recovered.add(k, u64::from(recovered));
+        r.reliably_improved.add(k, u64::from(reliably_improved));
+        r.reliably_deteriorated.add(k, u64::from(deteriorated && !improved));
+        r.reliably_recovered.add(k, u64::from(recovered && reliably_improved));
     }
-    r.recovery_rate = (r.at_caseness > 0).then(|| r.recovered as f64 / r.at_caseness as f64);
+    let (at, rec) = (r.at_caseness.count(), r.recovered.count());
+    r.recovery_rate = (at > 0).then(|| rec as f64 / at as f64);
     r
 }
 
@@ -285,18 +378,30 @@ pub fn waiting_days_of(p: &PatientView, e: &EpisodeView) -> Option<f64> {
 
 /// Referrals `service` received in [from, to), by their decision as recorded so far.
 pub fn referral_summary(model: &ReadModel, service: Uuid, from: Timestamp, to: Timestamp) -> ReferralSummary {
-    let mut r = ReferralSummary::default();
+    referral_summary_tallied(model, service, from, to, NO_KEYS)
+}
+
+/// `referral_summary`, each referral counted with its record key.
+pub fn referral_summary_tallied<C: Tally>(
+    model: &ReadModel,
+    service: Uuid,
+    from: Timestamp,
+    to: Timestamp,
+    keys: RecordKeys,
+) -> ReferralSummary<C> {
+    let mut r = ReferralSummary::<C>::default();
     let Some(index) = model.referrals_by_service.get(&service) else { return r };
     let to = to.max(from); // a reversed period selects nothing
     for ((_, referral_id), patient_id) in index.range((from, Uuid::nil())..(to, Uuid::nil())) {
         let Some(referral) = model.patients.get(patient_id).and_then(|p| p.referral(*referral_id)) else { continue };
-        r.received += 1;
+        let k = keys(*referral_id);
+        r.received.add(k, 1);
         match referral.decision {
-            None => r.undecided += 1,
-            Some((ReferralDecision::Accepted, _, _)) => r.accepted += 1,
+            None => r.undecided.add(k, 1),
+            Some((ReferralDecision::Accepted, _, _)) => r.accepted.add(k, 1),
             Some((ReferralDecision::Rejected, reason, _)) => {
-                r.rejected += 1;
-                r.rejected_for_capacity += u64::from(reason == Some(RejectionReason::Capacity));
+                r.rejected.add(k, 1);
+                r.rejected_for_capacity.add(k, u64::from(reason == Some(RejectionReason::Capacity)));
             }
             // A decision a newer forlop recorded: decided, but neither of the two kinds known here.
             Some((ReferralDecision::Unrecognised, _, _)) => {}
@@ -307,13 +412,32 @@ pub fn referral_summary(model: &ReadModel, service: Uuid, from: Timestamp, to: T
 
 /// Waiting days for the episodes `service` started in [from, to).
 pub fn waiting_days(model: &ReadModel, service: Uuid, from: Timestamp, to: Timestamp) -> Distribution {
-    Distribution::of(cohort(model, service, from, to).filter_map(|(p, e)| waiting_days_of(p, e)).collect())
+    waiting_days_tallied(model, service, from, to, NO_KEYS)
+}
+
+/// `waiting_days`, each episode counted with its record key.
+pub fn waiting_days_tallied<C: Tally>(
+    model: &ReadModel,
+    service: Uuid,
+    from: Timestamp,
+    to: Timestamp,
+    keys: RecordKeys,
+) -> Distribution<C> {
+    Distribution::of_tallied(
+        cohort(model, service, from, to).filter_map(|(p, e)| Some((waiting_days_of(p, e)?, e.id))).collect(),
+        keys,
+    )
 }
 
 /// Episodes at `service` open at `as_of`: started before it and not ended by it.
 pub fn open_episodes(model: &ReadModel, service: Uuid, as_of: Timestamp) -> u64 {
-    let Some(index) = model.episodes_by_service.get(&service) else { return 0 };
-    index.range(..(as_of, Uuid::nil())).filter(|(_, entry)| entry.open_at(as_of)).count() as u64
+    open_episodes_tallied(model, service, as_of, NO_KEYS)
+}
+
+/// `open_episodes`, each episode counted with its record key.
+pub fn open_episodes_tallied<C: Tally>(model: &ReadModel, service: Uuid, as_of: Timestamp, keys: RecordKeys) -> C {
+    let Some(index) = model.episodes_by_service.get(&service) else { return C::default() };
+    tally(index.range(..(as_of, Uuid::nil())).filter(|(_, entry)| entry.open_at(as_of)).map(|((_, id), _)| *id), keys)
 }
 
 const GENDERS: &[(Gender, &str)] =
@@ -343,51 +467,73 @@ pub fn pathway_report(
     to: Timestamp,
     age_bins: &[i32],
 ) -> Result<PathwayReport, String> {
-    let keys = age_keys(age_bins)?;
+    pathway_report_tallied(model, service, from, to, age_bins, NO_KEYS)
+}
+
+/// `pathway_report`, each count made with its contributors' record keys: episodes count by the
+/// episode's id, patients and continuity by the patient's, referrals by the referral's.
+pub fn pathway_report_tallied<C: Tally>(
+    model: &ReadModel,
+    service: Uuid,
+    from: Timestamp,
+    to: Timestamp,
+    age_bins: &[i32],
+    keys: RecordKeys,
+) -> Result<PathwayReport<C>, String> {
+    let bin_keys = age_keys(age_bins)?;
     let episodes: Vec<(&PatientView, &EpisodeView)> = cohort(model, service, from, to).collect();
-    let mut age_groups: Vec<Count> = keys.into_iter().map(|key| Count { key, count: 0 }).collect();
+    let mut age_groups: Vec<Count<C>> = bin_keys.into_iter().map(|key| Count { key, count: C::default() }).collect();
     for (p, e) in &episodes {
-        age_groups[age_index(age_bins, e.started_at.year() - p.birth_year)].count += 1;
+        age_groups[age_index(age_bins, e.started_at.year() - p.birth_year)].count.add(keys(e.id), 1);
     }
-    let phq: Vec<_> = episodes.iter().map(|(p, e)| episode_scores(p, e.id, Instrument::Phq9)).collect();
-    let gad: Vec<_> = episodes.iter().map(|(p, e)| episode_scores(p, e.id, Instrument::Gad7)).collect();
-    let both: Vec<BothScores> = phq.iter().zip(&gad).filter_map(|(p, g)| Some(((p.0?, p.1?), (g.0?, g.1?)))).collect();
+    let phq: Vec<Scores> = episodes.iter().map(|(p, e)| (e.id, episode_scores(p, e.id, Instrument::Phq9))).collect();
+    let gad: Vec<Scores> = episodes.iter().map(|(p, e)| (e.id, episode_scores(p, e.id, Instrument::Gad7))).collect();
+    let both: Vec<(Uuid, BothScores)> =
+        phq.iter().zip(&gad).filter_map(|((e, p), (_, g))| Some((*e, ((p.0?, p.1?), (g.0?, g.1?))))).collect();
 
     let mut seen = HashSet::new();
     let patients: Vec<&PatientView> = episodes.iter().filter(|(p, _)| seen.insert(p.id)).map(|(p, _)| *p).collect();
-    let mut continuity = ContinuitySummary::default();
+    let mut continuity = ContinuitySummary::<C>::default();
     let mut cocs = Vec::new();
     for p in &patients {
-        let c = p.continuity();
-        continuity.patients_with_transition += u64::from(c.care_level_transitions > 0);
-        continuity.transitions += u64::from(c.care_level_transitions);
-        continuity.transitions_keeping_therapist += u64::from(c.transitions_keeping_therapist);
-        continuity.handovers += c.handovers.len() as u64;
-        continuity.handovers_without_notification += c.handovers.iter().filter(|h| !h.patient_notified).count() as u64;
+        let (c, k) = (p.continuity(), keys(p.id));
+        continuity.patients_with_transition.add(k, u64::from(c.care_level_transitions > 0));
+        continuity.transitions.add(k, u64::from(c.care_level_transitions));
+        continuity.transitions_keeping_therapist.add(k, u64::from(c.transitions_keeping_therapist));
+        continuity.handovers.add(k, c.handovers.len() as u64);
+        continuity
+            .handovers_without_notification
+            .add(k, c.handovers.iter().filter(|h| !h.patient_notified).count() as u64);
         cocs.extend(c.indices.coc);
     }
     continuity.mean_coc = mean(cocs.into_iter());
 
-    let waits: Vec<f64> = episodes.iter().filter_map(|(p, e)| waiting_days_of(p, e)).collect();
+    let waits: Vec<(f64, Uuid)> = episodes.iter().filter_map(|(p, e)| Some((waiting_days_of(p, e)?, e.id))).collect();
     Ok(PathwayReport {
-        episodes: episodes.len() as u64,
-        patients: patients.len() as u64,
-        gender: counts(GENDERS, episodes.iter().map(|(p, _)| p.gender)),
+        episodes: tally(episodes.iter().map(|(_, e)| e.id), keys),
+        patients: tally(patients.iter().map(|p| p.id), keys),
+        gender: counts(GENDERS, episodes.iter().map(|(p, e)| (p.gender, e.id)), keys),
         referral_sources: counts(
             SOURCES,
-            episodes.iter().map(|(p, e)| e.referral_id.and_then(|r| p.referral(r)).map(|r| r.source)),
+            episodes.iter().map(|(p, e)| (e.referral_id.and_then(|r| p.referral(r)).map(|r| r.source), e.id)),
+            keys,
         ),
-        end_reasons: counts(END_REASONS, episodes.iter().map(|(_, e)| e.ended.as_ref().map(|x| x.reason))),
+        end_reasons: counts(
+            END_REASONS,
+            episodes.iter().map(|(_, e)| (e.ended.as_ref().map(|x| x.reason), e.id)),
+            keys,
+        ),
         age_groups,
-        phq9: outcome_summary(&phq, Instrument::Phq9),
-        gad7: outcome_summary(&gad, Instrument::Gad7),
-        recovery: recovery_summary(&both),
-        waiting_histogram: waiting_histogram(&waits),
-        waiting_days: Distribution::of(waits),
-        sessions_per_episode: Distribution::of(
-            episodes.iter().map(|(p, e)| attended(p, e.id).count() as f64).collect(),
+        phq9: outcome_summary(&phq, Instrument::Phq9, keys),
+        gad7: outcome_summary(&gad, Instrument::Gad7, keys),
+        recovery: recovery_tallied(&both, keys),
+        waiting_histogram: waiting_histogram_tallied(&waits, keys),
+        waiting_days: Distribution::of_tallied(waits, keys),
+        sessions_per_episode: Distribution::of_tallied(
+            episodes.iter().map(|(p, e)| (attended(p, e.id).count() as f64, e.id)).collect(),
+            keys,
         ),
-        referrals: referral_summary(model, service, from, to),
+        referrals: referral_summary_tallied(model, service, from, to, keys),
         continuity,
     })
 }
@@ -406,11 +552,12 @@ mod tests {
     #[test]
     fn a_code_this_version_does_not_know_is_counted_apart_so_the_counts_add_up() {
         let genders = [Gender::Female, Gender::Unrecognised, Gender::Female];
-        let got = counts(GENDERS, genders.into_iter());
+        let got: Vec<Count> = counts(GENDERS, genders.into_iter().map(|g| (g, Uuid::nil())), NO_KEYS);
         let pairs: Vec<(&str, u64)> = got.iter().map(|c| (c.key.as_str(), c.count)).collect();
         assert_eq!(pairs, [("FEMALE", 2), ("MALE", 0), ("OTHER", 0), ("UNKNOWN", 0), ("UNRECOGNISED", 1)]);
         // Only listed when there is one.
-        assert_eq!(counts(GENDERS, [Gender::Male].into_iter()).len(), GENDERS.len());
+        let male: Vec<Count> = counts(GENDERS, [(Gender::Male, Uuid::nil())].into_iter(), NO_KEYS);
+        assert_eq!(male.len(), GENDERS.len());
     }
 
     #[test]

@@ -18,7 +18,8 @@
 //!   blind index under a new master key without reading the event log.
 //!
 //! Subkeys come from the master key by HKDF-SHA-256 (no salt): `forlop key wrap v1` for wrapping
-//! data keys, `forlop blind index v1` for the blind index. All key material is zeroized on drop.
+//! data keys, `forlop blind index v1` for the blind index, `forlop cell key v1` for the record
+//! keys of the cell key method that perturbs analysts' aggregates. All key material is zeroized on drop.
 //! No error message, `Debug` output or log line contains key material or a national id.
 //!
 //! Key record layout (version 1): `0x01 ‖ wrapped data key (24-byte nonce ‖ 32-byte key ‖ 16-byte
@@ -51,6 +52,7 @@ const RECORD_V1: u8 = 1;
 
 const INFO_WRAP: &[u8] = b"forlop key wrap v1";
 const INFO_BLIND: &[u8] = b"forlop blind index v1";
+const INFO_CELL_KEY: &[u8] = b"forlop cell key v1";
 /// Associated-data labels, so a wrapped key and a sealed id can never stand in for each other.
 const AD_DATA_KEY: &[u8] = b"forlop data key v1:";
 const AD_NATIONAL_ID: &[u8] = b"forlop national id v1:";
@@ -162,6 +164,12 @@ impl MasterKey {
         mac.finalize().into_bytes().into()
     }
 
+    /// The keyer of record keys for the cell key method: see `RecordKeyer`.
+    pub fn record_keyer(&self) -> RecordKeyer {
+        let key = self.subkey(INFO_CELL_KEY);
+        RecordKeyer(<Hmac<Sha256> as Mac>::new_from_slice(key.as_ref()).expect("HMAC takes keys of any length"))
+    }
+
     fn subkey(&self, info: &[u8]) -> Zeroizing<[u8; KEY_LEN]> {
         let mut out = Zeroizing::new([0u8; KEY_LEN]);
         Hkdf::<Sha256>::new(None, self.0.as_ref()).expand(info, out.as_mut()).expect("32 bytes is a valid HKDF length");
@@ -187,6 +195,28 @@ impl MasterKey {
 impl fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("MasterKey(<redacted>)")
+    }
+}
+
+/// Gives each record (an episode, patient or referral, by id) its secret record key for the cell
+/// key method: the first 8 bytes of HMAC-SHA-256 of the id under a key derived from the master
+/// key. Every node sharing the master key gives the same keys, so the same query gets the same
+/// perturbed answer everywhere; without the master key the keys cannot be computed.
+#[derive(Clone)]
+pub struct RecordKeyer(Hmac<Sha256>);
+
+impl RecordKeyer {
+    pub fn key(&self, id: Uuid) -> u64 {
+        let mut mac = self.0.clone();
+        mac.update(id.as_bytes());
+        let out = mac.finalize().into_bytes();
+        u64::from_le_bytes(out[..8].try_into().expect("a SHA-256 MAC has 32 bytes"))
+    }
+}
+
+impl fmt::Debug for RecordKeyer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RecordKeyer(<redacted>)")
     }
 }
 
@@ -297,6 +327,11 @@ impl Vault {
     /// stable pseudonym that reveals nothing about the number without the master key.
     pub fn blind_index(&self, id: &NationalId) -> [u8; 32] {
         self.master.blind_index(id)
+    }
+
+    /// The keyer of record keys for the cell key method.
+    pub fn record_keyer(&self) -> RecordKeyer {
+        self.master.record_keyer()
     }
 
     /// Creates the patient's data key (or reuses the existing one), wraps it under the master key,

@@ -33,7 +33,7 @@
       undecided: 'Ikke avgjort', continuity: 'Kontinuitet', patientsWithTransition: 'Pasienter med overgang',
       transitions: 'Overganger mellom nivåer', kept: 'Overganger med samme behandler', handovers: 'Behandlerbytter',
       handoversWithoutNotification: 'Bytter uten varsel til pasienten', meanCoc: 'COC, snitt',
-      mean: 'Snitt', median: 'Median', p90: 'p90', suppressedNote: 'Små tall (under 5) vises som <5 for analytikere.',
+      mean: 'Snitt', median: 'Median', p90: 'p90', suppressedNote: 'For analytikere er tallene beskyttet: antall er forskjøvet med inntil ±2, små tall (under 5) vises som <5, og «skjult» er et tall som holdes tilbake fordi det ellers ville avsløre et lite tall.', hiddenFigure: 'skjult',
       alertsTitle: 'Omsorgsvarsler', kind: 'Type', patient: 'Pasient', since: 'Siden', live: 'Nye varsler vises her fortløpende.',
       liveOn: 'Direkte: tilkoblet', liveOff: 'Direkte: frakoblet', noAlerts: 'Ingen åpne varsler.',
       UNASSIGNED: 'Uten behandler', INACTIVE: 'Ingen aktivitet', HANDOVER_NOT_NOTIFIED: 'Bytte uten varsel',
@@ -78,7 +78,7 @@
       undecided: 'Undecided', continuity: 'Continuity', patientsWithTransition: 'Patients with a transition',
       transitions: 'Care-level transitions', kept: 'Transitions keeping the therapist', handovers: 'Handovers',
       handoversWithoutNotification: 'Handovers without notifying the patient', meanCoc: 'Mean COC',
-      mean: 'Mean', median: 'Median', p90: 'p90', suppressedNote: 'Small counts (below 5) show as <5 for analysts.',
+      mean: 'Mean', median: 'Median', p90: 'p90', suppressedNote: 'For analysts the figures are protected: counts are shifted by up to ±2, small counts (below 5) show as <5, and “hidden” is a figure withheld because it would give a small one away.', hiddenFigure: 'hidden',
       alertsTitle: 'Care alerts', kind: 'Kind', patient: 'Patient', since: 'Since', live: 'New alerts appear here as they are raised.',
       liveOn: 'Live: connected', liveOff: 'Live: disconnected', noAlerts: 'No open alerts.',
       UNASSIGNED: 'Unassigned', INACTIVE: 'Inactive', HANDOVER_NOT_NOTIFIED: 'Handover not notified',
@@ -107,8 +107,16 @@
   const locale = () => (lang === 'nb' ? 'nb-NO' : 'en-GB');
   const num = (n, digits) =>
     n === null || n === undefined ? '–' : new Intl.NumberFormat(locale(), { maximumFractionDigits: digits === undefined ? 1 : digits }).format(n);
-  // A count the API suppressed for this role is null with `suppressed` set: shown as <5, never 0.
-  const count = (value, suppressed) => (value === null || value === undefined ? (suppressed ? '<5' : '–') : num(value, 0));
+  // A count the API withheld from this role is null with the reason: SMALL shows as <5, PROTECTED
+  // (withheld only so that it cannot give a small one away) as "hidden"; never as 0.
+  const count = (value, hidden) => {
+    if (value !== null && value !== undefined) return num(value, 0);
+    if (hidden === 'SMALL') return '<5';
+    if (hidden === 'PROTECTED') return t('hiddenFigure');
+    return '–';
+  };
+  // A figure of a summary object, with the reason the API gives for it in `hidden`.
+  const fig = (o, field) => count(o[field], ((o.hidden || []).find((h) => h.field === field) || {}).reason);
   const day = (iso) => (iso ? new Date(iso).toLocaleDateString(locale(), { year: 'numeric', month: '2-digit', day: '2-digit', timeZone: 'UTC' }) : '–');
   const code = (c) => t(c);
 
@@ -229,8 +237,8 @@
     const level = new URLSearchParams(location.search).get('level') || '';
     main.replaceChildren(el('h1', {}, t('services')), el('p', { class: 'muted' }, '…'));
     const data = await gql(`query($from: DateTime!, $to: DateTime!) { services { id name careLevel
-      openEpisodes(asOf: $to) waitingDays(from: $from, to: $to) { count median p90 suppressed }
-      referralOutcomes(from: $from, to: $to) { received rejectedForCapacity suppressed } } }`, { from: p.fromIso, to: p.toIso });
+      openEpisodes(asOf: $to) waitingDays(from: $from, to: $to) { count median p90 suppressed hidden { field reason } }
+      referralOutcomes(from: $from, to: $to) { received rejectedForCapacity suppressed hidden { field reason } } } }`, { from: p.fromIso, to: p.toIso });
     const levelSelect = el('select', { id: 'level', onchange: (e) => {
       const q = new URLSearchParams(location.search);
       if (e.target.value) q.set('level', e.target.value); else q.delete('level');
@@ -252,9 +260,9 @@
     main.replaceChildren(el('h1', {}, t('services')), periodControls(p, el('label', {}, t('careLevel'), levelSelect)),
       table(null, [head('name', t('service')), head('careLevel', t('careLevel')), head('openEpisodes', t('openEpisodes'), true),
         head('median', t('waitMedian'), true), head('p90', t('waitP90'), true), head('capacity', t('capacityRejections'), true), ''],
-      rows.map((s) => [s.name, code(s.careLevel), count(s.openEpisodes, s.openEpisodes === null),
+      rows.map((s) => [s.name, code(s.careLevel), count(s.openEpisodes, s.openEpisodes === null ? 'SMALL' : null),
         num(s.waitingDays.median), num(s.waitingDays.p90),
-        count(s.referralOutcomes.rejectedForCapacity, s.referralOutcomes.suppressed),
+        fig(s.referralOutcomes, 'rejectedForCapacity'),
         el('span', {}, link('/dashboard/services/' + s.id + '/report' + q, t('report')), ' · ', link('/dashboard/services/' + s.id + '/alerts', t('alerts')))]),
       'services'),
       el('p', { class: 'muted' }, t('suppressedNote')));
@@ -268,7 +276,7 @@
 
   function countsTable(title, counts, testid) {
     return el('section', {}, el('h2', {}, title),
-      table(null, ['', { label: t('count'), num: true }], counts.map((c) => [code(c.key), count(c.count, c.suppressed)]), testid));
+      table(null, ['', { label: t('count'), num: true }], counts.map((c) => [code(c.key), count(c.count, c.hidden)]), testid));
   }
 
   // Waiting days in bins of weeks, as a uPlot bar chart with the same numbers in a table.
@@ -286,36 +294,36 @@
         axes: [{ values: (u, ticks) => ticks.map((i) => labels[i] || '') , splits: () => labels.map((_, i) => i) },
           { values: (u, ticks) => ticks.map((v) => num(v, 0)) }],
         series: [{}, { label: t('count'), fill: 'rgba(11,92,173,0.55)', stroke: '#0b5cad', paths: bars, points: { show: false } }],
-      }, [labels.map((_, i) => i), values.map((v) => (v === null ? 0 : v))], box);
+      }, [labels.map((_, i) => i), values], box); // a withheld bin stays null: no bar, never a 0
     }
-    return el('div', {}, box, table(null, [t('days'), { label: t('count'), num: true }], bins.map((b) => [b.key, count(b.count, b.suppressed)]), 'waiting-histogram'));
+    return el('div', {}, box, table(null, [t('days'), { label: t('count'), num: true }], bins.map((b) => [b.key, count(b.count, b.hidden)]), 'waiting-histogram'));
   }
 
   async function reportView(main, serviceId) {
     const p = period();
     main.replaceChildren(el('h1', {}, t('reportTitle')), el('p', { class: 'muted' }, '…'));
     const [service, data] = await Promise.all([serviceName(serviceId), gql(`query($s: UUID!, $from: DateTime!, $to: DateTime!) {
-      pathwayReport(serviceId: $s, from: $from, to: $to) { episodes patients suppressed
-        gender { key count suppressed } referralSources { key count suppressed } ageGroups { key count suppressed }
-        endReasons { key count suppressed }
-        phq9 { intakeCount intakeMean dischargeCount dischargeMean pairedCount meanChange missingPairs reliablyImproved recovered suppressed }
-        gad7 { intakeCount intakeMean dischargeCount dischargeMean pairedCount meanChange missingPairs reliablyImproved recovered suppressed }
-        recovery { eligible atCaseness recovered reliablyImproved reliablyDeteriorated reliablyRecovered recoveryRate suppressed }
-        waitingDays { count mean median p90 suppressed } waitingHistogram { key count suppressed }
-        referrals { received accepted rejected rejectedForCapacity undecided suppressed }
-        continuity { patientsWithTransition transitions transitionsKeepingTherapist handovers handoversWithoutNotification meanCoc suppressed } } }`,
+      pathwayReport(serviceId: $s, from: $from, to: $to) { episodes patients suppressed hidden { field reason }
+        gender { key count hidden } referralSources { key count hidden } ageGroups { key count hidden }
+        endReasons { key count hidden }
+        phq9 { intakeCount intakeMean dischargeCount dischargeMean pairedCount meanChange missingPairs reliablyImproved recovered hidden { field reason } }
+        gad7 { intakeCount intakeMean dischargeCount dischargeMean pairedCount meanChange missingPairs reliablyImproved recovered hidden { field reason } }
+        recovery { eligible atCaseness recovered reliablyImproved reliablyDeteriorated reliablyRecovered recoveryRate hidden { field reason } }
+        waitingDays { count mean median p90 hidden { field reason } } waitingHistogram { key count hidden }
+        referrals { received accepted rejected rejectedForCapacity undecided hidden { field reason } }
+        continuity { patientsWithTransition transitions transitionsKeepingTherapist handovers handoversWithoutNotification meanCoc hidden { field reason } } } }`,
     { s: serviceId, from: p.fromIso, to: p.toIso })]);
     const r = data.pathwayReport;
-    const outcomeRow = (name, o) => [name, num(o.intakeMean), num(o.dischargeMean), count(o.pairedCount, o.suppressed), count(o.missingPairs, o.suppressed),
-      count(o.reliablyImproved, o.suppressed), count(o.recovered, o.suppressed)];
+    const outcomeRow = (name, o) => [name, num(o.intakeMean), num(o.dischargeMean), fig(o, 'pairedCount'), fig(o, 'missingPairs'),
+      fig(o, 'reliablyImproved'), fig(o, 'recovered')];
     main.replaceChildren(
       el('h1', {}, t('reportTitle') + ': ' + service.name),
       el('p', { class: 'muted' }, code(service.careLevel) + ' · ' + day(p.fromIso) + ' – ' + day(p.toIso) + ' · ', link('/dashboard/services/' + serviceId + '/alerts', t('alerts'))),
       periodControls(p),
       el('section', {}, el('h2', {}, t('basis')),
         el('div', { class: 'grid' },
-          el('p', {}, t('episodes'), el('br'), el('span', { class: 'figure', 'data-testid': 'episodes' }, count(r.episodes, r.suppressed))),
-          el('p', {}, t('patients'), el('br'), el('span', { class: 'figure', 'data-testid': 'patients' }, count(r.patients, r.suppressed))))),
+          el('p', {}, t('episodes'), el('br'), el('span', { class: 'figure', 'data-testid': 'episodes' }, fig(r, 'episodes'))),
+          el('p', {}, t('patients'), el('br'), el('span', { class: 'figure', 'data-testid': 'patients' }, fig(r, 'patients'))))),
       el('div', { class: 'grid' }, countsTable(t('gender'), r.gender, 'gender'), countsTable(t('referralSources'), r.referralSources, 'referral-sources'),
         countsTable(t('ageGroups'), r.ageGroups, 'age-groups'), countsTable(t('endReasons'), r.endReasons, 'end-reasons')),
       el('section', {}, el('h2', {}, t('outcomes')),
@@ -324,24 +332,24 @@
         [outcomeRow('PHQ-9', r.phq9), outcomeRow('GAD-7', r.gad7)], 'outcomes')),
       el('section', {}, el('h2', {}, t('recovery')),
         table(null, ['', { label: t('count'), num: true }], [
-          [t('eligible'), count(r.recovery.eligible, r.recovery.suppressed)], [t('atCaseness'), count(r.recovery.atCaseness, r.recovery.suppressed)],
-          [t('recovered'), count(r.recovery.recovered, r.recovery.suppressed)], [t('reliablyImproved'), count(r.recovery.reliablyImproved, r.recovery.suppressed)],
-          [t('reliablyDeteriorated'), count(r.recovery.reliablyDeteriorated, r.recovery.suppressed)],
-          [t('reliablyRecovered'), count(r.recovery.reliablyRecovered, r.recovery.suppressed)],
+          [t('eligible'), fig(r.recovery, 'eligible')], [t('atCaseness'), fig(r.recovery, 'atCaseness')],
+          [t('recovered'), fig(r.recovery, 'recovered')], [t('reliablyImproved'), fig(r.recovery, 'reliablyImproved')],
+          [t('reliablyDeteriorated'), fig(r.recovery, 'reliablyDeteriorated')],
+          [t('reliablyRecovered'), fig(r.recovery, 'reliablyRecovered')],
           [t('recoveryRate'), r.recovery.recoveryRate === null ? '–' : num(r.recovery.recoveryRate * 100) + ' %']], 'recovery')),
       el('section', {}, el('h2', {}, t('waiting')),
         el('p', {}, t('median') + ' ' + num(r.waitingDays.median) + ' ' + t('days') + ', p90 ' + num(r.waitingDays.p90) + ' ' + t('days') + ', '
-          + t('mean').toLowerCase() + ' ' + num(r.waitingDays.mean) + ' ' + t('days') + ' (' + t('episodes').toLowerCase() + ': ' + count(r.waitingDays.count, r.waitingDays.suppressed) + ')'),
+          + t('mean').toLowerCase() + ' ' + num(r.waitingDays.mean) + ' ' + t('days') + ' (' + t('episodes').toLowerCase() + ': ' + fig(r.waitingDays, 'count') + ')'),
         waitingChart(r.waitingHistogram)),
       el('section', {}, el('h2', {}, t('referrals')),
-        table(null, ['', { label: t('count'), num: true }], [[t('received'), count(r.referrals.received, r.referrals.suppressed)],
-          [t('accepted'), count(r.referrals.accepted, r.referrals.suppressed)], [t('rejected'), count(r.referrals.rejected, r.referrals.suppressed)],
-          [t('rejectedForCapacity'), count(r.referrals.rejectedForCapacity, r.referrals.suppressed)], [t('undecided'), count(r.referrals.undecided, r.referrals.suppressed)]], 'referrals')),
+        table(null, ['', { label: t('count'), num: true }], [[t('received'), fig(r.referrals, 'received')],
+          [t('accepted'), fig(r.referrals, 'accepted')], [t('rejected'), fig(r.referrals, 'rejected')],
+          [t('rejectedForCapacity'), fig(r.referrals, 'rejectedForCapacity')], [t('undecided'), fig(r.referrals, 'undecided')]], 'referrals')),
       el('section', {}, el('h2', {}, t('continuity')),
-        table(null, ['', { label: t('count'), num: true }], [[t('patientsWithTransition'), count(r.continuity.patientsWithTransition, r.continuity.suppressed)],
-          [t('transitions'), count(r.continuity.transitions, r.continuity.suppressed)], [t('kept'), count(r.continuity.transitionsKeepingTherapist, r.continuity.suppressed)],
-          [t('handovers'), count(r.continuity.handovers, r.continuity.suppressed)],
-          [t('handoversWithoutNotification'), count(r.continuity.handoversWithoutNotification, r.continuity.suppressed)],
+        table(null, ['', { label: t('count'), num: true }], [[t('patientsWithTransition'), fig(r.continuity, 'patientsWithTransition')],
+          [t('transitions'), fig(r.continuity, 'transitions')], [t('kept'), fig(r.continuity, 'transitionsKeepingTherapist')],
+          [t('handovers'), fig(r.continuity, 'handovers')],
+          [t('handoversWithoutNotification'), fig(r.continuity, 'handoversWithoutNotification')],
           [t('meanCoc'), num(r.continuity.meanCoc, 2)]], 'continuity')),
       el('p', { class: 'muted' }, t('suppressedNote')));
   }
