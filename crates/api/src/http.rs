@@ -4,7 +4,9 @@
 //! Every GraphQL request is authenticated here (a bearer JWT, or `--auth off`) and carries a
 //! `Caller` into the schema; what the caller may do is decided by the engine, never here.
 
-use std::time::Duration;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use async_graphql::http::{WebSocketProtocols, ALL_WEBSOCKET_PROTOCOLS};
 use async_graphql::{Data, ErrorExtensions, ServerError};
@@ -42,14 +44,33 @@ pub enum Authenticator {
 
 impl Authenticator {
     fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, String> {
+        self.authenticate_until(authorization).map(|(principal, _)| principal)
+    }
+
+    /// The caller, and until when their token is accepted (its `exp` plus the leeway; None
+    /// under `--auth off`): what outlives the request, a WebSocket or a long upload, ends then.
+    fn authenticate_until(&self, authorization: Option<&str>) -> Result<(Principal, Option<SystemTime>), String> {
         match self {
-            Authenticator::Off => Ok(Principal::anonymous_admin()),
+            Authenticator::Off => Ok((Principal::anonymous_admin(), None)),
             Authenticator::Jwt(verifier) => {
                 let header = authorization.ok_or("a bearer token is required")?;
                 let token = forlop_auth::bearer(header).ok_or("the Authorization header must be `Bearer <token>`")?;
-                verifier.verify(token).map_err(|e| format!("invalid token: {e}"))
+                let (principal, until) = verifier.verify_until(token).map_err(|e| format!("invalid token: {e}"))?;
+                Ok((principal, Some(until)))
             }
         }
+    }
+}
+
+/// When a connection's token stops being accepted (its `exp` plus the verifier's leeway). Put
+/// into a WebSocket connection's data at `connection_init` for the subscriptions to check;
+/// absent under `--auth off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TokenExpiry(pub(crate) SystemTime);
+
+impl TokenExpiry {
+    pub(crate) fn passed(self) -> bool {
+        SystemTime::now() >= self.0
     }
 }
 
@@ -113,6 +134,7 @@ pub fn router_with(engine: Engine, settings: HttpSettings, fhir: Option<forlop_f
     let documents = std::sync::Arc::new(crate::limits::DocumentCache::default());
     let (schema, prevalidated_schema) = build_schemas(engine.clone(), documents.clone());
     let request_timeout = settings.request_timeout;
+    let hosts = HostRule::for_settings(&settings).map(Arc::new);
     // The bulk import streams for as long as the file takes: outside the per-request bound.
     let bulk = Router::new().route("/fhir/$import", axum::routing::post(crate::fhir_http::import));
     Router::new()
@@ -140,6 +162,7 @@ pub fn router_with(engine: Engine, settings: HttpSettings, fhir: Option<forlop_f
             fhir,
         })
         .layer(axum::middleware::from_fn(request_bounds))
+        .layer(axum::middleware::from_fn_with_state(hosts, host_allowed))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(TraceLayer::new_for_http())
 }
@@ -194,6 +217,110 @@ async fn request_bounds(request: axum::extract::Request, next: axum::middleware:
     next.run(request).await
 }
 
+/// Which `Host`s are answered, against DNS rebinding: a page on `evil.example` whose name the
+/// attacker then points at 127.0.0.1 is same-origin with everything this server answers for
+/// that name, so its script could read what a loopback server gives anyone (all of it under
+/// `--auth off`; the explorer's embedded admin token under `--demo`). Such a request names the
+/// attacker's host, in `Host` and `Origin` alike, so the Origin check alone cannot see it.
+///
+/// Enforced under `--auth off` and under `--demo` (the only configuration with an explorer
+/// token), where a browser's request is authority enough. Under `--auth jwt` a rebound page
+/// gets nothing a token would not be needed for (browsers attach no bearer token by themselves),
+/// and behind a proxy the `Host` is whatever the deployment names it, so it is not checked.
+///
+/// Answered: `localhost`, any IP address (a page whose origin is an address is not one an
+/// attacker's DNS can rebind; under `--auth off` the listen address is loopback, checked at
+/// start), and the hosts of `--allowed-origins`. Any port: the port is the one the request
+/// reached, whatever the name.
+#[derive(Debug)]
+struct HostRule {
+    /// Lowercase names answered besides IP addresses.
+    names: Vec<String>,
+}
+
+impl HostRule {
+    fn for_settings(settings: &HttpSettings) -> Option<HostRule> {
+        let enforced = matches!(settings.auth, Authenticator::Off) || settings.explorer_token.is_some();
+        if !enforced {
+            return None;
+        }
+        let mut names = vec!["localhost".to_owned()];
+        names.extend(settings.allowed_origins.iter().filter_map(|o| origin_host(o)));
+        Some(HostRule { names })
+    }
+
+    fn allows(&self, host: &str) -> bool {
+        match host_name(host) {
+            Some(name) => name.parse::<IpAddr>().is_ok() || self.names.contains(&name),
+            None => false,
+        }
+    }
+}
+
+/// The name in a `Host` value (`name`, `name:port`, `[v6]` or `[v6]:port`), lowercased; None
+/// when it is none of these.
+fn host_name(host: &str) -> Option<String> {
+    let (name, port) = match host.strip_prefix('[') {
+        Some(rest) => {
+            let (v6, after) = rest.split_once(']')?;
+            v6.parse::<std::net::Ipv6Addr>().ok()?;
+            let port = match after {
+                "" => None,
+                _ => Some(after.strip_prefix(':')?),
+            };
+            (v6, port)
+        }
+        None => match host.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        },
+    };
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    let name_ok = !name.is_empty() && !name.contains(['/', '\\', '@', ' ']);
+    (port_ok && name_ok).then(|| name.to_ascii_lowercase())
+}
+
+/// The host of an origin (`scheme://host[:port]`), for the Host rule; None for `*` or a value
+/// that is not an origin.
+fn origin_host(origin: &str) -> Option<String> {
+    let (_, rest) = origin.trim().split_once("://")?;
+    host_name(rest.split('/').next().unwrap_or_default())
+}
+
+/// Refuses a request for a host this server does not answer for (see [`HostRule`]) with 421,
+/// before anything else is done with it.
+async fn host_allowed(
+    State(rule): State<Option<Arc<HostRule>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(rule) = rule else { return next.run(request).await };
+    // A browser always names the host (HTTP/2 in the authority); a request naming none is not
+    // a browser's, which is all this rule is about.
+    let host = header_str(request.headers(), header::HOST)
+        .map(str::to_owned)
+        .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned()));
+    match host {
+        Some(host) if !rule.allows(&host) => {
+            let message = format!(
+                "this server does not answer for host {:?}: under --auth off and --demo it answers only for \
+                 localhost, an IP address or a host of --allowed-origins (a defence against DNS rebinding)",
+                clip(&host)
+            );
+            if request.uri().path().starts_with("/fhir") {
+                // As every FHIR route answers: an OperationOutcome.
+                let issue = forlop_fhir::mapping::Issue::new("forbidden", "", format!("FORBIDDEN: {message}"));
+                let body = serde_json::to_vec(&forlop_fhir::outcome::operation_outcome(&[issue])).unwrap_or_default();
+                let content_type = [(header::CONTENT_TYPE, "application/fhir+json")];
+                (StatusCode::MISDIRECTED_REQUEST, content_type, body).into_response()
+            } else {
+                error_response(StatusCode::MISDIRECTED_REQUEST, code::FORBIDDEN, message)
+            }
+        }
+        _ => next.run(request).await,
+    }
+}
+
 fn clip(s: &str) -> String {
     let mut out: String = s.chars().take(ECHO).collect();
     if s.chars().count() > ECHO {
@@ -246,6 +373,12 @@ pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Prin
         r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         r
     })
+}
+
+/// Until when the request's token is accepted (its `exp` plus the leeway), for a request that
+/// may run longer than that; None under `--auth off`, or without a valid token.
+pub(crate) fn token_expiry(state: &AppState, headers: &HeaderMap) -> Option<SystemTime> {
+    state.settings.auth.authenticate_until(header_str(headers, header::AUTHORIZATION)).ok()?.1
 }
 
 /// POST /graphql: only JSON bodies are executed. A form or `text/plain` post, which any web page
@@ -507,6 +640,13 @@ async fn websocket(State(state): State<AppState>, headers: HeaderMap, upgrade: W
 /// A client must send `connection_init` within this time (graphql-transport-ws: close 4408).
 const WS_INIT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Close code for a connection whose token is refused, at `connection_init`, or has expired
+/// (graphql-transport-ws: 4403 Forbidden).
+const WS_FORBIDDEN: u16 = 4403;
+
+/// Longest close reason a WebSocket close frame may carry, in bytes (RFC 6455 §5.5).
+const CLOSE_REASON: usize = 123;
+
 /// The message's `type` and `id`, when it is a JSON object.
 fn message_kind(text: &str) -> (Option<String>, Option<String>) {
     let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
@@ -514,8 +654,34 @@ fn message_kind(text: &str) -> (Option<String>, Option<String>) {
     (s("type"), s("id"))
 }
 
+/// The Authorization a `connection_init` message carries in its payload, if any.
+fn init_authorization(text: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    let payload = v.get("payload")?;
+    payload.get("Authorization").or_else(|| payload.get("authorization"))?.as_str().map(str::to_owned)
+}
+
+/// `reason` cut to fit a close frame, at a character boundary.
+fn close_reason(reason: &str) -> String {
+    let mut end = reason.len().min(CLOSE_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_owned()
+}
+
+/// True once `until` (a token's expiry) has passed; never for a connection without one.
+fn expired(until: Option<SystemTime>) -> bool {
+    until.is_some_and(|u| TokenExpiry(u).passed())
+}
+
 /// One WebSocket connection: async-graphql speaks the protocol; this loop adds the rules it
-/// leaves to the server: the initialisation timeout (4408) and unique subscription ids (4409).
+/// leaves to the server: the initialisation timeout (4408), unique subscription ids (4409), and
+/// the token's authority (4403). The token `connection_init` presents is checked here, before
+/// async-graphql acknowledges anything; it is checked again on every `subscribe`, and when it
+/// expires (its `exp` plus the leeway) the socket is closed with 4403: a connection must not
+/// outlast the token that opened it (a subscription would otherwise go on delivering, and a new
+/// one replaying whole streams, for as long as the socket stays open).
 async fn ws_session(
     socket: axum::extract::ws::WebSocket,
     schema: ForlopSchema,
@@ -527,34 +693,48 @@ async fn ws_session(
     use futures::{SinkExt, StreamExt};
     let (mut sink, mut source) = socket.split();
     let (to_graphql, from_client) = tokio::sync::mpsc::unbounded_channel::<String>();
+    // The caller this loop authenticated from the first `connection_init`, for async-graphql's
+    // hook, which runs on that same message once the loop has forwarded it.
+    let accepted = Arc::new(parking_lot::Mutex::new(None::<(Principal, Option<SystemTime>)>));
+    let hook = accepted.clone();
     let mut graphql = async_graphql::http::WebSocket::new(
         schema,
         tokio_stream::wrappers::UnboundedReceiverStream::new(from_client),
         protocol,
     )
-    .on_connection_init(move |payload| async move {
-        let from_payload = payload
-            .get("Authorization")
-            .or_else(|| payload.get("authorization"))
-            .and_then(|v| v.as_str())
-            .map(str::to_owned);
-        let header = from_payload.or(upgrade_auth);
-        let principal = auth
-            .authenticate(header.as_deref())
-            .map_err(|msg| async_graphql::Error::new(msg).extend_with(|_, e| e.set("code", code::UNAUTHENTICATED)))?;
+    .on_connection_init(move |_payload| async move {
+        let Some((principal, until)) = hook.lock().take() else {
+            // Not reached: the loop forwards a first connection_init only once it is authenticated.
+            return Err(async_graphql::Error::new("authentication required")
+                .extend_with(|_, e| e.set("code", code::UNAUTHENTICATED)));
+        };
         let mut data = Data::default();
-        data.insert(Caller::new(principal, Some("subscription")));
+        data.insert(Caller::server(principal, "subscription"));
+        if let Some(until) = until {
+            data.insert(TokenExpiry(until));
+        }
         Ok(data)
     });
-    let close = |code: u16, reason: &str| Message::Close(Some(CloseFrame { code, reason: reason.to_owned().into() }));
+    let close =
+        |code: u16, reason: &str| Message::Close(Some(CloseFrame { code, reason: close_reason(reason).into() }));
     let init_deadline = tokio::time::sleep(WS_INIT_TIMEOUT);
     tokio::pin!(init_deadline);
+    // Armed once the token is known; a connection without expiry (`--auth off`) never fires.
+    let token_expiry = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(token_expiry);
     let mut initialised = false;
+    // The Authorization the connection was opened with, and until when it holds.
+    let mut authorization: Option<Option<String>> = None;
+    let mut until: Option<SystemTime> = None;
     let mut active = std::collections::HashSet::<String>::new();
     loop {
         tokio::select! {
             () = &mut init_deadline, if !initialised => {
                 let _ = sink.send(close(4408, "Connection initialisation timeout")).await;
+                break;
+            }
+            () = &mut token_expiry, if until.is_some() => {
+                let _ = sink.send(close(WS_FORBIDDEN, "token expired")).await;
                 break;
             }
             incoming = source.next() => {
@@ -565,11 +745,58 @@ async fn ws_session(
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                 };
                 match message_kind(&text) {
-                    (Some(t), _) if t == "connection_init" => initialised = true,
-                    (Some(t), Some(id)) if (t == "subscribe" || t == "start") && !active.insert(id.clone()) => {
-                        let reason = format!("Subscriber for {} already exists", clip(&id));
-                        let _ = sink.send(close(4409, &reason)).await;
-                        break;
+                    (Some(t), _) if t == "connection_init" && !initialised => {
+                        initialised = true;
+                        let header = init_authorization(&text).or_else(|| upgrade_auth.clone());
+                        let refusal = match auth.authenticate_until(header.as_deref()) {
+                            // Accepted within its last second (the verifier counts whole seconds).
+                            Ok((_, valid_until)) if expired(valid_until) => Some("invalid token: token expired".to_owned()),
+                            Ok((principal, valid_until)) => {
+                                *accepted.lock() = Some((principal, valid_until));
+                                if let Some(u) = valid_until {
+                                    // tokio's own bound on a timer (about 30 years).
+                                    let left = u.duration_since(SystemTime::now()).unwrap_or_default();
+                                    let left = left.min(Duration::from_secs(30 * 365 * 86_400));
+                                    if let Some(at) = tokio::time::Instant::now().checked_add(left) {
+                                        token_expiry.as_mut().reset(at);
+                                    }
+                                }
+                                (authorization, until) = (Some(header), valid_until);
+                                None
+                            }
+                            Err(msg) => Some(msg),
+                        };
+                        if let Some(reason) = refusal {
+                            if protocol == WebSocketProtocols::SubscriptionsTransportWS {
+                                // The legacy protocol's own refusal, before the close it has no code for.
+                                let refused = serde_json::json!({ "type": "connection_error",
+                                    "payload": { "message": reason, "extensions": { "code": code::UNAUTHENTICATED } } });
+                                let _ = sink.send(Message::Text(refused.to_string().into())).await;
+                            }
+                            let _ = sink.send(close(WS_FORBIDDEN, &reason)).await;
+                            break;
+                        }
+                    }
+                    (Some(t), _) if t == "connection_init" => {}
+                    (Some(t), Some(id)) if t == "subscribe" || t == "start" => {
+                        // Every subscription is a new use of the token: checked again (the
+                        // verifier remembers it, so only its time bounds are re-read).
+                        if let Some(header) = &authorization {
+                            let still = auth.authenticate_until(header.as_deref());
+                            if let Some(reason) = match still {
+                                Ok(_) if expired(until) => Some("token expired".to_owned()),
+                                Ok(_) => None,
+                                Err(msg) => Some(msg),
+                            } {
+                                let _ = sink.send(close(WS_FORBIDDEN, &reason)).await;
+                                break;
+                            }
+                        }
+                        if !active.insert(id.clone()) {
+                            let reason = format!("Subscriber for {} already exists", clip(&id));
+                            let _ = sink.send(close(4409, &reason)).await;
+                            break;
+                        }
                     }
                     (Some(t), Some(id)) if t == "complete" || t == "stop" => {
                         active.remove(&id);
@@ -582,6 +809,11 @@ async fn ws_session(
             }
             outgoing = graphql.next() => match outgoing {
                 Some(async_graphql::http::WsMessage::Text(t)) => {
+                    // The timer and this message may be ready together: nothing goes out late.
+                    if expired(until) {
+                        let _ = sink.send(close(WS_FORBIDDEN, "token expired")).await;
+                        break;
+                    }
                     if let (Some(kind), Some(id)) = message_kind(&t) {
                         if kind == "complete" || kind == "error" {
                             active.remove(&id);
@@ -651,8 +883,11 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
 fn operation_label(name: Option<&str>) -> String {
     static SEEN: std::sync::OnceLock<parking_lot::Mutex<std::collections::HashSet<String>>> =
         std::sync::OnceLock::new();
-    let Some(name) = name.filter(|n| n.len() <= 64 && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')) else {
-        return if name.is_some() { "other".into() } else { "anonymous".into() };
+    // The access log's rule (no long digit runs: no national id on /metrics either).
+    let name = match forlop_engine::access::operation_name(name) {
+        "anonymous" => return "anonymous".into(),
+        forlop_engine::access::UNNAMED_OPERATION => return "other".into(),
+        name => name,
     };
     let mut seen = SEEN.get_or_init(Default::default).lock();
     if seen.contains(name) || (seen.len() < 200 && seen.insert(name.to_owned())) {
@@ -673,4 +908,62 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "projected": state.engine.projected(),
     });
     (status, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(origins: &[&str]) -> HostRule {
+        let mut names = vec!["localhost".to_owned()];
+        names.extend(origins.iter().filter_map(|o| origin_host(o)));
+        HostRule { names }
+    }
+
+    #[test]
+    fn the_host_rule_answers_for_localhost_addresses_and_allowed_origins_only() {
+        let r = rule(&["https://Dashboard.Example.no", "http://forlop.test:3000/path", "*", "not an origin"]);
+        for ok in [
+            "localhost",
+            "LOCALHOST:8080",
+            "127.0.0.1",
+            "127.0.0.1:8080",
+            "10.1.2.3:80",
+            "[::1]",
+            "[::1]:8080",
+            "dashboard.example.no",
+            "forlop.test:8080",
+        ] {
+            assert!(r.allows(ok), "{ok}");
+        }
+        for refused in [
+            "evil.example",
+            "evil.example:8080",
+            "localhost.evil.example",
+            "evil.example@localhost",
+            "localhost:80:80",
+            "localhost:",
+            "localhost:123456",
+            "localhost:8o",
+            "[::1",
+            "[evil.example]:80",
+            "[::1]x",
+            "",
+            ":8080",
+            "::1",
+            "127.1",
+            "2130706433",
+            "local host",
+        ] {
+            assert!(!r.allows(refused), "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn a_close_reason_fits_a_close_frame() {
+        assert_eq!(close_reason("token expired"), "token expired");
+        let long = "ø".repeat(100);
+        let cut = close_reason(&long);
+        assert!(cut.len() <= CLOSE_REASON && long.starts_with(&cut) && cut.len() == 122, "{}", cut.len());
+    }
 }

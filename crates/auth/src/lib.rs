@@ -48,6 +48,11 @@ pub enum AuthError {
     /// A claim has the wrong type or an unparsable value; holds the claim's name.
     #[error("invalid claim {0}")]
     InvalidClaim(String),
+    /// The header or the claims name a member twice (`role`, say), at any depth; holds the
+    /// name (at most 64 characters of it), never a value. Readers differ in which of the two
+    /// they take, so such a token has no one meaning.
+    #[error("duplicate claim {0}")]
+    DuplicateClaim(String),
     /// Configured keys are unusable; the detail names the problem, never the key bytes.
     #[error("bad key material: {0}")]
     KeyMaterial(String),

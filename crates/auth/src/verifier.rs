@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -140,40 +140,63 @@ impl Verifier {
 
     /// Verifies `token` (without the "Bearer " prefix) and builds its [`Principal`].
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
-        self.verify_at(token, unix_now())
+        self.verify_at(token, unix_now()).map(|v| v.principal)
     }
 
-    /// [`Verifier::verify`], with `now` (Unix seconds) the time a remembered token's `exp` and
-    /// `nbf` are checked against.
-    fn verify_at(&self, token: &str, now: i64) -> Result<Principal, AuthError> {
+    /// [`Verifier::verify`], also answering until when the token is accepted: its `exp` plus the
+    /// configured leeway. Whatever outlives one request on the strength of the token (a
+    /// WebSocket's subscriptions, a long upload) must end then, as a new request with the same
+    /// token would be refused from that moment.
+    pub fn verify_until(&self, token: &str) -> Result<(Principal, SystemTime), AuthError> {
+        let verified = self.verify_at(token, unix_now())?;
+        let until = verified.exp.saturating_add(i64::try_from(self.inner.config.leeway_seconds).unwrap_or(i64::MAX));
+        Ok((verified.principal, unix_time(until)))
+    }
+
+    /// The clock skew tolerated on `exp` and `nbf` (`--leeway-seconds`).
+    pub fn leeway(&self) -> Duration {
+        Duration::from_secs(self.inner.config.leeway_seconds)
+    }
+
+    /// The token checked at `now` (Unix seconds): a remembered token's `exp` and `nbf` are
+    /// checked again against it, anything else is verified in full.
+    fn verify_at(&self, token: &str, now: i64) -> Result<Verified, AuthError> {
         let inner = &*self.inner;
         if token.len() > MAX_TOKEN_LEN {
             return Err(AuthError::Malformed);
         }
-        let leeway = inner.config.leeway_seconds as i64;
+        let leeway = i64::try_from(inner.config.leeway_seconds).unwrap_or(i64::MAX);
         if let Some(known) = inner.verified.lock().unwrap_or_else(|p| p.into_inner()).get(token) {
-            if now > known.exp + leeway {
+            if now > known.exp.saturating_add(leeway) {
                 return Err(AuthError::Expired);
             }
-            if known.nbf.is_some_and(|nbf| now + leeway < nbf) {
+            if known.nbf.is_some_and(|nbf| now.saturating_add(leeway) < nbf) {
                 return Err(AuthError::NotYetValid);
             }
-            return Ok(known.principal.clone());
+            return Ok(known.clone());
         }
         let verified = self.verify_signed(token)?;
-        let principal = verified.principal.clone();
         let mut cache = inner.verified.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= CACHE_ENTRIES {
             cache.clear();
         }
-        cache.insert(token.into(), verified);
-        Ok(principal)
+        cache.insert(token.into(), verified.clone());
+        Ok(verified)
     }
 
     /// Full verification: signature, issuer, audience and time bounds.
     fn verify_signed(&self, token: &str) -> Result<Verified, AuthError> {
         let inner = &*self.inner;
         let header = peek_header(token)?;
+        // jsonwebtoken reads the claims it checks (exp, aud, …) into a struct, which refuses a
+        // member given twice, but the rest through a map, where the last of two wins: a token
+        // saying `role` twice would mean what this crate reads, not what its issuer may have
+        // meant or another reader of it understands. A JSON text with a name twice is refused
+        // whatever the name (RFC 7519 §4: "MUST either reject … or use a JSON parser that
+        // returns only the lexically last duplicate"; we reject).
+        let payload = token.split('.').nth(1).ok_or(AuthError::Malformed)?;
+        let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| AuthError::Malformed)?;
+        check_unique_names(&payload)?;
 
         // Key selection by the (still untrusted) header. The algorithm checked is always the
         // key's own, so a token cannot choose how a key is used.
@@ -214,6 +237,96 @@ impl Verifier {
 
 fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Unix seconds as a time, clamped to what the platform's clock can hold (a token's `exp` is
+/// the issuer's choice, and may be absurd either way).
+fn unix_time(seconds: i64) -> SystemTime {
+    let offset = Duration::from_secs(seconds.unsigned_abs());
+    let far = || UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX) * 64);
+    if seconds >= 0 {
+        UNIX_EPOCH.checked_add(offset).unwrap_or_else(far)
+    } else {
+        UNIX_EPOCH.checked_sub(offset).unwrap_or(UNIX_EPOCH)
+    }
+}
+
+/// Refuses a JSON text in which an object, at any depth, names a member twice; anything that
+/// is not JSON at all is `Malformed` (jsonwebtoken would refuse it the same way).
+fn check_unique_names(json: &[u8]) -> Result<(), AuthError> {
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let found: UniqueNames = serde::Deserialize::deserialize(&mut de).map_err(|_| AuthError::Malformed)?;
+    de.end().map_err(|_| AuthError::Malformed)?;
+    match found.0 {
+        Some(name) => Err(AuthError::DuplicateClaim(name)),
+        None => Ok(()),
+    }
+}
+
+/// Longest member name quoted back in [`AuthError::DuplicateClaim`].
+const NAME_ECHO: usize = 64;
+
+/// Any JSON value, read only for the first member name that an object in it gives twice. The
+/// whole text is still read (serde_json checks its syntax to the end), so this is not an error
+/// that would stop the reading half-way.
+struct UniqueNames(Option<String>);
+
+impl<'de> serde::Deserialize<'de> for UniqueNames {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueNamesVisitor)
+    }
+}
+
+struct UniqueNamesVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueNamesVisitor {
+    type Value = UniqueNames;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<UniqueNames, E> {
+        Ok(UniqueNames(None))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<UniqueNames, E> {
+        Ok(UniqueNames(None))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<UniqueNames, E> {
+        Ok(UniqueNames(None))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<UniqueNames, E> {
+        Ok(UniqueNames(None))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<UniqueNames, E> {
+        Ok(UniqueNames(None))
+    }
+    fn visit_unit<E>(self) -> Result<UniqueNames, E> {
+        Ok(UniqueNames(None))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueNames, A::Error> {
+        let mut first = None;
+        while let Some(UniqueNames(found)) = seq.next_element()? {
+            first = first.or(found);
+        }
+        Ok(UniqueNames(first))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UniqueNames, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        let mut first = None;
+        while let Some(name) = map.next_key::<String>()? {
+            let UniqueNames(inner) = map.next_value()?;
+            if first.is_some() {
+                continue; // read on to the end of the text, which must still be JSON
+            }
+            if seen.contains(&name) {
+                first = Some(name.chars().take(NAME_ECHO).collect());
+            } else {
+                first = inner;
+                seen.insert(name);
+            }
+        }
+        Ok(UniqueNames(first))
+    }
 }
 
 /// Selects jsonwebtoken's RustCrypto backend explicitly. Its automatic choice panics at first
@@ -260,6 +373,8 @@ fn peek_header(token: &str) -> Result<RawHeader, AuthError> {
         return Err(AuthError::Malformed);
     };
     let bytes = URL_SAFE_NO_PAD.decode(header).map_err(|_| AuthError::Malformed)?;
+    // A header naming `alg` or `kid` twice would pick its key by the last one read here.
+    check_unique_names(&bytes).map_err(|_| AuthError::Malformed)?;
     let value: Map<String, Value> = serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed)?;
     let alg = match value.get("alg") {
         Some(Value::String(alg)) => alg.clone(),
@@ -476,9 +591,9 @@ mod tests {
         let v = verifier();
         let now = unix_now();
         let t = token(now + 60, now - 5);
-        assert_eq!(v.verify_at(&t, now).unwrap().sub, "s");
+        assert_eq!(v.verify_at(&t, now).unwrap().principal.sub, "s");
         assert!(v.inner.verified.lock().unwrap().contains_key(t.as_str()), "verified token remembered");
-        assert_eq!(v.verify_at(&t, now + 60).unwrap().sub, "s", "within the leeway");
+        assert_eq!(v.verify_at(&t, now + 60).unwrap().principal.sub, "s", "within the leeway");
         assert!(matches!(v.verify_at(&t, now + 91), Err(AuthError::Expired)));
         assert!(matches!(v.verify_at(&t, now - 40), Err(AuthError::NotYetValid)));
     }

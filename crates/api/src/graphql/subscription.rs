@@ -1,4 +1,14 @@
 //! Live subscriptions, fed from the committed log (never from the command path).
+//!
+//! A subscription lives only as long as the token of its connection: it is refused once the
+//! token has expired, and from then on delivers nothing (the session loop in `http.rs` also
+//! closes the socket with 4403 at that moment). Each patient it discloses is access-logged once
+//! per subscription, before the first of their events or alerts is sent: that a subscriber saw
+//! this patient is the fact the patient and an auditor need, and one record per event flooded
+//! the access log and `myAccessLog` (a replay of the log wrote one for every event in it).
+
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use async_graphql::{Context, Result, Subscription};
 use futures::{Stream, StreamExt};
@@ -7,12 +17,44 @@ use uuid::Uuid;
 use super::analytics::CareAlert;
 use super::objects::LogEvent;
 use forlop_engine::policy::Operation;
-use forlop_engine::Engine;
+use forlop_engine::{Caller, Engine};
 
 use super::query::caller;
 use crate::error::{ApiError, GqlResult, ToGql};
+use crate::http::TokenExpiry;
 
 pub struct Subscription;
+
+/// The connection's token expiry, refusing the subscription if it has passed already.
+fn live_token(ctx: &Context<'_>) -> Result<Option<TokenExpiry>> {
+    let expiry = ctx.data_opt::<TokenExpiry>().copied();
+    if expiry.is_some_and(TokenExpiry::passed) {
+        return Err(ApiError::Unauthenticated("the connection's token has expired".into()).gql());
+    }
+    Ok(expiry)
+}
+
+/// The patients a subscription has disclosed so far, each logged once. Shared by the steps of
+/// one stream, which run one at a time: a patient is added only once their record is durable,
+/// so a failed write is tried again with their next event rather than skipped.
+#[derive(Clone, Default)]
+struct Disclosed(Arc<parking_lot::Mutex<HashSet<Uuid>>>);
+
+impl Disclosed {
+    fn of(patient: Uuid) -> Disclosed {
+        let d = Disclosed::default();
+        d.0.lock().insert(patient);
+        d
+    }
+
+    /// Logs `patient` as disclosed to `caller`, unless this subscription has already.
+    async fn once(&self, engine: &Engine, caller: &Caller, patient: Option<Uuid>, fields: &str) -> Result<()> {
+        let Some(patient) = patient.filter(|p| !self.0.lock().contains(p)) else { return Ok(()) };
+        engine.disclosed(caller, [patient], fields).await.gql()?;
+        self.0.lock().insert(patient);
+        Ok(())
+    }
+}
 
 #[Subscription]
 impl Subscription {
@@ -27,9 +69,11 @@ impl Subscription {
         from_position: Option<u64>,
     ) -> Result<impl Stream<Item = Result<LogEvent>>> {
         let (engine, caller) = (ctx.data_unchecked::<Engine>().clone(), caller(ctx)?.clone());
+        let expiry = live_token(ctx)?;
         let slot = engine.subscription_slot(&caller).gql()?;
-        match patient_id {
-            // A patient's own stream: as for reading the patient, in full.
+        let disclosed = match patient_id {
+            // A patient's own stream: as for reading the patient, in full. That read is logged
+            // (durably, before this returns) and is the subscription's record of the patient.
             Some(id) => {
                 let grant = engine.read_patient(&caller, id, None, None, "events").await.gql()?;
                 if !grant.is_some_and(|g| g.full) {
@@ -38,9 +82,13 @@ impl Subscription {
                     )))
                     .gql());
                 }
+                Disclosed::of(id)
             }
-            None => engine.authorize(&caller, Operation::ReadLog).gql()?,
-        }
+            None => {
+                engine.authorize(&caller, Operation::ReadLog).gql()?;
+                Disclosed::default()
+            }
+        };
         let after = match after {
             None => None,
             Some(p) => {
@@ -63,14 +111,19 @@ impl Subscription {
             })
             .then(move |e| {
                 let _held = &slot;
-                let (engine, caller) = (engine.clone(), caller.clone());
+                let (engine, caller, disclosed) = (engine.clone(), caller.clone(), disclosed.clone());
                 async move {
-                    // Each event that names a patient is an access, logged before it is sent.
+                    // Past the token's expiry nothing more is disclosed, nor logged as if it were.
+                    if expiry.is_some_and(TokenExpiry::passed) {
+                        return None;
+                    }
+                    // A patient's first event on this subscription is an access, logged before
+                    // it is sent.
                     let patient = forlop_domain::StreamRef::parse(&e.stream).and_then(|s| s.patient_id());
-                    engine.disclosed(&caller, patient, "events").await.gql()?;
-                    Ok(LogEvent(e))
+                    Some(disclosed.once(&engine, &caller, patient, "events").await.map(|()| LogEvent(e)))
                 }
-            }))
+            })
+            .filter_map(futures::future::ready))
     }
 
     /// Alerts of kinds INACTIVE and HANDOVER_NOT_NOTIFIED as the events that raise them are
@@ -86,8 +139,10 @@ impl Subscription {
         use forlop_projections::alerts::{episode_alerts, AlertKind, AlertThresholds};
         let engine = ctx.data_unchecked::<Engine>().clone();
         let caller = caller(ctx)?.clone();
+        let expiry = live_token(ctx)?;
         engine.authorize(&caller, Operation::CareAlerts(service_id)).gql()?;
         let slot = engine.subscription_slot(&caller).gql()?;
+        let disclosed = Disclosed::default();
         let logger = engine.clone();
         let mut raised = std::collections::HashSet::new();
         let from = from_position.unwrap_or_else(|| engine.store().committed());
@@ -119,11 +174,15 @@ impl Subscription {
             .filter(move |a| futures::future::ready(raised.insert((a.kind, a.episode_id, a.since))))
             .then(move |a| {
                 let _held = &slot;
-                let (engine, caller) = (logger.clone(), caller.clone());
+                let (engine, caller, disclosed) = (logger.clone(), caller.clone(), disclosed.clone());
                 async move {
-                    engine.disclosed(&caller, [a.patient_id], "careAlertRaised").await.gql()?;
-                    Ok(CareAlert::from(a))
+                    if expiry.is_some_and(TokenExpiry::passed) {
+                        return None;
+                    }
+                    let logged = disclosed.once(&engine, &caller, Some(a.patient_id), "careAlertRaised").await;
+                    Some(logged.map(|()| CareAlert::from(a)))
                 }
-            }))
+            })
+            .filter_map(futures::future::ready))
     }
 }
