@@ -28,7 +28,25 @@ impl DomainError {
             DomainError::InvalidInput(_) => "INVALID_INPUT",
         }
     }
+
+    /// The refusal without the recorded facts it quotes (everything from [`RECORDED`] on): what
+    /// an adapter tells a caller who may not read the patient's facts (an integration). It
+    /// still says what is wrong with the command, in the command's own terms, and keeps its code.
+    pub fn without_records(&self) -> DomainError {
+        let cut = |m: &str| m.find(RECORDED).map_or(m, |i| &m[..i]).to_owned();
+        match self {
+            DomainError::NotFound(m) => DomainError::NotFound(cut(m)),
+            DomainError::AlreadyExists(m) => DomainError::AlreadyExists(cut(m)),
+            DomainError::InvalidInput(m) => DomainError::InvalidInput(cut(m)),
+        }
+    }
 }
+
+/// Where a refusal's message starts quoting what is recorded on the stream (a date, another
+/// fact's id); it runs to the end of the message, closed by `)`. Before it a message names only
+/// what the command itself carries (its ids, times and codes, never free text), so nothing a
+/// caller sends can fake this mark. See [`DomainError::without_records`].
+pub const RECORDED: &str = " (recorded: ";
 
 fn invalid(msg: impl Into<String>) -> DomainError {
     DomainError::InvalidInput(msg.into())
@@ -434,7 +452,11 @@ pub fn decide(state: &StreamState, refs: &References, command: Command) -> Resul
 
 fn decide_patient(state: &StreamState, refs: &References, command: Command) -> Result<Event, DomainError> {
     let patient_id = command.stream().patient_id().expect("patient command");
-    if !state.exists {
+    // A forgotten patient's stream takes nothing more, not even a second erasure: a fact appended
+    // there would sit beside the history the patient asked to have unlinked from them, and a
+    // returning person is a new patient. The refusal is word for word an unknown patient's, so
+    // it tells no one that this id once belonged to someone who asked to be forgotten.
+    if !state.exists || state.patient.forgotten {
         return Err(DomainError::NotFound(format!("patient {patient_id} not found")));
     }
     let p = &state.patient;
@@ -514,7 +536,9 @@ fn decide_patient(state: &StreamState, refs: &References, command: Command) -> R
                         }
                     }
                     if let Some(opened) = r.opened {
-                        return Err(invalid(format!("referralId: referral {rid} already opened episode {opened}")));
+                        return Err(invalid(format!(
+                            "referralId: referral {rid} already opened an episode{RECORDED}episode {opened})"
+                        )));
                     }
                 }
                 // Specialist care needs a referral (spesialisthelsetjenesteloven § 2-2), except an
@@ -591,7 +615,7 @@ fn decide_patient(state: &StreamState, refs: &References, command: Command) -> R
                 .iter()
                 .find(|(_, a)| a.admitted_at < e.discharged_at && a.discharged_at.is_none_or(|d| d > e.admitted_at));
             if let Some((id, _)) = overlapping {
-                return Err(invalid(format!("the stay overlaps admission {id}")));
+                return Err(invalid(format!("the stay overlaps a recorded stay{RECORDED}admission {id})")));
             }
             Ok(e.into())
         }
@@ -603,7 +627,7 @@ fn decide_patient(state: &StreamState, refs: &References, command: Command) -> R
             // The new stay is open-ended, so it overlaps every stay that is open or ends after it starts.
             if let Some((id, _)) = p.admissions.iter().find(|(_, a)| a.discharged_at.is_none_or(|d| d > e.admitted_at))
             {
-                return Err(invalid(format!("admission overlaps admission {id}")));
+                return Err(invalid(format!("the admission overlaps a recorded stay{RECORDED}admission {id})")));
             }
             Ok(e.into())
         }
@@ -632,12 +656,8 @@ fn decide_patient(state: &StreamState, refs: &References, command: Command) -> R
             e.total = e.items.iter().map(|&i| u32::from(i)).sum();
             Ok(e.into())
         }
-        Command::ForgetPatient(e) => {
-            if p.forgotten {
-                return Err(DomainError::AlreadyExists(format!("patient {patient_id} is already forgotten")));
-            }
-            Ok(e.into())
-        }
+        // Refused above once the patient is forgotten (as a patient never registered is).
+        Command::ForgetPatient(e) => Ok(e.into()),
         Command::RegisterService(_) | Command::RegisterTherapist(_) | Command::RegisterPatient(_) => {
             unreachable!("reference commands are decided in `decide`")
         }
@@ -659,9 +679,10 @@ fn non_empty(field: &str, value: &str) -> Result<(), DomainError> {
     }
 }
 
+/// `t` (the command's) must not be before `earlier`, a time recorded on the stream.
 fn not_before(field: &str, t: Timestamp, other: &str, earlier: Timestamp) -> Result<(), DomainError> {
     if t < earlier {
-        return Err(invalid(format!("{field} {t} is before {other} {earlier}")));
+        return Err(invalid(format!("{field} {t} is before {other}{RECORDED}{earlier})")));
     }
     Ok(())
 }
@@ -670,7 +691,7 @@ fn within_episode(field: &str, t: Timestamp, ep: &EpisodeState) -> Result<(), Do
     not_before(field, t, "the episode's startedAt", ep.started_at)?;
     if let Some(end) = ep.ended_at {
         if t > end {
-            return Err(invalid(format!("{field} {t} is after the episode's endedAt {end}")));
+            return Err(invalid(format!("{field} {t} is after the episode's endedAt{RECORDED}{end})")));
         }
     }
     Ok(())

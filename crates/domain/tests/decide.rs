@@ -292,6 +292,98 @@ fn patient_commands_need_a_registered_patient() {
     }
 }
 
+/// Patient P with an accepted referral R1 to the ward, episode E1 on it with therapist A and a
+/// session, an open admission ADM1 and an undecided referral R2: a history on which every
+/// patient command has something to act on.
+fn full_history() -> Vec<Event> {
+    registered_then([
+        referral(R1, WARD, t(1, 4, 9)).into(),
+        accepted(R1, t(1, 5, 9)).into(),
+        started_on(E1, WARD, R1, t(1, 11, 9)).into(),
+        assigned(E1, A, t(1, 11, 9)).into(),
+        session(S1, E1, A, t(1, 11, 10)).into(),
+        admitted(ADM1, WARD, t(1, 20, 8)).into(),
+        referral(R2, WARD, t(1, 25, 9)).into(),
+    ])
+}
+
+#[test]
+fn a_forgotten_patient_takes_no_more_facts_and_is_refused_as_an_unknown_patient_is() {
+    const R3: Uuid = Uuid::from_u128(0x1003);
+    let ward_a = refs(Some(ward()), Some(therapist(A, None)));
+    let ward_b = refs(Some(ward()), Some(therapist(B, None)));
+    let emergency = EpisodeStarted { acute: true, ..started(E2, WARD, t(2, 1, 9)) };
+    // One command of every patient kind, each taken by the history before erasure (with the
+    // open admission discharged first for a new one).
+    let discharge: Event = discharged(ADM1, t(1, 28, 8)).into();
+    let commands: Vec<(Event, &References, Option<Event>)> = vec![
+        (referral(R3, WARD, t(2, 1, 9)).into(), &ward_a, None),
+        (accepted(R2, t(2, 1, 9)).into(), &ward_a, None),
+        (emergency.into(), &ward_a, None),
+        (ended(E1, t(2, 8, 11)).into(), &ward_a, None),
+        (assigned(E1, B, t(1, 12, 9)).into(), &ward_b, None),
+        (released(E1, A, t(2, 8, 10)).into(), &ward_a, None),
+        (session(S2, E1, A, t(1, 18, 10)).into(), &ward_a, None),
+        (admitted(ADM2, WARD, t(3, 1, 8)).into(), &ward_a, Some(discharge.clone())),
+        (discharge.clone(), &ward_a, None),
+        (stay(ADM2, WARD, t(1, 1, 8), t(1, 5, 8)).into(), &ward_a, None),
+        (outcome(E1, Instrument::Phq9, &[1; 9], 9).into(), &ward_a, None),
+        (PatientForgotten { patient_id: P }.into(), &ward_a, None),
+    ];
+    assert_eq!(commands.len(), 12, "one case for every patient command");
+    for (event, refs, first) in commands {
+        let mut history = full_history();
+        history.extend(first);
+        assert!(decide(&given(&history), refs, when(event.clone())).is_ok(), "{event:?} is taken before erasure");
+        history.push(PatientForgotten { patient_id: P }.into());
+        let refused = decide(&given(&history), refs, when(event.clone())).expect_err("taken after erasure");
+        let unknown = decide(&given(&[]), refs, when(event.clone())).expect_err("taken for no patient");
+        assert_eq!(refused.code(), NOT_FOUND, "{event:?}");
+        // Word for word: the refusal tells no one the patient was there and asked to be forgotten.
+        assert_eq!(refused, unknown, "{event:?}");
+    }
+    // The id itself is never given out again: registering it is refused as for any patient.
+    let mut forgotten = full_history();
+    forgotten.push(PatientForgotten { patient_id: P }.into());
+    refuses(&forgotten, &no_refs(), patient(1985), ALREADY_EXISTS);
+}
+
+#[test]
+fn a_refusal_without_its_records_keeps_its_code_and_quotes_nothing_recorded() {
+    let a = refs(Some(ward()), Some(therapist(A, None)));
+    let history = full_history();
+    let recorded_start = t(1, 11, 9).to_string();
+    let cases: Vec<(Event, &[&str])> = vec![
+        // Before the episode's start: the start is a recorded fact.
+        (session(S2, E1, A, t(1, 10, 9)).into(), &["before the episode's startedAt"]),
+        // Overlapping the open admission: its id is another fact.
+        (stay(ADM2, WARD, t(1, 1, 8), t(3, 1, 8)).into(), &["overlaps a recorded stay"]),
+        (admitted(ADM2, WARD, t(3, 1, 8)).into(), &["overlaps a recorded stay"]),
+        // The referral already opened E1: E1 is not the command's.
+        (started_on(E2, WARD, R1, t(2, 1, 9)).into(), &["already opened an episode"]),
+        (accepted(R1, t(1, 6, 9)).into(), &["already decided"]),
+    ];
+    for (event, says) in cases {
+        let full = decide(&given(&history), &a, when(event.clone())).expect_err("refused");
+        let plain = full.without_records();
+        assert_eq!(plain.code(), full.code(), "{event:?}");
+        let text = plain.to_string();
+        for s in says {
+            assert!(text.contains(s), "{event:?}: {text}");
+        }
+        for secret in [recorded_start.as_str(), &ADM1.to_string(), &E1.to_string()] {
+            assert!(!text.contains(secret), "{event:?}: {text} quotes {secret}");
+        }
+        assert!(!text.contains("recorded:"), "{text}");
+    }
+    // The full message still quotes it, for a caller who may read the patient.
+    let full = decide(&given(&history), &a, when(session(S2, E1, A, t(1, 10, 9)))).unwrap_err();
+    assert!(full.to_string().contains(&recorded_start), "{full}");
+    // A refusal about the command alone is the same either way.
+    let own = decide(&given(&history), &a, when(outcome(E1, Instrument::Phq9, &[1; 8], 8))).unwrap_err();
+    assert_eq!(own.without_records(), own);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Referrals
 // ---------------------------------------------------------------------------------------------

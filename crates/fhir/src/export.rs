@@ -34,10 +34,10 @@ fn care_level_text(l: CareLevel) -> &'static str {
 
 impl Fhir {
     /// The patient's pathway as a searchset Bundle, if the caller may read all of it (the read
-    /// is access-logged by the engine). `base` is the server's FHIR base URL.
+    /// is access-logged by the engine, and so is a refusal: an integration, which may see only a
+    /// patient's id, is refused and logged as DENIED). `base` is the server's FHIR base URL.
     pub async fn everything(&self, caller: &Caller, patient: Uuid, base: &str) -> Result<Option<Value>, EngineError> {
-        let Some(grant) = self.engine().read_patient(caller, patient, None, None, "fhir.Patient.$everything").await?
-        else {
+        let Some(grant) = self.engine().read_patient_in_full(caller, patient, "fhir.Patient.$everything").await? else {
             return Ok(None);
         };
         if !grant.full {

@@ -4,7 +4,9 @@
 //! nothing is dropped silently.
 //!
 //! A held resource is stored as forlop's typed view of it, with every reference to a patient by
-//! national id replaced by the patient's forlop id first, so no file holds a national id.
+//! national id replaced by the patient's forlop id first, so no file holds a national id. One
+//! about a patient who has since been forgotten is dropped (the erasure covers what waited too),
+//! never placed.
 
 use chrono::{DateTime, Utc};
 use forlop_engine::{Principal, Role};
@@ -71,6 +73,10 @@ pub struct HeldEntry {
     /// What it waits for; or, once `failed`, why it can never be placed.
     pub issues: Vec<HeldIssue>,
     pub failed: bool,
+    /// The patient it is about, as its subject named them when it was kept: once that patient
+    /// is forgotten it is dropped, even if its names have since been given to someone new.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patient: Option<Uuid>,
 }
 
 /// The durable list of held resources.

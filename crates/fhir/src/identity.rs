@@ -81,6 +81,15 @@ pub fn confirmable(name: &str) -> Option<&'static str> {
     })
 }
 
+/// Whether the id `name` gives may be a patient's or a patient fact's, and so may be forgotten:
+/// not for the names of reference data (practitioners, services), which no erasure touches and
+/// which a bulk import looks up for nearly every resource.
+pub fn may_name_patient_data(name: &str) -> bool {
+    const REFERENCE_DATA: [&str; 6] =
+        ["Practitioner/", "Practitioner|", "PractitionerRole", "Organization", "HealthcareService", "Service|"];
+    !REFERENCE_DATA.iter().any(|prefix| name.starts_with(prefix))
+}
+
 /// Whether `command` records the entity `id` itself (a registration, a referral received, an
 /// episode started, a session, an admission or stay): once it is recorded, the read model
 /// confirms a name that derives `id`.
@@ -180,14 +189,25 @@ impl AliasIndex {
         Ok(found)
     }
 
+    /// `get`, read from the index itself rather than from what was read lately: for a name whose
+    /// remembered id is a forgotten one, which `insert` may have given to someone new meanwhile
+    /// (a read racing that insert can leave the old id remembered).
+    pub fn get_again(&self, name: &str) -> Result<Option<Uuid>, sled::Error> {
+        self.read.write().remove(name);
+        self.get(name)
+    }
+
     /// Records `names` for `id`. A name once given keeps its first id: a record system that
-    /// reuses a logical id for another resource does not move earlier facts. With `recorded`
+    /// reuses a logical id for another resource does not move earlier facts. The exception is a
+    /// name whose id is `forgotten` (a forgotten patient's, or a fact of theirs): it names no one
+    /// any more, and is given to `id`, the person it is sent for now. With `recorded`
     /// (the resource's facts record the entity `id`), derivable names are held in the returned
     /// `RecentNames` instead, until it is dropped. `derived_from`, when given, is the name `id`
     /// was derived from (no other name derives it), which spares deriving each name again.
     pub fn insert<'a>(
         &self,
         named: impl IntoIterator<Item = (&'a [String], Option<usize>, Uuid, bool)>,
+        forgotten: &dyn Fn(Uuid) -> bool,
     ) -> Result<RecentNames, sled::Error> {
         let mut held = RecentNames { index: Some(self.clone()), names: Vec::new() };
         for (names, derived_from, id, recorded) in named {
@@ -207,7 +227,24 @@ impl AliasIndex {
                 }
                 // Insert-if-absent, one atomic step per name: a name another request gave first
                 // keeps its id (Err(CompareAndSwapError)), and a resent file writes nothing.
-                let _ = self.db.compare_and_swap(name.as_bytes(), None::<&[u8]>, Some(id.as_bytes().as_slice()))?;
+                let mut current = None::<sled::IVec>;
+                while let Err(refused) =
+                    self.db.compare_and_swap(name.as_bytes(), current.as_deref(), Some(id.as_bytes().as_slice()))?
+                {
+                    // Taken over only from a forgotten id, and atomically: if another request
+                    // moved it meanwhile, look again.
+                    let Some(held) = refused.current else {
+                        current = None;
+                        continue;
+                    };
+                    match <[u8; 16]>::try_from(held.as_ref()).map(Uuid::from_bytes) {
+                        Ok(old) if old != id && forgotten(old) => current = Some(held),
+                        _ => break,
+                    }
+                }
+                if current.is_some() {
+                    self.read.write().remove(name.as_str());
+                }
                 self.absent.write().remove(name.as_str());
             }
         }
@@ -244,7 +281,9 @@ mod tests {
         let names = [own.clone(), by_identifier.clone()];
         let observations = [observation.clone()];
         let held = index
-            .insert([(&names[..], None, id, true), (&observations[..], Some(0), uuid_for(&observation), true)])
+            .insert([(&names[..], None, id, true), (&observations[..], Some(0), uuid_for(&observation), true)], &|_| {
+                false
+            })
             .unwrap();
         // Derivable and confirmable: found while its facts are recorded, never written.
         assert_eq!(index.get(&own).unwrap(), Some(id));
@@ -264,7 +303,7 @@ mod tests {
         let index = AliasIndex::open(dir.path()).unwrap();
         let own = "Patient/p-1".to_owned();
         let names = [own.clone(), own.clone()];
-        let _held = index.insert([(&names[..], Some(1), uuid_for(&own), true)]).unwrap();
+        let _held = index.insert([(&names[..], Some(1), uuid_for(&own), true)], &|_| false).unwrap();
         assert!(index.db.get(own.as_bytes()).unwrap().is_none(), "neither copy is written");
         assert_eq!(index.get(&own).unwrap(), Some(uuid_for(&own)));
     }
@@ -275,7 +314,7 @@ mod tests {
         let index = AliasIndex::open(dir.path()).unwrap();
         // A planned EpisodeOfCare records nothing yet: the read model could not confirm it.
         let name = "EpisodeOfCare/planned".to_owned();
-        let held = index.insert([(&[name.clone()][..], Some(0), uuid_for(&name), false)]).unwrap();
+        let held = index.insert([(&[name.clone()][..], Some(0), uuid_for(&name), false)], &|_| false).unwrap();
         drop(held);
         assert_eq!(index.get(&name).unwrap(), Some(uuid_for(&name)));
     }
@@ -292,9 +331,31 @@ mod tests {
         // Then the Practitioner arrives under its logical id with that identifier: written, and
         // the next lookup finds it, not the remembered miss.
         let names = ["Practitioner/pr-1".to_owned(), name.clone()];
-        drop(index.insert([(&names[..], Some(0), id, true)]).unwrap());
+        drop(index.insert([(&names[..], Some(0), id, true)], &|_| false).unwrap());
         assert_eq!(index.get(&name).unwrap(), Some(id));
         // Its clones (one per request) share what it remembers.
         assert_eq!(index.clone().get(&name).unwrap(), Some(id));
+    }
+
+    #[test]
+    fn a_name_of_a_forgotten_id_is_given_to_its_new_bearer_and_no_other_name_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = AliasIndex::open(dir.path()).unwrap();
+        let (mrn, other) = ("Patient|urn:example:mrn|42".to_owned(), "Patient|urn:example:mrn|43".to_owned());
+        let (old, live, new) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        drop(
+            index
+                .insert([(&[mrn.clone()][..], None, old, true), (&[other.clone()][..], None, live, true)], &|_| false)
+                .unwrap(),
+        );
+        assert_eq!(index.get(&mrn).unwrap(), Some(old), "read once, so the cached copy must go too");
+        // `old` is forgotten: its name is given to `new`; `live`'s keeps its first id.
+        let forgotten = |id: Uuid| id == old;
+        drop(index.insert([(&[mrn.clone(), other.clone()][..], None, new, true)], &forgotten).unwrap());
+        assert_eq!(index.get(&mrn).unwrap(), Some(new));
+        assert_eq!(index.get(&other).unwrap(), Some(live));
+        // Sent again, nothing moves.
+        drop(index.insert([(&[mrn.clone()][..], None, Uuid::from_u128(4), true)], &forgotten).unwrap());
+        assert_eq!(index.get(&mrn).unwrap(), Some(new));
     }
 }

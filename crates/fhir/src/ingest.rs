@@ -35,6 +35,10 @@ const PARALLEL_PATIENTS: usize = 4096;
 const PATIENT_TASKS: usize = 4;
 /// Chunks of an import parsed and mapped ahead of the one being written.
 const PREPARED_AHEAD: usize = 2;
+/// What an access record says was disclosed when a national id is resolved to a patient.
+pub const RESOLVED_FIELDS: &str = "fhir.Patient.identifier";
+/// Fresh patient ids kept for returning numbers (`FreshIds`) before the map starts over.
+const FRESH_IDS: usize = 64 * 1024;
 
 /// The FHIR adapter: one per server, cheap to clone.
 #[derive(Clone, Debug)]
@@ -45,6 +49,22 @@ pub struct Fhir {
     care_levels: Arc<CareLevels>,
     /// How long a held resource waits before it is reported as unresolved.
     hold: Duration,
+    fresh: FreshIds,
+}
+
+/// The id a number returns under once its holder was forgotten, by the number's keyed pseudonym.
+/// The id derived from the pseudonym is the forgotten patient's, so a returning person gets a
+/// random one instead: nothing links it to the old id or to the number. Kept until the person is
+/// registered (from then on the vault finds them), so that a Bundle, the chunks of an import and
+/// a held resource meanwhile agree on it. In memory only, per node: lost, it costs nothing that
+/// was recorded, as the vault then knows the patient.
+#[derive(Clone, Default)]
+struct FreshIds(Arc<parking_lot::Mutex<std::collections::HashMap<[u8; 32], Uuid>>>);
+
+impl std::fmt::Debug for FreshIds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FreshIds({})", self.0.lock().len())
+    }
 }
 
 /// What became of one entry (or NDJSON line).
@@ -198,9 +218,26 @@ struct EngineLookup<'a> {
     /// Names of the resources placed so far in this chunk or Bundle, not yet in the alias index:
     /// a later version of a resource in the same chunk keeps the id the first one was given.
     placed_here: parking_lot::Mutex<crate::identity::NameMap<Uuid>>,
+    /// National ids resolved in this chunk or Bundle (by the number, in memory for its length):
+    /// each is resolved once, and each patient found is one access record.
+    numbers: parking_lot::Mutex<crate::identity::NameMap<(Uuid, bool)>>,
+    /// Registered patients a national id was resolved to, to be logged before anything is
+    /// answered or recorded (`Fhir::log_resolved`).
+    resolved: parking_lot::Mutex<Vec<Uuid>>,
 }
 
-impl EngineLookup<'_> {
+impl<'a> EngineLookup<'a> {
+    fn new(fhir: &'a Fhir, caller: &'a Caller) -> EngineLookup<'a> {
+        EngineLookup {
+            fhir,
+            caller,
+            model: fhir.engine.model(),
+            placed_here: Default::default(),
+            numbers: Default::default(),
+            resolved: Default::default(),
+        }
+    }
+
     fn placed(&self, p: &Placed) {
         let mut here = self.placed_here.lock();
         for n in &p.names {
@@ -211,8 +248,19 @@ impl EngineLookup<'_> {
 
 impl Lookup for EngineLookup<'_> {
     fn alias_derived(&self, name: &str, derived: Option<Uuid>) -> Option<Uuid> {
-        if let Some(id) = self.fhir.aliases.get(name).ok().flatten() {
-            return Some(id);
+        // A name of a forgotten patient (or of one of their facts) names no one any more, on
+        // every node: the read model, folded from the shared log, says who is forgotten.
+        let aliases = &self.fhir.aliases;
+        let live = |id: &Uuid| !crate::identity::may_name_patient_data(name) || !self.fhir.forgotten(*id);
+        match aliases.get(name).ok().flatten() {
+            Some(id) if live(&id) => return Some(id),
+            // Perhaps given to someone new since it was read (`AliasIndex::insert`).
+            Some(_) => {
+                if let Some(id) = aliases.get_again(name).ok().flatten().filter(live) {
+                    return Some(id);
+                }
+            }
+            None => {}
         }
         if let Some(id) = self.placed_here.lock().get(name) {
             return Some(*id);
@@ -224,7 +272,19 @@ impl Lookup for EngineLookup<'_> {
     }
 
     fn patient_id(&self, id: &NationalId) -> Result<(Uuid, bool), String> {
-        blocking(self.fhir.patient_id(self.caller, id)).map_err(|e| e.public_message())
+        if let Some(found) = self.numbers.lock().get(id.as_str()) {
+            return Ok(*found);
+        }
+        let found = blocking(self.fhir.patient_id(self.caller, id)).map_err(|e| e.public_message())?;
+        if found.1 {
+            self.resolved.lock().push(found.0);
+        }
+        self.numbers.lock().insert(id.as_str().to_owned(), found);
+        Ok(found)
+    }
+
+    fn forgotten(&self, id: Uuid) -> bool {
+        self.fhir.forgotten(id)
     }
 
     fn session_episode(&self, patient: Uuid, session: Uuid) -> Option<Uuid> {
@@ -248,10 +308,15 @@ impl Lookup for EngineLookup<'_> {
         // `RecentNames` only once its facts are published, and must be found here from then.
         let model = self.fhir.engine.model();
         match type_name {
-            "Patient" => model.holds(StreamRef::Patient(id)),
+            // A forgotten patient and their facts are not known to anyone by any name.
+            "Patient" => model.patients.get(&id).is_some_and(|p| !p.forgotten),
             "Practitioner" => model.holds(StreamRef::Therapist(id)),
             "Organization" | "HealthcareService" => model.holds(StreamRef::Service(id)),
-            "EpisodeOfCare" | "ServiceRequest" | "Encounter" => self.fhir.engine.owner_of(id).is_some(),
+            "EpisodeOfCare" | "ServiceRequest" | "Encounter" => self
+                .fhir
+                .engine
+                .owner_of(id)
+                .is_some_and(|owner| model.patients.get(&owner).is_some_and(|p| !p.forgotten)),
             _ => false,
         }
     }
@@ -272,7 +337,38 @@ fn registers(command: &forlop_domain::Command) -> bool {
 
 /// An engine refusal as an OperationOutcome issue.
 fn engine_issue(path: &str, e: &EngineError) -> Issue {
-    let code = match e {
+    Issue::new(issue_code(e), path, format!("{}: {}", e.code(), message(e)))
+}
+
+/// An engine refusal as an OperationOutcome issue for a caller who may not read the patient's
+/// facts (an integration): the same code and issue type, and what is wrong with the fact sent,
+/// but none of the recorded facts it was checked against (an episode's dates, another fact's
+/// id), nor that an id it names is another patient's.
+fn withheld_issue(path: &str, e: &EngineError) -> Issue {
+    let message = match e {
+        EngineError::Domain(d) => d.without_records().to_string(),
+        // The engine's claim on a global id (`Engine::claim`) says whose it is.
+        EngineError::InvalidInput(m) if m.contains("another patient") => {
+            "this fact cannot be recorded under the id it names; what it conflicts with is not \
+             disclosed to your role"
+                .to_owned()
+        }
+        other => message(other),
+    };
+    Issue::new(issue_code(e), path, format!("{}: {message}", e.code()))
+}
+
+fn message(e: &EngineError) -> String {
+    match e {
+        EngineError::IdempotencyConflict(_) => {
+            "this fact was recorded before with other content; forlop never edits a recorded fact".to_owned()
+        }
+        other => other.public_message(),
+    }
+}
+
+fn issue_code(e: &EngineError) -> &'static str {
+    match e {
         EngineError::Domain(DomainError::NotFound(_)) => "not-found",
         EngineError::Domain(DomainError::AlreadyExists(_)) => "duplicate",
         EngineError::Domain(DomainError::InvalidInput(_)) | EngineError::InvalidInput(_) => "business-rule",
@@ -281,14 +377,7 @@ fn engine_issue(path: &str, e: &EngineError) -> Issue {
         EngineError::Unavailable(_) => "transient",
         EngineError::WrongExpectedVersion { .. } => "conflict",
         EngineError::Internal(_) => "exception",
-    };
-    let message = match e {
-        EngineError::IdempotencyConflict(_) => {
-            "this fact was recorded before with other content; forlop never edits a recorded fact".to_owned()
-        }
-        other => other.public_message(),
-    };
-    Issue::new(code, path, format!("{}: {message}", e.code()))
+    }
 }
 
 /// True when every issue is a reference not yet recorded: the entry can wait for it.
@@ -308,7 +397,52 @@ impl Fhir {
     pub fn open(engine: Engine, dir: &Path, care_levels: CareLevels) -> Result<Fhir, sled::Error> {
         let aliases = AliasIndex::open(dir)?;
         let held = HeldStore::open(aliases.db())?;
-        Ok(Fhir { engine, aliases, held, care_levels: Arc::new(care_levels), hold: DEFAULT_HOLD })
+        Ok(Fhir {
+            engine,
+            aliases,
+            held,
+            care_levels: Arc::new(care_levels),
+            hold: DEFAULT_HOLD,
+            fresh: FreshIds::default(),
+        })
+    }
+
+    /// True when `id` is a forgotten patient or a fact of one (a referral, episode, session or
+    /// admission): no name resolves to it any more, and a name that derives it gets a new id.
+    /// Judged on the read model, folded from the log every node shares, so an erasure on any
+    /// node blocks this node's names too, and the offline import's.
+    pub fn forgotten(&self, id: Uuid) -> bool {
+        let model = self.engine.model();
+        let forgotten = |p: &Uuid| model.patients.get(p).is_some_and(|v| v.forgotten);
+        forgotten(&id) || self.engine.owner_of(id).is_some_and(|owner| forgotten(&owner))
+    }
+
+    /// Whether the caller may read `patient`'s facts (an integration may not), as the engine's
+    /// policy decides it: refusals quote recorded facts only to such callers. A clinician is
+    /// judged as if they had recorded their relationship to the patient themselves, the narrower
+    /// case (`Relationship::SelfRecorded`): a refusal is not the place to widen what they read.
+    fn may_read(&self, caller: &Caller, patient: Uuid) -> bool {
+        use forlop_engine::policy::{patient_access, PatientAccess, Relationship};
+        let model = self.engine.model();
+        let view = model.patients.get(&patient).map(|v| &**v);
+        matches!(patient_access(&caller.principal, view, None, Relationship::SelfRecorded), PatientAccess::Full)
+    }
+
+    /// An engine refusal of a fact about `patient`, in the words the caller may read.
+    fn refusal(&self, caller: &Caller, patient: Option<Uuid>, e: &EngineError) -> Issue {
+        match patient {
+            Some(p) if !self.may_read(caller, p) => withheld_issue("", e),
+            _ => engine_issue("", e),
+        }
+    }
+
+    /// Logs that national ids were resolved to these patients (one record per patient), durably,
+    /// before anything that relies on the resolution is answered or recorded.
+    fn log_resolved(&self, caller: &Caller, patients: Vec<Uuid>) -> Result<(), EngineError> {
+        if patients.is_empty() {
+            return Ok(());
+        }
+        blocking(self.engine.disclosed(caller, patients, RESOLVED_FIELDS))
     }
 
     /// How long a held resource waits before it is reported as unresolved.
@@ -355,8 +489,7 @@ impl Fhir {
         let mut facts: Vec<(usize, u8, Vec<Fact>)> = Vec::new();
         {
             // The snapshot and the scope are dropped before anything is awaited.
-            let lookup =
-                EngineLookup { fhir: self, caller, model: self.engine.model(), placed_here: Default::default() };
+            let lookup = EngineLookup::new(self, caller);
             for (i, (e, r)) in entries.iter().zip(parsed).enumerate() {
                 let p = r
                     .map_err(|x| vec![x])
@@ -382,6 +515,15 @@ impl Fhir {
                     Err(issues) => outcomes[i].issues = issues,
                 }
             }
+            // Every number resolved to a patient is an access record on that patient, durable
+            // before any answer (even a refusal) or fact that relies on it: the patient sees it.
+            let resolved = std::mem::take(&mut *lookup.resolved.lock());
+            if let Err(e) = self.log_resolved(caller, resolved) {
+                for o in outcomes.iter_mut() {
+                    o.issues = vec![engine_issue("", &e)];
+                }
+                return Prepared { outcomes, placed, facts: Vec::new(), stop: true, recent: RecentNames::default() };
+            }
         }
         let mut prepared = Prepared { outcomes, placed, facts, stop: false, recent: RecentNames::default() };
         if all_or_none && prepared.outcomes.iter().any(|o| !o.ok()) {
@@ -405,7 +547,8 @@ impl Fhir {
             .filter(|(i, _)| outcomes[*i].ok())
             .filter_map(|(i, p)| Some((p.as_ref()?, recorded.contains(&i))))
             .map(|(p, recorded)| (p.names.as_slice(), p.derived_from, p.id, recorded));
-        match self.aliases.insert(named) {
+        // A name that still points at a forgotten patient's id is given to its new bearer.
+        match self.aliases.insert(named, &|id| self.forgotten(id)) {
             Ok(held) => *recent = held,
             Err(e) => tracing::error!(error = %e, "alias index write failed"),
         }
@@ -467,10 +610,12 @@ impl Fhir {
         if all_or_none {
             // Every fact decided in order and appended together; one refusal records nothing.
             let mut entry_of = Vec::new();
+            let mut patient_of = Vec::new();
             let mut items = Vec::new();
             for (i, _, fs) in facts {
                 for f in fs {
                     entry_of.push(i);
+                    patient_of.push(f.command.stream().patient_id());
                     let may_exist = registers(&f.command);
                     items.push(TransactionItem {
                         command: f.command,
@@ -490,7 +635,7 @@ impl Fhir {
                     }
                 }
                 Err(TransactionRefused { item: Some(k), error }) => {
-                    outcomes[entry_of[k]].issues.push(engine_issue("", &error));
+                    outcomes[entry_of[k]].issues.push(self.refusal(caller, patient_of[k], &error));
                 }
                 Err(TransactionRefused { item: None, error }) => {
                     for o in outcomes.iter_mut() {
@@ -544,11 +689,39 @@ impl Fhir {
     }
 
     /// The forlop id of the patient with this national id, and whether they are registered.
+    /// The caller logs a registered one (`log_resolved`).
+    ///
+    /// A number no live patient holds gets the id derived from its keyed pseudonym (so a resent
+    /// Patient is the same patient), unless the read model already holds that id: then it is a
+    /// patient whose key was destroyed, the forgotten earlier holder of the number, and the
+    /// returning person gets a random id instead (`FreshIds`), placed and answered as one whose
+    /// number was never seen.
     async fn patient_id(&self, caller: &Caller, id: &NationalId) -> Result<(Uuid, bool), EngineError> {
-        Ok(match self.engine.patient_key_for_recording(caller, id).await? {
-            Ok(existing) => (existing, true),
-            Err(pseudonym) => (crate::mapping::pseudonym_id(&pseudonym), false),
-        })
+        let pseudonym = match self.engine.patient_key_for_recording(caller, id).await? {
+            Ok(existing) => return Ok((existing, true)),
+            Err(pseudonym) => pseudonym,
+        };
+        let derived = crate::mapping::pseudonym_id(&pseudonym);
+        let model = self.engine.model();
+        if !model.holds(StreamRef::Patient(derived)) {
+            return Ok((derived, false));
+        }
+        // Asked again after the snapshot: a patient it holds alive had their key made before
+        // they were appended, so the vault finds them now (one who registered meanwhile).
+        if let Ok(existing) = self.engine.patient_key_for_recording(caller, id).await? {
+            return Ok((existing, true));
+        }
+        let mut fresh = self.fresh.0.lock();
+        // A fresh id whose bearer was forgotten in turn is as taken as the derived one.
+        if let Some(kept) = fresh.get(&pseudonym).copied().filter(|x| !model.holds(StreamRef::Patient(*x))) {
+            return Ok((kept, false));
+        }
+        if fresh.len() >= FRESH_IDS {
+            fresh.clear();
+        }
+        let new = Uuid::new_v4();
+        fresh.insert(pseudonym, new);
+        Ok((new, false))
     }
 
     /// Keeps a resource that waits for a reference, with national ids replaced by patient ids.
@@ -562,6 +735,7 @@ impl Fhir {
         let resource_type = resource.type_name().to_owned();
         let resource_id = resource.id().map(str::to_owned);
         let resource = self.scrubbed(caller, resource)?;
+        let patient = self.subject_of(&resource);
         let entry = HeldEntry {
             received_at: Utc::now(),
             sender: Sender::of(&caller.principal),
@@ -571,12 +745,49 @@ impl Fhir {
             full_url,
             issues: issues.iter().map(HeldIssue::from).collect(),
             failed: false,
+            patient,
         };
         self.held.insert(&entry).map_err(|e| {
             Issue::new("transient", "", format!("UNAVAILABLE: the held resource could not be kept: {e}"))
         })?;
         self.held.measure(self.hold);
         Ok(())
+    }
+
+    /// The patient a (scrubbed) held resource is about, as its subject names them now.
+    fn subject_of(&self, resource: &Resource) -> Option<Uuid> {
+        let subject = match resource {
+            Resource::ServiceRequest(x) => x.subject.as_ref(),
+            Resource::EpisodeOfCare(x) => x.patient.as_ref(),
+            Resource::Encounter(x) => x.subject.as_ref(),
+            Resource::Observation(x) => x.subject.as_ref(),
+            Resource::QuestionnaireResponse(x) => x.subject.as_ref(),
+            _ => None,
+        }?;
+        let text = subject.reference.as_deref()?;
+        let id = text.trim_end_matches('/').rsplit('/').next()?;
+        let name = format!("Patient/{id}");
+        if let Some(found) = self.aliases.get(&name).ok().flatten() {
+            return Some(found);
+        }
+        Some(id.parse::<Uuid>().unwrap_or_else(|_| crate::identity::uuid_for(&name)))
+    }
+
+    /// Drops every held resource about a forgotten patient: what waited for a reference is part
+    /// of what the patient asked to have erased, and placed later it would be a pre-erasure fact
+    /// on whoever now goes by the names it uses.
+    fn drop_forgotten_held(&self) {
+        for (key, e) in self.held.all() {
+            let patient = e.patient.or_else(|| {
+                let resource = parse_resource(&e.resource, "").ok()?;
+                self.subject_of(&resource)
+            });
+            if patient.is_some_and(|p| self.forgotten(p)) {
+                if let Err(err) = self.held.remove(key) {
+                    tracing::error!(error = %err, "a held resource of a forgotten patient could not be dropped");
+                }
+            }
+        }
     }
 
     /// `resource` with every reference to a patient by national id turned into one by forlop id,
@@ -590,7 +801,10 @@ impl Fhir {
                 return Ok(());
             }
             let nid = NationalId::parse(value).map_err(|e| Issue::new("value", "", e.to_string()))?;
-            let (id, _) = blocking(self.patient_id(caller, &nid)).map_err(|e| engine_issue("", &e))?;
+            let (id, registered) = blocking(self.patient_id(caller, &nid)).map_err(|e| engine_issue("", &e))?;
+            if registered {
+                self.log_resolved(caller, vec![id]).map_err(|e| engine_issue("", &e))?;
+            }
             *r = Some(crate::resources::Reference { reference: Some(format!("Patient/{id}")), ..Default::default() });
             Ok(())
         };
@@ -616,6 +830,7 @@ impl Fhir {
     /// Places held resources again, in their senders' names, until a round places nothing.
     /// Called after every ingest that recorded something.
     pub async fn retry_held(&self) {
+        self.drop_forgotten_held();
         loop {
             let waiting: Vec<(u64, HeldEntry)> = self.held.all().into_iter().filter(|(_, e)| !e.failed).collect();
             if waiting.is_empty() {
@@ -627,7 +842,7 @@ impl Fhir {
             }
             let mut progress = false;
             for (_, group) in by_sender {
-                let caller = Caller::new(group[0].1.sender.principal(), Some("fhir.held"));
+                let caller = Caller::server(group[0].1.sender.principal(), "fhir.held");
                 let entries: Vec<RawEntry> = group
                     .iter()
                     .map(|(k, e)| RawEntry {
@@ -671,6 +886,7 @@ impl Fhir {
         }
         let admin = caller.principal.has(forlop_engine::Role::Admin);
         let now = Utc::now();
+        self.drop_forgotten_held();
         self.held.measure(self.hold);
         Ok(self
             .held
@@ -730,6 +946,7 @@ impl Fhir {
     /// publication.
     async fn place_patient(&self, caller: &Caller, entries: Vec<(usize, Vec<Fact>)>) -> (Vec<Placement>, Unpublished) {
         let mut out: Vec<Placement> = entries.iter().map(|(i, _)| (*i, 0, 0, None)).collect();
+        let patient = entries.iter().flat_map(|(_, fs)| fs).find_map(|f| f.command.stream().patient_id());
         let mut items = Vec::new();
         for (k, (_, facts)) in entries.into_iter().enumerate() {
             for f in facts {
@@ -773,7 +990,7 @@ impl Fhir {
                     out[k].3 =
                         Some(Issue::new("not-found", "", "the stay's admission was being recorded; placed again"))
                 }
-                Err(e) => out[k].3 = Some(engine_issue("", &e)),
+                Err(e) => out[k].3 = Some(self.refusal(caller, patient, &e)),
             }
         }
         (out, unpublished)
@@ -794,13 +1011,14 @@ impl Fhir {
 
     async fn place_fact(&self, caller: &Caller, f: Fact) -> Placing {
         let registration = registers(&f.command);
+        let patient = f.command.stream().patient_id();
         let options = RecordOptions { event_id: Some(f.event_id), expected_version: None };
         match self.engine.record(caller, f.command, f.national_id, options).await {
             Ok(r) if r.deduplicated => Placing::Duplicate,
             Ok(_) => Placing::Appended,
             // Registered before by another route (a GraphQL mutation): the same patient.
             Err(EngineError::Domain(DomainError::AlreadyExists(_))) if registration => Placing::Duplicate,
-            Err(e) => Placing::Refused(engine_issue("", &e)),
+            Err(e) => Placing::Refused(self.refusal(caller, patient, &e)),
         }
     }
 

@@ -78,8 +78,12 @@ pub trait Lookup: Send + Sync {
     /// `alias`, given the id `name` derives (`uuid_for(name)`) when the caller has it already.
     fn alias_derived(&self, name: &str, derived: Option<Uuid>) -> Option<Uuid>;
     /// The forlop id of the patient with this national id, and whether they are registered: the
-    /// holder's id, or for a number nobody holds the id derived from its keyed pseudonym.
+    /// holder's id, or for a number nobody holds the id derived from its keyed pseudonym (a new
+    /// random one where that is a forgotten patient's).
     fn patient_id(&self, id: &NationalId) -> Result<(Uuid, bool), String>;
+    /// True when `id` is a forgotten patient's or one of their facts': a name that derives it
+    /// names someone new (`place`), and `alias` and `known` never give it.
+    fn forgotten(&self, id: Uuid) -> bool;
     /// The episode a recorded session belongs to.
     fn session_episode(&self, patient: Uuid, session: Uuid) -> Option<Uuid>;
     /// A recorded episode's start and end.
@@ -171,10 +175,17 @@ pub fn place(
             let known = names.iter().zip(&derived).find_map(|(n, d)| lookup.alias_derived(n, *d));
             match (known, first) {
                 (Some(id), _) => id,
-                (None, Some(i)) => {
-                    derived_from = Some(i);
-                    derived[i].unwrap_or_else(|| uuid_for(&names[i]))
-                }
+                (None, Some(i)) => match derived[i].unwrap_or_else(|| uuid_for(&names[i])) {
+                    // The name derives a forgotten patient's id (or a fact of theirs): it is sent
+                    // again for someone new, who gets a random id that nothing links to the old
+                    // one. Its names then go into the alias index under it, so the next request
+                    // finds the same id.
+                    old if crate::identity::may_name_patient_data(&names[i]) && lookup.forgotten(old) => Uuid::new_v4(),
+                    id => {
+                        derived_from = Some(i);
+                        id
+                    }
+                },
                 (None, None) => {
                     return Err(vec![Issue::new(
                         "required",
