@@ -337,9 +337,16 @@ fn steal_percent(before: (u64, u64), after: (u64, u64)) -> f64 {
 const REPORT: &str = "query($s: UUID!, $from: DateTime!, $to: DateTime!) { pathwayReport(serviceId: $s, from: $from, to: $to) { episodes patients gender { key count } referralSources { key count } endReasons { key count } ageGroups { key count } phq9 { intakeCount intakeMean dischargeCount dischargeMean pairedCount meanChange missingPairs reliablyImproved recovered } gad7 { intakeCount intakeMean dischargeCount dischargeMean pairedCount meanChange missingPairs reliablyImproved recovered } recovery { eligible atCaseness recovered reliablyImproved reliablyDeteriorated reliablyRecovered recoveryRate } waitingDays { count mean median p90 min max } sessionsPerEpisode { count mean median p90 min max } referrals { received accepted rejected rejectedForCapacity undecided } continuity { patientsWithTransition transitions transitionsKeepingTherapist handovers handoversWithoutNotification meanCoc } } }";
 const ALERTS: &str = "query($t: DateTime!) { careAlerts(asOf: $t) { kind patientId episodeId serviceId since days } }";
 
-/// p99 latency (ms) of pathway reports over one service-year and of city-wide care alerts, one
+/// p99 latency (ms) of pathway reports over one service-year (exact, as an admin sees them, and
+/// perturbed by the cell key method, as an analyst does) and of city-wide care alerts, one
 /// request at a time, as a dashboard would send them.
-async fn reports(args: &BenchArgs, addr: std::net::SocketAddr, token: &str) -> anyhow::Result<(f64, f64)> {
+async fn reports(
+    args: &BenchArgs,
+    addr: std::net::SocketAddr,
+    token: &str,
+    analyst: &str,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let analyst = client(analyst, 1)?;
     let client = client(token, 1)?;
     let url = format!("http://{addr}/graphql");
     let post = |body: serde_json::Value| {
@@ -358,7 +365,7 @@ async fn reports(args: &BenchArgs, addr: std::net::SocketAddr, token: &str) -> a
         .iter()
         .filter_map(|s| s["id"].as_str().map(str::to_owned))
         .collect();
-    let mut report_ms = Vec::new();
+    let (mut report_ms, mut analyst_ms) = (Vec::new(), Vec::new());
     for i in 0..args.reports {
         let year = 2016 + (i % 9) as i32;
         let vars = json!({
@@ -366,7 +373,13 @@ async fn reports(args: &BenchArgs, addr: std::net::SocketAddr, token: &str) -> a
             "from": format!("{year}-01-01T00:00:00Z"),
             "to": format!("{}-01-01T00:00:00Z", year + 1),
         });
-        report_ms.push(post(json!({ "query": REPORT, "variables": vars })).await?.0);
+        let body = json!({ "query": REPORT, "variables": vars });
+        report_ms.push(post(body.clone()).await?.0);
+        // The same report, perturbed, in alternation, so both meet the same host.
+        let t = Instant::now();
+        let r: serde_json::Value = analyst.post(&url).json(&body).send().await?.json().await?;
+        anyhow::ensure!(r["errors"].is_null(), "analyst report failed: {r}");
+        analyst_ms.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     let mut alert_ms = Vec::new();
     for i in 0..args.reports {
@@ -375,8 +388,9 @@ async fn reports(args: &BenchArgs, addr: std::net::SocketAddr, token: &str) -> a
         alert_ms.push(post(json!({ "query": ALERTS, "variables": { "t": day } })).await?.0);
     }
     report_ms.sort_by(f64::total_cmp);
+    analyst_ms.sort_by(f64::total_cmp);
     alert_ms.sort_by(f64::total_cmp);
-    Ok((percentile(&report_ms, 0.99), percentile(&alert_ms, 0.99)))
+    Ok((percentile(&report_ms, 0.99), percentile(&analyst_ms, 0.99), percentile(&alert_ms, 0.99)))
 }
 
 const REGISTER: &str = "mutation($in: RegisterPatientInput!) { registerPatient(input: $in) { position } }";
@@ -609,6 +623,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         &secret,
         &json!({ "iss": "bench", "aud": "forlop", "sub": "bench-admin", "role": "admin", "exp": now + 3600 }),
     )?;
+    let analyst_token = forlop_auth::mint_hs256(
+        &secret,
+        &json!({ "iss": "bench", "aud": "forlop", "sub": "bench-analyst", "role": "analyst", "exp": now + 3600 }),
+    )?;
     let parts = forlop_engine::EngineParts::open_beside(
         dir.path(),
         forlop_vault::MasterKey::generate(),
@@ -649,7 +667,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         server.await??;
     } else {
         eprintln!("bench: {} pathway reports and {} care-alert lists ...", args.reports, args.reports);
-        let (report_p99, alerts_p99) = reports(&args, addr, &token).await.context("report benchmark")?;
+        let (report_p99, analyst_p99, alerts_p99) =
+            reports(&args, addr, &token, &analyst_token).await.context("report benchmark")?;
         eprintln!("bench: {WRITERS} writers registering patients, alone, then under {REPORT_CLIENTS} report loops ...");
         // One unmeasured round first: the first writes after the read phases meet cold sled
         // pages, which would make the writers alone look slower than under reports.
@@ -695,6 +714,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "report_p99_ms",
             report_p99,
             format!("pathwayReport, one service-year, {episodes} episodes in the log"),
+        ));
+        rows.push((
+            "report_p99_ms_analyst",
+            analyst_p99,
+            format!(
+                "the same reports as an analyst (cell key perturbation), in alternation: {:.2} × exact",
+                analyst_p99 / report_p99.max(f64::MIN_POSITIVE)
+            ),
         ));
         rows.push(("alerts_p99_ms", alerts_p99, "careAlerts over every service at a random date".into()));
         rows.push(("mutation_p99_ms", mutation_p99, format!("registerPatient over HTTP, {WRITERS} writers alone")));

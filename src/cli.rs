@@ -164,6 +164,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let settings = forlop_engine::Settings {
                 suppression_threshold: args.suppression_threshold.unwrap_or(defaults.suppression_threshold).max(1),
                 checkpoint_every: args.checkpoint_every.unwrap_or(defaults.checkpoint_every),
+                self_grant_days: args.self_grant_days.unwrap_or(defaults.self_grant_days),
             };
             let sled_cache = match args.sled_cache_bytes() {
                 Ok(bytes) => bytes,
@@ -434,7 +435,7 @@ async fn import_fhir(
         national_id: None,
         hpr_number: None,
     };
-    let caller = forlop_engine::Caller::new(principal, Some("import-fhir"));
+    let caller = forlop_engine::Caller::server(principal, "import-fhir");
     // Lines are read on their own thread, a bounded channel ahead: memory stays flat. They cross
     // in batches: a million lines one by one spent more on the channel than on reading.
     const LINES_PER_BATCH: usize = 512;

@@ -81,9 +81,14 @@ pub struct ServeArgs {
     /// Browser origins allowed besides the server's own (comma-separated; `*` for any).
     #[arg(long, env = "FORLOP_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Option<Vec<String>>,
-    /// Counts below this are suppressed for analysts [default: 5].
+    /// Counts from 1 to this − 1 are hidden from analysts; larger ones are perturbed [default: 5].
     #[arg(long, env = "FORLOP_SUPPRESSION_THRESHOLD")]
     pub suppression_threshold: Option<u64>,
+    /// A referral or episode a clinician recorded at their own service opens what other services
+    /// recorded about the patient only with a reason (SELF_GRANTED) until a colleague acts on it
+    /// or it is this many days old [default: 14].
+    #[arg(long, env = "FORLOP_SELF_GRANT_DAYS")]
+    pub self_grant_days: Option<u32>,
     /// Write a read-model checkpoint in the background every this many events (0: only at
     /// clean shutdown) [default: 100000].
     #[arg(long, env = "FORLOP_CHECKPOINT_EVERY")]
@@ -117,7 +122,7 @@ impl ServeArgs {
             ($($f:ident),+) => { $( if self.$f.is_none() { self.$f = file.$f; } )+ };
         }
         fill!(data, store, store_ca_file, listen, auth, jwks, hs256_secret_file, issuer, audience, leeway_seconds);
-        fill!(role_claim, services_claim, pid_claim, key_file, allowed_origins, suppression_threshold);
+        fill!(role_claim, services_claim, pid_claim, key_file, allowed_origins, suppression_threshold, self_grant_days);
         fill!(checkpoint_every, fhir_care_levels, fhir_hold_seconds, request_timeout_seconds, sled_cache_mb);
         self.demo |= file.demo;
         Ok(self)
@@ -365,9 +370,9 @@ pub async fn demo_patient(engine: &forlop_engine::Engine) -> anyhow::Result<()> 
         municipal.first().map(|(_, id)| *id)
     };
     let Some(service) = service else { return Ok(()) };
-    let caller = forlop_engine::Caller::new(
+    let caller = forlop_engine::Caller::server(
         forlop_auth::Principal { sub: "forlop-demo".into(), ..forlop_auth::Principal::anonymous_admin() },
-        Some("demo"),
+        "demo",
     );
     let patient = Uuid::from_u128(0xdeb0_0000_0000_4000_8000_0000_0000_0001);
     let referral = Uuid::from_u128(0xdeb0_0000_0000_4000_8000_0000_0000_0002);

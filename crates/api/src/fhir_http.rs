@@ -56,7 +56,7 @@ fn engine_status(e: &EngineError) -> (StatusCode, &'static str) {
 }
 
 /// The adapter and the caller, or the response that refuses the request.
-fn begin(state: &AppState, headers: &HeaderMap, operation: &str) -> Result<(Fhir, Caller), Box<Response>> {
+fn begin(state: &AppState, headers: &HeaderMap, operation: &'static str) -> Result<(Fhir, Caller), Box<Response>> {
     let Some(fhir) = state.fhir.clone() else {
         return Err(Box::new(outcome(
             StatusCode::NOT_FOUND,
@@ -64,7 +64,7 @@ fn begin(state: &AppState, headers: &HeaderMap, operation: &str) -> Result<(Fhir
         )));
     };
     match crate::http::authenticate(state, headers) {
-        Ok(principal) => Ok((fhir, Caller::new(principal, Some(operation)))),
+        Ok(principal) => Ok((fhir, Caller::server(principal, operation))),
         Err(refused) => {
             let status = refused.status();
             let code = if status == StatusCode::UNAUTHORIZED { "login" } else { "forbidden" };
@@ -149,7 +149,22 @@ pub async fn import(State(state): State<AppState>, headers: HeaderMap, body: Bod
         Ok(x) => x,
         Err(r) => return *r,
     };
-    let lines = ndjson_lines(stalls_after(body.into_data_stream(), state.settings.request_timeout));
+    // A role that may record nothing has every line refused: say so at once, before reading a
+    // body that may be gigabytes, rather than after reading all of it.
+    if !forlop_engine::policy::may_record_anything(&caller.principal) {
+        let mut r = outcome(
+            StatusCode::FORBIDDEN,
+            &issue("forbidden", "", "FORBIDDEN: your role may not record; the import was not read"),
+        );
+        // The body is never read, so this connection cannot carry another request.
+        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return r;
+    }
+    // An import can run for longer than the token that started it: it reads no further than
+    // the token's expiry (what it read until then is placed and reported).
+    let until = crate::http::token_expiry(&state, &headers);
+    let body = stalls_after(body.into_data_stream(), state.settings.request_timeout);
+    let lines = ndjson_lines(ends_at_expiry(body, until));
     let mut listed: Vec<Issue> = Vec::new();
     let summary = fhir
         .import_lines(&caller, Box::pin(lines), IMPORT_CHUNK, |_, failed| {
@@ -192,6 +207,27 @@ fn stalls_after(
             Ok(Some(chunk)) => Some((chunk.map_err(|e| e.to_string()), Some(body))),
             Ok(None) => None,
             Err(_) => Some((Err(format!("no data for {} s; the rest of the body was not read", idle.as_secs())), None)),
+        }
+    }))
+}
+
+/// `body`, ending with an error once `until` (the token's expiry) has passed.
+fn ends_at_expiry<S>(
+    body: S,
+    until: Option<std::time::SystemTime>,
+) -> impl futures::Stream<Item = Result<axum::body::Bytes, String>> + Unpin
+where
+    S: futures::Stream<Item = Result<axum::body::Bytes, String>> + Unpin,
+{
+    let left = until.map(|u| u.duration_since(std::time::SystemTime::now()).unwrap_or_default());
+    let expiry = Box::pin(tokio::time::sleep(left.unwrap_or(std::time::Duration::MAX)));
+    Box::pin(futures::stream::unfold(Some((body, expiry)), move |state| async move {
+        let (mut body, mut expiry) = state?;
+        tokio::select! {
+            chunk = body.next() => chunk.map(|c| (c, Some((body, expiry)))),
+            () = &mut expiry, if left.is_some() => {
+                Some((Err("the token expired; the rest of the body was not read".to_owned()), None))
+            }
         }
     }))
 }

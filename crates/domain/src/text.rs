@@ -15,7 +15,9 @@ pub enum NameError {
     Forbidden(String),
 }
 
-fn forbidden(c: char) -> bool {
+/// True for characters that hide or disguise text (see the module's doc): refused in names and
+/// in anything else a person reads back, such as an emergency access reason.
+pub fn hides_text(c: char) -> bool {
     let u = c as u32;
     c.is_control()
         || matches!(u, 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x2069 | 0xFEFF | 0x061C | 0x180E)
@@ -26,7 +28,7 @@ fn forbidden(c: char) -> bool {
 /// The name as stored: trimmed and NFC-normalised; refused if empty, too long, or holding a
 /// forbidden character. Clean input comes back unchanged, so deciding twice is idempotent.
 pub fn clean_name(raw: &str) -> Result<String, NameError> {
-    if let Some(c) = raw.chars().find(|c| forbidden(*c)) {
+    if let Some(c) = raw.chars().find(|c| hides_text(*c)) {
         return Err(NameError::Forbidden(format!("U+{:04X}", c as u32)));
     }
     let name: String = raw.trim().nfc().collect();

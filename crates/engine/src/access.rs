@@ -55,10 +55,19 @@ impl PendingDisclosures {
 }
 
 impl Caller {
+    /// A caller whose operation name the client chose (GraphQL's `operationName`): kept only as
+    /// `operation_name` allows.
     pub fn new(principal: Principal, operation: Option<&str>) -> Caller {
-        let operation = operation.filter(|o| !o.is_empty()).unwrap_or("anonymous");
-        // Operation names are the client's; keep them short in the log.
-        let operation: String = operation.chars().take(100).collect();
+        Caller::with_operation(principal, operation_name(operation).to_owned())
+    }
+
+    /// A caller whose operation the server names (`fhir.bundle`, `import-fhir`): a literal in
+    /// forlop's code, never a client's text, so it is kept as it is.
+    pub fn server(principal: Principal, operation: &'static str) -> Caller {
+        Caller::with_operation(principal, operation.to_owned())
+    }
+
+    fn with_operation(principal: Principal, operation: String) -> Caller {
         Caller { principal, correlation_id: Uuid::new_v4(), operation, pending: None }
     }
 
@@ -103,6 +112,28 @@ impl Caller {
             correlation_id: Some(self.correlation_id),
             at: Utc::now(),
         }
+    }
+}
+
+/// Longest operation name kept in the access log and on `/metrics`.
+pub const MAX_OPERATION_NAME: usize = 64;
+/// What a client's operation name is stored as when it is not a plain identifier.
+pub const UNNAMED_OPERATION: &str = "unnamed";
+
+/// The client's operation name as the immutable access log and `/metrics` keep it: a plain
+/// identifier (ASCII letters, digits, `_`; at most `MAX_OPERATION_NAME`) with no run of more
+/// than four digits (a year is kept), so that no national id, phone number or date a client puts in a name is
+/// kept for good; anything else is `UNNAMED_OPERATION`, and none is `anonymous`.
+pub fn operation_name(raw: Option<&str>) -> &str {
+    let Some(name) = raw.filter(|o| !o.is_empty()) else { return "anonymous" };
+    let identifier = name.len() <= MAX_OPERATION_NAME
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let digit_run = name.as_bytes().split(|b| !b.is_ascii_digit()).map(<[u8]>::len).max().unwrap_or(0);
+    if identifier && digit_run <= 4 {
+        name
+    } else {
+        UNNAMED_OPERATION
     }
 }
 
@@ -200,23 +231,25 @@ impl Engine {
         as_of: Option<DateTime<Utc>>,
         fields: &str,
     ) -> Result<Option<PatientGrant>, EngineError> {
-        let (access, view) = {
-            let model = self.model();
-            let view = model.patients.get(&id);
-            let access = policy::patient_access(&caller.principal, view.map(|v| &**v), emergency_reason);
-            if !matches!(access, PatientAccess::Denied(_)) {
-                // Fill the continuity cache the snapshot shares, once per change of the patient.
-                view.map(|v| v.continuity());
-            }
-            (access, view.cloned())
-        };
+        let view = self.model().patients.get(&id).cloned();
+        let relationship = self.relationship(caller, view.as_ref()).await?;
+        let access = policy::patient_access(&caller.principal, view.as_deref(), emergency_reason, relationship);
+        if !matches!(access, PatientAccess::Denied(_) | PatientAccess::InvalidReason(_)) {
+            // Fill the continuity cache the snapshot shares, once per change of the patient.
+            view.as_ref().map(|v| v.continuity());
+        }
         let (outcome, reason, full) = match access {
             PatientAccess::Full => (AccessOutcome::Allowed, None, true),
             PatientAccess::IdentityOnly => (AccessOutcome::Allowed, None, false),
             PatientAccess::Emergency(reason) => (AccessOutcome::Emergency, Some(reason), true),
+            PatientAccess::SelfGranted(reason) => (AccessOutcome::SelfGranted, Some(reason), true),
             PatientAccess::Denied(why) => {
                 self.log_access(vec![caller.record(id, fields, AccessOutcome::Denied, None)]).await?;
                 return Err(EngineError::Forbidden(why));
+            }
+            PatientAccess::InvalidReason(why) => {
+                self.log_access(vec![caller.record(id, fields, AccessOutcome::Denied, None)]).await?;
+                return Err(EngineError::InvalidInput(why));
             }
         };
         let Some(view) = view else { return Ok(None) };
@@ -232,6 +265,46 @@ impl Engine {
         }
     }
 
+    /// How the caller is related to the patient, for reading: see `policy::Relationship`. Reads
+    /// the patient's stream only for a clinician whose service holds a referral or episode of a
+    /// patient who also has facts at other services: the one case where who recorded the
+    /// relationship, and when, decides what may be read.
+    async fn relationship(
+        &self,
+        caller: &Caller,
+        view: Option<&Arc<PatientView>>,
+    ) -> Result<policy::Relationship, EngineError> {
+        use policy::Relationship;
+        let p = &caller.principal;
+        let Some(view) = view else { return Ok(Relationship::None) };
+        if !policy::treats(p, view) {
+            return Ok(Relationship::None);
+        }
+        if !p.has(forlop_auth::Role::Clinician) || !policy::has_facts_elsewhere(p, view) {
+            return Ok(Relationship::Established);
+        }
+        let own: std::collections::HashSet<Uuid> = view
+            .referrals
+            .iter()
+            .filter(|r| p.services.contains(&r.service_id))
+            .map(|r| r.id)
+            .chain(view.episodes.iter().filter(|e| p.services.contains(&e.service_id)).map(|e| e.id))
+            .collect();
+        let stream = forlop_domain::StreamRef::Patient(view.id).name();
+        let events = self.store().read_stream(&stream, 0, usize::MAX).await?;
+        let (me, now) = (caller.actor(), Utc::now());
+        let period = chrono::Duration::days(i64::from(self.settings().self_grant_days));
+        for e in &events {
+            // As this build writes it (older versions upcast), so the field names are today's.
+            let fact: serde_json::Value = serde_json::from_slice(&crate::decode(e)?.to_payload()).unwrap_or_default();
+            let names_own = names_any(&fact, &own);
+            if names_own && (e.metadata.actor != me || now - e.recorded_at >= period) {
+                return Ok(Relationship::Established);
+            }
+        }
+        Ok(Relationship::SelfRecorded)
+    }
+
     /// The patient holding `national_id`, read as `read_patient` would.
     pub async fn read_patient_by_national_id(
         &self,
@@ -244,7 +317,13 @@ impl Engine {
         }
         let id = NationalId::parse(national_id).map_err(|e| EngineError::invalid(format!("nationalId: {e}")))?;
         let Some(patient) = self.vault_find(&id).await? else {
-            return Ok(None);
+            // A caller who could not read a patient elsewhere is told the same about a number
+            // nobody holds, so the answer does not say whether someone is a patient here.
+            return match policy::patient_access(&caller.principal, None, emergency_reason, policy::Relationship::None) {
+                PatientAccess::Denied(why) => Err(EngineError::Forbidden(why)),
+                PatientAccess::InvalidReason(why) => Err(EngineError::InvalidInput(why)),
+                _ => Ok(None),
+            };
         };
         self.read_patient(caller, patient, emergency_reason, None, "patientByNationalId").await
     }
@@ -252,6 +331,13 @@ impl Engine {
     /// For an integration placing a fact: the patient holding `national_id`, or, for a number no
     /// live patient holds, a keyed pseudonym of it to derive a new patient's id from (never the
     /// number itself). Only for callers that may record patient facts; discloses nothing else.
+    ///
+    /// A number whose holder was forgotten is held by no live patient (its key and blind-index
+    /// entry are gone), so it gives the same pseudonym as before: an adapter that derives ids
+    /// from it must not use one the read model already holds (that is the forgotten patient).
+    /// Finding a patient is itself a disclosure (the caller learns the number is a patient's and
+    /// which): the caller logs it with [`Engine::disclosed`] before it answers or records,
+    /// batched per request, as an import resolves thousands.
     pub async fn patient_key_for_recording(
         &self,
         caller: &Caller,
@@ -264,6 +350,30 @@ impl Engine {
             Some(patient) => Ok(patient),
             None => Err(self.vault().blind_index(national_id)),
         })
+    }
+
+    /// `read_patient` for an answer that is the patient's whole record (an export): a caller the
+    /// policy gives only a patient's id and version (an integration) is refused, and the refusal
+    /// is logged as DENIED, not as an ALLOWED read of the id it was never sent. The same refusal
+    /// whether or not the patient exists.
+    pub async fn read_patient_in_full(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        fields: &str,
+    ) -> Result<Option<PatientGrant>, EngineError> {
+        let access = {
+            let model = self.model();
+            // Only the role decides whether a caller gets no more than the id; how a clinician is
+            // related to the patient is `read_patient`'s to weigh.
+            let view = model.patients.get(&id).map(|v| &**v);
+            policy::patient_access(&caller.principal, view, None, policy::Relationship::None)
+        };
+        if matches!(access, PatientAccess::IdentityOnly) {
+            self.log_access(vec![caller.denied(id, fields)]).await?;
+            return Err(EngineError::forbidden("your role may see only a patient's id and version"));
+        }
+        self.read_patient(caller, id, None, None, fields).await
     }
 
     /// The national id of a patient already granted in full; None if none was given or the
@@ -310,6 +420,33 @@ impl Engine {
             .find(id)
             .await
             .map_err(|e| EngineError::Unavailable(format!("the key table could not be read: {e}")))
+    }
+
+    /// A page of the whole log from `from` (auditors and admins), with whether more follows;
+    /// every patient it names is access-logged before it is handed over.
+    pub async fn read_log(
+        &self,
+        caller: &Caller,
+        from: u64,
+        first: usize,
+    ) -> Result<(Vec<forlop_store::RecordedEvent>, bool), EngineError> {
+        self.authorize(caller, Operation::ReadLog)?;
+        let events = self.store().read_all(from, first).await?;
+        let patients = events.iter().filter_map(|e| forlop_domain::StreamRef::parse(&e.stream)?.patient_id());
+        self.disclosed(caller, patients, "events").await?;
+        let has_next = events.last().is_some_and(|e| e.position + 1 < self.store().committed());
+        Ok((events, has_next))
+    }
+
+    /// The stream of a patient granted in full, oldest first, up to the grant's `asOf`.
+    pub async fn history(&self, grant: &PatientGrant) -> Result<Vec<forlop_store::RecordedEvent>, EngineError> {
+        if !grant.full {
+            return Err(EngineError::forbidden("your role may see only a patient's id and version"));
+        }
+        let stream = forlop_domain::StreamRef::Patient(grant.view.id).name();
+        let mut events = self.store().read_stream(&stream, 0, usize::MAX).await?;
+        events.retain(|e| e.position < grant.as_of_position);
+        Ok(events)
     }
 
     /// The access log, for auditors: every record, or one patient's, in log order.
@@ -446,3 +583,35 @@ impl Engine {
 
 /// Keeps `Arc` in the public signature of `Engine::access_log` readable.
 pub type SharedAccessLog = Arc<dyn forlop_store::access_log::AccessLog>;
+
+/// True when a fact (as JSON) names one of `ids` in a `referral_id` or `episode_id` field, at
+/// any depth: every fact about a referral or an episode names it so.
+fn names_any(fact: &serde_json::Value, ids: &std::collections::HashSet<Uuid>) -> bool {
+    match fact {
+        serde_json::Value::Object(fields) => fields.iter().any(|(k, v)| {
+            ((k == "referral_id" || k == "episode_id")
+                && v.as_str().and_then(|s| s.parse::<Uuid>().ok()).is_some_and(|id| ids.contains(&id)))
+                || names_any(v, ids)
+        }),
+        serde_json::Value::Array(items) => items.iter().any(|v| names_any(v, ids)),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_identifiers_reach_the_access_log() {
+        for kept in ["Patient", "patientOverview", "Report_2016", "get_v2"] {
+            assert_eq!(operation_name(Some(kept)), kept);
+        }
+        for dropped in ["Patient_21030550231", "p 1", "Pasient-Øst", "x".repeat(65).as_str(), "9lives", "call_12345678"]
+        {
+            assert_eq!(operation_name(Some(dropped)), UNNAMED_OPERATION, "{dropped}");
+        }
+        assert_eq!(operation_name(None), "anonymous");
+        assert_eq!(operation_name(Some("")), "anonymous");
+    }
+}

@@ -47,16 +47,19 @@ pub struct EngineParts {
 /// Tunables of the core.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
-    /// Analysts see counts below this as suppressed.
+    /// Analysts see counts from 1 to this − 1 as hidden, and larger ones perturbed.
     pub suppression_threshold: u64,
     /// The projector checkpoints the read model in the background every this many events (0:
     /// only at clean shutdown), so a crash replays at most this many.
     pub checkpoint_every: u64,
+    /// How long a referral or episode a clinician recorded themselves, and nobody else has acted
+    /// on, stays a self-recorded relationship (`policy::Relationship::SelfRecorded`).
+    pub self_grant_days: u32,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { suppression_threshold: 5, checkpoint_every: 100_000 }
+        Settings { suppression_threshold: 5, checkpoint_every: 100_000, self_grant_days: 14 }
     }
 }
 
@@ -209,6 +212,8 @@ pub struct Engine {
     owners: Owners,
     /// Global ids being recorded right now, and for whom (see `claim`).
     id_claims: Arc<parking_lot::Mutex<std::collections::HashMap<Uuid, Uuid>>>,
+    /// Record keys for the cell key method, computed once per record (`disclosure`).
+    pub(crate) record_keys: Arc<crate::disclosure::RecordKeys>,
 }
 
 type Owners = Arc<parking_lot::RwLock<crate::owners::OwnerIndex>>;
@@ -595,6 +600,7 @@ impl Engine {
         });
         let stripes = Arc::new((0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect());
         let started_at = store.committed();
+        let record_keys = Arc::new(crate::disclosure::RecordKeys::new(parts.vault.record_keyer()));
         Ok(Engine {
             store,
             parts,
@@ -609,6 +615,7 @@ impl Engine {
             checkpointed,
             projector_abort,
             id_claims: Default::default(),
+            record_keys,
             owners,
             analysis: Arc::new(crate::analysis::AnalysisPool::start(
                 std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
@@ -867,8 +874,20 @@ impl Engine {
 
     /// A retry of a stored event returns its original placing; the same id with other content
     /// is a conflict. Checked before deciding, since the retry would fail today's rules.
-    async fn replayed(&self, id: Uuid, stream: &str, command: &Command) -> Result<Option<Recorded>, EngineError> {
+    async fn replayed(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        stream: &str,
+        command: &Command,
+    ) -> Result<Option<Recorded>, EngineError> {
         let Some(stored) = self.store.event_by_id(id).await? else { return Ok(None) };
+        // Whether a guessed content matches someone else's fact would confirm that fact to a
+        // caller who may not read it: such a caller is told only that the id is taken. A client's
+        // retries of its own events are answered as always.
+        if stored.metadata.actor != caller.actor() && !self.may_read_facts(caller, &stored.stream) {
+            return Err(EngineError::IdempotencyConflict(id));
+        }
         let proposed = command.proposed_event();
         let same =
             stored.stream == stream && stored.event_type == proposed.event_type() && decode(&stored)? == proposed;
@@ -881,6 +900,20 @@ impl Engine {
             position: stored.position,
             deduplicated: true,
         }))
+    }
+
+    /// Whether the caller may read the facts of `stream` (a patient's: as `policy` decides for a
+    /// read without a reason; any other stream's facts are reference data).
+    fn may_read_facts(&self, caller: &Caller, stream: &str) -> bool {
+        let Some(patient) = StreamRef::parse(stream).and_then(|s| s.patient_id()) else { return true };
+        let model = self.model();
+        let view = model.patients.get(&patient).map(|v| &**v);
+        let related = if view.is_some_and(|v| policy::treats(&caller.principal, v)) {
+            policy::Relationship::Established
+        } else {
+            policy::Relationship::None
+        };
+        matches!(policy::patient_access(&caller.principal, view, None, related), policy::PatientAccess::Full)
     }
 
     fn stripe(&self, stream: &str) -> &tokio::sync::Mutex<()> {
@@ -986,7 +1019,7 @@ impl Engine {
             ))
             .into());
         }
-        event.national_id = Some(self.seal_national_id(event.patient_id, &id).await?);
+        event.national_id = Some(self.seal_national_id(caller, event.patient_id, &id).await?);
         self.record_locked(caller, Command::RegisterPatient(event), &References::default(), options).await
     }
 
@@ -1012,15 +1045,30 @@ impl Engine {
 
     /// Seals a new patient's national id under their data key, refusing a number another
     /// patient holds.
-    pub(crate) async fn seal_national_id(&self, patient: Uuid, id: &NationalId) -> Result<String, EngineError> {
-        self.check_national_id_free(patient, id).await?;
+    pub(crate) async fn seal_national_id(
+        &self,
+        caller: &Caller,
+        patient: Uuid,
+        id: &NationalId,
+    ) -> Result<String, EngineError> {
+        self.check_national_id_free(caller, patient, id).await?;
         Ok(self.vault().protect(patient, id).await.map_err(vault_error)?.to_base64())
     }
 
-    /// Refuses a national id that another patient holds.
-    pub(crate) async fn check_national_id_free(&self, patient: Uuid, id: &NationalId) -> Result<(), EngineError> {
+    /// Refuses a national id that another patient holds. The refusal tells the caller that the
+    /// number is someone's, so it is an access record on that patient (who sees it in
+    /// `myAccessLog`), like every other resolution of a national id.
+    pub(crate) async fn check_national_id_free(
+        &self,
+        caller: &Caller,
+        patient: Uuid,
+        id: &NationalId,
+    ) -> Result<(), EngineError> {
         match self.vault().find(id).await.map_err(vault_error)? {
-            Some(holder) if holder != patient => Err(vault_error(forlop_vault::VaultError::NationalIdInUse)),
+            Some(holder) if holder != patient => {
+                self.log_access(vec![caller.denied(holder, "registerPatient.nationalId")]).await?;
+                Err(vault_error(forlop_vault::VaultError::NationalIdInUse))
+            }
             _ => Ok(()),
         }
     }
@@ -1168,7 +1216,7 @@ impl Engine {
             }
             let Some(e) = stored.get(&item.event_id) else {
                 if retrying {
-                    match self.replayed(item.event_id, stream, &item.command).await {
+                    match self.replayed(caller, item.event_id, stream, &item.command).await {
                         Ok(Some(r)) => results[i] = Some(Ok(r)),
                         Ok(None) => {}
                         Err(e) => results[i] = Some(Err(e)),
@@ -1273,14 +1321,32 @@ impl Engine {
     ) -> Result<Recorded, EngineError> {
         let command = Command::ForgetPatient(forlop_domain::events::PatientForgotten { patient_id: patient });
         self.authorize_record(caller, &command).await?;
-        if !self.model().patients.contains_key(&patient) {
+        let stream = command.stream().name();
+        // A retry is answered from the log (`record_locked`: the original placing, or a conflict
+        // for other content) without touching the key table: its key went before its event did.
+        if let Some(id) = options.event_id {
+            if self.store.event_by_id(id).await?.is_some() {
+                let _turn = self.stripe(&stream).lock().await;
+                return self.record_locked(caller, command, &References::default(), options).await;
+            }
+        }
+        // Judged on the log, not this node's read model, which may not have folded another
+        // node's registration yet. Forgotten before: refused as a patient never registered is
+        // (the domain refuses every command on a forgotten stream alike), before the key table is
+        // touched again.
+        let (state, _) = self.stream_state(&stream).await?;
+        if !state.exists || state.patient.forgotten {
             return Err(forlop_domain::DomainError::NotFound(format!("patient {patient} not found")).into());
         }
+        // The key goes first: from then on the number finds no one, so no adapter can resolve it
+        // to this patient while the event is on its way. The patient's other names (the FHIR
+        // adapter's aliases and the ids it derives) are blocked by every node as soon as its read
+        // model holds the patient without a live key or folds this event: they are resolved
+        // against the log's read model, not kept here.
         self.vault()
             .forget(patient)
             .await
             .map_err(|e| EngineError::Unavailable(format!("the data key could not be destroyed: {e}")))?;
-        let stream = command.stream().name();
         let _turn = self.stripe(&stream).lock().await;
         self.record_locked(caller, command, &References::default(), options).await
     }
@@ -1297,7 +1363,7 @@ impl Engine {
         for attempt in 0..MAX_ATTEMPTS {
             // A retry of a stored event is answered from the log, before today's rules.
             if options.event_id.is_some() {
-                if let Some(r) = self.replayed(event_id, &stream, &command).await? {
+                if let Some(r) = self.replayed(caller, event_id, &stream, &command).await? {
                     return Ok(r);
                 }
             }
@@ -1313,7 +1379,14 @@ impl Engine {
                 }
             }
             not_ahead(&command)?;
-            let event = decide(&state, refs, command.clone())?;
+            let event = decide(&state, refs, command.clone()).map_err(|e| {
+                // A refusal may quote recorded facts (dates, therapists): only to callers who may read them.
+                if self.may_read_facts(caller, &stream) {
+                    e
+                } else {
+                    e.without_records()
+                }
+            })?;
             let new = new_event(event_id, &event, caller.metadata());
             let expected = version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
             match self.store.append(&stream, expected, vec![new]).await {
@@ -1335,7 +1408,7 @@ impl Engine {
                 }
                 Err(StoreError::IdempotencyConflict { id }) => {
                     // A concurrent identical retry may have won the race.
-                    return match self.replayed(id, &stream, &command).await? {
+                    return match self.replayed(caller, id, &stream, &command).await? {
                         Some(r) => Ok(r),
                         None => Err(EngineError::IdempotencyConflict(id)),
                     };

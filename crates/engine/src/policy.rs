@@ -7,8 +7,11 @@ use forlop_domain::Command;
 use forlop_projections::{PatientView, ReadModel};
 use uuid::Uuid;
 
-/// Shortest reason accepted for emergency access ("akuttilgang").
+/// Fewest visible characters (not spaces, not hidden characters) of an emergency access reason
+/// ("akuttilgang").
 pub const MIN_EMERGENCY_REASON: usize = 10;
+/// Most characters of an emergency access reason: it is kept in the access log for good.
+pub const MAX_EMERGENCY_REASON: usize = 500;
 
 /// Operations that are not about one patient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,17 +45,54 @@ pub enum PatientAccess {
     IdentityOnly,
     /// A clinician reading someone else's patient, with a stated reason; logged as EMERGENCY.
     Emergency(String),
+    /// A clinician reading a patient through a relationship they recorded themselves, with a
+    /// stated reason; logged as SELF_GRANTED and listed for follow-up like emergency access.
+    SelfGranted(String),
     Denied(String),
+    /// The emergency reason given is not one (too short, too long, hidden characters): refused
+    /// as invalid input, and logged as a refusal.
+    InvalidReason(String),
 }
 
-/// How aggregates are disclosed to this caller.
+/// How a clinician is related to a patient, for reading (`Engine` works it out from the log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relationship {
+    /// A referral or episode at one of their services that someone else recorded or has since
+    /// acted on, or that is older than the self-grant period; or the patient has no fact at any
+    /// other service, so reading widens nothing.
+    Established,
+    /// Only referrals or episodes at their services that they recorded themselves, recently and
+    /// with nobody else acting on them since, while the patient has facts at other services.
+    /// Reading the whole record then needs a reason, as emergency access does.
+    SelfRecorded,
+    /// No referral or episode at their services.
+    None,
+}
+
+/// An emergency access reason as it is logged: at least `MIN_EMERGENCY_REASON` visible
+/// characters, at most `MAX_EMERGENCY_REASON` in all, and no character that hides text.
+pub fn emergency_reason(raw: &str) -> Result<String, String> {
+    if raw.chars().count() > MAX_EMERGENCY_REASON {
+        return Err(format!("an emergency access reason is at most {MAX_EMERGENCY_REASON} characters"));
+    }
+    if raw.chars().any(forlop_domain::text::hides_text) {
+        return Err("an emergency access reason may not hold control, zero-width or direction characters".into());
+    }
+    let reason = raw.trim();
+    if reason.chars().filter(|c| !c.is_whitespace()).count() < MIN_EMERGENCY_REASON {
+        return Err(format!("an emergency access reason must be at least {MIN_EMERGENCY_REASON} visible characters"));
+    }
+    Ok(reason.to_owned())
+}
+
+/// How aggregates are disclosed to this caller (`disclosure` applies it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Aggregates {
+    /// Exact figures, every option (custom age groups, any window, minima and maxima).
     Exact,
-    /// Counts from 1 to threshold − 1 are hidden, with complementary suppression.
-    Suppressed {
-        threshold: u64,
-    },
+    /// The cell key method: counts perturbed, counts from 1 to threshold − 1 hidden, means with
+    /// noise, no minima or maxima, standard age groups, windows in whole months.
+    Perturbed { threshold: u64 },
 }
 
 fn any(p: &Principal, roles: &[Role]) -> bool {
@@ -63,6 +103,13 @@ fn any(p: &Principal, roles: &[Role]) -> bool {
 pub fn treats(p: &Principal, patient: &PatientView) -> bool {
     patient.referrals.iter().any(|r| p.services.contains(&r.service_id))
         || patient.episodes.iter().any(|e| p.services.contains(&e.service_id))
+}
+
+/// True when the patient has a referral to or an episode at a service that is not one of the
+/// clinician's: what a relationship the clinician recorded themselves must not open silently.
+pub fn has_facts_elsewhere(p: &Principal, patient: &PatientView) -> bool {
+    patient.referrals.iter().any(|r| !p.services.contains(&r.service_id))
+        || patient.episodes.iter().any(|e| !p.services.contains(&e.service_id))
 }
 
 pub fn may(p: &Principal, op: Operation) -> bool {
@@ -81,24 +128,37 @@ pub fn may(p: &Principal, op: Operation) -> bool {
     }
 }
 
-/// What `p` may see of `patient` (None: no such patient is registered).
-pub fn patient_access(p: &Principal, patient: Option<&PatientView>, emergency_reason: Option<&str>) -> PatientAccess {
+/// What `p` may see of `patient` (None: no such patient is registered), given how a clinician
+/// is related to them (`Relationship::None` for other roles).
+pub fn patient_access(
+    p: &Principal,
+    patient: Option<&PatientView>,
+    reason_given: Option<&str>,
+    relationship: Relationship,
+) -> PatientAccess {
     use Role::*;
     if any(p, &[Admin, Auditor]) {
         return PatientAccess::Full;
     }
     if p.has(Clinician) {
-        if patient.is_some_and(|v| treats(p, v)) {
+        let treats = patient.is_some_and(|v| treats(p, v));
+        if treats && relationship != Relationship::SelfRecorded {
             return PatientAccess::Full;
         }
-        return match emergency_reason.map(str::trim) {
-            Some(r) if r.chars().count() >= MIN_EMERGENCY_REASON => PatientAccess::Emergency(r.to_owned()),
-            Some(_) => PatientAccess::Denied(format!(
-                "an emergency access reason must be at least {MIN_EMERGENCY_REASON} characters"
-            )),
+        let reason = match reason_given.map(emergency_reason) {
+            Some(Ok(r)) => r,
+            Some(Err(why)) => return PatientAccess::InvalidReason(why),
             // The same answer whether or not the patient exists: no existence oracle.
-            None => PatientAccess::Denied("not a patient of your services; give an emergencyReason".into()),
+            None if treats => {
+                return PatientAccess::Denied(
+                    "you recorded this patient's only referral or episode at your service yourself; reading what \
+                     other services recorded needs an emergencyReason until a colleague confirms it"
+                        .into(),
+                )
+            }
+            None => return PatientAccess::Denied("not a patient of your services; give an emergencyReason".into()),
         };
+        return if treats { PatientAccess::SelfGranted(reason) } else { PatientAccess::Emergency(reason) };
     }
     if p.has(Integration) {
         return PatientAccess::IdentityOnly;
@@ -138,6 +198,12 @@ pub fn may_record(p: &Principal, command: &Command, model: &ReadModel) -> Result
     }
 }
 
+/// The roles `may_record` lets record anything at all (every other role is refused every
+/// command): an adapter refuses a whole bulk import from any other before reading its body.
+pub fn may_record_anything(p: &Principal) -> bool {
+    any(p, &[Role::Admin, Role::Integration, Role::Clinician])
+}
+
 /// `patientByNationalId`: clinicians (then only their patients or in an emergency), auditors, admins.
 pub fn may_look_up_national_id(p: &Principal) -> bool {
     any(p, &[Role::Clinician, Role::Auditor, Role::Admin])
@@ -148,12 +214,13 @@ pub fn may_resolve_for_recording(p: &Principal) -> bool {
     any(p, &[Role::Integration, Role::Admin])
 }
 
-/// Analysts see suppressed aggregates; every other role allowed to see them sees exact figures.
+/// Analysts see perturbed aggregates; auditors and admins, who may read every record anyway, see
+/// exact figures.
 pub fn aggregates(p: &Principal, threshold: u64) -> Aggregates {
     if any(p, &[Role::Admin, Role::Auditor]) {
         Aggregates::Exact
     } else {
-        Aggregates::Suppressed { threshold }
+        Aggregates::Perturbed { threshold }
     }
 }
 
@@ -228,12 +295,15 @@ mod tests {
         );
         let view = model.patients.get(&patient).map(|v| &**v);
         let check = |role, services: &[Uuid], reason: Option<&str>, expect: &str| {
-            let got = patient_access(&principal(role, services), view, reason);
+            let p = principal(role, services);
+            let rel = if view.is_some_and(|v| treats(&p, v)) { Relationship::Established } else { Relationship::None };
+            let got = patient_access(&p, view, reason, rel);
             let got = match got {
                 PatientAccess::Full => "full",
                 PatientAccess::IdentityOnly => "identity",
                 PatientAccess::Emergency(_) => "emergency",
-                PatientAccess::Denied(_) => "denied",
+                PatientAccess::SelfGranted(_) => "self-granted",
+                PatientAccess::Denied(_) | PatientAccess::InvalidReason(_) => "denied",
             };
             assert_eq!(got, expect, "{role} {services:?} {reason:?}");
         };
@@ -247,7 +317,34 @@ mod tests {
         check(Role::Analyst, &[], None, "denied");
         check(Role::Patient, &[], None, "denied");
         // A clinician asking for a patient who does not exist is told the same as for one not theirs.
-        assert!(matches!(patient_access(&principal(Role::Clinician, &[S]), None, None), PatientAccess::Denied(_)));
+        assert!(matches!(
+            patient_access(&principal(Role::Clinician, &[S]), None, None, Relationship::None),
+            PatientAccess::Denied(_)
+        ));
+        // A relationship the clinician recorded themselves opens the record only with a reason.
+        let own = principal(Role::Clinician, &[S]);
+        assert!(matches!(patient_access(&own, view, None, Relationship::SelfRecorded), PatientAccess::Denied(_)));
+        assert!(matches!(
+            patient_access(&own, view, Some("henvist i dag, trenger journal"), Relationship::SelfRecorded),
+            PatientAccess::SelfGranted(_)
+        ));
+    }
+
+    #[test]
+    fn emergency_reasons_are_visible_text_of_a_bounded_length() {
+        assert!(emergency_reason("bevisstløs pasient i akuttmottak").is_ok());
+        assert_eq!(emergency_reason("  akutt innlagt natt  ").unwrap(), "akutt innlagt natt");
+        for bad in [
+            "\u{200b}".repeat(10),
+            "\0".repeat(10),
+            " ".repeat(20),
+            "a b c d e f g h i".to_owned(), // nine visible
+            "x".repeat(MAX_EMERGENCY_REASON + 1),
+            format!("akutt innlagt{}", '\u{202e}'),
+        ] {
+            assert!(emergency_reason(&bad).is_err(), "{bad:?}");
+        }
+        assert!(emergency_reason(&"x".repeat(MAX_EMERGENCY_REASON)).is_ok());
     }
 
     #[test]
@@ -274,5 +371,15 @@ mod tests {
         assert!(ok(Role::Clinician, &referral(S)) && !ok(Role::Clinician, &referral(OTHER)));
         assert!(ok(Role::Admin, &forget) && !ok(Role::Integration, &forget) && !ok(Role::Clinician, &forget));
         assert!(!ok(Role::Patient, &referral(S)));
+        // A bulk import is refused up front exactly for the roles refused every command.
+        let register = Command::RegisterPatient(ev::PatientRegistered {
+            patient_id: Uuid::from_u128(9),
+            birth_year: 1990,
+            gender: forlop_domain::Gender::Female,
+            national_id: None,
+        });
+        for role in Role::ALL {
+            assert_eq!(may_record_anything(&principal(role, &[S])), ok(role, &register), "{role}");
+        }
     }
 }

@@ -189,7 +189,7 @@ impl Engine {
                 refs.therapist = refs.therapist.or_else(|| therapists.get(&id).cloned());
             }
             let (state, version) = streams.get_mut(&stream).expect("loaded above");
-            let decided = self.decide_item(item, state, &refs).await;
+            let decided = self.decide_item(caller, item, state, &refs).await;
             let event = match decided {
                 Ok(event) => event,
                 Err(EngineError::Domain(DomainError::AlreadyExists(_))) if item.may_exist => {
@@ -220,7 +220,7 @@ impl Engine {
         }
         for (i, (part, k), id) in to_seal {
             if let Event::PatientRegistered(e) = &mut parts[part].2[k].1 {
-                e.national_id = Some(self.seal_national_id(e.patient_id, id).await.map_err(refused(i))?);
+                e.national_id = Some(self.seal_national_id(caller, e.patient_id, id).await.map_err(refused(i))?);
             }
         }
         let metadata = caller.metadata();
@@ -239,6 +239,7 @@ impl Engine {
     /// another patient's; it is sealed once the whole transaction is decided.
     async fn decide_item(
         &self,
+        caller: &Caller,
         item: &TransactionItem,
         state: &StreamState,
         refs: &References,
@@ -246,7 +247,7 @@ impl Engine {
         not_ahead(&item.command)?;
         if let (Command::RegisterPatient(e), Some(id)) = (&item.command, &item.national_id) {
             if !state.exists {
-                self.check_national_id_free(e.patient_id, id).await?;
+                self.check_national_id_free(caller, e.patient_id, id).await?;
             }
         }
         Ok(decide(state, refs, item.command.clone())?)

@@ -10,7 +10,7 @@ use forlop_projections::read_model::{AdmissionView, EpisodeView};
 use forlop_projections::{PatientView, ServiceView, TherapistView};
 use forlop_store::RecordedEvent;
 
-use super::analytics::{Distribution, Mask, ReferralSummary};
+use super::analytics::{Distribution, ReferralSummary};
 use super::enums::*;
 use crate::error::{ApiError, GqlResult, ToGql};
 use forlop_engine::{self as engine, Engine};
@@ -46,11 +46,9 @@ pub fn period(from: DateTime<Utc>, to: DateTime<Utc>) -> async_graphql::Result<(
     Ok(())
 }
 
-/// The engine and the caller's aggregate mask, for the overview fields of a service.
-fn overview<'a>(ctx: &Context<'a>) -> async_graphql::Result<(&'a Engine, Mask)> {
-    let engine = ctx.data_unchecked::<Engine>();
-    let aggregates = engine.aggregates(super::query::caller(ctx)?).map_err(ToGql::gql)?;
-    Ok((engine, Mask::new(aggregates)))
+/// The engine and the caller, for the overview fields of a service.
+fn overview<'a>(ctx: &Context<'a>) -> async_graphql::Result<(&'a Engine, &'a engine::Caller)> {
+    Ok((ctx.data_unchecked::<Engine>(), super::query::caller(ctx)?))
 }
 
 /// A care service: RPH, a DPS outpatient clinic, a ward.
@@ -67,41 +65,35 @@ impl Service {
     async fn care_level(&self) -> CareLevel {
         self.0.care_level.into()
     }
-    /// Episodes open at `asOf`: started before it and not ended by it (null when withheld from
-    /// an analyst as a small count).
+    /// Episodes open at `asOf`: started before it and not ended by it. For analysts, perturbed by
+    /// the cell key method, null when small, and counted at the start of `asOf`'s calendar month
+    /// (UTC), so two days of one month give one answer.
     async fn open_episodes(&self, ctx: &Context<'_>, as_of: DateTime<Utc>) -> async_graphql::Result<Option<u64>> {
-        let (engine, mask) = overview(ctx)?;
-        let id = self.0.id;
-        let n = engine.analyse(move |m| forlop_projections::reports::open_episodes(m, id, as_of)).await.gql()?;
-        Ok(mask.distribution(forlop_projections::reports::Distribution { count: n, ..Default::default() }).count)
+        let (engine, caller) = overview(ctx)?;
+        Ok(engine.open_episodes(caller, self.0.id, as_of).await.gql()?.value.value)
     }
-    /// Days from referral to first attended session, for episodes started in [from, to).
+    /// Days from referral to first attended session, for episodes started in [from, to) (for
+    /// analysts, [from, to) widened to whole calendar months and perturbed, as `pathwayReport`).
     async fn waiting_days(
         &self,
         ctx: &Context<'_>,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> async_graphql::Result<Distribution> {
-        let (engine, mask) = overview(ctx)?;
+        let (engine, caller) = overview(ctx)?;
         period(from, to)?;
-        let id = self.0.id;
-        Ok(mask.distribution(
-            engine.analyse(move |m| forlop_projections::reports::waiting_days(m, id, from, to)).await.gql()?,
-        ))
+        Ok(engine.waiting_days(caller, self.0.id, from, to).await.gql()?.value.into())
     }
-    /// Referrals received in [from, to), by decision.
+    /// Referrals received in [from, to), by decision (for analysts, as `waitingDays`).
     async fn referral_outcomes(
         &self,
         ctx: &Context<'_>,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> async_graphql::Result<ReferralSummary> {
-        let (engine, mask) = overview(ctx)?;
+        let (engine, caller) = overview(ctx)?;
         period(from, to)?;
-        let id = self.0.id;
-        Ok(mask.referrals(
-            engine.analyse(move |m| forlop_projections::reports::referral_summary(m, id, from, to)).await.gql()?,
-        ))
+        Ok(engine.referral_outcomes(caller, self.0.id, from, to).await.gql()?.value.into())
     }
 }
 
@@ -172,10 +164,7 @@ impl Patient {
     /// Auditors and admins, and clinicians for their patients.
     async fn history(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<LogEvent>> {
         let engine = ctx.data_unchecked::<Engine>();
-        let view = self.full()?;
-        let stream = forlop_domain::StreamRef::Patient(view.id).name();
-        let events = engine.store().read_stream(&stream, 0, usize::MAX).await.map_err(|e| ApiError::from(e).gql())?;
-        Ok(events.into_iter().filter(|e| e.position < self.0.as_of_position).map(LogEvent).collect())
+        Ok(engine.history(&self.0).await.gql()?.into_iter().map(LogEvent).collect())
     }
 }
 

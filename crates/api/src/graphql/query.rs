@@ -5,7 +5,7 @@ use async_graphql::{Context, Object, Result};
 use uuid::Uuid;
 
 use chrono::{DateTime, Utc};
-use forlop_projections::{alerts, reports, ReadModel};
+use forlop_projections::{alerts, ReadModel};
 
 use super::analytics::{CareAlert, PathwayReport};
 use super::objects::*;
@@ -153,17 +153,13 @@ impl Query {
         #[graphql(default = 100)] first: Option<i32>,
     ) -> Result<EventConnection> {
         let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
-        engine.authorize(caller, Operation::ReadLog).gql()?;
         let first = page_size(first.unwrap_or(100))?;
         let from = match cursor(after.as_deref())? {
             None => 0,
             Some(p) => p.checked_add(1).ok_or_else(|| ApiError::invalid("after is past the end of any log").gql())?,
         };
         query(None::<String>, None::<String>, None::<i32>, None::<i32>, |_, _, _, _| async move {
-            let events = engine.store().read_all(from, first).await.map_err(|e| ApiError::from(e).gql())?;
-            let patients = events.iter().filter_map(|e| forlop_domain::StreamRef::parse(&e.stream)?.patient_id());
-            engine.disclosed(caller, patients, "events").await.gql()?;
-            let has_next = events.last().is_some_and(|e| e.position + 1 < engine.store().committed());
+            let (events, has_next) = engine.read_log(caller, from, first).await.gql()?;
             let mut conn = Connection::new(from > 0, has_next);
             conn.edges.extend(events.into_iter().map(event_edge));
             Ok::<_, async_graphql::Error>(conn)
@@ -172,7 +168,10 @@ impl Query {
     }
 
     /// The episodes a service started in [from, to): the basis table, outcomes, recovery, waiting
-    /// times, referrals and continuity. `ageBins` are lower bounds (default 0,16,25,31,36,46,56,67).
+    /// times, referrals and continuity. Auditors and admins get exact figures and may choose
+    /// `ageBins` (lower bounds; default 0,16,25,31,36,46,56,67). Analysts get figures protected by
+    /// the cell key method, the standard age groups only, and the window widened to whole
+    /// calendar months (see `disclosure`).
     async fn pathway_report(
         &self,
         ctx: &Context<'_>,
@@ -182,19 +181,13 @@ impl Query {
         age_bins: Option<Vec<i32>>,
     ) -> Result<PathwayReport> {
         let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
-        let disclosure = engine.aggregates(caller).gql()?;
+        engine.authorize(caller, Operation::ServiceAnalytics).gql()?;
         period(from, to)?;
         if age_bins.as_ref().is_some_and(|b| b.len() > MAX_AGE_BINS) {
             return Err(ApiError::invalid(format!("ageBins takes at most {MAX_AGE_BINS} bins")).gql());
         }
-        known_service(&engine.model(), service_id)?;
-        let bins = age_bins.unwrap_or_else(|| reports::DEFAULT_AGE_BINS.to_vec());
-        let report = engine
-            .analyse(move |model| reports::pathway_report(model, service_id, from, to, &bins))
-            .await
-            .gql()?
-            .map_err(|e| ApiError::invalid(e).gql())?;
-        Ok(PathwayReport::new(service_id, from, to, report, disclosure))
+        let report = engine.pathway_report(caller, service_id, from, to, age_bins).await.gql()?;
+        Ok(PathwayReport::new(service_id, report))
     }
 
     /// Open episodes (started before `asOf`, not ended by it) that need attention, judged only on

@@ -31,6 +31,9 @@ pub enum AccessOutcome {
     Allowed,
     Denied,
     Emergency,
+    /// Read through a relationship the reader recorded themselves (a referral or an episode at
+    /// their own service, not yet confirmed by anyone else), with a stated reason.
+    SelfGranted,
 }
 
 impl AccessOutcome {
@@ -39,7 +42,13 @@ impl AccessOutcome {
             AccessOutcome::Allowed => "ALLOWED",
             AccessOutcome::Denied => "DENIED",
             AccessOutcome::Emergency => "EMERGENCY",
+            AccessOutcome::SelfGranted => "SELF_GRANTED",
         }
+    }
+
+    /// Listed for follow-up (`emergencyOnly`): emergency access and self-granted access.
+    pub fn needs_follow_up(self) -> bool {
+        matches!(self, AccessOutcome::Emergency | AccessOutcome::SelfGranted)
     }
 
     /// The stable code stored in the canonical bytes.
@@ -48,6 +57,7 @@ impl AccessOutcome {
             AccessOutcome::Allowed => 0,
             AccessOutcome::Denied => 1,
             AccessOutcome::Emergency => 2,
+            AccessOutcome::SelfGranted => 3,
         }
     }
 
@@ -56,6 +66,7 @@ impl AccessOutcome {
             0 => Some(AccessOutcome::Allowed),
             1 => Some(AccessOutcome::Denied),
             2 => Some(AccessOutcome::Emergency),
+            3 => Some(AccessOutcome::SelfGranted),
             _ => None,
         }
     }
@@ -101,7 +112,7 @@ impl AccessFilter {
         self.patient_id.is_none_or(|p| p == r.patient_id)
             && self.from.is_none_or(|from| r.at >= from)
             && self.to.is_none_or(|to| r.at < to)
-            && (!self.emergency_only || r.outcome == AccessOutcome::Emergency)
+            && (!self.emergency_only || r.outcome.needs_follow_up())
     }
 }
 

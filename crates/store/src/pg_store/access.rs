@@ -131,7 +131,7 @@ async fn commit(pool: &Pool, group: &[Request]) -> Result<Committed, StoreError>
             positions.push(as_i64(p));
             patients.push(r.patient_id);
             ats.push(r.at.timestamp_nanos_opt().unwrap_or_default());
-            emergencies.push(r.outcome == AccessOutcome::Emergency);
+            emergencies.push(r.outcome.needs_follow_up());
             bodies.push(body);
             hashes.push(h.to_vec());
         }
