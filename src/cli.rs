@@ -195,6 +195,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             };
             let admin_token = demo_tokens.iter().find(|(r, _)| *r == "admin").map(|(_, t)| t.clone());
             let http = crate::serve::http_settings(&args, resolved.auth, admin_token)?;
+            // Kept to tell, after the server stops, whether it appended (see below).
+            let log = store.clone();
             let app = forlop_api::Application::build(store, parts, http, listen).await?;
             if load_demo {
                 crate::serve::demo_patient(app.engine()).await.context("registering the demo patient")?;
@@ -212,7 +214,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             // sled brought its recovery snapshot up to date when it opened: only a node that
             // appended since needs the settle (about a second at city scale) at shutdown.
-            let log = app.engine().store().clone();
             app.run_until(shutdown_signal()?).await?;
             let appended = log.committed() != opened_with;
             drop(log);

@@ -858,7 +858,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
     let body = serde_json::json!({
         "status": if failures.is_empty() { "ok" } else { "failed" },
         "reasons": failures,
-        "committed": state.engine.store().committed(),
+        "committed": state.engine.committed(),
         "projected": state.engine.projected(),
         "accessRecords": state.engine.access_log().committed(),
     });
@@ -871,7 +871,7 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         return error_response(StatusCode::NOT_FOUND, code::NOT_FOUND, "metrics are not enabled");
     };
     let engine = &state.engine;
-    let lag = engine.store().committed().saturating_sub(engine.projected());
+    let lag = engine.committed().saturating_sub(engine.projected());
     metrics::gauge!("forlop_projection_lag_events").set(lag as f64);
     metrics::gauge!("forlop_live_subscriptions").set(engine.live_subscriptions() as f64);
     metrics::gauge!("forlop_failed").set(if engine.failures().is_empty() { 0.0 } else { 1.0 });
@@ -904,7 +904,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = serde_json::json!({
         "status": if ready { "ready" } else { "not ready" },
-        "committed": state.engine.store().committed(),
+        "committed": state.engine.committed(),
         "projected": state.engine.projected(),
     });
     (status, Json(body)).into_response()

@@ -137,15 +137,41 @@ pub fn operation_name(raw: Option<&str>) -> &str {
     }
 }
 
-/// A patient the caller may see, and how much.
+/// A patient the caller may see, and how much. Its facts are reachable only through `view`,
+/// which refuses a grant of the identity alone, so no adapter can forget that check.
 #[derive(Debug, Clone)]
 pub struct PatientGrant {
     /// The patient's view in the snapshot the read started on (shared, not copied).
-    pub view: Arc<PatientView>,
+    view: Arc<PatientView>,
     /// False for integrations: only `id` and `version`.
-    pub full: bool,
+    full: bool,
     /// Events at or after this log position are not part of the view (`asOf`); u64::MAX otherwise.
-    pub as_of_position: u64,
+    as_of_position: u64,
+}
+
+impl PatientGrant {
+    pub fn id(&self) -> Uuid {
+        self.view.id
+    }
+
+    /// The patient stream's version, for `expectedVersion`.
+    pub fn version(&self) -> u64 {
+        self.view.version
+    }
+
+    /// True when the whole record is granted, false when only `id` and `version` are.
+    pub fn is_full(&self) -> bool {
+        self.full
+    }
+
+    /// The patient's facts: refused for a grant of the identity alone.
+    pub fn view(&self) -> Result<&PatientView, EngineError> {
+        if self.full {
+            Ok(&self.view)
+        } else {
+            Err(EngineError::forbidden("your role may see only a patient's id and version"))
+        }
+    }
 }
 
 /// One page of the access log.

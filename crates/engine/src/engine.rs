@@ -623,8 +623,15 @@ impl Engine {
         })
     }
 
-    pub fn store(&self) -> &Arc<dyn EventStore> {
+    /// The event log, for the engine's own reads: adapters read through the engine's methods,
+    /// which authorise and access-log what they hand over.
+    pub(crate) fn store(&self) -> &Arc<dyn EventStore> {
         &self.store
+    }
+
+    /// Events committed to the log so far.
+    pub fn committed(&self) -> u64 {
+        self.store.committed()
     }
 
     pub fn access_log(&self) -> &SharedAccessLog {

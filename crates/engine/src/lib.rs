@@ -7,9 +7,11 @@
 pub mod access;
 mod analysis;
 pub mod checkpoint;
+mod directory;
 pub mod disclosure;
 pub mod engine;
 pub mod error;
+mod follow;
 mod owners;
 pub mod policy;
 mod transaction;

@@ -96,7 +96,7 @@ async fn a_retry_with_the_same_event_id_is_answered_from_the_log() {
     );
     let other = registration(Uuid::from_u128(3), 1971, Gender::Female);
     assert_eq!(engine.record(&admin(), other, None, opts).await.unwrap_err().code(), "IDEMPOTENCY_CONFLICT");
-    assert_eq!(engine.store().committed(), 1);
+    assert_eq!(engine.committed(), 1);
 }
 
 #[tokio::test]
@@ -455,7 +455,7 @@ async fn a_read_settled_later_has_its_access_record_in_the_log_when_settle_retur
     // The grant comes back before the record is known to be durable ...
     let (caller, pending) = admin().settling_later();
     let grant = engine.read_patient(&caller, patient, None, None, "patient").await.unwrap().unwrap();
-    assert_eq!(grant.view.id, patient);
+    assert_eq!(grant.id(), patient);
     // ... and once `settle` returns, the record is in the log, naming the caller and the read.
     pending.settle().await.unwrap();
     assert_eq!(engine.access_log().committed(), before + 1);

@@ -118,22 +118,18 @@ pub struct Patient(pub PatientGrant);
 
 impl Patient {
     fn full(&self) -> async_graphql::Result<&PatientView> {
-        if self.0.full {
-            Ok(&self.0.view)
-        } else {
-            Err(ApiError::forbidden("your role may see only a patient's id and version").gql())
-        }
+        self.0.view().gql()
     }
 }
 
 #[Object]
 impl Patient {
     async fn id(&self) -> Uuid {
-        self.0.view.id
+        self.0.id()
     }
     /// Version of the patient's stream: pass it as `expectedVersion` to record only if nothing changed.
     async fn version(&self) -> u64 {
-        self.0.view.version
+        self.0.version()
     }
     async fn birth_year(&self) -> async_graphql::Result<i32> {
         Ok(self.full()?.birth_year)

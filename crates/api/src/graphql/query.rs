@@ -5,7 +5,7 @@ use async_graphql::{Context, Object, Result};
 use uuid::Uuid;
 
 use chrono::{DateTime, Utc};
-use forlop_projections::{alerts, ReadModel};
+use forlop_projections::alerts;
 
 use super::analytics::{CareAlert, PathwayReport};
 use super::objects::*;
@@ -85,19 +85,13 @@ impl Query {
     /// Every registered service, by name.
     async fn services(&self, ctx: &Context<'_>) -> Result<Vec<Service>> {
         let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
-        engine.authorize(caller, Operation::ListServices).gql()?;
-        let mut out: Vec<_> = engine.model().services.values().cloned().collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-        Ok(out.into_iter().map(Service).collect())
+        Ok(engine.services(caller).gql()?.into_iter().map(Service).collect())
     }
 
     /// Every registered therapist, by name.
     async fn therapists(&self, ctx: &Context<'_>) -> Result<Vec<Therapist>> {
         let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
-        engine.authorize(caller, Operation::ListTherapists).gql()?;
-        let mut out: Vec<_> = engine.model().therapists.values().cloned().collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
-        Ok(out.into_iter().map(Therapist).collect())
+        Ok(engine.therapists(caller).gql()?.into_iter().map(Therapist).collect())
     }
 
     /// Who accessed patient data, oldest first (auditors and admins). The cursor is the record's
@@ -201,36 +195,19 @@ impl Query {
         #[graphql(default = 28.0)] inactive_days: Option<f64>,
     ) -> Result<Vec<CareAlert>> {
         let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
-        engine.authorize(caller, Operation::CareAlerts(service_id)).gql()?;
         let defaults = alerts::AlertThresholds::default();
-        let unassigned_days = unassigned_days.unwrap_or(defaults.unassigned_days);
-        let inactive_days = inactive_days.unwrap_or(defaults.inactive_days);
-        if !(unassigned_days.is_finite() && unassigned_days >= 0.0 && inactive_days.is_finite() && inactive_days >= 0.0)
-        {
-            return Err(ApiError::invalid("unassignedDays and inactiveDays must be non-negative").gql());
-        }
-        if let Some(s) = service_id {
-            known_service(&engine.model(), s)?;
-        }
-        let thresholds = alerts::AlertThresholds { unassigned_days, inactive_days };
-        let found =
-            engine.analyse(move |model| alerts::care_alerts(model, as_of, service_id, thresholds)).await.gql()?;
-        engine.disclosed(caller, found.iter().map(|a| a.patient_id), "careAlerts").await.gql()?;
+        let thresholds = alerts::AlertThresholds {
+            unassigned_days: unassigned_days.unwrap_or(defaults.unassigned_days),
+            inactive_days: inactive_days.unwrap_or(defaults.inactive_days),
+        };
+        let found = engine.care_alerts(caller, as_of, service_id, thresholds).await.gql()?;
         Ok(found.into_iter().map(CareAlert::from).collect())
     }
 
     /// How far the log and the read model have come.
     async fn log(&self, ctx: &Context<'_>) -> Result<LogInfo> {
         let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
-        engine.authorize(caller, Operation::LogInfo).gql()?;
-        Ok(LogInfo { committed: engine.store().committed(), projected: engine.projected() })
-    }
-}
-
-fn known_service(model: &ReadModel, id: Uuid) -> Result<()> {
-    if model.services.contains_key(&id) {
-        Ok(())
-    } else {
-        Err(ApiError::Domain(forlop_domain::DomainError::NotFound(format!("service {id} not found"))).gql())
+        let (committed, projected) = engine.log_progress(caller).gql()?;
+        Ok(LogInfo { committed, projected })
     }
 }

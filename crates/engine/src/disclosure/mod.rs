@@ -403,7 +403,7 @@ impl Engine {
         Ok(Disclosed { value, method: d.method(), from, to, snapped })
     }
 
-    fn known_service(&self, id: Uuid) -> Result<(), EngineError> {
+    pub(crate) fn known_service(&self, id: Uuid) -> Result<(), EngineError> {
         if self.model().services.contains_key(&id) {
             Ok(())
         } else {
