@@ -177,6 +177,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 .with_ca_file(args.store_ca_file.clone())
                 .with_sled_cache(sled_cache);
             let (store, parts) = backend.open_engine(&data, resolved.master, settings).await?;
+            // Before the port is bound: a wrong key would answer every national-id lookup with nothing.
+            if let Err(e) = parts.vault.check_master_key().await {
+                let file = args.key_file.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
+                eprintln!("forlop serve: the master key in {file} does not open the key table: {e}");
+                return Ok(2);
+            }
             let opened_with = store.committed();
             let load_demo = args.demo && opened_with == 0;
             if load_demo {
@@ -422,6 +428,10 @@ async fn import_fhir(
     // a replay of at most a million events (1 to 2 s); a clean end writes one.
     let settings = forlop_engine::Settings { checkpoint_every: IMPORT_CHECKPOINT_EVERY, ..Default::default() };
     let parts = forlop_engine::EngineParts::open_beside(data, master, settings)?;
+    if let Err(e) = parts.vault.check_master_key().await {
+        eprintln!("forlop import-fhir: the master key in {} does not open the key table: {e}", key_file.display());
+        return Ok(2);
+    }
     // A bulk import writes once and reads little back: a small page cache keeps its memory flat.
     let options = SledOptions { cache_bytes: IMPORT_CACHE_BYTES, ..SledOptions::new(data) };
     let store: Arc<dyn EventStore> =

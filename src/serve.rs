@@ -214,6 +214,25 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Resolved> {
     if mode == AuthMode::Off && !args.listen().ip().is_loopback() {
         bail!("--auth off serves everyone as admin; it needs a loopback --listen address, not {}", args.listen());
     }
+    // Everything missing is named at once: one start to learn what a configuration lacks.
+    let mut missing = Vec::new();
+    if args.key_file.is_none() {
+        missing.push("--key-file (FORLOP_KEY_FILE): the master key that protects national ids");
+    }
+    if mode == AuthMode::Jwt {
+        if args.jwks.is_none() && args.hs256_secret_file.is_none() {
+            missing.push("a verification key: --jwks FILE or --hs256-secret-file FILE (or --auth off on loopback)");
+        }
+        if args.issuer.is_none() {
+            missing.push("--issuer (FORLOP_ISSUER)");
+        }
+        if args.audience.is_none() {
+            missing.push("--audience (FORLOP_AUDIENCE)");
+        }
+    }
+    if !missing.is_empty() {
+        bail!("missing {}", missing.join("; "));
+    }
     let master = match &args.key_file {
         Some(path) => MasterKey::load(path).with_context(|| format!("master key {}", path.display()))?,
         None => bail!("missing --key-file (FORLOP_KEY_FILE): the master key that protects national ids"),

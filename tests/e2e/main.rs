@@ -19,6 +19,7 @@ mod fhir;
 mod hardening;
 mod idempotency;
 mod identity;
+mod keys;
 mod postgres;
 mod privacy;
 mod sessions;

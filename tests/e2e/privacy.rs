@@ -105,7 +105,8 @@ async fn an_analyst_differencing_reports_a_day_apart_learns_nothing_and_a_servic
     assert_eq!(a, b, "D and D + 1 give one answer");
     assert_eq!(
         (a["from"].as_str(), a["to"].as_str()),
-        (Some("2016-01-01T00:00:00+00:00"), Some("2016-07-01T00:00:00+00:00"))
+        (Some("2016-01-01T00:00:00+00:00"), Some("2017-01-01T00:00:00+00:00")),
+        "widened to the standard period holding it: here the calendar year"
     );
     assert_eq!(a["disclosure"]["method"], "CELL_KEY");
     assert_eq!(a["disclosure"]["snappedToMonths"], true, "the answer says its window was widened");
@@ -123,6 +124,25 @@ async fn an_analyst_differencing_reports_a_day_apart_learns_nothing_and_a_servic
         )
         .await;
     assert_eq!(error_code(&refused), Some("FORBIDDEN"), "{refused}");
+    // The averaging attack: every run of months is one of a few standard periods (a month, a
+    // quarter, a year), so no month is measured in more than three windows.
+    let mut windows = std::collections::BTreeSet::new();
+    for (from, to) in [("01", "03"), ("02", "03"), ("01", "02"), ("02", "04"), ("03", "07"), ("01", "13")] {
+        let to = if to == "13" { "2017-01-01T00:00:00Z".to_owned() } else { format!("2016-{to}-01T00:00:00Z") };
+        let r = report(&s, &analyst, rph, &format!("2016-{from}-01T00:00:00Z"), &to).await;
+        windows.insert((r["from"].as_str().unwrap().to_owned(), r["to"].as_str().unwrap().to_owned()));
+    }
+    let holding_february = windows.iter().filter(|(f, t)| f.as_str() <= "2016-02" && t.as_str() > "2016-02").count();
+    assert!(holding_february <= 3, "{windows:?}");
+    // A window across a calendar year is refused, not answered.
+    let (_, across) = s
+        .gql_as(
+            Some(&analyst),
+            REPORT,
+            json!({ "s": rph, "f": utc("2016-06-01T00:00:00Z"), "t": utc("2017-06-01T00:00:00Z") }),
+        )
+        .await;
+    assert_eq!(error_code(&across), Some("FORBIDDEN"), "{across}");
     // openEpisodes(asOf:) on two days.
     let open = |day: &'static str| {
         let (s, analyst) = (&s, &analyst);
@@ -419,4 +439,84 @@ async fn a_replayed_event_id_with_guessed_content_confirms_nothing_to_a_role_tha
     // The admin's own retry is answered as a retry.
     let (_, v) = s.gql_as(Some(&s.admin), m, json!({ "i": input })).await;
     assert_eq!(ok_data(&v)["receiveReferral"]["deduplicated"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admission_elsewhere_and_writes_to_other_services_stay_behind_a_self_recorded_referral() {
+    let s = Server::start().await;
+    let r = Reference::register(&s).await;
+    // P's only fact is a psychiatric admission at the DPS ward.
+    let (p, admission, dps_episode) = (id(), id(), id());
+    s.record("registerPatient", json!({ "patientId": p, "birthYear": 1975, "gender": "MALE" })).await;
+    s.record(
+        "admitPatient",
+        json!({ "patientId": p, "admissionId": admission, "serviceId": r.ward, "admittedAt": "2016-02-01T00:00:00Z" }),
+    )
+    .await;
+    let c = s.token_with(json!({ "sub": "dr-self", "role": "clinician", "services": [r.rph] }));
+    let m = "mutation($i: ReceiveReferralInput!) { receiveReferral(input: $i) { position } }";
+    let referral = json!({ "patientId": p, "referralId": id(), "serviceId": r.rph, "source": "SELF", "receivedAt": "2016-03-01T00:00:00Z" });
+    ok_data(&s.gql_as(Some(&c), m, json!({ "i": referral })).await.1);
+    let (_, v) =
+        s.gql_as(Some(&c), "query($id: UUID!) { patient(id: $id) { admissions { id } } }", json!({ "id": p })).await;
+    assert_eq!(
+        error_code(&v),
+        Some("FORBIDDEN"),
+        "an admission elsewhere stays behind the self-recorded referral: {v}"
+    );
+
+    // Nor may the clinician write to another service's episode (a way to probe its dates).
+    s.record(
+        "startEpisode",
+        json!({ "patientId": p, "episodeId": dps_episode, "serviceId": r.pol, "startedAt": "2016-02-10T00:00:00Z", "acute": true }),
+    )
+    .await;
+    let (_, v) = s
+        .gql_as(
+            Some(&c),
+            "mutation($i: RecordSessionInput!) { recordSession(input: $i) { position } }",
+            json!({ "i": { "patientId": p, "episodeId": dps_episode, "sessionId": id(), "therapistId": r.a,
+                           "attendance": "ATTENDED", "at": "2016-02-05T10:00:00Z" } }),
+        )
+        .await;
+    assert_eq!(error_code(&v), Some("FORBIDDEN"), "{v}");
+    assert!(!v.to_string().contains("2016-02-10"), "the refusal quotes the episode's start: {v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_registration_does_not_take_its_national_id_from_the_person() {
+    let s = Server::start().await;
+    let m = "mutation($i: RegisterPatientInput!) { registerPatient(input: $i) { position } }";
+    let refused = json!({ "patientId": id(), "birthYear": 1700, "gender": "FEMALE", "nationalId": NID });
+    let (_, v) = s.gql_as(Some(&s.admin), m, json!({ "i": refused })).await;
+    assert_eq!(error_code(&v), Some("INVALID_INPUT"), "{v}");
+    let p = id();
+    let (_, v) = s
+        .gql_as(
+            Some(&s.admin),
+            m,
+            json!({ "i": { "patientId": p, "birthYear": 1956, "gender": "FEMALE", "nationalId": NID } }),
+        )
+        .await;
+    ok_data(&v);
+    let found = s.query("query($n: String!) { patientByNationalId(nationalId: $n) { id } }", json!({ "n": NID })).await;
+    assert_eq!(found["patientByNationalId"]["id"], json!(p));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invisible_emergency_reason_is_refused() {
+    let s = Server::start().await;
+    let r = Reference::register(&s).await;
+    let p = id();
+    s.record("registerPatient", json!({ "patientId": p, "birthYear": 1975, "gender": "MALE" })).await;
+    s.record(
+        "startEpisode",
+        json!({ "patientId": p, "episodeId": id(), "serviceId": r.pol, "startedAt": "2016-02-03T00:00:00Z", "acute": true }),
+    )
+    .await;
+    let c = s.token("clinician", &[r.rph], None);
+    for reason in ["\u{3164}".repeat(12), "\u{2800}".repeat(12), "\u{e0041}".repeat(12)] {
+        let (_, v) = s.gql_as(Some(&c), READ, json!({ "id": p, "r": reason })).await;
+        assert_eq!(error_code(&v), Some("INVALID_INPUT"), "{reason:?}: {v}");
+    }
 }

@@ -645,7 +645,8 @@ fn decide_patient(state: &StreamState, refs: &References, command: Command) -> R
             Ok(e.into())
         }
         Command::RecordOutcome { event: mut e, .. } => {
-            within_episode("measuredAt", e.measured_at, episode(e.episode_id)?)?;
+            // The command's own input first, the recorded facts after: a refusal for bad items
+            // must not say whether the time fell inside the episode (a probe that writes nothing).
             let want = e.instrument.item_count();
             if e.items.len() != want {
                 return Err(invalid(format!("{} takes exactly {want} items, got {}", e.instrument, e.items.len())));
@@ -653,6 +654,7 @@ fn decide_patient(state: &StreamState, refs: &References, command: Command) -> R
             if let Some(bad) = e.items.iter().position(|&i| i > 3) {
                 return Err(invalid(format!("item {} is {}, items are scored 0 to 3", bad + 1, e.items[bad])));
             }
+            within_episode("measuredAt", e.measured_at, episode(e.episode_id)?)?;
             e.total = e.items.iter().map(|&i| u32::from(i)).sum();
             Ok(e.into())
         }

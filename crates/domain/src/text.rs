@@ -21,6 +21,11 @@ pub fn hides_text(c: char) -> bool {
     let u = c as u32;
     c.is_control()
         || matches!(u, 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x2069 | 0xFEFF | 0x061C | 0x180E)
+        // Characters that draw nothing: Hangul fillers, the Braille blank, variation selectors,
+        // the combining grapheme joiner, Khmer inherent vowels, and the tag characters (which
+        // can carry hidden ASCII).
+        || matches!(u, 0x115F | 0x1160 | 0x3164 | 0xFFA0 | 0x2800 | 0x034F | 0x17B4 | 0x17B5)
+        || matches!(u, 0xFE00..=0xFE0F | 0xE0000..=0xE007F | 0xE0100..=0xE01EF)
         || (0xFDD0..=0xFDEF).contains(&u)
         || (u & 0xFFFE) == 0xFFFE
 }

@@ -121,16 +121,17 @@ pub const MAX_OPERATION_NAME: usize = 64;
 pub const UNNAMED_OPERATION: &str = "unnamed";
 
 /// The client's operation name as the immutable access log and `/metrics` keep it: a plain
-/// identifier (ASCII letters, digits, `_`; at most `MAX_OPERATION_NAME`) with no run of more
-/// than four digits (a year is kept), so that no national id, phone number or date a client puts in a name is
+/// identifier (ASCII letters, digits, `_`; at most `MAX_OPERATION_NAME`) with at most four
+/// digits in all (a year is kept), so that no national id, phone number or date a client puts in a name is
 /// kept for good; anything else is `UNNAMED_OPERATION`, and none is `anonymous`.
 pub fn operation_name(raw: Option<&str>) -> &str {
     let Some(name) = raw.filter(|o| !o.is_empty()) else { return "anonymous" };
     let identifier = name.len() <= MAX_OPERATION_NAME
         && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    let digit_run = name.as_bytes().split(|b| !b.is_ascii_digit()).map(<[u8]>::len).max().unwrap_or(0);
-    if identifier && digit_run <= 4 {
+    // Digits counted over the whole name: runs split by letters or `_` carry a number as well.
+    let digits = name.bytes().filter(u8::is_ascii_digit).count();
+    if identifier && digits <= 4 {
         name
     } else {
         UNNAMED_OPERATION
@@ -295,7 +296,7 @@ impl Engine {
     /// the patient's stream only for a clinician whose service holds a referral or episode of a
     /// patient who also has facts at other services: the one case where who recorded the
     /// relationship, and when, decides what may be read.
-    async fn relationship(
+    pub(crate) async fn relationship(
         &self,
         caller: &Caller,
         view: Option<&Arc<PatientView>>,
@@ -309,13 +310,7 @@ impl Engine {
         if !p.has(forlop_auth::Role::Clinician) || !policy::has_facts_elsewhere(p, view) {
             return Ok(Relationship::Established);
         }
-        let own: std::collections::HashSet<Uuid> = view
-            .referrals
-            .iter()
-            .filter(|r| p.services.contains(&r.service_id))
-            .map(|r| r.id)
-            .chain(view.episodes.iter().filter(|e| p.services.contains(&e.service_id)).map(|e| e.id))
-            .collect();
+        let own = policy::own_fact_ids(p, view);
         let stream = forlop_domain::StreamRef::Patient(view.id).name();
         let events = self.store().read_stream(&stream, 0, usize::MAX).await?;
         let (me, now) = (caller.actor(), Utc::now());
@@ -408,6 +403,10 @@ impl Engine {
         if !grant.full {
             return Err(EngineError::forbidden("your role may see only a patient's id and version"));
         }
+        // Forgotten in the log: never opened, even by a key a copied key table brought back.
+        if grant.view.forgotten {
+            return Ok(None);
+        }
         let Some(sealed) = &grant.view.sealed_national_id else { return Ok(None) };
         let sealed = Sealed::from_base64(sealed).map_err(|e| EngineError::Internal(format!("sealed id: {e}")))?;
         let revealed = self
@@ -441,11 +440,15 @@ impl Engine {
         Ok(model.patients.remove(&id).map(|v| (Arc::unwrap_or_clone(v), end)))
     }
 
-    async fn vault_find(&self, id: &NationalId) -> Result<Option<Uuid>, EngineError> {
-        self.vault()
+    /// The live patient holding `id`: never one the log says is forgotten, even where a copied
+    /// key table still finds them (`erasure.rs` destroys such keys at start).
+    pub(crate) async fn vault_find(&self, id: &NationalId) -> Result<Option<Uuid>, EngineError> {
+        let found = self
+            .vault()
             .find(id)
             .await
-            .map_err(|e| EngineError::Unavailable(format!("the key table could not be read: {e}")))
+            .map_err(|e| EngineError::Unavailable(format!("the key table could not be read: {e}")))?;
+        Ok(found.filter(|p| !self.model().patients.get(p).is_some_and(|v| v.forgotten)))
     }
 
     /// A page of the whole log from `from` (auditors and admins), with whether more follows;
@@ -610,18 +613,15 @@ impl Engine {
 /// Keeps `Arc` in the public signature of `Engine::access_log` readable.
 pub type SharedAccessLog = Arc<dyn forlop_store::access_log::AccessLog>;
 
-/// True when a fact (as JSON) names one of `ids` in a `referral_id` or `episode_id` field, at
-/// any depth: every fact about a referral or an episode names it so.
+/// True when a fact (as JSON) names one of `ids` in a `referral_id`, `episode_id` or
+/// `admission_id` field, at any depth: every fact about a referral, an episode or an admission
+/// names it so.
 fn names_any(fact: &serde_json::Value, ids: &std::collections::HashSet<Uuid>) -> bool {
-    match fact {
-        serde_json::Value::Object(fields) => fields.iter().any(|(k, v)| {
-            ((k == "referral_id" || k == "episode_id")
-                && v.as_str().and_then(|s| s.parse::<Uuid>().ok()).is_some_and(|id| ids.contains(&id)))
-                || names_any(v, ids)
-        }),
-        serde_json::Value::Array(items) => items.iter().any(|v| names_any(v, ids)),
-        _ => false,
-    }
+    let mut found = false;
+    policy::walk_ids(fact, &mut |field, id| {
+        found |= matches!(field, "referral_id" | "episode_id" | "admission_id") && ids.contains(&id);
+    });
+    found
 }
 
 #[cfg(test)]

@@ -193,7 +193,7 @@ pub struct Engine {
     /// Set if the projector task died.
     projector_failed: Arc<std::sync::OnceLock<String>>,
     /// Events in the log when this engine started; ready once it has folded them all.
-    started_at: u64,
+    pub(crate) started_at: u64,
     /// The longest an event has waited, from reaching the projector to being in a published
     /// snapshot (nanoseconds): what readers can delay writers by. Reset by `take_max_stall`.
     max_stall: Arc<std::sync::atomic::AtomicU64>,
@@ -214,6 +214,9 @@ pub struct Engine {
     id_claims: Arc<parking_lot::Mutex<std::collections::HashMap<Uuid, Uuid>>>,
     /// Record keys for the cell key method, computed once per record (`disclosure`).
     pub(crate) record_keys: Arc<crate::disclosure::RecordKeys>,
+    /// Set once the keys of patients the log says are forgotten have been destroyed after
+    /// start (`erasure.rs`); the engine is ready only then.
+    pub(crate) swept: Arc<std::sync::atomic::AtomicBool>,
 }
 
 type Owners = Arc<parking_lot::RwLock<crate::owners::OwnerIndex>>;
@@ -601,7 +604,7 @@ impl Engine {
         let stripes = Arc::new((0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect());
         let started_at = store.committed();
         let record_keys = Arc::new(crate::disclosure::RecordKeys::new(parts.vault.record_keyer()));
-        Ok(Engine {
+        let engine = Engine {
             store,
             parts,
             model: snapshot,
@@ -620,7 +623,10 @@ impl Engine {
             analysis: Arc::new(crate::analysis::AnalysisPool::start(
                 std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
             )),
-        })
+            swept: Default::default(),
+        };
+        engine.sweep_after_start();
+        Ok(engine)
     }
 
     /// The event log, for the engine's own reads: adapters read through the engine's methods,
@@ -815,9 +821,10 @@ impl Engine {
         out
     }
 
-    /// True once the read model has folded every event the log held at start.
+    /// True once the read model has folded every event the log held at start, and the keys of
+    /// the patients it says are forgotten are destroyed.
     pub fn ready(&self) -> bool {
-        self.projected() >= self.started_at
+        self.projected() >= self.started_at && self.swept.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// `stream_state`, with the stream's events by id (to recognise retries without a lookup).
@@ -892,7 +899,7 @@ impl Engine {
         // Whether a guessed content matches someone else's fact would confirm that fact to a
         // caller who may not read it: such a caller is told only that the id is taken. A client's
         // retries of its own events are answered as always.
-        if stored.metadata.actor != caller.actor() && !self.may_read_facts(caller, &stored.stream) {
+        if stored.metadata.actor != caller.actor() && !self.may_read_facts(caller, &stored.stream).await? {
             return Err(EngineError::IdempotencyConflict(id));
         }
         let proposed = command.proposed_event();
@@ -910,17 +917,16 @@ impl Engine {
     }
 
     /// Whether the caller may read the facts of `stream` (a patient's: as `policy` decides for a
-    /// read without a reason; any other stream's facts are reference data).
-    fn may_read_facts(&self, caller: &Caller, stream: &str) -> bool {
-        let Some(patient) = StreamRef::parse(stream).and_then(|s| s.patient_id()) else { return true };
-        let model = self.model();
-        let view = model.patients.get(&patient).map(|v| &**v);
-        let related = if view.is_some_and(|v| policy::treats(&caller.principal, v)) {
-            policy::Relationship::Established
-        } else {
-            policy::Relationship::None
-        };
-        matches!(policy::patient_access(&caller.principal, view, None, related), policy::PatientAccess::Full)
+    /// read without a reason, on the relationship the read would rest on; any other stream's
+    /// facts are reference data).
+    async fn may_read_facts(&self, caller: &Caller, stream: &str) -> Result<bool, EngineError> {
+        let Some(patient) = StreamRef::parse(stream).and_then(|s| s.patient_id()) else { return Ok(true) };
+        let view = self.model().patients.get(&patient).cloned();
+        let related = self.relationship(caller, view.as_ref()).await?;
+        Ok(matches!(
+            policy::patient_access(&caller.principal, view.as_deref(), None, related),
+            policy::PatientAccess::Full
+        ))
     }
 
     fn stripe(&self, stream: &str) -> &tokio::sync::Mutex<()> {
@@ -942,13 +948,44 @@ impl Engine {
 
     /// Refuses a recording the caller may not make, logging the attempt if it names a patient.
     pub(crate) async fn authorize_record(&self, caller: &Caller, command: &Command) -> Result<(), EngineError> {
-        let verdict = policy::may_record(&caller.principal, command, &self.model());
+        let mut verdict = policy::may_record(&caller.principal, command, &self.model());
+        if verdict.is_ok() {
+            verdict = self.within_relationship(caller, command).await?;
+        }
         let Err(why) = verdict else { return Ok(()) };
         if let Some(patient) = command.stream().patient_id() {
             let record = caller.denied(patient, "mutation");
             self.log_access(vec![record]).await?;
         }
         Err(EngineError::Forbidden(why))
+    }
+
+    /// A clinician whose relationship to the patient is one they recorded themselves
+    /// (`policy::Relationship::SelfRecorded`) records only about their own services' referrals,
+    /// episodes and admissions: writing to another service's facts would be a way to probe them.
+    async fn within_relationship(&self, caller: &Caller, command: &Command) -> Result<Result<(), String>, EngineError> {
+        let p = &caller.principal;
+        let Some(patient) = command.stream().patient_id() else { return Ok(Ok(())) };
+        if !p.has(forlop_auth::Role::Clinician)
+            || p.has(forlop_auth::Role::Admin)
+            || p.has(forlop_auth::Role::Integration)
+        {
+            return Ok(Ok(()));
+        }
+        let view = self.model().patients.get(&patient).cloned();
+        if self.relationship(caller, view.as_ref()).await? != policy::Relationship::SelfRecorded {
+            return Ok(Ok(()));
+        }
+        let fact: serde_json::Value =
+            serde_json::from_slice(&command.proposed_event().to_payload()).unwrap_or_default();
+        Ok(match view {
+            Some(view) if !policy::touches_only_own_services(p, &view, &fact) => {
+                Err("you recorded this patient's only referral or episode at your service yourself: until a colleague \
+                 confirms it you may record only about your own service's referrals, episodes and admissions"
+                    .into())
+            }
+            _ => Ok(()),
+        })
     }
 
     /// Decides `command` against the current log and appends its event durably, if the caller
@@ -1026,8 +1063,25 @@ impl Engine {
             ))
             .into());
         }
-        event.national_id = Some(self.seal_national_id(caller, event.patient_id, &id).await?);
-        self.record_locked(caller, Command::RegisterPatient(event), &References::default(), options).await
+        // The rules first, so that a refused registration never reaches the key table: a number
+        // sealed for a patient who was then not recorded would be held by no one, for good.
+        decide(&StreamState::default(), &References::default(), Command::RegisterPatient(event.clone()))?;
+        if let Some(expected) = options.expected_version {
+            if !matches!(expected, ExpectedVersion::Any | ExpectedVersion::NoStream) {
+                return Err(StoreError::WrongExpectedVersion { stream, expected, current: None }.into());
+            }
+        }
+        let patient = event.patient_id;
+        event.national_id = Some(self.seal_national_id(caller, patient, &id).await?);
+        let recorded =
+            self.record_locked(caller, Command::RegisterPatient(event), &References::default(), options).await;
+        if recorded.is_err() && self.store.stream_version(&stream).await.ok().flatten().is_none() {
+            // Not recorded after all: the number goes back to no one.
+            if let Err(e) = self.vault().forget(patient).await {
+                tracing::error!(error = %e, "could not release the national id of a registration that failed");
+            }
+        }
+        recorded
     }
 
     /// Whether `stored` registers the same patient as `event` with national id `id`: the number
@@ -1071,7 +1125,7 @@ impl Engine {
         patient: Uuid,
         id: &NationalId,
     ) -> Result<(), EngineError> {
-        match self.vault().find(id).await.map_err(vault_error)? {
+        match self.vault_find(id).await? {
             Some(holder) if holder != patient => {
                 self.log_access(vec![caller.denied(holder, "registerPatient.nationalId")]).await?;
                 Err(vault_error(forlop_vault::VaultError::NationalIdInUse))
@@ -1386,14 +1440,12 @@ impl Engine {
                 }
             }
             not_ahead(&command)?;
-            let event = decide(&state, refs, command.clone()).map_err(|e| {
+            let event = match decide(&state, refs, command.clone()) {
+                Ok(event) => event,
                 // A refusal may quote recorded facts (dates, therapists): only to callers who may read them.
-                if self.may_read_facts(caller, &stream) {
-                    e
-                } else {
-                    e.without_records()
-                }
-            })?;
+                Err(e) if self.may_read_facts(caller, &stream).await? => return Err(e.into()),
+                Err(e) => return Err(e.without_records().into()),
+            };
             let new = new_event(event_id, &event, caller.metadata());
             let expected = version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
             match self.store.append(&stream, expected, vec![new]).await {

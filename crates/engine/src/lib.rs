@@ -10,6 +10,7 @@ pub mod checkpoint;
 mod directory;
 pub mod disclosure;
 pub mod engine;
+mod erasure;
 pub mod error;
 mod follow;
 mod owners;

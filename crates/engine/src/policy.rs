@@ -79,7 +79,9 @@ pub fn emergency_reason(raw: &str) -> Result<String, String> {
         return Err("an emergency access reason may not hold control, zero-width or direction characters".into());
     }
     let reason = raw.trim();
-    if reason.chars().filter(|c| !c.is_whitespace()).count() < MIN_EMERGENCY_REASON {
+    // Visible: letters, digits and punctuation (not spaces, not symbols that may draw nothing).
+    let visible = reason.chars().filter(|c| c.is_alphanumeric() || c.is_ascii_punctuation()).count();
+    if visible < MIN_EMERGENCY_REASON {
         return Err(format!("an emergency access reason must be at least {MIN_EMERGENCY_REASON} visible characters"));
     }
     Ok(reason.to_owned())
@@ -105,11 +107,65 @@ pub fn treats(p: &Principal, patient: &PatientView) -> bool {
         || patient.episodes.iter().any(|e| p.services.contains(&e.service_id))
 }
 
-/// True when the patient has a referral to or an episode at a service that is not one of the
-/// clinician's: what a relationship the clinician recorded themselves must not open silently.
+/// True when the patient has a referral to, an episode at or an admission to a service that is
+/// not one of the clinician's: what a relationship the clinician recorded themselves must not
+/// open silently.
 pub fn has_facts_elsewhere(p: &Principal, patient: &PatientView) -> bool {
     patient.referrals.iter().any(|r| !p.services.contains(&r.service_id))
         || patient.episodes.iter().any(|e| !p.services.contains(&e.service_id))
+        || patient.admissions.iter().any(|a| !p.services.contains(&a.service_id))
+}
+
+/// The ids of the patient's referrals, episodes and admissions at the clinician's services.
+pub fn own_fact_ids(p: &Principal, patient: &PatientView) -> std::collections::HashSet<Uuid> {
+    let own = |s: &Uuid| p.services.contains(s);
+    patient
+        .referrals
+        .iter()
+        .filter(|r| own(&r.service_id))
+        .map(|r| r.id)
+        .chain(patient.episodes.iter().filter(|e| own(&e.service_id)).map(|e| e.id))
+        .chain(patient.admissions.iter().filter(|a| own(&a.service_id)).map(|a| a.id))
+        .collect()
+}
+
+/// True when a fact (as JSON) names, of the patient's recorded referrals, episodes and
+/// admissions, only those at the clinician's services, and no other service: what a clinician on
+/// a self-recorded relationship may record about. Ids the patient does not hold yet are new facts.
+pub fn touches_only_own_services(p: &Principal, patient: &PatientView, fact: &serde_json::Value) -> bool {
+    let own = own_fact_ids(p, patient);
+    let known: std::collections::HashSet<Uuid> = patient
+        .referrals
+        .iter()
+        .map(|r| r.id)
+        .chain(patient.episodes.iter().map(|e| e.id))
+        .chain(patient.admissions.iter().map(|a| a.id))
+        .collect();
+    let mut ok = true;
+    walk_ids(fact, &mut |field, id| {
+        ok &= match field {
+            "service_id" => p.services.contains(&id),
+            _ => !known.contains(&id) || own.contains(&id),
+        };
+    });
+    ok
+}
+
+/// Calls `f` with every `*_id` field holding a UUID in `fact`, at any depth.
+pub(crate) fn walk_ids(fact: &serde_json::Value, f: &mut impl FnMut(&str, Uuid)) {
+    match fact {
+        serde_json::Value::Object(fields) => {
+            for (k, v) in fields {
+                if let Some(id) = k.ends_with("_id").then(|| v.as_str().and_then(|s| s.parse::<Uuid>().ok())).flatten()
+                {
+                    f(k, id);
+                }
+                walk_ids(v, f);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| walk_ids(v, f)),
+        _ => {}
+    }
 }
 
 pub fn may(p: &Principal, op: Operation) -> bool {
@@ -341,6 +397,10 @@ mod tests {
             "a b c d e f g h i".to_owned(), // nine visible
             "x".repeat(MAX_EMERGENCY_REASON + 1),
             format!("akutt innlagt{}", '\u{202e}'),
+            "\u{3164}".repeat(12),  // Hangul filler
+            "\u{2800}".repeat(12),  // Braille blank
+            "\u{fe0f}".repeat(12),  // variation selector
+            "\u{e0041}".repeat(12), // tag characters, hidden ASCII
         ] {
             assert!(emergency_reason(&bad).is_err(), "{bad:?}");
         }

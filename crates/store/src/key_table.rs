@@ -345,6 +345,8 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
     async fn find_blind_index(&self, blind_index: &[u8; 32]) -> Result<Option<Uuid>, StoreError>;
     async fn forget_patient(&self, patient: Uuid) -> Result<(), StoreError>;
     async fn patients(&self) -> Result<Vec<(Uuid, Vec<u8>)>, StoreError>;
+    /// One (patient, record), any: enough to check that a master key opens the table.
+    async fn any_patient(&self) -> Result<Option<(Uuid, Vec<u8>)>, StoreError>;
     async fn generation(&self) -> Result<u64, StoreError>;
     async fn replace_all_at(&self, expected: u64, records: Vec<KeyEntry>) -> Result<(), StoreError>;
 }
@@ -373,6 +375,15 @@ impl KeyStore for KeyTable {
     }
     async fn patients(&self) -> Result<Vec<(Uuid, Vec<u8>)>, StoreError> {
         KeyTable::patients(self)
+    }
+    async fn any_patient(&self) -> Result<Option<(Uuid, Vec<u8>)>, StoreError> {
+        match self.tree.scan_prefix([RECORD]).next() {
+            None => Ok(None),
+            Some(kv) => {
+                let (k, v) = kv.map_err(backend)?;
+                Ok(Some((uuid_of(&k[1..])?, v.to_vec())))
+            }
+        }
     }
     async fn generation(&self) -> Result<u64, StoreError> {
         KeyTable::generation(self)

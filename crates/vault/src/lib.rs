@@ -69,6 +69,9 @@ pub enum VaultError {
     /// The master key is wrong, or the key record was altered.
     #[error("a data key does not unwrap under this master key")]
     Unwrap,
+    /// The key table's keys were wrapped under another master key (an old one, after rotation).
+    #[error("this master key does not open the key table (is it the key from before a rotate-key?)")]
+    WrongMasterKey,
     /// The sealed value belongs to another patient or key, or was altered.
     #[error("a sealed value does not open under the patient's data key")]
     Open,
@@ -389,6 +392,20 @@ impl Vault {
         let _guard = self.writes.lock().await;
         self.table.forget_patient(patient).await?;
         Ok(())
+    }
+
+    /// Checks that the master key opens the key table: that it unwraps a stored data key. An
+    /// empty table opens under any key. `WrongMasterKey` otherwise, so that a server started with
+    /// an old key (after `rotate-key`) refuses to start instead of answering every national-id
+    /// lookup with nothing.
+    pub async fn check_master_key(&self) -> Result<(), VaultError> {
+        let Some((patient, bytes)) = self.table.any_patient().await? else { return Ok(()) };
+        let record = KeyRecord::decode(&bytes)?;
+        match self.master.unwrap_key(patient, &record.wrapped_key) {
+            Ok(_) => Ok(()),
+            Err(VaultError::Unwrap) => Err(VaultError::WrongMasterKey),
+            Err(e) => Err(e),
+        }
     }
 
     /// True when the patient has a live data key.

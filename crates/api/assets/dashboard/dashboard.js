@@ -214,8 +214,11 @@
     const q = new URLSearchParams(location.search);
     const today = new Date();
     const yearAgo = new Date(Date.UTC(today.getUTCFullYear() - 1, today.getUTCMonth(), today.getUTCDate()));
-    const from = q.get('from') || yearAgo.toISOString().slice(0, 10);
-    const to = q.get('to') || today.toISOString().slice(0, 10);
+    // An analyst's figures cover one calendar month, quarter or year: open on the last whole year.
+    const exact = roles().some((r) => r === 'admin' || r === 'auditor');
+    const lastYear = today.getUTCFullYear() - 1;
+    const from = q.get('from') || (exact ? yearAgo.toISOString().slice(0, 10) : lastYear + '-01-01');
+    const to = q.get('to') || (exact ? today.toISOString().slice(0, 10) : (lastYear + 1) + '-01-01');
     return { from, to, fromIso: from + 'T00:00:00Z', toIso: to + 'T00:00:00Z' };
   }
 

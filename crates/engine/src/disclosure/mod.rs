@@ -9,9 +9,10 @@
 //!   no one); a figure that would give a hidden one back is withheld (`Hidden::Protected`);
 //! - means and quantiles carry noise of the order of one person's contribution, and are withheld
 //!   over fewer values than the threshold; shares are computed from the perturbed counts;
-//! - no minimum or maximum (each is one person's value), only the standard age groups, and report
-//!   windows and `asOf` snapped to whole calendar months (UTC), so moving a window by a day
-//!   changes nothing.
+//! - no minimum or maximum (each is one person's value), medians and p90 only over enough values
+//!   that neither is one person's, only the standard age groups, report windows widened to one
+//!   calendar month, quarter or year (UTC; `standard_period`) and `asOf` to its month's start,
+//!   so moving a window by a day changes nothing and overlapping windows cannot be combined.
 
 pub mod cell_key;
 
@@ -114,12 +115,38 @@ fn next_month_start(t: DateTime<Utc>) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(y, m, 1, 0, 0, 0).single().expect("the first of a month at midnight UTC exists")
 }
 
-/// [from, to) widened to whole calendar months: `from` back to its month's start, `to` on to the
-/// next month's start unless it is one already.
-pub fn snap_window(from: DateTime<Utc>, to: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
-    let to = if month_start(to) == to { to } else { next_month_start(to) };
-    (month_start(from), to)
+/// The standard period an analyst's window is widened to: the smallest calendar month, quarter
+/// or year (UTC) that holds [from, to); None when [from, to) crosses a calendar year.
+///
+/// Why a fixed grid rather than any run of whole months: the noise of two windows is unrelated
+/// only if they differ in their contributors, so an analyst who may ask every run of months gets
+/// hundreds of overlapping windows, and least squares over them averages the noise away and
+/// solves each month (a red-team run recovered one-person months to within a day or two). On the
+/// grid each month's episodes are counted in three windows only (its month, quarter and year), so
+/// nothing is measured often enough to average out.
+pub fn standard_period(from: DateTime<Utc>, to: DateTime<Utc>) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    // The last instant the window holds (`to` is exclusive).
+    let last = if to > from { to - chrono::Duration::nanoseconds(1) } else { from };
+    let month = (month_start(from), next_month_start(from));
+    if last < month.1 {
+        return Some(month);
+    }
+    let quarter_start = |t: DateTime<Utc>| {
+        let m = (t.month() - 1) / 3 * 3 + 1;
+        Utc.with_ymd_and_hms(t.year(), m, 1, 0, 0, 0).single().expect("a quarter's first day exists")
+    };
+    let q = quarter_start(from);
+    let quarter = (q, next_month_start(next_month_start(next_month_start(q))));
+    if last < quarter.1 {
+        return Some(quarter);
+    }
+    let year = |y: i32| Utc.with_ymd_and_hms(y, 1, 1, 0, 0, 0).single().expect("1 January exists");
+    (last < year(from.year() + 1)).then(|| (year(from.year()), year(from.year() + 1)))
 }
+
+/// Fewest values a perturbed median or p90 is shown over: with fewer than ten, p90 (the
+/// ⌈0.9·n⌉-th smallest) is the largest value.
+pub const MIN_QUANTILE_VALUES: u64 = 10;
 
 /// Turns a report's counts into disclosed figures.
 #[derive(Debug, Clone, Copy)]
@@ -176,6 +203,16 @@ impl Discloser {
         }
     }
 
+    /// A median or p90: as `stat`, but for perturbed callers only over `MIN_QUANTILE_VALUES`
+    /// values or more (times the threshold's share of 5), since over fewer p90 is the largest
+    /// value and a median one person's.
+    fn quantile<C: Tally>(&self, value: Option<f64>, c: C, top: f64, salt: u64) -> Option<f64> {
+        match self.0 {
+            Aggregates::Perturbed { threshold } if c.count() < MIN_QUANTILE_VALUES.max(2 * threshold) => None,
+            _ => self.stat(value, c, top, salt),
+        }
+    }
+
     fn exact(&self) -> bool {
         self.0 == Aggregates::Exact
     }
@@ -185,8 +222,8 @@ impl Discloser {
         Distribution {
             count: self.count(d.count),
             mean: self.stat(d.mean, d.count, top, salt::MEAN),
-            median: self.stat(d.median, d.count, top, salt::MEDIAN),
-            p90: self.stat(d.p90, d.count, top, salt::P90),
+            median: self.quantile(d.median, d.count, top, salt::MEDIAN),
+            p90: self.quantile(d.p90, d.count, top, salt::P90),
             // Each is one person's value: exact callers only.
             min: d.min.filter(|_| self.exact()),
             max: d.max.filter(|_| self.exact()),
@@ -286,13 +323,23 @@ impl Engine {
         Ok(Discloser::new(self.aggregates(caller)?))
     }
 
-    /// The window a caller's aggregate is computed over: whole months for perturbed callers.
-    fn window(d: &Discloser, from: DateTime<Utc>, to: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>, bool) {
+    /// The window a caller's aggregate is computed over: for perturbed callers the standard
+    /// period holding it, and a window across a calendar year is refused.
+    fn window(
+        d: &Discloser,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<(DateTime<Utc>, DateTime<Utc>, bool), EngineError> {
         if d.exact() {
-            return (from, to, false);
+            return Ok((from, to, false));
         }
-        let (f, t) = snap_window(from, to);
-        (f, t, (f, t) != (from, to))
+        let (f, t) = standard_period(from, to).ok_or_else(|| {
+            EngineError::forbidden(
+                "an analyst's figures cover one calendar month, quarter or year (UTC), and this period crosses a \
+                 year: ask for each year in turn",
+            )
+        })?;
+        Ok((f, t, (f, t) != (from, to)))
     }
 
     /// Runs `compute` on the analysis threads with record keys when the caller's figures are to
@@ -328,7 +375,7 @@ impl Engine {
             ));
         }
         self.known_service(service)?;
-        let (from, to, snapped) = Self::window(&d, from, to);
+        let (from, to, snapped) = Self::window(&d, from, to)?;
         let bins = age_bins.unwrap_or_else(|| r::DEFAULT_AGE_BINS.to_vec());
         let bins2 = bins.clone();
         let report = self
@@ -372,7 +419,7 @@ impl Engine {
         to: DateTime<Utc>,
     ) -> Result<Disclosed<Distribution<Figure>>, EngineError> {
         let d = self.discloser(caller)?;
-        let (from, to, snapped) = Self::window(&d, from, to);
+        let (from, to, snapped) = Self::window(&d, from, to)?;
         let value = self
             .tallied(
                 &d,
@@ -392,7 +439,7 @@ impl Engine {
         to: DateTime<Utc>,
     ) -> Result<Disclosed<ReferralSummary<Figure>>, EngineError> {
         let d = self.discloser(caller)?;
-        let (from, to, snapped) = Self::window(&d, from, to);
+        let (from, to, snapped) = Self::window(&d, from, to)?;
         let value = self
             .tallied(
                 &d,
@@ -421,19 +468,41 @@ mod tests {
     }
 
     #[test]
-    fn windows_snap_to_whole_months() {
+    fn windows_widen_to_the_smallest_standard_period() {
+        let p = |f: &str, to: &str| standard_period(t(f), t(to));
+        let period = |f: &str, to: &str| Some((t(f), t(to)));
         assert_eq!(
-            snap_window(t("2016-01-01T00:00:00Z"), t("2016-03-15T12:00:00Z")),
-            (t("2016-01-01T00:00:00Z"), t("2016-04-01T00:00:00Z"))
+            p("2016-03-02T00:00:00Z", "2016-03-20T00:00:00Z"),
+            period("2016-03-01T00:00:00Z", "2016-04-01T00:00:00Z")
+        );
+        assert_eq!(
+            p("2016-03-01T00:00:00Z", "2016-04-01T00:00:00Z"),
+            period("2016-03-01T00:00:00Z", "2016-04-01T00:00:00Z")
+        );
+        assert_eq!(
+            p("2016-02-10T00:00:00Z", "2016-03-10T00:00:00Z"),
+            period("2016-01-01T00:00:00Z", "2016-04-01T00:00:00Z")
+        );
+        assert_eq!(
+            p("2016-01-01T00:00:00Z", "2016-06-10T00:00:00Z"),
+            period("2016-01-01T00:00:00Z", "2017-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            p("2016-12-31T23:00:00Z", "2016-12-31T23:30:00Z"),
+            period("2016-12-01T00:00:00Z", "2017-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            p("2016-01-01T00:00:00Z", "2017-01-01T00:00:00Z"),
+            period("2016-01-01T00:00:00Z", "2017-01-01T00:00:00Z")
         );
         // D and D + 1 give one window.
-        let a = snap_window(t("2016-01-01T00:00:00Z"), t("2016-06-10T00:00:00Z"));
-        let b = snap_window(t("2016-01-01T00:00:00Z"), t("2016-06-11T00:00:00Z"));
-        assert_eq!(a, b);
         assert_eq!(
-            snap_window(t("2016-12-31T23:00:00Z"), t("2016-12-31T23:30:00Z")),
-            (t("2016-12-01T00:00:00Z"), t("2017-01-01T00:00:00Z"))
+            p("2016-01-01T00:00:00Z", "2016-06-10T00:00:00Z"),
+            p("2016-01-01T00:00:00Z", "2016-06-11T00:00:00Z")
         );
+        // Across a year: no standard period holds it.
+        assert_eq!(p("2016-06-01T00:00:00Z", "2017-06-01T00:00:00Z"), None);
+        assert_eq!(p("2016-01-01T00:00:00Z", "2017-01-01T00:00:01Z"), None);
         assert_eq!(month_start(t("2016-02-29T10:00:00Z")), t("2016-02-01T00:00:00Z"));
     }
 
@@ -454,6 +523,24 @@ mod tests {
         assert_eq!((shown.min, shown.max), (None, None));
         let exact = Discloser::new(Aggregates::Exact).distribution(dist);
         assert_eq!((exact.min, exact.max), (Some(1.0), Some(90.0)));
+    }
+
+    #[test]
+    fn quantiles_need_ten_values_for_analysts_so_p90_is_never_the_largest() {
+        let d = Discloser::new(Aggregates::Perturbed { threshold: 5 });
+        let dist = |n| Distribution {
+            count: r::Keyed { count: n, key: 3 },
+            mean: Some(40.0),
+            median: Some(30.0),
+            p90: Some(67.0),
+            min: Some(1.0),
+            max: Some(67.0),
+        };
+        let small = d.distribution(dist(7));
+        assert!(small.mean.is_some(), "a mean over 7 values is shown, with noise");
+        assert_eq!((small.median, small.p90), (None, None), "over 7 values p90 is the maximum");
+        let large = d.distribution(dist(10));
+        assert!(large.median.is_some() && large.p90.is_some());
     }
 
     #[test]

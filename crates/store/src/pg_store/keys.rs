@@ -130,6 +130,13 @@ impl KeyStore for PgKeyTable {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
+    async fn any_patient(&self) -> Result<Option<(Uuid, Vec<u8>)>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let row =
+            client.query_opt("SELECT patient_id, record FROM forlop_keys LIMIT 1", &[]).await.map_err(db_error)?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
     async fn generation(&self) -> Result<u64, StoreError> {
         let client = self.pool.get().await.map_err(pool_error)?;
         let row = client.query_one("SELECT generation FROM forlop_keys_generation", &[]).await.map_err(db_error)?;
