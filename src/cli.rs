@@ -159,6 +159,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     return Ok(2);
                 }
             };
+            let loose = crate::serve::loose_permissions(&args);
+            if !loose.is_empty() {
+                let list = loose.join(", ");
+                if args.strict_permissions {
+                    eprintln!("forlop serve: --strict-permissions: readable by others than the service's user: {list}; chmod go= them");
+                    return Ok(2);
+                }
+                tracing::warn!(paths = %list, "readable by others than the service's user; chmod go= them (or start with --strict-permissions to refuse)");
+            }
             let (data, listen) = (args.data(), args.listen());
             let defaults = forlop_engine::Settings::default();
             let settings = forlop_engine::Settings {

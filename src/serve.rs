@@ -48,6 +48,12 @@ pub struct ServeArgs {
     #[arg(long, env = "FORLOP_DEMO")]
     #[serde(default)]
     pub demo: bool,
+    /// Refuse to start when the data directory or the key file can be read by anyone but the
+    /// service's user (group or other permission bits); without it, such files are named in a
+    /// warning. forlop itself creates directories 0700 and files 0600.
+    #[arg(long, env = "FORLOP_STRICT_PERMISSIONS")]
+    #[serde(default)]
+    pub strict_permissions: bool,
     /// `jwt` (default) or `off`.
     #[arg(long, env = "FORLOP_AUTH", value_enum)]
     pub auth: Option<AuthMode>,
@@ -110,6 +116,11 @@ pub struct ServeArgs {
     /// position 0 takes up to this much memory.
     #[arg(long, env = "FORLOP_SLED_CACHE_MB")]
     pub sled_cache_mb: Option<u64>,
+    /// Directory (another disk or a mounted share) into which everything committed is backed up
+    /// continuously: events, access records and the key table, at most about a second behind.
+    /// `forlop backup verify` checks it and `forlop restore` restores from it.
+    #[arg(long, env = "FORLOP_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -123,8 +134,16 @@ impl ServeArgs {
         }
         fill!(data, store, store_ca_file, listen, auth, jwks, hs256_secret_file, issuer, audience, leeway_seconds);
         fill!(role_claim, services_claim, pid_claim, key_file, allowed_origins, suppression_threshold, self_grant_days);
-        fill!(checkpoint_every, fhir_care_levels, fhir_hold_seconds, request_timeout_seconds, sled_cache_mb);
+        fill!(
+            checkpoint_every,
+            fhir_care_levels,
+            fhir_hold_seconds,
+            request_timeout_seconds,
+            sled_cache_mb,
+            backup_dir
+        );
         self.demo |= file.demo;
+        self.strict_permissions |= file.strict_permissions;
         Ok(self)
     }
 
@@ -146,6 +165,30 @@ impl ServeArgs {
             None => Ok(None),
         }
     }
+}
+
+/// Paths under the data directory (and the key file) that someone other than the service's user
+/// may read or write: each with its mode, e.g. `data/events (0755)`. A missing path is not loose.
+pub fn loose_permissions(args: &ServeArgs) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut loose = Vec::new();
+    let mut pending = vec![args.data()];
+    pending.extend(args.key_file.clone());
+    while let Some(path) = pending.pop() {
+        // symlink_metadata: a link is judged by itself, and never followed out of the directory.
+        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+        let mode = meta.permissions().mode() & 0o777;
+        if !meta.file_type().is_symlink() && mode & 0o077 != 0 {
+            loose.push(format!("{} ({mode:04o})", path.display()));
+        }
+        if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                pending.extend(entries.flatten().map(|e| e.path()));
+            }
+        }
+    }
+    loose.sort();
+    loose
 }
 
 /// Below this sled's cache holds too few pages to keep a tree's upper levels.
@@ -303,6 +346,7 @@ pub fn http_settings(
         request_timeout: args
             .request_timeout_seconds
             .map_or(forlop_api::DEFAULT_REQUEST_TIMEOUT, |s| std::time::Duration::from_secs(s.max(1))),
+        degraded: None,
     })
 }
 

@@ -16,7 +16,7 @@ const REFUSAL: Duration = Duration::from_secs(15);
 /// How long a server may take to start (the demo loads ~14,000 events first).
 const STARTUP: Duration = Duration::from_secs(60);
 
-const AUTH_ENV: [&str; 13] = [
+const AUTH_ENV: [&str; 14] = [
     "FORLOP_CONFIG",
     "FORLOP_AUTH",
     "FORLOP_JWKS",
@@ -30,6 +30,7 @@ const AUTH_ENV: [&str; 13] = [
     "FORLOP_PID_CLAIM",
     "FORLOP_SUPPRESSION_THRESHOLD",
     "FORLOP_SLED_CACHE_MB",
+    "FORLOP_STRICT_PERMISSIONS",
 ];
 
 fn path(p: &Path) -> &str {
@@ -412,4 +413,61 @@ async fn given_an_empty_data_dir_when_serving_demo_then_private_dev_keys_and_one
     let html = r.text().await.expect("explorer page");
     assert!(html.contains(admin.as_str()), "the explorer does not carry the admin token");
     server.stop();
+}
+
+/// Every path under `dir` with its permission bits.
+fn modes(dir: &Path) -> Vec<(PathBuf, u32, bool)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(p) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&p).expect("metadata");
+        out.push((p.clone(), meta.permissions().mode() & 0o777, meta.is_dir()));
+        if meta.is_dir() {
+            pending.extend(std::fs::read_dir(&p).expect("read_dir").flatten().map(|e| e.path()));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_data_directory_is_the_services_alone_and_strict_permissions_refuses_a_loose_one() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let mut cmd = serve(&data);
+    cmd.arg("--demo");
+    let server = Spawned::start(cmd);
+    let url = server.url();
+    let (status, _) = post(&url, None, "{ __typename }", json!({})).await;
+    assert_eq!(status, 401, "the server answers");
+    let log = server.stop();
+    assert!(!log.contains("readable by others"), "a directory forlop made itself is not loose:\n{log}");
+    let all = modes(&data);
+    assert!(all.len() > 5, "the store, the access log and the keys are there: {all:?}");
+    for (path, mode, is_dir) in &all {
+        let want = if *is_dir { 0o700 } else { 0o600 };
+        assert_eq!(*mode, want, "{} is {mode:04o}", path.display());
+    }
+
+    // An operator's copy that kept the umask's 0644 / 0755.
+    let events = all.iter().find(|(p, _, _)| p.ends_with("db")).expect("the event log's sled file");
+    std::fs::set_permissions(&events.0, std::fs::Permissions::from_mode(0o644)).expect("chmod file");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+
+    let mut cmd = serve(&data);
+    cmd.args(["--demo", "--strict-permissions"]);
+    let out = run_within(cmd, REFUSAL);
+    assert_eq!(out.status.code(), Some(2), "refused: {}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("{} (0755)", data.display())), "names the directory: {err}");
+    assert!(err.contains(&format!("{} (0644)", events.0.display())), "names the file: {err}");
+
+    // Without the flag it starts, and the warning names the same paths.
+    let mut cmd = serve(&data);
+    cmd.arg("--demo");
+    let server = Spawned::start(cmd);
+    server.url();
+    let log = server.stop();
+    assert!(log.contains("readable by others") && log.contains("(0644)"), "warned:\n{log}");
 }

@@ -4,7 +4,7 @@
 //! For a server whose read model only grows that buys little, and it costs: pages given back
 //! are faulted in and zeroed again when the next requests allocate, and on a virtual machine that
 //! reports free memory to its host, touching them again is slow. On the bench's patient query
-//! at 186,000 patients (README), all 32 requests in flight stalled together for 5-15 ms a few
+//! at 186,000 patients, all 32 requests in flight stalled together for 5-15 ms a few
 //! times a second; four runs with purging off gave p99 7.7-8.9 ms, four with it on 10.6-13.8.
 //!
 //! So a process purges once, when it has finished starting (the start's temporaries, such as a
