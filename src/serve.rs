@@ -116,11 +116,6 @@ pub struct ServeArgs {
     /// position 0 takes up to this much memory.
     #[arg(long, env = "FORLOP_SLED_CACHE_MB")]
     pub sled_cache_mb: Option<u64>,
-    /// Directory (another disk or a mounted share) into which everything committed is backed up
-    /// continuously: events, access records and the key table, at most about a second behind.
-    /// `forlop backup verify` checks it and `forlop restore` restores from it.
-    #[arg(long, env = "FORLOP_BACKUP_DIR")]
-    pub backup_dir: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -134,14 +129,7 @@ impl ServeArgs {
         }
         fill!(data, store, store_ca_file, listen, auth, jwks, hs256_secret_file, issuer, audience, leeway_seconds);
         fill!(role_claim, services_claim, pid_claim, key_file, allowed_origins, suppression_threshold, self_grant_days);
-        fill!(
-            checkpoint_every,
-            fhir_care_levels,
-            fhir_hold_seconds,
-            request_timeout_seconds,
-            sled_cache_mb,
-            backup_dir
-        );
+        fill!(checkpoint_every, fhir_care_levels, fhir_hold_seconds, request_timeout_seconds, sled_cache_mb);
         self.demo |= file.demo;
         self.strict_permissions |= file.strict_permissions;
         Ok(self)
