@@ -639,7 +639,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         metrics: None,
         fhir: None,
         request_timeout: forlop_api::DEFAULT_REQUEST_TIMEOUT,
-        degraded: None,
     };
     let app = forlop_api::Application::build(store.clone(), parts, http, "127.0.0.1:0".parse()?).await?;
     // As `forlop serve` does once it has started.

@@ -156,7 +156,7 @@ impl ServeArgs {
 }
 
 /// Paths under the data directory (and the key file) that someone other than the service's user
-/// may read or write: each with its mode, e.g. `data/events (0755)`. A missing path is not loose.
+/// may read or write: each with its mode, e.g. `data/db (0644)`. A missing path is not loose.
 pub fn loose_permissions(args: &ServeArgs) -> Vec<String> {
     use std::os::unix::fs::PermissionsExt;
     let mut loose = Vec::new();
@@ -334,7 +334,6 @@ pub fn http_settings(
         request_timeout: args
             .request_timeout_seconds
             .map_or(forlop_api::DEFAULT_REQUEST_TIMEOUT, |s| std::time::Duration::from_secs(s.max(1))),
-        degraded: None,
     })
 }
 

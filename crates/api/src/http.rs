@@ -89,19 +89,6 @@ pub struct HttpSettings {
     /// Longest a request may take before it is answered 408. The bulk `POST /fhir/$import` has
     /// no total bound (a city's backfill takes minutes); it ends when its body stalls this long.
     pub request_timeout: Duration,
-    /// Reasons the node serves but something beside it is failing (e.g. a backup target that is
-    /// full); `/healthz` reports them as `degraded` with 200. None: nothing to watch.
-    pub degraded: Option<DegradedProbe>,
-}
-
-/// Tells `/healthz` what is degraded right now (empty: nothing).
-#[derive(Clone)]
-pub struct DegradedProbe(pub std::sync::Arc<dyn Fn() -> Vec<String> + Send + Sync>);
-
-impl std::fmt::Debug for DegradedProbe {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DegradedProbe")
-    }
 }
 
 /// `HttpSettings::request_timeout` unless configured.
@@ -864,21 +851,13 @@ async fn asset(axum::extract::Path(file): axum::extract::Path<String>) -> Respon
 }
 
 /// Liveness: 200 only while the writer and the projector are alive and no log has failed; else
-/// 503 naming what is wrong (fail-stop: a restart after the cause is fixed recovers). Something
-/// beside the log that fails (the backup target) is `degraded`: still 200, with its reasons.
+/// 503 naming what is wrong (fail-stop: a restart after the cause is fixed recovers).
 async fn healthz(State(state): State<AppState>) -> Response {
     let failures = state.engine.failures();
-    let degraded = state.settings.degraded.as_ref().map(|probe| (probe.0)()).unwrap_or_default();
     let status = if failures.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let label = match (failures.is_empty(), degraded.is_empty()) {
-        (false, _) => "failed",
-        (true, false) => "degraded",
-        (true, true) => "ok",
-    };
-    let reasons: Vec<String> = failures.into_iter().chain(degraded).collect();
     let body = serde_json::json!({
-        "status": label,
-        "reasons": reasons,
+        "status": if failures.is_empty() { "ok" } else { "failed" },
+        "reasons": failures,
         "committed": state.engine.committed(),
         "projected": state.engine.projected(),
         "accessRecords": state.engine.access_log().committed(),

@@ -18,8 +18,7 @@ use forlop_store::EventStore;
 pub use forlop_engine::{Caller, Engine, RecordOptions, Recorded};
 pub use graphql::{build_schema, sdl, ForlopSchema};
 pub use http::{
-    router, router_with, Authenticator, DegradedProbe, FhirConfig, HttpSettings, MetricsRenderer,
-    DEFAULT_REQUEST_TIMEOUT,
+    router, router_with, Authenticator, FhirConfig, HttpSettings, MetricsRenderer, DEFAULT_REQUEST_TIMEOUT,
 };
 
 /// How long running requests may finish after a shutdown signal.
