@@ -410,7 +410,10 @@ async fn every_forlop_metric_on_metrics_has_help_and_type() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_metrics_listen_metrics_are_served_on_their_own_port_only() {
     let metrics = format!("127.0.0.1:{}", free_port());
-    let s = Server::start_with(&["--metrics-listen", &metrics]).await;
+    // From the settings file, as an operator would set it (the flag is the same setting).
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), format!("metrics-listen = {metrics:?}\nmax-connections = 100\n")).unwrap();
+    let s = Server::start_with(&["--config", config.path().to_str().unwrap()]).await;
     s.record("registerService", json!({ "serviceId": id(), "name": "M", "careLevel": "MUNICIPAL" })).await;
     let text = metrics_at(&metrics).await;
     assert!(text.contains("# TYPE forlop_events_appended_total counter"), "{text}");

@@ -14,10 +14,10 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
         "1 when that log (events, access) is failed or (PostgreSQL) unreachable, else 0",
     ),
     ("forlop_append_seconds", Kind::Histogram, "One append, from queued to durable (acknowledged)"),
-    ("forlop_fsync_seconds", Kind::Histogram, "One flush of a log to disk"),
-    ("forlop_group_commit_seconds", Kind::Histogram, "One group commit of a log"),
-    ("forlop_group_commit_size", Kind::Histogram, "Appends (or access records) in one group commit"),
-    ("forlop_events_appended_total", Kind::Counter, "Events appended, by event type"),
+    ("forlop_fsync_seconds", Kind::Histogram, "one flush of a log to disk"),
+    ("forlop_group_commit_seconds", Kind::Histogram, "one group commit of a log"),
+    ("forlop_group_commit_size", Kind::Histogram, "appends (or access records) in one group commit"),
+    ("forlop_events_appended_total", Kind::Counter, "events appended, by event type"),
     (
         "forlop_graphql_requests_total",
         Kind::Counter,
@@ -28,7 +28,7 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
     (
         "forlop_projection_stall_seconds",
         Kind::Histogram,
-        "How long an event waits, from reaching the projector to being readable",
+        "how long an event waits, from reaching the projector to being readable",
     ),
     ("forlop_live_subscriptions", Kind::Gauge, "Open GraphQL subscriptions"),
     (
@@ -36,18 +36,18 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
         Kind::Gauge,
         "FHIR resources held for a reference: waiting, unresolved (past --fhir-hold-seconds), failed",
     ),
-    ("forlop_events_unknown_total", Kind::Counter, "Events of a type this version does not know, skipped"),
-    ("forlop_unrecognised_codes_total", Kind::Counter, "Codes this version does not know, decoded as UNRECOGNISED"),
-    ("forlop_http_connections", Kind::Gauge, "Open HTTP connections (WebSockets included), by listener"),
+    ("forlop_events_unknown_total", Kind::Counter, "events of a type this version does not know, skipped"),
+    ("forlop_unrecognised_codes_total", Kind::Counter, "codes this version does not know, decoded as UNRECOGNISED"),
+    ("forlop_http_connections", Kind::Gauge, "open HTTP connections (WebSockets included), by listener"),
     (
         "forlop_http_connections_refused_total",
         Kind::Counter,
-        "Connections closed unanswered because --max-connections were open, by listener",
+        "connections closed unanswered because --max-connections were open, by listener",
     ),
-    ("forlop_backup_position", Kind::Gauge, "Log position the backup holds every event up to"),
-    ("forlop_backup_lag_events", Kind::Gauge, "Events committed but not yet in the backup"),
+    ("forlop_backup_position", Kind::Gauge, "log position the backup holds every event up to"),
+    ("forlop_backup_lag_events", Kind::Gauge, "events committed but not yet in the backup"),
     ("forlop_backup_last_success_timestamp_seconds", Kind::Gauge, "Unix time of the backup's last successful pass"),
-    ("forlop_backup_errors_total", Kind::Counter, "Backup passes that failed"),
+    ("forlop_backup_errors_total", Kind::Counter, "backup passes that failed"),
 ];
 
 /// A metric's Prometheus type.
