@@ -181,7 +181,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn client(token: &str, pool: usize) -> anyhow::Result<reqwest::Client> {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse()?);
-    Ok(reqwest::Client::builder().pool_max_idle_per_host(pool).default_headers(headers).build()?)
+    // Idle pooled connections are dropped before the server's header-read timeout (10 s)
+    // closes them, so none is reused just as the server closes it.
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(pool)
+        .pool_idle_timeout(std::time::Duration::from_secs(5))
+        .default_headers(headers)
+        .build()?)
 }
 
 /// Access records per second: 64 concurrent readers, one durable record each per request.
@@ -639,6 +645,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         metrics: None,
         fhir: None,
         request_timeout: forlop_api::DEFAULT_REQUEST_TIMEOUT,
+        metrics_listen: None,
+        header_read_timeout: forlop_api::DEFAULT_HEADER_READ_TIMEOUT,
+        max_connections: forlop_api::DEFAULT_MAX_CONNECTIONS,
     };
     let app = forlop_api::Application::build(store.clone(), parts, http, "127.0.0.1:0".parse()?).await?;
     // As `forlop serve` does once it has started.

@@ -116,6 +116,19 @@ pub struct ServeArgs {
     /// position 0 takes up to this much memory.
     #[arg(long, env = "FORLOP_SLED_CACHE_MB")]
     pub sled_cache_mb: Option<u64>,
+    /// Seconds a request's line and headers may take to arrive before the connection is closed
+    /// (against clients that trickle them to hold connections open); also how long a kept-alive
+    /// connection may sit idle [default: 10].
+    #[arg(long, env = "FORLOP_HEADER_READ_TIMEOUT_SECONDS")]
+    pub header_read_timeout_seconds: Option<u64>,
+    /// Connections open at once (WebSockets included); one more is closed at once, unanswered,
+    /// and counted in forlop_http_connections_refused_total [default: 10000].
+    #[arg(long, env = "FORLOP_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Serve /metrics on this address only (e.g. 127.0.0.1:9090 or a monitoring network's),
+    /// instead of beside the API, whose /metrics then answers 404.
+    #[arg(long, env = "FORLOP_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -130,6 +143,7 @@ impl ServeArgs {
         fill!(data, store, store_ca_file, listen, auth, jwks, hs256_secret_file, issuer, audience, leeway_seconds);
         fill!(role_claim, services_claim, pid_claim, key_file, allowed_origins, suppression_threshold, self_grant_days);
         fill!(checkpoint_every, fhir_care_levels, fhir_hold_seconds, request_timeout_seconds, sled_cache_mb);
+        fill!(header_read_timeout_seconds, max_connections, metrics_listen);
         self.demo |= file.demo;
         self.strict_permissions |= file.strict_permissions;
         Ok(self)
@@ -323,7 +337,7 @@ pub fn http_settings(
 ) -> anyhow::Result<HttpSettings> {
     Ok(HttpSettings {
         auth,
-        allowed_origins: args.allowed_origins.clone().unwrap_or_default(),
+        allowed_origins: allowed_origins(args)?,
         explorer_token,
         metrics: install_metrics(),
         fhir: Some(forlop_api::FhirConfig {
@@ -334,7 +348,30 @@ pub fn http_settings(
         request_timeout: args
             .request_timeout_seconds
             .map_or(forlop_api::DEFAULT_REQUEST_TIMEOUT, |s| std::time::Duration::from_secs(s.max(1))),
+        metrics_listen: args.metrics_listen,
+        header_read_timeout: positive("--header-read-timeout-seconds", args.header_read_timeout_seconds)?
+            .map_or(forlop_api::DEFAULT_HEADER_READ_TIMEOUT, std::time::Duration::from_secs),
+        max_connections: positive("--max-connections", args.max_connections)?
+            .unwrap_or(forlop_api::DEFAULT_MAX_CONNECTIONS),
     })
+}
+
+/// A setting that must be at least 1, when given: 0 would refuse every connection.
+fn positive<T: PartialEq + Default + Copy>(flag: &str, value: Option<T>) -> anyhow::Result<Option<T>> {
+    if value == Some(T::default()) {
+        bail!("{flag} must be at least 1");
+    }
+    Ok(value)
+}
+
+/// Every `--allowed-origins` entry must be an origin as browsers send it, or it would never match.
+fn allowed_origins(args: &ServeArgs) -> anyhow::Result<Vec<String>> {
+    let origins = args.allowed_origins.clone().unwrap_or_default();
+    let wrong: Vec<String> = origins.iter().filter_map(|o| forlop_api::origin_problem(o)).collect();
+    if !wrong.is_empty() {
+        bail!("--allowed-origins: {}", wrong.join("; "));
+    }
+    Ok(origins.iter().map(|o| o.trim().to_owned()).collect())
 }
 
 /// The FHIR care-level mapping, or an empty one (every service then unmapped, and named so).
@@ -391,6 +428,7 @@ fn install_metrics() -> Option<forlop_api::MetricsRenderer> {
             return None;
         }
     };
+    forlop_api::metrics::describe();
     let upkeep = handle.clone();
     std::thread::Builder::new()
         .name("forlop-metrics-upkeep".into())

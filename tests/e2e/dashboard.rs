@@ -18,7 +18,7 @@ use crate::support::*;
 
 /// Finds chromedriver, installing Debian's `chromium` and `chromium-driver` first when they are
 /// missing and we may (as `.ci/run` does).
-fn chromedriver() -> PathBuf {
+pub(crate) fn chromedriver() -> PathBuf {
     let found =
         || ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"].iter().map(PathBuf::from).find(|p| p.exists());
     if let Some(p) = found() {
@@ -40,8 +40,8 @@ fn chromedriver() -> PathBuf {
 }
 
 /// A headless Chromium session, its chromedriver killed when dropped.
-struct Browser {
-    client: Client,
+pub(crate) struct Browser {
+    pub(crate) client: Client,
     driver: Child,
     origin: String,
 }
@@ -55,7 +55,7 @@ impl Drop for Browser {
 
 /// chromedriver's log endpoint (not in W3C WebDriver, so fantoccini has no call for it).
 #[derive(Debug)]
-struct BrowserLog;
+pub(crate) struct BrowserLog;
 
 impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
     fn endpoint(&self, base_url: &url::Url, session_id: Option<&str>) -> Result<url::Url, url::ParseError> {
@@ -69,6 +69,11 @@ impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
 
 impl Browser {
     async fn start(server: &Server) -> Browser {
+        Browser::start_at(&server.url).await
+    }
+
+    /// A session whose pages are expected on `origin` (`assert_clean` holds them to it).
+    pub(crate) async fn start_at(origin: &str) -> Browser {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let driver = Command::new(chromedriver())
             .arg(format!("--port={port}"))
@@ -95,7 +100,7 @@ impl Browser {
             .connect(&format!("http://127.0.0.1:{port}"))
             .await
             .expect("a WebDriver session with headless Chromium");
-        Browser { client, driver, origin: server.url.clone() }
+        Browser { client, driver, origin: origin.to_owned() }
     }
 
     async fn open(&self, path: &str) {

@@ -20,6 +20,7 @@ mod hardening;
 mod idempotency;
 mod identity;
 mod keys;
+mod network;
 mod postgres;
 mod privacy;
 mod sessions;

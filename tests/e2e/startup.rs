@@ -16,7 +16,7 @@ const REFUSAL: Duration = Duration::from_secs(15);
 /// How long a server may take to start (the demo loads ~14,000 events first).
 const STARTUP: Duration = Duration::from_secs(60);
 
-const AUTH_ENV: [&str; 14] = [
+const AUTH_ENV: [&str; 17] = [
     "FORLOP_CONFIG",
     "FORLOP_AUTH",
     "FORLOP_JWKS",
@@ -31,6 +31,9 @@ const AUTH_ENV: [&str; 14] = [
     "FORLOP_SUPPRESSION_THRESHOLD",
     "FORLOP_SLED_CACHE_MB",
     "FORLOP_STRICT_PERMISSIONS",
+    "FORLOP_HEADER_READ_TIMEOUT_SECONDS",
+    "FORLOP_MAX_CONNECTIONS",
+    "FORLOP_METRICS_LISTEN",
 ];
 
 fn path(p: &Path) -> &str {

@@ -131,11 +131,12 @@ impl Server {
 
     /// As `start_in`, with extra environment variables (e.g. the debug build's fault injection).
     pub async fn start_in_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
-        // hyper closes a connection that waits 30 s for a request's headers; a pooled one kept
-        // longer could be reused just as the server closes it (a broken pipe on a busy machine).
+        // The server closes a connection that waits `--header-read-timeout-seconds` (10 s by
+        // default) for a request's headers; a pooled one kept longer could be reused just as the
+        // server closes it (a broken pipe on a busy machine).
         let client = reqwest::Client::builder()
             .timeout(TIMEOUT)
-            .pool_idle_timeout(Duration::from_secs(20))
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .expect("http client");
         // Another process may grab the port between our probe and the server's bind: try a few.

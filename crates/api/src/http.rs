@@ -89,6 +89,13 @@ pub struct HttpSettings {
     /// Longest a request may take before it is answered 408. The bulk `POST /fhir/$import` has
     /// no total bound (a city's backfill takes minutes); it ends when its body stalls this long.
     pub request_timeout: Duration,
+    /// Serves `/metrics` on this address only (its own listener); the API's `/metrics` is then
+    /// 404. None: `/metrics` beside the API, as before.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Longest a request's headers may take to arrive (see `DEFAULT_HEADER_READ_TIMEOUT`).
+    pub header_read_timeout: Duration,
+    /// Connections open at once; one more is closed unanswered (`DEFAULT_MAX_CONNECTIONS`).
+    pub max_connections: usize,
 }
 
 /// `HttpSettings::request_timeout` unless configured.
@@ -131,13 +138,27 @@ pub fn router(engine: Engine, settings: HttpSettings) -> Router {
 
 /// The router, with the FHIR adapter (opened by `Application::build`) when there is one.
 pub fn router_with(engine: Engine, settings: HttpSettings, fhir: Option<forlop_fhir::Fhir>) -> Router {
+    routers(engine, settings, fhir).0
+}
+
+/// The API's router, and `/metrics` alone for its own listener when `metrics_listen` is set
+/// (the API's router then has no `/metrics`).
+pub(crate) fn routers(
+    engine: Engine,
+    settings: HttpSettings,
+    fhir: Option<forlop_fhir::Fhir>,
+) -> (Router, Option<Router>) {
     let documents = std::sync::Arc::new(crate::limits::DocumentCache::default());
     let (schema, prevalidated_schema) = build_schemas(engine.clone(), documents.clone());
     let request_timeout = settings.request_timeout;
     let hosts = HostRule::for_settings(&settings).map(Arc::new);
+    let cors = cors(&settings.allowed_origins);
+    let separate_metrics = settings.metrics_listen.is_some();
+    let state =
+        AppState { schema, prevalidated_schema, engine, settings: std::sync::Arc::new(settings), documents, fhir };
     // The bulk import streams for as long as the file takes: outside the per-request bound.
     let bulk = Router::new().route("/fhir/$import", axum::routing::post(crate::fhir_http::import));
-    Router::new()
+    let mut api = Router::new()
         .route("/fhir", axum::routing::post(crate::fhir_http::bundle))
         .route("/fhir/metadata", get(crate::fhir_http::metadata))
         .route("/fhir/$unresolved", get(crate::fhir_http::unresolved))
@@ -146,25 +167,109 @@ pub fn router_with(engine: Engine, settings: HttpSettings, fhir: Option<forlop_f
         .route("/graphql/ws", get(websocket))
         .route("/graphql/assets/{file}", get(asset))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
+        .route("/readyz", get(readyz));
+    if !separate_metrics {
+        api = api.route("/metrics", get(metrics_text));
+    }
+    let api = api
         .merge(crate::dashboard::routes())
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
-        .merge(bulk)
+        .merge(bulk);
+    let metrics = separate_metrics.then(|| {
+        let metrics = Router::new()
+            .route("/metrics", get(metrics_text))
+            .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout));
+        // The same rules as on the API's port, but no CORS: no page has business reading it.
+        outer_layers(metrics, state.clone(), hosts.clone(), None)
+    });
+    (outer_layers(api, state, hosts, cors), metrics)
+}
+
+/// What every request passes through, whichever listener it came to.
+fn outer_layers(
+    routes: Router<AppState>,
+    state: AppState,
+    hosts: Option<Arc<HostRule>>,
+    cors: Option<tower_http::cors::CorsLayer>,
+) -> Router {
+    let router = routes
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
-        .with_state(AppState {
-            schema,
-            prevalidated_schema,
-            engine,
-            settings: std::sync::Arc::new(settings),
-            documents,
-            fhir,
-        })
+        .with_state(state)
         .layer(axum::middleware::from_fn(request_bounds))
         .layer(axum::middleware::from_fn_with_state(hosts, host_allowed))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
-        .layer(TraceLayer::new_for_http())
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked));
+    // Outside everything that may refuse: a page on an allowed origin can read the coded error
+    // of a refusal (401, 403, 408, 421, 500), not only successes.
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.layer(TraceLayer::new_for_http())
+}
+
+/// Request headers a browser page may send cross-origin (besides the CORS-safelisted ones):
+/// the bearer token, JSON bodies, read-your-writes and a client's own correlation id.
+const CORS_REQUEST_HEADERS: [&str; 5] =
+    ["authorization", "content-type", "accept", MIN_POSITION_HEADER, "x-request-id"];
+/// How long a browser may reuse a preflight's answer.
+const CORS_MAX_AGE: Duration = Duration::from_secs(600);
+
+/// CORS for exactly the origins of `--allowed-origins` (compared as `origin_allowed` compares
+/// them, without regard to case), or for any origin when they hold `*`. Never with
+/// credentials: forlop authenticates by bearer token, which a page sends itself; no cookie or
+/// HTTP authentication of a browser's is ever needed, so none is invited. An origin not
+/// allowed gets no CORS header at all, and its browser withholds the answer from its page.
+/// None when no origin is listed: a page on the server's own origin needs no CORS.
+fn cors(allowed: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if allowed.is_empty() {
+        return None;
+    }
+    let origins = if allowed.iter().any(|a| a.trim() == "*") {
+        AllowOrigin::any()
+    } else {
+        let allowed: Vec<String> = allowed.iter().map(|a| a.trim().to_owned()).collect();
+        AllowOrigin::predicate(move |origin, _| {
+            origin.to_str().is_ok_and(|origin| allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)))
+        })
+    };
+    let headers = CORS_REQUEST_HEADERS.map(header::HeaderName::from_static);
+    Some(
+        CorsLayer::new()
+            .allow_origin(origins)
+            // FHIR is read with GET and written with POST, as GraphQL is; nothing takes PUT or DELETE.
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers(headers)
+            .expose_headers([header::HeaderName::from_static("x-request-id"), header::WWW_AUTHENTICATE])
+            .max_age(CORS_MAX_AGE),
+    )
+}
+
+/// Why an `--allowed-origins` entry is not one, if it is not: a browser sends an origin as
+/// `scheme://host[:port]`, lowercase, with no path and no trailing slash, so an entry in any
+/// other shape would never match and its dashboard would be refused without a word.
+pub fn origin_problem(origin: &str) -> Option<String> {
+    let origin = origin.trim();
+    if origin == "*" {
+        return None;
+    }
+    let explain = |why: &str| {
+        Some(format!(
+            "{origin:?} is not an origin ({why}); write scheme://host[:port], e.g. https://dashboard.example.no"
+        ))
+    };
+    let Some((scheme, rest)) = origin.split_once("://") else { return explain("no scheme") };
+    if scheme != "http" && scheme != "https" {
+        return explain("the scheme is neither http nor https");
+    }
+    if rest.contains('/') || rest.contains('?') || rest.contains('#') {
+        return explain("it has a path; a browser sends none, not even a trailing slash");
+    }
+    if rest.contains('@') || host_name(rest).is_none() {
+        return explain("no valid host");
+    }
+    None
 }
 
 /// A GraphQL error body with a code, for failures before execution.
@@ -618,7 +723,12 @@ fn with_code(err: &mut ServerError) {
 /// WebSocket subscriptions. The browser's Origin is checked before the upgrade, and the
 /// caller is authenticated from `connection_init` (`{"Authorization": "Bearer …"}`), or from
 /// the upgrade's own Authorization header for clients that can set one.
-async fn websocket(State(state): State<AppState>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Response {
+async fn websocket(
+    State(state): State<AppState>,
+    slot: Option<axum::Extension<crate::server::ConnectionSlot>>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
     if !origin_allowed(&headers, &state.settings.allowed_origins) {
         return error_response(StatusCode::FORBIDDEN, code::FORBIDDEN, "origin not allowed");
     }
@@ -634,7 +744,11 @@ async fn websocket(State(state): State<AppState>, headers: HeaderMap, upgrade: W
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .max_message_size(MAX_WS_MESSAGE)
         .max_frame_size(MAX_WS_MESSAGE)
-        .on_upgrade(move |socket| ws_session(socket, schema, protocol, auth, upgrade_auth))
+        .on_upgrade(move |socket| async move {
+            // The socket counts against --max-connections until it closes.
+            let _slot = slot;
+            ws_session(socket, schema, protocol, auth, upgrade_auth).await
+        })
 }
 
 /// A client must send `connection_init` within this time (graphql-transport-ws: close 4408).

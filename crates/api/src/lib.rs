@@ -9,6 +9,8 @@ mod fhir_http;
 pub mod graphql;
 mod http;
 pub mod limits;
+pub mod metrics;
+mod server;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,8 +20,10 @@ use forlop_store::EventStore;
 pub use forlop_engine::{Caller, Engine, RecordOptions, Recorded};
 pub use graphql::{build_schema, sdl, ForlopSchema};
 pub use http::{
-    router, router_with, Authenticator, FhirConfig, HttpSettings, MetricsRenderer, DEFAULT_REQUEST_TIMEOUT,
+    origin_problem, router, router_with, Authenticator, FhirConfig, HttpSettings, MetricsRenderer,
+    DEFAULT_REQUEST_TIMEOUT,
 };
+pub use server::{DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
 
 /// How long running requests may finish after a shutdown signal.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(6);
@@ -27,6 +31,8 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(6);
 /// A bound, ready-to-run server.
 pub struct Application {
     listener: tokio::net::TcpListener,
+    /// `/metrics` on its own address (`HttpSettings::metrics_listen`).
+    metrics_listener: Option<tokio::net::TcpListener>,
     engine: Engine,
     settings: HttpSettings,
     fhir: Option<forlop_fhir::Fhir>,
@@ -52,11 +58,24 @@ impl Application {
             None => None,
         };
         let listener = tokio::net::TcpListener::bind(listen).await?;
-        Ok(Application { listener, engine, settings, fhir })
+        let metrics_listener = match settings.metrics_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("binding --metrics-listen {addr}: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(Application { listener, metrics_listener, engine, settings, fhir })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Where `/metrics` is served when it has its own listener.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn engine(&self) -> &Engine {
@@ -69,23 +88,45 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let engine = self.engine.clone();
-        let app = router_with(self.engine, self.settings, self.fhir);
-        let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+        let limits = server::Limits {
+            header_read_timeout: self.settings.header_read_timeout,
+            max_connections: self.settings.max_connections,
+        };
+        let (app, metrics_app) = http::routers(self.engine, self.settings, self.fhir);
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let metrics = match (self.metrics_listener, metrics_app) {
+            (Some(listener), Some(app)) => {
+                if let Ok(addr) = listener.local_addr() {
+                    tracing::info!(%addr, "metrics listening at /metrics");
+                }
+                let limits = server::Limits { max_connections: server::METRICS_MAX_CONNECTIONS, ..limits };
+                Some(tokio::spawn(server::serve(listener, app, limits, stopping.clone(), "metrics")))
+            }
+            _ => None,
+        };
+        let mut stopped = stopping.clone();
+        let server = server::serve(self.listener, app, limits, stopping, "api");
+        tokio::spawn(async move {
             shutdown.await;
-            let _ = stopping.send(());
+            let _ = stop.send(true);
         });
         // New connections stop at once; running requests and live subscriptions get a grace
         // period, so a stuck client cannot keep the process from exiting.
         let deadline = async move {
-            if stopped.await.is_ok() {
+            if stopped.wait_for(|s| *s).await.is_ok() {
                 tokio::time::sleep(SHUTDOWN_GRACE).await;
             } else {
                 std::future::pending::<()>().await;
             }
         };
+        let served = async move {
+            server.await;
+            if let Some(metrics) = metrics {
+                let _ = metrics.await;
+            }
+        };
         tokio::select! {
-            served = std::future::IntoFuture::into_future(server) => served?,
+            () = served => {}
             () = deadline => tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still running at shutdown; exiting"),
         }
         // A checkpoint lets the next start replay only the tail of the log.
