@@ -67,10 +67,11 @@ impl Backend {
     /// The event log alone.
     pub async fn open_store(&self) -> anyhow::Result<Arc<dyn EventStore>> {
         Ok(match self {
-            Backend::Sled(options) => Arc::new(
+            Backend::Sled(options) => Arc::new({
+                crate::backups::refuse_partial_restore(&options.path)?;
                 SledStore::open(options.clone())
-                    .with_context(|| format!("opening the store in {}", options.path.display()))?,
-            ),
+                    .with_context(|| format!("opening the store in {}", options.path.display()))?
+            }),
             Backend::Postgres { url, ca_file } => Arc::new(Self::postgres(url, ca_file).await?),
         })
     }
@@ -84,6 +85,7 @@ impl Backend {
     ) -> anyhow::Result<(Arc<dyn EventStore>, EngineParts)> {
         match self {
             Backend::Sled(_) => {
+                crate::backups::refuse_partial_restore(data)?;
                 // Before the event log: the read-model checkpoint starts decoding while sled opens.
                 let parts = EngineParts::open_beside(data, master, settings)?;
                 Ok((self.open_store().await?, parts))
@@ -95,6 +97,26 @@ impl Backend {
                 Ok((Arc::new(store), parts))
             }
         }
+    }
+
+    /// The three stores a backup copies (a stopped server's data directory, or PostgreSQL while
+    /// nodes run: the logs are append-only, so a backup read to a position is consistent).
+    pub async fn open_sources(&self) -> anyhow::Result<forlop_backup::Sources> {
+        Ok(match self {
+            Backend::Sled(options) => forlop_backup::Sources {
+                events: self.open_store().await?,
+                access: Arc::new(FileAccessLog::open(&options.path.join("access"))?),
+                keys: Arc::new(forlop_store::key_table::KeyTable::open(&options.path.join("keys"))?),
+            },
+            Backend::Postgres { url, ca_file } => {
+                let store = Self::postgres(url, ca_file).await?;
+                forlop_backup::Sources {
+                    access: Arc::new(store.access_log().await?),
+                    keys: Arc::new(store.key_table()),
+                    events: Arc::new(store),
+                }
+            }
+        })
     }
 
     /// The vault's key table alone (for key rotation).

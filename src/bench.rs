@@ -648,6 +648,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         metrics_listen: None,
         header_read_timeout: forlop_api::DEFAULT_HEADER_READ_TIMEOUT,
         max_connections: forlop_api::DEFAULT_MAX_CONNECTIONS,
+        degraded: None,
     };
     let app = forlop_api::Application::build(store.clone(), parts, http, "127.0.0.1:0".parse()?).await?;
     // As `forlop serve` does once it has started.

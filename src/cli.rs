@@ -108,6 +108,12 @@ enum Command {
         #[arg(long)]
         to: String,
     },
+    /// Back up a stopped server's data directory (or a PostgreSQL store while nodes run) into a
+    /// backup directory, incrementally; `forlop backup verify DIR` checks a backup.
+    Backup(crate::backups::BackupArgs),
+    /// Rebuild a data directory (or an empty PostgreSQL store) from a backup, whole or up to a
+    /// position or a time; verifies both chains and prints the head to compare with an anchor.
+    Restore(crate::backups::RestoreArgs),
     /// Print the GraphQL schema (SDL).
     Schema,
     /// Measure the store, replay and queries against raw sled, in one run.
@@ -123,7 +129,7 @@ enum Profile {
 /// After the last handle on the store at `data` is dropped (serve, seed, import, import-fhir):
 /// see [`SledStore::settle`]. A failure
 /// costs only the next start's time, so it is logged, not returned.
-async fn settle(data: std::path::PathBuf) {
+pub(crate) async fn settle(data: std::path::PathBuf) {
     // Never create a store where a command stopped before opening one.
     if !data.join("db").exists() {
         return;
@@ -138,6 +144,7 @@ async fn settle(data: std::path::PathBuf) {
 }
 
 pub fn open_store(data: &std::path::Path) -> anyhow::Result<Arc<dyn EventStore>> {
+    crate::backups::refuse_partial_restore(data)?;
     let store =
         SledStore::open(SledOptions::new(data)).with_context(|| format!("opening the store in {}", data.display()))?;
     Ok(Arc::new(store))
@@ -209,7 +216,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 _ => Vec::new(),
             };
             let admin_token = demo_tokens.iter().find(|(r, _)| *r == "admin").map(|(_, t)| t.clone());
-            let http = crate::serve::http_settings(&args, resolved.auth, admin_token)?;
+            let backup = match &args.backup_dir {
+                Some(dir) => {
+                    let sources = forlop_backup::Sources {
+                        events: store.clone(),
+                        access: parts.access_log.clone(),
+                        keys: parts.vault.key_table(),
+                    };
+                    tracing::info!(dir = %dir.display(), "backing up continuously");
+                    Some(forlop_backup::continuous::ContinuousBackup::start(dir.clone(), sources)?)
+                }
+                None => None,
+            };
+            let degraded = backup.as_ref().map(|b| {
+                let status = b.status();
+                forlop_api::DegradedProbe(Arc::new(move || status.failure().into_iter().collect()))
+            });
+            let http = crate::serve::http_settings(&args, resolved.auth, admin_token, degraded)?;
             // Kept to tell, after the server stops, whether it appended (see below).
             let log = store.clone();
             let app = forlop_api::Application::build(store, parts, http, listen).await?;
@@ -230,6 +253,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             // sled brought its recovery snapshot up to date when it opened: only a node that
             // appended since needs the settle (about a second at city scale) at shutdown.
             app.run_until(shutdown_signal()?).await?;
+            if let Some(backup) = backup {
+                // Once more up to the head, so a clean stop leaves the backup whole.
+                tokio::task::spawn_blocking(move || backup.stop()).await.ok();
+            }
             let appended = log.committed() != opened_with;
             drop(log);
             if backend.is_sled() && appended {
@@ -370,6 +397,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             crate::backend::migrate(&from_data, &to).await?;
             Ok(0)
         }
+        Command::Backup(args) => crate::backups::backup(args).await,
+        Command::Restore(args) => crate::backups::restore(args).await,
         Command::Schema => {
             print!("{}", forlop_api::sdl());
             Ok(0)

@@ -1,6 +1,7 @@
 //! The `forlop` binary: serve the API, and the operator's tools around the log.
 
 mod backend;
+mod backups;
 mod bench;
 mod bench_fhir;
 mod bench_pg;

@@ -116,6 +116,11 @@ pub struct ServeArgs {
     /// position 0 takes up to this much memory.
     #[arg(long, env = "FORLOP_SLED_CACHE_MB")]
     pub sled_cache_mb: Option<u64>,
+    /// Directory (another disk or a mounted share) into which everything committed is backed up
+    /// continuously while serving: events, access records and the key table, about a second
+    /// behind at most. `forlop backup verify` checks it; `forlop restore` restores from it.
+    #[arg(long, env = "FORLOP_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
     /// Seconds a request's line and headers may take to arrive before the connection is closed
     /// (against clients that trickle them to hold connections open); also how long a kept-alive
     /// connection may sit idle [default: 10].
@@ -143,7 +148,7 @@ impl ServeArgs {
         fill!(data, store, store_ca_file, listen, auth, jwks, hs256_secret_file, issuer, audience, leeway_seconds);
         fill!(role_claim, services_claim, pid_claim, key_file, allowed_origins, suppression_threshold, self_grant_days);
         fill!(checkpoint_every, fhir_care_levels, fhir_hold_seconds, request_timeout_seconds, sled_cache_mb);
-        fill!(header_read_timeout_seconds, max_connections, metrics_listen);
+        fill!(header_read_timeout_seconds, max_connections, metrics_listen, backup_dir);
         self.demo |= file.demo;
         self.strict_permissions |= file.strict_permissions;
         Ok(self)
@@ -334,6 +339,7 @@ pub fn http_settings(
     args: &ServeArgs,
     auth: Authenticator,
     explorer_token: Option<String>,
+    degraded: Option<forlop_api::DegradedProbe>,
 ) -> anyhow::Result<HttpSettings> {
     Ok(HttpSettings {
         auth,
@@ -353,6 +359,7 @@ pub fn http_settings(
             .map_or(forlop_api::DEFAULT_HEADER_READ_TIMEOUT, std::time::Duration::from_secs),
         max_connections: positive("--max-connections", args.max_connections)?
             .unwrap_or(forlop_api::DEFAULT_MAX_CONNECTIONS),
+        degraded,
     })
 }
 

@@ -96,6 +96,19 @@ pub struct HttpSettings {
     pub header_read_timeout: Duration,
     /// Connections open at once; one more is closed unanswered (`DEFAULT_MAX_CONNECTIONS`).
     pub max_connections: usize,
+    /// What is failing beside the node while it serves (a backup target that is full or
+    /// unmounted); `/healthz` reports it as `degraded`, still 200. None: nothing to watch.
+    pub degraded: Option<DegradedProbe>,
+}
+
+/// Tells `/healthz` what is degraded right now (empty: nothing).
+#[derive(Clone)]
+pub struct DegradedProbe(pub std::sync::Arc<dyn Fn() -> Vec<String> + Send + Sync>);
+
+impl std::fmt::Debug for DegradedProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DegradedProbe")
+    }
 }
 
 /// `HttpSettings::request_timeout` unless configured.
@@ -965,13 +978,20 @@ async fn asset(axum::extract::Path(file): axum::extract::Path<String>) -> Respon
 }
 
 /// Liveness: 200 only while the writer and the projector are alive and no log has failed; else
-/// 503 naming what is wrong (fail-stop: a restart after the cause is fixed recovers).
+/// 503 naming what is wrong (fail-stop: a restart after the cause is fixed recovers). A part
+/// beside the node that fails (the backup) makes it `degraded`, still 200: it serves on.
 async fn healthz(State(state): State<AppState>) -> Response {
     let failures = state.engine.failures();
+    let degraded = state.settings.degraded.as_ref().map(|probe| (probe.0)()).unwrap_or_default();
     let status = if failures.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let (word, reasons) = match (failures.is_empty(), degraded.is_empty()) {
+        (false, _) => ("failed", [failures, degraded].concat()),
+        (true, false) => ("degraded", degraded),
+        (true, true) => ("ok", Vec::new()),
+    };
     let body = serde_json::json!({
-        "status": if failures.is_empty() { "ok" } else { "failed" },
-        "reasons": failures,
+        "status": word,
+        "reasons": reasons,
         "committed": state.engine.committed(),
         "projected": state.engine.projected(),
         "accessRecords": state.engine.access_log().committed(),

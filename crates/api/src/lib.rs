@@ -20,7 +20,7 @@ use forlop_store::EventStore;
 pub use forlop_engine::{Caller, Engine, RecordOptions, Recorded};
 pub use graphql::{build_schema, sdl, ForlopSchema};
 pub use http::{
-    origin_problem, router, router_with, Authenticator, FhirConfig, HttpSettings, MetricsRenderer,
+    origin_problem, router, router_with, Authenticator, DegradedProbe, FhirConfig, HttpSettings, MetricsRenderer,
     DEFAULT_REQUEST_TIMEOUT,
 };
 pub use server::{DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS};

@@ -348,6 +348,9 @@ pub trait KeyStore: Send + Sync + std::fmt::Debug + 'static {
     /// One (patient, record), any: enough to check that a master key opens the table.
     async fn any_patient(&self) -> Result<Option<(Uuid, Vec<u8>)>, StoreError>;
     async fn generation(&self) -> Result<u64, StoreError>;
+    /// Every (patient, record, blind index), in patient-id byte order: a copy of the table for a
+    /// backup or a migration. Read `generation` before it to know which writes it includes.
+    async fn entries(&self) -> Result<Vec<KeyEntry>, StoreError>;
     async fn replace_all_at(&self, expected: u64, records: Vec<KeyEntry>) -> Result<(), StoreError>;
 }
 
@@ -387,6 +390,9 @@ impl KeyStore for KeyTable {
     }
     async fn generation(&self) -> Result<u64, StoreError> {
         KeyTable::generation(self)
+    }
+    async fn entries(&self) -> Result<Vec<KeyEntry>, StoreError> {
+        KeyTable::entries(self)
     }
     async fn replace_all_at(&self, expected: u64, records: Vec<KeyEntry>) -> Result<(), StoreError> {
         KeyTable::replace_all_at(self, expected, records)

@@ -179,6 +179,17 @@ impl MasterKey {
         out
     }
 
+    /// Checks that this master key opens one stored key record (the patient's): `WrongMasterKey`
+    /// if it does not. Lets a copy of the key table (a backup) be checked before it is restored.
+    pub fn check_record(&self, patient: Uuid, record: &[u8]) -> Result<(), VaultError> {
+        let record = KeyRecord::decode(record)?;
+        match self.unwrap_key(patient, &record.wrapped_key) {
+            Ok(_) => Ok(()),
+            Err(VaultError::Unwrap) => Err(VaultError::WrongMasterKey),
+            Err(e) => Err(e),
+        }
+    }
+
     fn wrap(&self, patient: Uuid, data_key: &[u8; KEY_LEN]) -> Result<Vec<u8>, VaultError> {
         seal_bytes(&self.subkey(INFO_WRAP), data_key, &associated_data(AD_DATA_KEY, patient))
     }
@@ -400,12 +411,12 @@ impl Vault {
     /// lookup with nothing.
     pub async fn check_master_key(&self) -> Result<(), VaultError> {
         let Some((patient, bytes)) = self.table.any_patient().await? else { return Ok(()) };
-        let record = KeyRecord::decode(&bytes)?;
-        match self.master.unwrap_key(patient, &record.wrapped_key) {
-            Ok(_) => Ok(()),
-            Err(VaultError::Unwrap) => Err(VaultError::WrongMasterKey),
-            Err(e) => Err(e),
-        }
+        self.master.check_record(patient, &bytes)
+    }
+
+    /// The key table itself, for a backup to copy (the records in it are wrapped keys only).
+    pub fn key_table(&self) -> Arc<dyn KeyStore> {
+        self.table.clone()
     }
 
     /// True when the patient has a live data key.

@@ -230,6 +230,12 @@ pub(crate) fn encode(r: &AccessRecord, position: u64, out: Vec<u8>) -> Result<Ve
     postcard::to_extend(&c, out).map_err(backend)
 }
 
+/// The chain hash a record gets at `position` after `previous`: what `AccessLog::append` stores
+/// and `verify` recomputes. Lets a copy of the log (a backup) be checked without a store.
+pub fn record_hash(previous: &Hash, position: u64, r: &AccessRecord) -> Result<Hash, StoreError> {
+    Ok(crate::hash::chain_hash(previous, &encode(r, position, Vec::new())?))
+}
+
 /// Splits a stored value into (canonical bytes, hash).
 fn split(position: u64, value: &[u8]) -> Result<(&[u8], Hash), StoreError> {
     if value.len() < 32 {

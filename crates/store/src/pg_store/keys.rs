@@ -143,6 +143,27 @@ impl KeyStore for PgKeyTable {
         Ok(row.get::<_, i64>(0) as u64)
     }
 
+    async fn entries(&self) -> Result<Vec<KeyEntry>, StoreError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let rows = client
+            .query("SELECT patient_id, record, blind_index FROM forlop_keys ORDER BY patient_id", &[])
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|r| {
+                let blind: Option<Vec<u8>> = r.get(2);
+                let blind = match blind {
+                    None => None,
+                    Some(b) => Some(
+                        <[u8; 32]>::try_from(b.as_slice())
+                            .map_err(|_| StoreError::Backend("key table: malformed blind index".into()))?,
+                    ),
+                };
+                Ok((r.get(0), r.get(1), blind))
+            })
+            .collect()
+    }
+
     async fn replace_all_at(&self, expected: u64, records: Vec<KeyEntry>) -> Result<(), StoreError> {
         let mut client = self.pool.get().await.map_err(pool_error)?;
         let tx = client.transaction().await.map_err(db_error)?;

@@ -1,0 +1,151 @@
+//! Continuous backup beside `serve`: a thread of its own copies what is committed into the
+//! backup directory, woken by every commit (and every `ACCESS_POLL` for access records and
+//! keys), at most every `MIN_GAP`, so the backup is about a second behind at most under load.
+//! A failing target (full, unmounted, read-only) never stops the server: the failure is
+//! reported (`status`, metrics) and retried with backoff, and the backup resumes from its last
+//! manifest, nothing skipped.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking::Status;
+
+use crate::{BackupWriter, Sources};
+
+/// Shortest time between two cycles: commits arriving in between are copied together.
+const MIN_GAP: Duration = Duration::from_millis(200);
+/// How often a quiet log is still checked for new access records and key changes.
+const ACCESS_POLL: Duration = Duration::from_millis(500);
+/// Longest wait before retrying a failing target.
+const MOST_BACKOFF: Duration = Duration::from_secs(10);
+
+mod parking {
+    use std::sync::Mutex;
+
+    /// What `/healthz` reads: why the backup is failing, None while it keeps up.
+    #[derive(Default, Debug)]
+    pub struct Status {
+        failure: Mutex<Option<String>>,
+    }
+
+    impl Status {
+        pub fn failure(&self) -> Option<String> {
+            self.failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        }
+
+        pub(super) fn set(&self, failure: Option<String>) {
+            *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = failure;
+        }
+    }
+}
+
+pub use parking::Status as BackupStatus;
+
+/// The running continuous backup; `stop` brings it up to the head once more and ends it.
+pub struct ContinuousBackup {
+    status: Arc<Status>,
+    stop: Arc<tokio::sync::Notify>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ContinuousBackup {
+    pub fn start(dir: PathBuf, sources: Sources) -> std::io::Result<ContinuousBackup> {
+        let status = Arc::new(Status::default());
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let (thread_status, thread_stop) = (status.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("forlop-backup".into())
+            .spawn(move || runtime.block_on(run(dir, sources, thread_status, thread_stop)))?;
+        Ok(ContinuousBackup { status, stop, thread: Some(thread) })
+    }
+
+    pub fn status(&self) -> Arc<BackupStatus> {
+        self.status.clone()
+    }
+
+    /// Copies what is committed once more (best effort) and ends the thread.
+    pub fn stop(mut self) {
+        self.stop.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ContinuousBackup {
+    fn drop(&mut self) {
+        self.stop.notify_one();
+    }
+}
+
+async fn run(dir: PathBuf, sources: Sources, status: Arc<Status>, stop: Arc<tokio::sync::Notify>) {
+    let mut writer: Option<BackupWriter> = None;
+    let mut watch = sources.events.watch_committed();
+    let mut backoff = MIN_GAP;
+    let mut stopping = false;
+    loop {
+        let outcome = match &mut writer {
+            Some(w) => w.cycle(&sources).await,
+            None => match BackupWriter::open(&dir, &sources).await {
+                Ok(w) => writer.insert(w).cycle(&sources).await,
+                Err(e) => Err(e),
+            },
+        };
+        let wait = match outcome {
+            Ok(report) => {
+                if status.failure().is_some() {
+                    tracing::info!(dir = %dir.display(), "the backup target works again; the backup resumed");
+                }
+                status.set(None);
+                let lag = sources.events.committed().saturating_sub(report.events_next);
+                metrics::gauge!("forlop_backup_position").set(report.events_next as f64);
+                metrics::gauge!("forlop_backup_lag_events").set(lag as f64);
+                metrics::gauge!("forlop_backup_last_success_timestamp_seconds")
+                    .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+                backoff = MIN_GAP;
+                if lag > 0 {
+                    Some(Duration::ZERO) // still catching up
+                } else {
+                    None
+                }
+            }
+            Err(e) => {
+                if status.failure().is_none() {
+                    tracing::error!(dir = %dir.display(), error = %e, "the backup failed; the server keeps serving and retries");
+                }
+                status.set(Some(format!("backup to {}: {e}", dir.display())));
+                metrics::counter!("forlop_backup_errors_total").increment(1);
+                writer = None; // reopened from its manifest, cutting off what the failed cycle wrote
+                backoff = (backoff * 2).min(MOST_BACKOFF);
+                Some(backoff)
+            }
+        };
+        if stopping {
+            return;
+        }
+        match wait {
+            Some(d) if !d.is_zero() => {
+                tokio::select! {
+                    _ = tokio::time::sleep(d) => {}
+                    _ = stop.notified() => stopping = true,
+                }
+            }
+            Some(_) => {}
+            None => {
+                tokio::select! {
+                    _ = watch.changed() => {}
+                    _ = tokio::time::sleep(ACCESS_POLL) => {}
+                    _ = stop.notified() => stopping = true,
+                }
+                if !stopping {
+                    tokio::select! {
+                        _ = tokio::time::sleep(MIN_GAP) => {}
+                        _ = stop.notified() => stopping = true,
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Restores a store from a backup: the whole backup or its prefix up to a position or a time,
+//! with the same ids, positions, times and hashes (events are appended with their recording
+//! times, access records with their access times, so each chain hash comes out the same), the
+//! access log up to the same moment, and the key table as last copied, without the key of any
+//! patient forgotten anywhere in the backup (even after the point restored to) and without keys
+//! of patients the restored prefix does not hold.
+//!
+//! The whole backup is verified (`verify`) before anything is written; the target is verified after.
+
+use std::collections::{BTreeSet, HashSet};
+use std::io::BufRead;
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use forlop_store::access_log::{AccessLog, AccessRecord};
+use forlop_store::key_table::{KeyEntry, KeyStore};
+use forlop_store::{EventStore, ExpectedVersion, NewEvent, StreamAppend};
+use uuid::Uuid;
+
+use crate::line::{AccessLine, EventLine};
+use crate::manifest::Chain;
+use crate::verify::{read_keys, BackupReport};
+use crate::BackupError;
+
+/// Events appended to the target at once (one durable group).
+const BATCH: usize = 4096;
+
+/// Where a restore ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// Everything the backup holds.
+    Head,
+    /// Events up to and including this position; access records up to its recording time.
+    Position(u64),
+    /// Events recorded at or before this time (the longest such prefix), access records too.
+    Time(DateTime<Utc>),
+}
+
+/// The stores a restore writes: empty, or holding a prefix of this very backup (an interrupted
+/// restore being completed, when `RestoreOptions::resume`).
+#[derive(Clone)]
+pub struct RestoreTarget {
+    pub events: Arc<dyn EventStore>,
+    pub access: Arc<dyn AccessLog>,
+    pub keys: Arc<dyn KeyStore>,
+}
+
+/// Checks that the master key opens a key record (patient, record); Err: the reason.
+pub type KeyCheck<'a> = dyn Fn(Uuid, &[u8]) -> Result<(), String> + Sync + 'a;
+
+pub struct RestoreOptions<'a> {
+    pub cut: Cut,
+    /// The target may hold what an interrupted restore of this backup wrote.
+    pub resume: bool,
+    pub check_key: Option<&'a KeyCheck<'a>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreReport {
+    pub events: u64,
+    /// Position and hash of the last event restored (None: no event).
+    pub head: Option<(u64, String)>,
+    pub access: u64,
+    pub access_head: String,
+    pub keys: u64,
+    /// Keys of the copy left out: patients forgotten in the backup, or not in the restored prefix.
+    pub keys_left_out: u64,
+}
+
+/// Restores the backup in `dir`, which `verify` has just checked (its report), into `target`.
+pub async fn restore(
+    dir: &Path,
+    verified: &BackupReport,
+    target: &RestoreTarget,
+    options: RestoreOptions<'_>,
+) -> Result<RestoreReport, BackupError> {
+    let manifest = &verified.manifest;
+    if let Cut::Position(p) = options.cut {
+        if p >= manifest.events.next {
+            return Err(BackupError::Refused(format!(
+                "--at-position {p}: the backup holds events 0..{} only",
+                manifest.events.next
+            )));
+        }
+    }
+    let keys = read_keys(dir, manifest)?;
+    if let (Some(check), Some((patient, record, _))) = (options.check_key, keys.first()) {
+        check(*patient, record).map_err(BackupError::Refused)?;
+    }
+    let (events_held, access_held) = (target.events.committed(), target.access.committed());
+    if !options.resume && (events_held > 0 || access_held > 0 || !target.keys.entries().await?.is_empty()) {
+        return Err(BackupError::Refused(format!(
+            "the target is not empty ({events_held} events, {access_held} access records); restore only into an empty store"
+        )));
+    }
+
+    // Events.
+    let mut patients = HashSet::new();
+    let mut batch: Vec<StreamAppend> = Vec::new();
+    let (mut in_batch, mut restored, mut head, mut cut_time) = (0usize, 0u64, None, None);
+    let mut lines = Lines::new(dir, &manifest.events);
+    while let Some((position, bytes)) = lines.next_line()? {
+        let line: EventLine = serde_json::from_slice(&bytes)
+            .map_err(|e| BackupError::damaged("an event segment", Some(position), e.to_string()))?;
+        let past = match options.cut {
+            Cut::Head => false,
+            Cut::Position(p) => position > p,
+            Cut::Time(t) => line.recorded_at > t,
+        };
+        if past {
+            break;
+        }
+        if let Some(forlop_domain::StreamRef::Patient(p)) = forlop_domain::StreamRef::parse(&line.stream) {
+            patients.insert(p);
+        }
+        head = Some((position, line.hash.clone()));
+        cut_time = Some(line.recorded_at);
+        restored += 1;
+        if position < events_held {
+            continue; // written by the interrupted run; checked against the chain below
+        }
+        push(&mut batch, &line.stream, line.to_new_event());
+        in_batch += 1;
+        if in_batch == BATCH {
+            target.events.append_all(std::mem::take(&mut batch)).await?;
+            in_batch = 0;
+        }
+    }
+    if !batch.is_empty() {
+        target.events.append_all(batch).await?;
+    }
+    if events_held > restored {
+        return Err(BackupError::Refused(format!(
+            "the target holds {events_held} events, more than the {restored} this restore ends with"
+        )));
+    }
+    check_event_head(target, head.as_ref()).await?;
+
+    // Access records, up to the moment the events end (all of them for a whole restore).
+    let access_cut = match options.cut {
+        Cut::Head => None,
+        Cut::Position(_) => Some(cut_time.unwrap_or(DateTime::<Utc>::MIN_UTC)),
+        Cut::Time(t) => Some(t),
+    };
+    let (mut access_restored, mut access_head) = (0u64, forlop_store::to_hex(&forlop_store::GENESIS_HASH));
+    let mut records: Vec<AccessRecord> = Vec::new();
+    let mut lines = Lines::new(dir, &manifest.access);
+    while let Some((position, bytes)) = lines.next_line()? {
+        let line: AccessLine = serde_json::from_slice(&bytes)
+            .map_err(|e| BackupError::damaged("an access segment", Some(position), e.to_string()))?;
+        if access_cut.is_some_and(|t| line.record.at > t) {
+            break;
+        }
+        access_restored += 1;
+        access_head = line.hash;
+        if position < access_held {
+            continue;
+        }
+        records.push(line.record);
+        if records.len() == 1024 {
+            target.access.append(std::mem::take(&mut records)).await?;
+        }
+    }
+    if !records.is_empty() {
+        target.access.append(records).await?;
+    }
+    if access_held > access_restored || forlop_store::to_hex(&target.access.head_hash()) != access_head {
+        return Err(BackupError::Refused(
+            "the target's access log does not end where the backup's does at this point; it holds another store's records"
+                .into(),
+        ));
+    }
+
+    // Keys: as last copied, minus the forgotten and those of patients after the cut.
+    let forgotten: BTreeSet<Uuid> = manifest.forgotten.iter().copied().collect();
+    let total = keys.len() as u64;
+    let kept: Vec<KeyEntry> =
+        keys.into_iter().filter(|(p, _, _)| patients.contains(p) && !forgotten.contains(p)).collect();
+    let kept_count = kept.len() as u64;
+    let generation = target.keys.generation().await?;
+    target.keys.replace_all_at(generation, kept).await?;
+
+    // The target, checked as `forlop verify` would.
+    let verified = target.events.verify().await?;
+    if verified.events != restored {
+        return Err(BackupError::Refused(format!(
+            "the target verifies with {} events, not {restored}",
+            verified.events
+        )));
+    }
+    let access = target.access.verify().await?;
+    if access.records != access_restored {
+        return Err(BackupError::Refused(format!(
+            "the target's access log verifies with {} records, not {access_restored}",
+            access.records
+        )));
+    }
+    Ok(RestoreReport {
+        events: restored,
+        head,
+        access: access_restored,
+        access_head,
+        keys: kept_count,
+        keys_left_out: total - kept_count,
+    })
+}
+
+/// Adds an event to the batch, to the last part when it is of the same stream.
+fn push(batch: &mut Vec<StreamAppend>, stream: &str, event: NewEvent) {
+    match batch.last_mut() {
+        Some(part) if part.stream == stream => part.events.push(event),
+        _ => {
+            batch.push(StreamAppend { stream: stream.to_owned(), expected: ExpectedVersion::Any, events: vec![event] })
+        }
+    }
+}
+
+async fn check_event_head(target: &RestoreTarget, head: Option<&(u64, String)>) -> Result<(), BackupError> {
+    let held = target.events.committed();
+    let found = match held.checked_sub(1) {
+        None => None,
+        Some(last) => {
+            target.events.read_all(last, 1).await?.first().map(|e| (e.position, forlop_store::to_hex(&e.hash)))
+        }
+    };
+    if found.as_ref() != head {
+        return Err(BackupError::Refused(
+            "the target's log does not end where the backup's does at this point; it holds another log's events".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The lines of one chain's segments, in order, each with its position (a verified backup).
+struct Lines<'a> {
+    dir: &'a Path,
+    chain: &'a Chain,
+    segment: usize,
+    reader: Option<(std::io::BufReader<std::io::Take<std::fs::File>>, u64, u64)>,
+}
+
+impl<'a> Lines<'a> {
+    fn new(dir: &'a Path, chain: &'a Chain) -> Lines<'a> {
+        Lines { dir, chain, segment: 0, reader: None }
+    }
+
+    fn next_line(&mut self) -> Result<Option<(u64, Vec<u8>)>, BackupError> {
+        loop {
+            if let Some((reader, position, end)) = &mut self.reader {
+                if *position < *end {
+                    let mut line = Vec::new();
+                    reader.read_until(b'\n', &mut line).map_err(|e| BackupError::io(self.dir, e))?;
+                    line.pop();
+                    *position += 1;
+                    return Ok(Some((*position - 1, line)));
+                }
+            }
+            let Some(segment) = self.chain.segments.get(self.segment) else { return Ok(None) };
+            self.segment += 1;
+            let path = self.dir.join(&segment.file);
+            let file = std::fs::File::open(&path).map_err(|e| BackupError::io(&path, e))?;
+            let reader = std::io::BufReader::with_capacity(1 << 20, std::io::Read::take(file, segment.bytes));
+            self.reader = Some((reader, segment.first, segment.first + segment.count));
+        }
+    }
+}
