@@ -162,6 +162,10 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<i32> {
             return Ok(1);
         }
     };
+    if let Err(e) = forlop_backup::check_master_key(&args.from, &verified, &check) {
+        eprintln!("forlop restore: refused: {e}; nothing was written");
+        return Ok(1);
+    }
     let (target, data) = match (&args.to, &args.to_store) {
         (Some(dir), _) => match sled_target(dir)? {
             Some(t) => (t, Some(dir.clone())),

@@ -5,6 +5,7 @@
 
 mod access;
 mod analytics;
+mod backup;
 mod cli;
 mod contract;
 mod crash;

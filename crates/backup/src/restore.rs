@@ -85,8 +85,8 @@ pub async fn restore(
         }
     }
     let keys = read_keys(dir, manifest)?;
-    if let (Some(check), Some((patient, record, _))) = (options.check_key, keys.first()) {
-        check(*patient, record).map_err(BackupError::Refused)?;
+    if let Some(check) = options.check_key {
+        check_key(&keys, check)?;
     }
     let (events_held, access_held) = (target.events.committed(), target.access.committed());
     if !options.resume && (events_held > 0 || access_held > 0 || !target.keys.entries().await?.is_empty()) {
@@ -125,6 +125,8 @@ pub async fn restore(
         if in_batch == BATCH {
             target.events.append_all(std::mem::take(&mut batch)).await?;
             in_batch = 0;
+            #[cfg(debug_assertions)]
+            forlop_store::faults::restore_may_abort(restored - events_held);
         }
     }
     if !batch.is_empty() {
@@ -204,6 +206,19 @@ pub async fn restore(
         keys: kept_count,
         keys_left_out: total - kept_count,
     })
+}
+
+/// Checks the master key against the backup's key copy (`check` on one of its records), so a
+/// restore can be refused before its target is created.
+pub fn check_master_key(dir: &Path, verified: &BackupReport, check: &KeyCheck<'_>) -> Result<(), BackupError> {
+    check_key(&read_keys(dir, &verified.manifest)?, check)
+}
+
+fn check_key(keys: &[KeyEntry], check: &KeyCheck<'_>) -> Result<(), BackupError> {
+    match keys.first() {
+        Some((patient, record, _)) => check(*patient, record).map_err(BackupError::Refused),
+        None => Ok(()),
+    }
 }
 
 /// Adds an event to the batch, to the last part when it is of the same stream.

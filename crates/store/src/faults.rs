@@ -8,6 +8,7 @@
 //! - `FORLOP_FAULT_ACCESS_SYNC_FAIL_AT=N`: the access log's fsync fails, 300 ms after it was
 //!   asked for, for a group that would reach record N (after the frames were written, as a real
 //!   failed fsync leaves them).
+//! - `FORLOP_FAULT_RESTORE_ABORT_AFTER=N`: `forlop restore` aborts once it has appended N events.
 
 /// The position a test set in the environment variable `name`, if any.
 fn fault_at(name: &str) -> Option<u64> {
@@ -35,4 +36,13 @@ pub fn flush_should_fail(end: u64) -> bool {
 /// True if the access log's fsync of a group ending at record `end` (exclusive) should fail.
 pub fn access_sync_should_fail(end: u64) -> bool {
     fault_at("FORLOP_FAULT_ACCESS_SYNC_FAIL_AT").is_some_and(|at| end > at)
+}
+
+/// Aborts the process (as a kill -9 would end it: nothing cleaned up) once a restore has
+/// appended at least N events (`FORLOP_FAULT_RESTORE_ABORT_AFTER=N`).
+pub fn restore_may_abort(appended: u64) {
+    if fault_at("FORLOP_FAULT_RESTORE_ABORT_AFTER").is_some_and(|at| appended >= at) {
+        eprintln!("injected fault: restore aborted after {appended} events");
+        std::process::abort();
+    }
 }
