@@ -531,3 +531,62 @@ async fn a_full_backup_target_degrades_health_and_the_backup_catches_up_when_it_
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(export(&restored), export(&data));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_restore_drill_on_postgresql_gives_back_the_same_log_access_log_and_keys() {
+    let pg =
+        forlop_store::pg_cluster::TestCluster::start(Path::new(env!("CARGO_TARGET_TMPDIR"))).expect("start PostgreSQL");
+    let url = pg.url("postgres");
+    let root = tempfile::tempdir().expect("tempdir");
+    let (data, backup, one_shot) = (root.path().join("node"), root.path().join("backup"), root.path().join("one-shot"));
+    let s = Server::start_in(&data, &["--store", &url, "--backup-dir", path(&backup)]).await;
+    let r = Reference::register(&s).await;
+    let p = id();
+    s.record("registerPatient", json!({ "patientId": p, "birthYear": 1956, "gender": "FEMALE", "nationalId": NID }))
+        .await;
+    let e = id();
+    s.record(
+        "startEpisode",
+        json!({ "patientId": p, "episodeId": e, "serviceId": r.rph, "startedAt": "2016-01-11T09:00:00Z" }),
+    )
+    .await;
+    let last = s.record("recordSession", session(p, e, r.a, "2016-01-12T10:00:00Z")).await;
+    assert_eq!(s.patient(p, "nationalId").await["nationalId"], NID);
+    // A one-shot backup while the node runs: the log is append-only, so it is consistent.
+    let out = run_ok(&["backup", "--store", &url, "--to", path(&one_shot)]);
+    assert!(stderr(&out).contains(&format!("backed up {} new events", last.position + 1)), "{}", stderr(&out));
+    assert_eq!(s.stop().code(), Some(0));
+    run_ok(&["backup", "verify", path(&one_shot)]);
+
+    // An empty database beside the lost one, restored from the continuous backup.
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    client.batch_execute("CREATE DATABASE restored").await.expect("create database");
+    let restored_url = pg.url("restored");
+    let out = run_cli(&[
+        "restore",
+        "--from",
+        path(&backup),
+        "--to-store",
+        &restored_url,
+        "--key-file",
+        path(&data.join("test-master.key")),
+    ]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let export_of = |u: &str| stdout(&run_ok(&["export", "--store", u]));
+    assert_eq!(export_of(&restored_url), export_of(&url));
+    let verified = stdout(&run_ok(&["verify", "--store", &restored_url]));
+    let original = stdout(&run_ok(&["verify", "--store", &url]));
+    assert_eq!(verified, original, "both chains' heads");
+    // A restore into a database that holds a log: refused.
+    let out = run_cli(&["restore", "--from", path(&one_shot), "--to-store", &restored_url]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
+
+    // A node on the restored database opens the national id with the same master key.
+    let node = root.path().join("restored-node");
+    share_keys(&data, &node);
+    let s = Server::start_in(&node, &["--store", &restored_url]).await;
+    assert_eq!(s.patient(p, "nationalId").await["nationalId"], NID);
+    assert_eq!(s.stop().code(), Some(0));
+}
