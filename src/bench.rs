@@ -172,7 +172,7 @@ pub(crate) async fn concurrent_appends(store: Arc<dyn EventStore>, events: usize
     Ok(eps(per_writer * WRITERS, started.elapsed()))
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
 }
@@ -638,6 +638,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         forlop_vault::MasterKey::generate(),
         forlop_engine::Settings::default(),
     )?;
+    // What the continuous backup reads, as `serve --backup-dir` hands it over.
+    let backup_sources = forlop_backup::Sources {
+        events: store.clone(),
+        access: parts.access_log.clone(),
+        keys: parts.vault.key_table(),
+    };
     let http = forlop_api::HttpSettings {
         auth: forlop_api::Authenticator::Jwt(verifier),
         allowed_origins: Vec::new(),
@@ -687,9 +693,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         engine.take_max_stall();
         let (mutation_p99_reports, under_reports) =
             mutations(addr, &token, largest, REPORT_CLIENTS).await.context("mutation benchmark under reports")?;
+        eprintln!("bench: continuous backup: its first copy of the log, then {WRITERS} writers with it running ...");
+        let backup_dir = tempdir(&args)?;
+        let backup = forlop_backup::continuous::ContinuousBackup::start(backup_dir.path().to_owned(), backup_sources)?;
+        let first_copy_s = crate::bench_backup::until_caught_up(&backup.status(), &*store).await?;
+        let (with_backup, backup_lag_p99) =
+            crate::bench_backup::lag_during(backup.status(), store.clone(), mutations(addr, &token, largest, 0))
+                .await
+                .context("mutation benchmark with the backup running")?;
+        let (mutation_p99_backup, with_backup) = with_backup;
+        tokio::task::spawn_blocking(move || backup.stop()).await?;
         // The restarted server holds the seeded patients and those the writers registered, one
         // event each.
-        let registered = warm_up + alone + under_reports;
+        let registered = warm_up + alone + under_reports + with_backup;
         let patients = args.patients + registered;
         let max_stall_ms = engine.take_max_stall().as_secs_f64() * 1000.0;
         drop(engine);
@@ -717,6 +733,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         db.unlock()?;
         drop(db);
+        eprintln!(
+            "bench: restoring the backup of all {} events into a new data directory ...",
+            seeded as usize + registered
+        );
+        let restore_dir = tempdir(&args)?;
+        let restore_eps = crate::bench_backup::restore_eps(backup_dir.path(), restore_dir.path()).await?;
+        drop((restore_dir, backup_dir));
         eprintln!("bench: restart from the checkpoint: `forlop serve` until /readyz answers 200 ...");
         let (restart_s, resident) = restart_to_ready(dir.path()).await.context("restart benchmark")?;
         let model_bytes_per_patient = resident as f64 / patients.max(1) as f64;
@@ -743,6 +766,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             ),
         ));
         rows.push((
+            "mutation_p99_ms_with_backup",
+            mutation_p99_backup,
+            format!("the writers alone with the continuous backup running (its first copy took {first_copy_s:.1} s)"),
+        ));
+        rows.push((
+            "backup_lag_p99_ms",
+            backup_lag_p99,
+            "from an event's commit until the backup's manifest counts it, under those writers".into(),
+        ));
+        rows.push((
+            "restore_eps",
+            restore_eps,
+            "forlop restore of the whole backup: verify it, append every event, verify the store".into(),
+        ));
+        rows.push((
             "max_projection_stall_ms",
             max_stall_ms,
             "longest wait of an event between reaching the projector and being readable, under that load".into(),
@@ -764,6 +802,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "read_model_bytes_per_patient",
             model_bytes_per_patient,
             format!("resident memory of that ready server (read model, caches, runtime) per patient, of {patients}"),
+        ));
+        ratios.push(format!(
+            "mutation_p99_with_backup/mutation_p99 = {:.2} (target <= 1.1)",
+            mutation_p99_backup / mutation_p99
         ));
         ratios.push(format!(
             "mutation_p99_under_reports/mutation_p99 = {:.2} (target <= 3), max_projection_stall_ms = {:.2} (target <= 5)",

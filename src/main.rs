@@ -3,6 +3,7 @@
 mod backend;
 mod backups;
 mod bench;
+mod bench_backup;
 mod bench_fhir;
 mod bench_pg;
 mod cli;

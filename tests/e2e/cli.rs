@@ -299,6 +299,9 @@ fn given_small_sizes_when_benchmarking_then_every_figure_is_positive() {
         "alerts_p99_ms",
         "fhir_import_rps",
         "fhir_import_peak_rss_mb",
+        "mutation_p99_ms_with_backup",
+        "backup_lag_p99_ms",
+        "restore_eps",
     ] {
         let v = figures[k].as_f64().unwrap_or_else(|| panic!("{k} is not a number in {figures}"));
         assert!(v.is_finite() && v > 0.0, "{k} = {v}");

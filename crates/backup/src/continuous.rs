@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking::Status;
+use status::Status;
 
 use crate::{BackupWriter, Sources};
 
@@ -20,16 +20,27 @@ const ACCESS_POLL: Duration = Duration::from_millis(500);
 /// Longest wait before retrying a failing target.
 const MOST_BACKOFF: Duration = Duration::from_secs(10);
 
-mod parking {
+mod status {
     use std::sync::Mutex;
 
-    /// What `/healthz` reads: why the backup is failing, None while it keeps up.
+    /// What `/healthz` reads: why the backup is failing, None while it keeps up; and how far
+    /// it has come.
     #[derive(Default, Debug)]
     pub struct Status {
         failure: Mutex<Option<String>>,
+        events_next: std::sync::atomic::AtomicU64,
     }
 
     impl Status {
+        /// Events backed up (the next position the backup will copy).
+        pub fn events_next(&self) -> u64 {
+            self.events_next.load(std::sync::atomic::Ordering::Acquire)
+        }
+
+        pub(super) fn advance(&self, next: u64) {
+            self.events_next.store(next, std::sync::atomic::Ordering::Release);
+        }
+
         pub fn failure(&self) -> Option<String> {
             self.failure.lock().unwrap_or_else(|e| e.into_inner()).clone()
         }
@@ -40,7 +51,7 @@ mod parking {
     }
 }
 
-pub use parking::Status as BackupStatus;
+pub use status::Status as BackupStatus;
 
 /// The running continuous backup; `stop` brings it up to the head once more and ends it.
 pub struct ContinuousBackup {
@@ -99,6 +110,7 @@ async fn run(dir: PathBuf, sources: Sources, status: Arc<Status>, stop: Arc<toki
                     tracing::info!(dir = %dir.display(), "the backup target works again; the backup resumed");
                 }
                 status.set(None);
+                status.advance(report.events_next);
                 let lag = sources.events.committed().saturating_sub(report.events_next);
                 metrics::gauge!("forlop_backup_position").set(report.events_next as f64);
                 metrics::gauge!("forlop_backup_lag_events").set(lag as f64);
