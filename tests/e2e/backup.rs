@@ -590,3 +590,40 @@ async fn the_restore_drill_on_postgresql_gives_back_the_same_log_access_log_and_
     assert_eq!(s.patient(p, "nationalId").await["nationalId"], NID);
     assert_eq!(s.stop().code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresqls_own_route_base_backup_and_wal_to_a_time_then_forlop_verify() {
+    let pg = forlop_store::pg_cluster::TestCluster::start_archiving(Path::new(env!("CARGO_TARGET_TMPDIR")))
+        .expect("start an archiving PostgreSQL");
+    let url = pg.url("postgres");
+    let base = pg.base_backup().expect("pg_basebackup");
+    let s = Server::start_with(&["--store", &url]).await;
+    let r = Reference::register(&s).await;
+    let (p, e) = patient_in_episode(&s, &r).await;
+    let before = s.record("recordSession", session(p, e, r.a, "2016-01-12T10:00:00Z")).await;
+    // The recovery target: after every commit so far, before the next.
+    tokio::time::sleep(Duration::from_millis(20)).await; // distinct commit timestamps, not synchronisation
+    let target = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.6f+00").to_string();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    s.record("recordSession", session(p, e, r.a, "2016-01-13T10:00:00Z")).await;
+    s.record("recordSession", session(p, e, r.a, "2016-01-14T10:00:00Z")).await;
+    let full = stdout(&run_ok(&["export", "--store", &url]));
+    assert_eq!(s.stop().code(), Some(0));
+    // Every WAL segment with those commits archived.
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    let row = client.query_one("SELECT pg_walfile_name(pg_switch_wal())", &[]).await.expect("switch WAL");
+    let segment: String = row.get(0);
+    let deadline = Instant::now() + TIMEOUT;
+    while !pg.archive_dir().join(&segment).exists() {
+        assert!(Instant::now() < deadline, "WAL segment {segment} was never archived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let recovered = pg.recover_to(base.path(), &target).expect("recover to the target time");
+    let recovered_url = recovered.url("postgres");
+    let verified = stdout(&run_ok(&["verify", "--store", &recovered_url]));
+    assert!(verified.contains(&format!("ok: {} events", before.position + 1)), "{verified}");
+    let prefix: Vec<&str> = full.lines().take(before.position as usize + 1).collect();
+    assert_eq!(stdout(&run_ok(&["export", "--store", &recovered_url])), prefix.join("\n") + "\n");
+}

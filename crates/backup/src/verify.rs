@@ -96,6 +96,17 @@ pub(crate) fn read_keys(
     manifest: &Manifest,
 ) -> Result<Vec<forlop_store::key_table::KeyEntry>, BackupError> {
     let Some(snapshot) = &manifest.keys else { return Ok(Vec::new()) };
+    // Only a file of the backup's own `keys/` folder, as the writer names them.
+    let name_ok = snapshot.file.strip_prefix("keys/").is_some_and(|n| {
+        n.len() == 45 && n.ends_with(".bin") && n[..41].bytes().all(|b| b.is_ascii_digit() || b == b'-')
+    });
+    if !name_ok {
+        return Err(BackupError::damaged(
+            crate::manifest::MANIFEST,
+            None,
+            format!("names a key copy outside the backup: {:?}", snapshot.file),
+        ));
+    }
     let path = dir.join(&snapshot.file);
     let bytes = std::fs::read(&path).map_err(|e| BackupError::io(&path, e))?;
     if hex::encode(Sha256::digest(&bytes)) != snapshot.sha256 {

@@ -164,6 +164,11 @@ fn make_certificates(dir: &Path, data: &Path) -> io::Result<PathBuf> {
     Ok(tls.join("ca.crt"))
 }
 
+fn append(path: &Path, text: &str) -> io::Result<()> {
+    use std::io::Write;
+    std::fs::OpenOptions::new().create(true).append(true).open(path)?.write_all(text.as_bytes())
+}
+
 fn free_port() -> io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -182,7 +187,74 @@ impl TestCluster {
         Ok((cluster, ca.expect("a CA when TLS is asked for")))
     }
 
+    /// A cluster that archives every finished WAL segment into `archive_dir()` (`wal_level`
+    /// replica, `archive_mode` on), for base-backup and point-in-time recovery drills.
+    pub fn start_archiving(cache: &Path) -> io::Result<TestCluster> {
+        Self::start_with(cache, false, true).map(|(cluster, _)| cluster)
+    }
+
+    /// Where an archiving cluster puts its WAL segments.
+    pub fn archive_dir(&self) -> PathBuf {
+        self._dir.path().join("archive")
+    }
+
+    /// `pg_basebackup` of the running cluster (WAL streamed alongside) into a new directory.
+    pub fn base_backup(&self) -> io::Result<tempfile::TempDir> {
+        let dir = tempfile::Builder::new().prefix("forlop-pg-base-").tempdir()?;
+        chown_to_postgres(self.root, dir.path())?;
+        let base = dir.path().join("base");
+        let base_arg = base.to_str().ok_or_else(|| other("non-UTF-8 path".into()))?;
+        let port = self.port.to_string();
+        run(
+            self.root,
+            &self.bin.join("pg_basebackup"),
+            &["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-D", base_arg, "-X", "stream", "--no-sync"],
+        )?;
+        Ok(dir)
+    }
+
+    /// A new cluster recovered from `base` (a `base_backup` of this one) with this cluster's WAL
+    /// archive, to `recovery_target_time` (PostgreSQL's syntax: `2026-03-01 12:00:00.5+00`), then
+    /// promoted. No connection is accepted before the promotion (`hot_standby` off), so the
+    /// cluster is writable once this returns.
+    pub fn recover_to(&self, base: &Path, target_time: &str) -> io::Result<TestCluster> {
+        let dir = tempfile::Builder::new().prefix("forlop-pg-").tempdir()?;
+        let data = dir.path().join("data");
+        let status = Command::new("cp").arg("-a").arg(base.join("base")).arg(&data).status()?;
+        if !status.success() {
+            return Err(other(format!("copying {} failed", base.display())));
+        }
+        let archive = self.archive_dir();
+        let archive = archive.to_str().ok_or_else(|| other("non-UTF-8 path".into()))?;
+        let settings = format!(
+            "restore_command = 'cp {archive}/%f %p'\nrecovery_target_time = '{target_time}'\n\
+             recovery_target_action = 'promote'\narchive_mode = off\nhot_standby = off\n"
+        );
+        append(&data.join("postgresql.auto.conf"), &settings)?;
+        std::fs::write(data.join("recovery.signal"), "")?;
+        chown_to_postgres(self.root, dir.path())?;
+        let mut cluster =
+            TestCluster { bin: self.bin.clone(), data, port: 0, root: self.root, settings: String::new(), _dir: dir };
+        cluster.start_on_a_free_port()?;
+        // pg_ctl returns once the server runs, in recovery: wait for the promotion.
+        let port = cluster.port.to_string();
+        let promoted =
+            ["-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-tAc", "SELECT 1 / (NOT pg_is_in_recovery())::int"];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while let Err(e) = run(self.root, &self.bin.join("psql"), &promoted) {
+            if std::time::Instant::now() > deadline {
+                return Err(other(format!("the recovered cluster was not promoted within 60 s: {e}")));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Ok(cluster)
+    }
+
     fn start_configured(cache: &Path, tls: bool) -> io::Result<(TestCluster, Option<PathBuf>)> {
+        Self::start_with(cache, tls, false)
+    }
+
+    fn start_with(cache: &Path, tls: bool, archiving: bool) -> io::Result<(TestCluster, Option<PathBuf>)> {
         let root = is_root();
         let bin = ensure_server(root)?;
         let version = bin.parent().and_then(|p| p.file_name()).and_then(|n| n.to_str()).unwrap_or("pg").to_owned();
@@ -215,18 +287,35 @@ impl TestCluster {
             let data = data.to_str().ok_or_else(|| other("non-UTF-8 path".into()))?;
             settings = format!(" -c ssl=on -c ssl_cert_file={data}/server.crt -c ssl_key_file={data}/server.key");
         }
+        if archiving {
+            let archive = dir.path().join("archive");
+            std::fs::create_dir_all(&archive)?;
+            let archive = archive.to_str().ok_or_else(|| other("non-UTF-8 path".into()))?;
+            let conf = format!(
+                "wal_level = replica\narchive_mode = on\narchive_command = 'test ! -f {archive}/%f && cp %p {archive}/%f'\n"
+            );
+            append(&data.join("postgresql.auto.conf"), &conf)?;
+        }
         chown_to_postgres(root, dir.path())?;
         let mut cluster = TestCluster { bin, data, port: 0, root, settings, _dir: dir };
-        // A free port can be taken between choosing and binding it: try a few.
+        cluster.start_on_a_free_port()?;
+        Ok((cluster, ca))
+    }
+
+    /// A free port can be taken between choosing and binding it: tries a few.
+    fn start_on_a_free_port(&mut self) -> io::Result<()> {
         let mut last = None;
         for _ in 0..5 {
-            cluster.port = free_port()?;
-            match cluster.pg_ctl_start() {
-                Ok(()) => return Ok((cluster, ca)),
+            self.port = free_port()?;
+            match self.pg_ctl_start() {
+                Ok(()) => return Ok(()),
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| other("postgres did not start".into())))
+        let log = std::fs::read_to_string(self.data.join("server.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(12).collect::<Vec<_>>().into_iter().rev().collect();
+        let error = last.map_or_else(|| "postgres did not start".to_owned(), |e| e.to_string());
+        Err(other(format!("{error}\nserver.log:\n{}", tail.join("\n"))))
     }
 
     fn pg_ctl_start(&self) -> io::Result<()> {
