@@ -95,43 +95,30 @@ pub async fn restore(
         )));
     }
 
-    // Events.
-    let mut patients = HashSet::new();
-    let mut batch: Vec<StreamAppend> = Vec::new();
-    let (mut in_batch, mut restored, mut head, mut cut_time) = (0usize, 0u64, None, None);
-    let mut lines = Lines::new(dir, &manifest.events);
-    while let Some((position, bytes)) = lines.next_line()? {
-        let line: EventLine = serde_json::from_slice(&bytes)
-            .map_err(|e| BackupError::damaged("an event segment", Some(position), e.to_string()))?;
-        let past = match options.cut {
-            Cut::Head => false,
-            Cut::Position(p) => position > p,
-            Cut::Time(t) => line.recorded_at > t,
-        };
-        if past {
-            break;
+    // Events: read and parsed on a thread of their own, a few batches ahead of the appends.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Batch, BackupError>>(4);
+    let reader = {
+        let (dir, chain, cut) = (dir.to_owned(), manifest.events.clone(), options.cut);
+        std::thread::Builder::new()
+            .name("forlop-restore-read".into())
+            .spawn(move || read_events(&dir, &chain, cut, events_held, &tx))
+            .map_err(|e| BackupError::io(Path::new("a restore thread"), e))?
+    };
+    let (mut patients, mut restored, mut head, mut cut_time) = (HashSet::new(), 0u64, None, None);
+    while let Some(batch) = rx.recv().await {
+        let batch = batch?;
+        patients.extend(batch.patients);
+        restored += batch.lines;
+        if batch.head.is_some() {
+            (head, cut_time) = (batch.head, batch.last_at);
         }
-        if let Some(forlop_domain::StreamRef::Patient(p)) = forlop_domain::StreamRef::parse(&line.stream) {
-            patients.insert(p);
-        }
-        head = Some((position, line.hash.clone()));
-        cut_time = Some(line.recorded_at);
-        restored += 1;
-        if position < events_held {
-            continue; // written by the interrupted run; checked against the chain below
-        }
-        push(&mut batch, &line.stream, line.to_new_event());
-        in_batch += 1;
-        if in_batch == BATCH {
-            target.events.append_all(std::mem::take(&mut batch)).await?;
-            in_batch = 0;
+        if !batch.parts.is_empty() {
+            target.events.append_all(batch.parts).await?;
             #[cfg(debug_assertions)]
             forlop_store::faults::restore_may_abort(restored - events_held);
         }
     }
-    if !batch.is_empty() {
-        target.events.append_all(batch).await?;
-    }
+    let _ = reader.join();
     if events_held > restored {
         return Err(BackupError::Refused(format!(
             "the target holds {events_held} events, more than the {restored} this restore ends with"
@@ -219,6 +206,72 @@ fn check_key(keys: &[KeyEntry], check: &KeyCheck<'_>) -> Result<(), BackupError>
         Some((patient, record, _)) => check(*patient, record).map_err(BackupError::Refused),
         None => Ok(()),
     }
+}
+
+/// Up to `BATCH` events to append, and what the lines they came from tell.
+#[derive(Default)]
+struct Batch {
+    parts: Vec<StreamAppend>,
+    /// Lines read (including those the target already held).
+    lines: u64,
+    patients: Vec<Uuid>,
+    /// Position and hash of the last line, and its recording time.
+    head: Option<(u64, String)>,
+    last_at: Option<DateTime<Utc>>,
+}
+
+/// Reads the events up to `cut` into batches; lines below `held` are counted, not appended.
+fn read_events(
+    dir: &Path,
+    chain: &Chain,
+    cut: Cut,
+    held: u64,
+    tx: &tokio::sync::mpsc::Sender<Result<Batch, BackupError>>,
+) {
+    let mut lines = Lines::new(dir, chain);
+    let (mut batch, mut in_batch) = (Batch::default(), 0usize);
+    loop {
+        let next = match lines.next_line() {
+            Ok(next) => next,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        };
+        let Some((position, bytes)) = next else { break };
+        let line: EventLine = match serde_json::from_slice(&bytes) {
+            Ok(line) => line,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(BackupError::damaged("an event segment", Some(position), e.to_string())));
+                return;
+            }
+        };
+        let past = match cut {
+            Cut::Head => false,
+            Cut::Position(p) => position > p,
+            Cut::Time(t) => line.recorded_at > t,
+        };
+        if past {
+            break;
+        }
+        if let Some(forlop_domain::StreamRef::Patient(p)) = forlop_domain::StreamRef::parse(&line.stream) {
+            batch.patients.push(p);
+        }
+        batch.lines += 1;
+        batch.last_at = Some(line.recorded_at);
+        if position >= held {
+            push(&mut batch.parts, &line.stream, line.to_new_event());
+            in_batch += 1;
+        }
+        batch.head = Some((position, line.hash));
+        if in_batch == BATCH {
+            if tx.blocking_send(Ok(std::mem::take(&mut batch))).is_err() {
+                return;
+            }
+            in_batch = 0;
+        }
+    }
+    let _ = tx.blocking_send(Ok(batch));
 }
 
 /// Adds an event to the batch, to the last part when it is of the same stream.
