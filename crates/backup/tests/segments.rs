@@ -7,7 +7,7 @@ use std::sync::Arc;
 use forlop_backup::{BackupWriter, Cut, RestoreOptions, RestoreTarget, Sources, SEGMENT_LINES};
 use forlop_store::access_log::FileAccessLog;
 use forlop_store::key_table::KeyTable;
-use forlop_store::{EventStore, ExpectedVersion, Metadata, NewEvent, SledOptions, SledStore, StreamAppend};
+use forlop_store::{ExpectedVersion, Metadata, NewEvent, SledOptions, SledStore, StreamAppend};
 
 fn stores(dir: &std::path::Path) -> Sources {
     Sources {
