@@ -56,7 +56,11 @@ fn engine_status(e: &EngineError) -> (StatusCode, &'static str) {
 }
 
 /// The adapter and the caller, or the response that refuses the request.
-async fn begin(state: &AppState, headers: &HeaderMap, operation: &'static str) -> Result<(Fhir, Caller), Box<Response>> {
+async fn begin(
+    state: &AppState,
+    headers: &HeaderMap,
+    operation: &'static str,
+) -> Result<(Fhir, Caller), Box<Response>> {
     let Some(fhir) = state.fhir.clone() else {
         return Err(Box::new(outcome(
             StatusCode::NOT_FOUND,

@@ -51,10 +51,7 @@ impl Authenticator {
     /// under `--auth off`): what outlives the request, a WebSocket or a long upload, ends then.
     /// A token naming a key the identity provider published since the set was last fetched
     /// waits (a few seconds at most) for the set to be fetched again.
-    async fn authenticate_until(
-        &self,
-        authorization: Option<&str>,
-    ) -> Result<(Principal, Option<SystemTime>), String> {
+    async fn authenticate_until(&self, authorization: Option<&str>) -> Result<(Principal, Option<SystemTime>), String> {
         match self {
             Authenticator::Off => Ok((Principal::anonymous_admin(), None)),
             Authenticator::Jwt(verifier) => {

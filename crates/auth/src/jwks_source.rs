@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use url::Url;
 use serde_json::Value;
 use tokio::sync::{watch, Notify};
+use url::Url;
 
 use crate::{AuthError, KeySource, Verifier, VerifierConfig};
 
@@ -363,7 +363,12 @@ impl Refresh {
 
 /// The refresh task: until the verifier is dropped, fetches when due or kicked, and replaces
 /// the set when a usable one arrives.
-async fn run(verifier: std::sync::Weak<crate::verifier::Inner>, refresh: Arc<Refresh>, source: JwksSource, first: Duration) {
+async fn run(
+    verifier: std::sync::Weak<crate::verifier::Inner>,
+    refresh: Arc<Refresh>,
+    source: JwksSource,
+    first: Duration,
+) {
     let mut next = first;
     let mut failures: u32 = 0;
     loop {
@@ -533,7 +538,9 @@ mod tests {
 
     #[test]
     fn only_https_or_loopback_http_is_accepted() {
-        for ok in ["https://helseid-sts.nhn.no", "http://127.0.0.1:8080/jwks", "http://[::1]/jwks", "http://localhost/x"] {
+        for ok in
+            ["https://helseid-sts.nhn.no", "http://127.0.0.1:8080/jwks", "http://[::1]/jwks", "http://localhost/x"]
+        {
             assert_eq!(check_url(ok), Ok(()), "{ok}");
         }
         for (bad, says) in [
