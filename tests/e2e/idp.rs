@@ -430,6 +430,9 @@ async fn given_a_private_ca_then_the_key_set_is_fetched_over_tls_and_without_the
     assert!(err.contains(&url) && err.contains("certificate") && err.contains("--idp-ca-file"), "says why: {err}");
 }
 
+/// What is refused: (what, flags, environment, what the refusal says).
+type RefusalCase<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a [&'a str]);
+
 #[test]
 fn given_plain_http_beyond_loopback_or_two_key_sources_then_start_is_refused_with_exit_2() {
     let dir = tempfile::tempdir().unwrap();
@@ -440,7 +443,7 @@ fn given_plain_http_beyond_loopback_or_two_key_sources_then_start_is_refused_wit
     let config = dir.path().join("forlop.toml");
     std::fs::write(&config, "jwks-url = \"http://example.org/jwks\"\n").unwrap();
     let base = ["--data", data.to_str().unwrap(), "--key-file", &key_file, "--issuer", ISSUER, "--audience", AUDIENCE];
-    let cases: Vec<(&str, Vec<&str>, Vec<(&str, &str)>, &[&str])> = vec![
+    let cases: Vec<RefusalCase> = vec![
         (
             "flag",
             vec!["--jwks-url", "http://example.org/jwks"],
