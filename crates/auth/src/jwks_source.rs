@@ -530,6 +530,50 @@ mod tests {
         assert_eq!(interval(Some(Duration::from_secs(600))), Duration::from_secs(600));
     }
 
+    #[tokio::test]
+    async fn tokens_with_unknown_kids_start_one_fetch_per_window_and_wait_for_the_one_running() {
+        let refresh = Arc::new(Refresh::default());
+        let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (task_refresh, task_fetches) = (refresh.clone(), fetches.clone());
+        // The refresh task's part: a kick, a fetch, done.
+        let task = tokio::spawn(async move {
+            loop {
+                task_refresh.kick.notified().await;
+                task_refresh.begin();
+                task_fetches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                task_refresh.finish();
+            }
+        });
+        // Many at once: one fetch, and every one of them sees it finish.
+        let waits = join_many(&refresh, 20).await;
+        assert!(waits.iter().all(|&w| w), "all waited for the fetch: {waits:?}");
+        assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Within the window: no fetch, no wait.
+        let started = Instant::now();
+        assert!(!refresh.refreshed_for_unknown_kid().await);
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // After it: one more.
+        refresh.state.lock().unwrap().last_for_unknown_kid = Some(Instant::now() - UNKNOWN_KID_WINDOW);
+        assert!(refresh.refreshed_for_unknown_kid().await);
+        assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 2);
+        task.abort();
+    }
+
+    async fn join_many(refresh: &Arc<Refresh>, n: usize) -> Vec<bool> {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let refresh = refresh.clone();
+            set.spawn(async move { refresh.refreshed_for_unknown_kid().await });
+        }
+        let mut out = Vec::new();
+        while let Some(done) = set.join_next().await {
+            out.push(done.unwrap());
+        }
+        out
+    }
+
     #[test]
     fn a_failing_provider_is_asked_less_and_less_often_down_to_hourly() {
         let seconds: Vec<u64> = (1..=8).map(|n| retry_after(n).as_secs()).collect();

@@ -680,6 +680,39 @@ mod tests {
     }
 
     #[test]
+    fn a_replaced_key_set_verifies_the_new_keys_and_no_longer_the_withdrawn_ones() {
+        use crate::testing::{claims, jwks, EcTestKey};
+        let (a, b) = (EcTestKey::generate("a"), EcTestKey::generate("b"));
+        let config = VerifierConfig {
+            issuer: "iss".into(),
+            audience: "aud".into(),
+            leeway_seconds: 30,
+            claims: ClaimNames::default(),
+        };
+        let v = Verifier::new(config, vec![KeySource::Jwks(jwks(&[a.jwk()]))]).unwrap();
+        let clone = v.clone();
+        let (by_a, by_b) = (a.sign(&claims("iss", "aud", "s", "admin")), b.sign(&claims("iss", "aud", "s", "admin")));
+        assert_eq!(v.verify(&by_a).unwrap().sub, "s");
+        assert!(matches!(v.verify(&by_b), Err(AuthError::UnknownKeyId)));
+
+        // Documents that are no usable set change nothing.
+        for bad in ["not json", "{\"keys\":[]}", "{\"keys\":[{\"kty\":\"oct\",\"kid\":\"x\"}]}"] {
+            assert!(matches!(v.replace_jwks(bad), Err(AuthError::KeyMaterial(_))), "{bad}");
+        }
+        assert_eq!(v.verify(&by_a).unwrap().sub, "s", "the set in use is kept");
+        let same = jwks(&[a.jwk()]);
+        assert_eq!(v.replace_jwks(&same), Ok(1));
+        assert_eq!(v.inner.jwks.load().generation, 0, "the same document is no new set");
+
+        assert_eq!(v.replace_jwks(&jwks(&[b.jwk()])), Ok(1));
+        assert_eq!(clone.verify(&by_b).unwrap().sub, "s", "every clone sees the new set");
+        assert!(
+            matches!(clone.verify(&by_a), Err(AuthError::UnknownKeyId)),
+            "a remembered token is verified again under the new set"
+        );
+    }
+
+    #[test]
     fn a_refused_token_is_not_remembered() {
         let v = verifier();
         let now = unix_now();
