@@ -336,7 +336,12 @@ async fn given_the_provider_is_down_at_restart_then_the_key_set_kept_on_disk_ver
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!((mode(&cache), mode(cache.parent().unwrap())), (0o600, 0o700), "kept for the service alone");
     assert_eq!(s.stop().code(), Some(0));
+    let port = url.rsplit(':').next().and_then(|p| p.split('/').next()).unwrap().to_owned();
     drop(idp);
+    eventually("the provider is down", || async {
+        tokio::net::TcpStream::connect(format!("127.0.0.1:{port}")).await.is_err()
+    })
+    .await;
 
     let s = Server::start_in(data.path(), &["--jwks-url", &url]).await;
     assert_eq!(status_with(&s, &token).await, 200, "the cached key verifies: {}", s.log_tail());
