@@ -159,7 +159,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             } else if args.auth == Some(crate::serve::AuthMode::Off) && args.listen().ip().is_loopback() {
                 crate::serve::dev_master_key(&mut args)?;
             }
-            let resolved = match crate::serve::resolve(&args) {
+            // Before anything is recorded: the key set fetched at start is counted.
+            let metrics = crate::serve::install_metrics();
+            let resolved = match crate::serve::resolve(&args).await {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("forlop serve: {e:#}");
@@ -232,7 +234,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 let status = b.status();
                 forlop_api::DegradedProbe(Arc::new(move || status.failure().into_iter().collect()))
             });
-            let http = crate::serve::http_settings(&args, resolved.auth, admin_token, degraded)?;
+            let http = crate::serve::http_settings(&args, resolved.auth, admin_token, metrics, degraded)?;
             // Kept to tell, after the server stops, whether it appended (see below).
             let log = store.clone();
             let app = forlop_api::Application::build(store, parts, http, listen).await?;

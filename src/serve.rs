@@ -57,9 +57,22 @@ pub struct ServeArgs {
     /// `jwt` (default) or `off`.
     #[arg(long, env = "FORLOP_AUTH", value_enum)]
     pub auth: Option<AuthMode>,
-    /// JSON Web Key Set file (RS256 and ES256 keys chosen by `kid`), as HelseID publishes.
+    /// JSON Web Key Set file (RS256 and ES256 keys chosen by `kid`), as HelseID publishes, for
+    /// closed networks; not with --oidc-issuer or --jwks-url.
     #[arg(long, env = "FORLOP_JWKS")]
     pub jwks: Option<PathBuf>,
+    /// The identity provider's issuer URL (`https://helseid-sts.nhn.no`): its OpenID discovery
+    /// document names the key set, fetched at start and kept current; its `issuer` is the
+    /// tokens' required `iss` unless --issuer is given.
+    #[arg(long, env = "FORLOP_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+    /// The identity provider's key set URL (its `jwks_uri`), fetched at start and kept current.
+    #[arg(long, env = "FORLOP_JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// PEM file of the CA that signs the identity provider's certificate; without it, the
+    /// system's trusted roots.
+    #[arg(long, env = "FORLOP_IDP_CA_FILE")]
+    pub idp_ca_file: Option<PathBuf>,
     /// File holding an HS256 secret (at least 32 bytes), for development.
     #[arg(long, env = "FORLOP_HS256_SECRET_FILE")]
     pub hs256_secret_file: Option<PathBuf>,
@@ -149,9 +162,19 @@ impl ServeArgs {
         fill!(role_claim, services_claim, pid_claim, key_file, allowed_origins, suppression_threshold, self_grant_days);
         fill!(checkpoint_every, fhir_care_levels, fhir_hold_seconds, request_timeout_seconds, sled_cache_mb);
         fill!(header_read_timeout_seconds, max_connections, metrics_listen, backup_dir);
+        fill!(oidc_issuer, jwks_url, idp_ca_file);
         self.demo |= file.demo;
         self.strict_permissions |= file.strict_permissions;
         Ok(self)
+    }
+
+    /// Where the identity provider publishes its key set, if it is to be fetched.
+    pub fn idp(&self) -> Option<forlop_auth::Location> {
+        match (&self.oidc_issuer, &self.jwks_url) {
+            (Some(issuer), _) => Some(forlop_auth::Location::Issuer(issuer.clone())),
+            (None, Some(url)) => Some(forlop_auth::Location::JwksUrl(url.clone())),
+            (None, None) => None,
+        }
     }
 
     pub fn data(&self) -> PathBuf {
@@ -201,6 +224,9 @@ pub fn loose_permissions(args: &ServeArgs) -> Vec<String> {
 /// Below this sled's cache holds too few pages to keep a tree's upper levels.
 const MIN_SLED_CACHE_MB: u64 = 16;
 
+/// Where the identity provider's last good key set is kept, under the data directory.
+pub const IDP_CACHE_DIR: &str = "idp";
+
 /// Names of the development files `serve --demo` creates in the data directory.
 pub const DEMO_SECRET: &str = "dev-hs256.secret";
 pub const DEMO_MASTER_KEY: &str = "master.key";
@@ -227,7 +253,7 @@ fn private_file(path: &Path, contents: impl FnOnce() -> String) -> anyhow::Resul
 pub fn demo_defaults(args: &mut ServeArgs) -> anyhow::Result<()> {
     let data = args.data();
     std::fs::create_dir_all(&data)?;
-    if args.hs256_secret_file.is_none() && args.jwks.is_none() {
+    if args.hs256_secret_file.is_none() && args.jwks.is_none() && args.idp().is_none() {
         let path = data.join(DEMO_SECRET);
         private_file(&path, || {
             use rand::Rng;
@@ -259,10 +285,19 @@ pub struct Resolved {
     pub hs256_secret: Option<Vec<u8>>,
 }
 
-pub fn resolve(args: &ServeArgs) -> anyhow::Result<Resolved> {
+pub async fn resolve(args: &ServeArgs) -> anyhow::Result<Resolved> {
     let mode = args.auth.unwrap_or(AuthMode::Jwt);
     if mode == AuthMode::Off && !args.listen().ip().is_loopback() {
         bail!("--auth off serves everyone as admin; it needs a loopback --listen address, not {}", args.listen());
+    }
+    if args.oidc_issuer.is_some() && args.jwks_url.is_some() {
+        bail!("--oidc-issuer and --jwks-url both name the identity provider's key set; give one");
+    }
+    if args.jwks.is_some() && args.idp().is_some() {
+        bail!("--jwks (a key set file) and --oidc-issuer/--jwks-url (the identity provider's) exclude each other; give one");
+    }
+    if args.idp_ca_file.is_some() && args.idp().is_none() {
+        bail!("--idp-ca-file is the identity provider's CA; it needs --oidc-issuer or --jwks-url");
     }
     // Everything missing is named at once: one start to learn what a configuration lacks.
     let mut missing = Vec::new();
@@ -270,10 +305,12 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Resolved> {
         missing.push("--key-file (FORLOP_KEY_FILE): the master key that protects national ids");
     }
     if mode == AuthMode::Jwt {
-        if args.jwks.is_none() && args.hs256_secret_file.is_none() {
-            missing.push("a verification key: --jwks FILE or --hs256-secret-file FILE (or --auth off on loopback)");
+        if args.jwks.is_none() && args.hs256_secret_file.is_none() && args.idp().is_none() {
+            missing.push(
+                "a verification key: --oidc-issuer URL, --jwks-url URL, --jwks FILE or --hs256-secret-file FILE (or --auth off on loopback)",
+            );
         }
-        if args.issuer.is_none() {
+        if args.issuer.is_none() && args.oidc_issuer.is_none() {
             missing.push("--issuer (FORLOP_ISSUER)");
         }
         if args.audience.is_none() {
@@ -305,6 +342,18 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Resolved> {
             Authenticator::Off
         }
         AuthMode::Jwt => {
+            // Checked before anything is fetched: a plain-http provider is refused, never asked.
+            let source = match args.idp() {
+                Some(location) => Some(
+                    forlop_auth::JwksSource::new(forlop_auth::JwksSourceOptions {
+                        location,
+                        ca_file: args.idp_ca_file.clone(),
+                        cache_dir: args.data().join(IDP_CACHE_DIR),
+                    })
+                    .map_err(anyhow::Error::msg)?,
+                ),
+                None => None,
+            };
             let mut keys = Vec::new();
             if let Some(path) = &args.jwks {
                 let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -313,10 +362,17 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Resolved> {
             if let Some(secret) = &hs256_secret {
                 keys.push(KeySource::Hs256Secret(secret.clone()));
             }
-            if keys.is_empty() {
-                bail!("missing a verification key: give --jwks FILE or --hs256-secret-file FILE (or --auth off on loopback)");
+            if keys.is_empty() && source.is_none() {
+                bail!("missing a verification key: give --oidc-issuer URL, --jwks-url URL, --jwks FILE or --hs256-secret-file FILE (or --auth off on loopback)");
             }
-            let Some(issuer) = args.issuer.clone() else { bail!("missing --issuer (FORLOP_ISSUER)") };
+            // The provider's set, before the port is bound: a node that cannot verify any token
+            // does not start (unless it kept the last good set).
+            let initial = match &source {
+                Some(source) => Some(source.initial().await.map_err(anyhow::Error::msg)?),
+                None => None,
+            };
+            let issuer = args.issuer.clone().or_else(|| initial.as_ref().and_then(|i| i.issuer.clone()));
+            let Some(issuer) = issuer else { bail!("missing --issuer (FORLOP_ISSUER)") };
             let Some(audience) = args.audience.clone() else { bail!("missing --audience (FORLOP_AUDIENCE)") };
             let defaults = ClaimNames::default();
             let config = VerifierConfig {
@@ -329,7 +385,11 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<Resolved> {
                     pid: args.pid_claim.clone().unwrap_or(defaults.pid),
                 },
             };
-            Authenticator::Jwt(Verifier::new(config, keys).context("verification keys")?)
+            let verifier = match (source, initial) {
+                (Some(source), Some(initial)) => source.verifier(config, initial, keys),
+                _ => Verifier::new(config, keys),
+            };
+            Authenticator::Jwt(verifier.context("verification keys")?)
         }
     };
     Ok(Resolved { auth, master, hs256_secret })
@@ -339,13 +399,14 @@ pub fn http_settings(
     args: &ServeArgs,
     auth: Authenticator,
     explorer_token: Option<String>,
+    metrics: Option<forlop_api::MetricsRenderer>,
     degraded: Option<forlop_api::DegradedProbe>,
 ) -> anyhow::Result<HttpSettings> {
     Ok(HttpSettings {
         auth,
         allowed_origins: allowed_origins(args)?,
         explorer_token,
-        metrics: install_metrics(),
+        metrics,
         fhir: Some(forlop_api::FhirConfig {
             dir: args.data().join("fhir"),
             care_levels: care_levels(&args.fhir_care_levels)?,
@@ -421,7 +482,7 @@ pub const DEMO_PATIENT_PID: &str = "31929956780";
 
 /// Installs the Prometheus recorder for `/metrics` (once per process). Latencies are histograms
 /// with buckets from 0.1 ms to 10 s, so they aggregate across nodes.
-fn install_metrics() -> Option<forlop_api::MetricsRenderer> {
+pub fn install_metrics() -> Option<forlop_api::MetricsRenderer> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
     let seconds = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
     let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];

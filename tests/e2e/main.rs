@@ -20,6 +20,7 @@ mod fhir;
 mod hardening;
 mod idempotency;
 mod identity;
+mod idp;
 mod keys;
 mod network;
 mod postgres;

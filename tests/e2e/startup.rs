@@ -16,10 +16,13 @@ const REFUSAL: Duration = Duration::from_secs(15);
 /// How long a server may take to start (the demo loads ~14,000 events first).
 const STARTUP: Duration = Duration::from_secs(60);
 
-const AUTH_ENV: [&str; 17] = [
+const AUTH_ENV: [&str; 20] = [
     "FORLOP_CONFIG",
     "FORLOP_AUTH",
     "FORLOP_JWKS",
+    "FORLOP_OIDC_ISSUER",
+    "FORLOP_JWKS_URL",
+    "FORLOP_IDP_CA_FILE",
     "FORLOP_HS256_SECRET_FILE",
     "FORLOP_ISSUER",
     "FORLOP_AUDIENCE",

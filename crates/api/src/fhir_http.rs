@@ -56,14 +56,18 @@ fn engine_status(e: &EngineError) -> (StatusCode, &'static str) {
 }
 
 /// The adapter and the caller, or the response that refuses the request.
-fn begin(state: &AppState, headers: &HeaderMap, operation: &'static str) -> Result<(Fhir, Caller), Box<Response>> {
+async fn begin(
+    state: &AppState,
+    headers: &HeaderMap,
+    operation: &'static str,
+) -> Result<(Fhir, Caller), Box<Response>> {
     let Some(fhir) = state.fhir.clone() else {
         return Err(Box::new(outcome(
             StatusCode::NOT_FOUND,
             &issue("not-supported", "", "FHIR is not enabled on this server"),
         )));
     };
-    match crate::http::authenticate(state, headers) {
+    match crate::http::authenticate(state, headers).await {
         Ok(principal) => Ok((fhir, Caller::server(principal, operation))),
         Err(refused) => {
             let status = refused.status();
@@ -95,7 +99,7 @@ pub async fn bundle(State(state): State<AppState>, headers: HeaderMap, body: Bod
             &issue("not-supported", "", "POST /fhir takes Content-Type: application/fhir+json"),
         );
     }
-    let (fhir, caller) = match begin(&state, &headers, "fhir.bundle") {
+    let (fhir, caller) = match begin(&state, &headers, "fhir.bundle").await {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -145,7 +149,7 @@ pub async fn import(State(state): State<AppState>, headers: HeaderMap, body: Bod
             &issue("not-supported", "", "$import takes Content-Type: application/fhir+ndjson"),
         );
     }
-    let (fhir, caller) = match begin(&state, &headers, "fhir.$import") {
+    let (fhir, caller) = match begin(&state, &headers, "fhir.$import").await {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -162,7 +166,7 @@ pub async fn import(State(state): State<AppState>, headers: HeaderMap, body: Bod
     }
     // An import can run for longer than the token that started it: it reads no further than
     // the token's expiry (what it read until then is placed and reported).
-    let until = crate::http::token_expiry(&state, &headers);
+    let until = crate::http::token_expiry(&state, &headers).await;
     let body = stalls_after(body.into_data_stream(), state.settings.request_timeout);
     let lines = ndjson_lines(ends_at_expiry(body, until));
     let mut listed: Vec<Issue> = Vec::new();
@@ -275,7 +279,7 @@ where
 
 /// `GET /fhir/Patient/{id}/$everything`.
 pub async fn everything(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let (fhir, caller) = match begin(&state, &headers, "fhir.Patient.$everything") {
+    let (fhir, caller) = match begin(&state, &headers, "fhir.Patient.$everything").await {
         Ok(x) => x,
         Err(r) => return *r,
     };
@@ -293,7 +297,7 @@ pub async fn everything(State(state): State<AppState>, headers: HeaderMap, Path(
 /// `GET /fhir/$unresolved`: resources held past the hold time for references that never came,
 /// and held resources that can never be placed. What waits and why; no resource content.
 pub async fn unresolved(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let (fhir, caller) = match begin(&state, &headers, "fhir.$unresolved") {
+    let (fhir, caller) = match begin(&state, &headers, "fhir.$unresolved").await {
         Ok(x) => x,
         Err(r) => return *r,
     };

@@ -43,19 +43,22 @@ pub enum Authenticator {
 }
 
 impl Authenticator {
-    fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, String> {
-        self.authenticate_until(authorization).map(|(principal, _)| principal)
+    async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, String> {
+        self.authenticate_until(authorization).await.map(|(principal, _)| principal)
     }
 
     /// The caller, and until when their token is accepted (its `exp` plus the leeway; None
     /// under `--auth off`): what outlives the request, a WebSocket or a long upload, ends then.
-    fn authenticate_until(&self, authorization: Option<&str>) -> Result<(Principal, Option<SystemTime>), String> {
+    /// A token naming a key the identity provider published since the set was last fetched
+    /// waits (a few seconds at most) for the set to be fetched again.
+    async fn authenticate_until(&self, authorization: Option<&str>) -> Result<(Principal, Option<SystemTime>), String> {
         match self {
             Authenticator::Off => Ok((Principal::anonymous_admin(), None)),
             Authenticator::Jwt(verifier) => {
                 let header = authorization.ok_or("a bearer token is required")?;
                 let token = forlop_auth::bearer(header).ok_or("the Authorization header must be `Bearer <token>`")?;
-                let (principal, until) = verifier.verify_until(token).map_err(|e| format!("invalid token: {e}"))?;
+                let (principal, until) =
+                    verifier.verify_until_current(token).await.map_err(|e| format!("invalid token: {e}"))?;
                 Ok((principal, Some(until)))
             }
         }
@@ -482,11 +485,11 @@ fn wants_graphql_response(headers: &HeaderMap) -> bool {
 
 /// Authenticates the request; the caller's operation name is added once the body is parsed.
 #[allow(clippy::result_large_err)] // the error is the response itself, built once per refusal
-pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, Response> {
+pub(crate) async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, Response> {
     if !origin_allowed(headers, &state.settings.allowed_origins) {
         return Err(error_response(StatusCode::FORBIDDEN, code::FORBIDDEN, "origin not allowed"));
     }
-    state.settings.auth.authenticate(header_str(headers, header::AUTHORIZATION)).map_err(|msg| {
+    state.settings.auth.authenticate(header_str(headers, header::AUTHORIZATION)).await.map_err(|msg| {
         let mut r = error_response(StatusCode::UNAUTHORIZED, code::UNAUTHENTICATED, msg);
         r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         r
@@ -495,8 +498,8 @@ pub(crate) fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Prin
 
 /// Until when the request's token is accepted (its `exp` plus the leeway), for a request that
 /// may run longer than that; None under `--auth off`, or without a valid token.
-pub(crate) fn token_expiry(state: &AppState, headers: &HeaderMap) -> Option<SystemTime> {
-    state.settings.auth.authenticate_until(header_str(headers, header::AUTHORIZATION)).ok()?.1
+pub(crate) async fn token_expiry(state: &AppState, headers: &HeaderMap) -> Option<SystemTime> {
+    state.settings.auth.authenticate_until(header_str(headers, header::AUTHORIZATION)).await.ok()?.1
 }
 
 /// POST /graphql: only JSON bodies are executed. A form or `text/plain` post, which any web page
@@ -511,7 +514,7 @@ async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, body: B
             "POST /graphql takes Content-Type: application/json",
         );
     }
-    let principal = match authenticate(&state, &headers) {
+    let principal = match authenticate(&state, &headers).await {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -573,7 +576,7 @@ async fn graphql_get(State(state): State<AppState>, headers: HeaderMap, uri: axu
     let Some(Query(GetParams { query: Some(query), operation_name, variables })) = params else {
         return explorer(&state);
     };
-    let principal = match authenticate(&state, &headers) {
+    let principal = match authenticate(&state, &headers).await {
         Ok(p) => p,
         Err(r) => return r,
     };
@@ -875,7 +878,7 @@ async fn ws_session(
                     (Some(t), _) if t == "connection_init" && !initialised => {
                         initialised = true;
                         let header = init_authorization(&text).or_else(|| upgrade_auth.clone());
-                        let refusal = match auth.authenticate_until(header.as_deref()) {
+                        let refusal = match auth.authenticate_until(header.as_deref()).await {
                             // Accepted within its last second (the verifier counts whole seconds).
                             Ok((_, valid_until)) if expired(valid_until) => Some("invalid token: token expired".to_owned()),
                             Ok((principal, valid_until)) => {
@@ -909,7 +912,7 @@ async fn ws_session(
                         // Every subscription is a new use of the token: checked again (the
                         // verifier remembers it, so only its time bounds are re-read).
                         if let Some(header) = &authorization {
-                            let still = auth.authenticate_until(header.as_deref());
+                            let still = auth.authenticate_until(header.as_deref()).await;
                             if let Some(reason) = match still {
                                 Ok(_) if expired(until) => Some("token expired".to_owned()),
                                 Ok(_) => None,

@@ -44,6 +44,17 @@ pub const DESCRIPTIONS: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "connections closed unanswered because --max-connections were open, by listener",
     ),
+    (
+        "forlop_jwks_refresh_total",
+        Kind::Counter,
+        "fetches of the identity provider's key set, by trigger (start, schedule, unknown_kid)",
+    ),
+    (
+        "forlop_jwks_refresh_errors_total",
+        Kind::Counter,
+        "fetches of the identity provider's key set that failed or brought no usable set (the set in use is kept)",
+    ),
+    ("forlop_jwks_keys", Kind::Gauge, "keys in the identity provider's key set in use"),
     ("forlop_backup_position", Kind::Gauge, "log position the backup holds every event up to"),
     ("forlop_backup_lag_events", Kind::Gauge, "events committed but not yet in the backup"),
     ("forlop_backup_last_success_timestamp_seconds", Kind::Gauge, "Unix time of the backup's last successful pass"),

@@ -6,12 +6,14 @@
 //! header's `alg` (and `kid` for JWKS keys), and the algorithm is pinned to the key's: a JWKS
 //! public key can never be used as an HMAC secret.
 
+pub mod jwks_source;
 mod principal;
 mod verifier;
 
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use jwks_source::{IdpError, JwksSource, JwksSourceOptions, Location};
 pub use principal::{Principal, Role, UnknownRole};
 pub use verifier::{ClaimNames, KeySource, Verifier, VerifierConfig};
 

@@ -5,6 +5,8 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jsonwebtoken::errors::ErrorKind;
@@ -77,14 +79,30 @@ pub struct Verifier {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     config: VerifierConfig,
     hs256: Option<DecodingKey>,
-    /// JWKS keys by `kid`, each pinned to one algorithm (RS256 or ES256).
-    jwks: HashMap<String, (Algorithm, DecodingKey)>,
-    /// Tokens whose signature and claims were checked, by their exact text. The keys never
-    /// change in a verifier's life, so only the time bounds are checked again on a hit.
+    /// The JWKS keys in use. Read without a lock on every verification; replaced whole when
+    /// the identity provider's set is fetched again (`jwks_source`).
+    jwks: ArcSwap<KeySet>,
+    /// Tokens whose signature and claims were checked, by their exact text, with the key set
+    /// they were checked against: a hit under the same set needs only its time bounds checked
+    /// again, one under an older set is verified in full (its key may have been withdrawn).
     verified: Mutex<HashMap<Box<str>, Verified>>,
+    /// Where the key set is fetched again, when it comes from the identity provider.
+    pub(crate) remote: Option<Arc<crate::jwks_source::Refresh>>,
+}
+
+/// JWKS keys by `kid`, each pinned to one algorithm (RS256 or ES256).
+type Keys = HashMap<String, (Algorithm, DecodingKey)>;
+
+/// One key set, as parsed from one JWKS document.
+struct KeySet {
+    /// Counts replacements: a verified token is remembered with the generation it was checked by.
+    generation: u64,
+    keys: Keys,
+    /// The document the keys were read from; the same document again changes nothing.
+    document: Option<String>,
 }
 
 #[derive(Clone)]
@@ -92,12 +110,13 @@ struct Verified {
     principal: Principal,
     exp: i64,
     nbf: Option<i64>,
+    generation: u64,
 }
 
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut kids: Vec<(&str, Algorithm)> =
-            self.inner.jwks.iter().map(|(kid, (alg, _))| (kid.as_str(), *alg)).collect();
+        let set = self.inner.jwks.load();
+        let mut kids: Vec<(&str, Algorithm)> = set.keys.iter().map(|(kid, (alg, _))| (kid.as_str(), *alg)).collect();
         kids.sort_unstable_by_key(|(kid, _)| *kid);
         f.debug_struct("Verifier")
             .field("config", &self.inner.config)
@@ -118,9 +137,18 @@ impl Verifier {
     /// a JWK carrying private members, RSA moduli under 2048 bits, and more than one HS256
     /// secret.
     pub fn new(config: VerifierConfig, keys: Vec<KeySource>) -> Result<Verifier, AuthError> {
+        Verifier::build(config, keys, None)
+    }
+
+    pub(crate) fn build(
+        config: VerifierConfig,
+        keys: Vec<KeySource>,
+        remote: Option<Arc<crate::jwks_source::Refresh>>,
+    ) -> Result<Verifier, AuthError> {
         ensure_crypto_provider();
         let mut hs256 = None;
         let mut jwks = HashMap::new();
+        let mut document = None;
         for source in keys {
             match source {
                 KeySource::Hs256Secret(secret) => {
@@ -129,13 +157,62 @@ impl Verifier {
                         return Err(key_err("more than one HS256 secret"));
                     }
                 }
-                KeySource::Jwks(doc) => parse_jwks(&doc, &mut jwks)?,
+                KeySource::Jwks(doc) => {
+                    parse_jwks(&doc, &mut jwks)?;
+                    document = Some(doc);
+                }
             }
         }
         if hs256.is_none() && jwks.is_empty() {
             return Err(key_err("no usable key (HS256 secret, or RS256/ES256 signing key in a JWKS)"));
         }
-        Ok(Verifier { inner: Arc::new(Inner { config, hs256, jwks, verified: Mutex::default() }) })
+        let jwks = ArcSwap::from_pointee(KeySet { generation: 0, keys: jwks, document });
+        Ok(Verifier { inner: Arc::new(Inner { config, hs256, jwks, verified: Mutex::default(), remote }) })
+    }
+
+    /// Replaces the JWKS keys with those of `doc`, for every clone of this verifier at once.
+    /// A document that is not a usable set changes nothing (the error says why); the same
+    /// document as the one in use changes nothing either. Returns the number of keys in use.
+    pub(crate) fn replace_jwks(&self, doc: &str) -> Result<usize, AuthError> {
+        let current = self.inner.jwks.load();
+        if current.document.as_deref() == Some(doc) {
+            return Ok(current.keys.len());
+        }
+        let mut keys = HashMap::new();
+        parse_jwks(doc, &mut keys)?;
+        let count = keys.len();
+        // Only the refresh task replaces the set, so nothing swaps in between.
+        let generation = current.generation + 1;
+        self.inner.jwks.store(Arc::new(KeySet { generation, keys, document: Some(doc.to_owned()) }));
+        Ok(count)
+    }
+
+    /// The number of JWKS keys in use.
+    pub(crate) fn jwks_len(&self) -> usize {
+        self.inner.jwks.load().keys.len()
+    }
+
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Verifier {
+        Verifier { inner }
+    }
+
+    /// [`Verifier::verify_until`], and when the token names a key id the set does not hold and
+    /// the set comes from the identity provider: fetches the set again (at most once in
+    /// `jwks_source`'s window, however many such tokens arrive), waits a bounded time for it,
+    /// and verifies the token against the new set. A key rolled over at the provider is so
+    /// accepted from its first token.
+    pub async fn verify_until_current(&self, token: &str) -> Result<(Principal, SystemTime), AuthError> {
+        match self.verify_until(token) {
+            Err(AuthError::UnknownKeyId) => match &self.inner.remote {
+                Some(remote) if remote.refreshed_for_unknown_kid().await => self.verify_until(token),
+                _ => Err(AuthError::UnknownKeyId),
+            },
+            other => other,
+        }
     }
 
     /// Verifies `token` (without the "Bearer " prefix) and builds its [`Principal`].
@@ -166,7 +243,10 @@ impl Verifier {
             return Err(AuthError::Malformed);
         }
         let leeway = i64::try_from(inner.config.leeway_seconds).unwrap_or(i64::MAX);
-        if let Some(known) = inner.verified.lock().unwrap_or_else(|p| p.into_inner()).get(token) {
+        let generation = inner.jwks.load().generation;
+        if let Some(known) =
+            inner.verified.lock().unwrap_or_else(|p| p.into_inner()).get(token).filter(|k| k.generation == generation)
+        {
             if now > known.exp.saturating_add(leeway) {
                 return Err(AuthError::Expired);
             }
@@ -188,6 +268,7 @@ impl Verifier {
     fn verify_signed(&self, token: &str) -> Result<Verified, AuthError> {
         let inner = &*self.inner;
         let header = peek_header(token)?;
+        let set = inner.jwks.load();
         // jsonwebtoken reads the claims it checks (exp, aud, …) into a struct, which refuses a
         // member given twice, but the rest through a map, where the last of two wins: a token
         // saying `role` twice would mean what this crate reads, not what its issuer may have
@@ -205,9 +286,9 @@ impl Verifier {
                 Some(key) => (Algorithm::HS256, key),
                 None => return Err(AuthError::AlgorithmNotAllowed),
             },
-            "RS256" | "ES256" if !inner.jwks.is_empty() => {
+            "RS256" | "ES256" if !set.keys.is_empty() => {
                 let kid = header.kid.ok_or(AuthError::MissingKeyId)?;
-                let (key_alg, key) = inner.jwks.get(&kid).ok_or(AuthError::UnknownKeyId)?;
+                let (key_alg, key) = set.keys.get(&kid).ok_or(AuthError::UnknownKeyId)?;
                 if alg_name(*key_alg) != header.alg {
                     return Err(AuthError::AlgorithmNotAllowed);
                 }
@@ -231,7 +312,7 @@ impl Verifier {
         // jsonwebtoken has checked both to be numbers (exp is required).
         let seconds = |claim: &str| data.claims.get(claim).and_then(Value::as_f64).map(|v| v as i64);
         let exp = seconds("exp").ok_or_else(|| AuthError::InvalidClaim("exp".into()))?;
-        Ok(Verified { principal, exp, nbf: seconds("nbf") })
+        Ok(Verified { principal, exp, nbf: seconds("nbf"), generation: set.generation })
     }
 }
 
@@ -474,7 +555,7 @@ fn optional_string(claims: &Map<String, Value>, name: &str) -> Result<Option<Str
 }
 
 /// Parses a JWKS document into `out`, keeping the keys this crate can verify with.
-fn parse_jwks(doc: &str, out: &mut HashMap<String, (Algorithm, DecodingKey)>) -> Result<(), AuthError> {
+pub(crate) fn parse_jwks(doc: &str, out: &mut Keys) -> Result<(), AuthError> {
     let value: Value = serde_json::from_str(doc).map_err(|_| key_err("JWKS is not valid JSON"))?;
     let Some(keys) = value.get("keys").and_then(Value::as_array) else {
         return Err(key_err("JWKS has no \"keys\" array"));
@@ -596,6 +677,39 @@ mod tests {
         assert_eq!(v.verify_at(&t, now + 60).unwrap().principal.sub, "s", "within the leeway");
         assert!(matches!(v.verify_at(&t, now + 91), Err(AuthError::Expired)));
         assert!(matches!(v.verify_at(&t, now - 40), Err(AuthError::NotYetValid)));
+    }
+
+    #[test]
+    fn a_replaced_key_set_verifies_the_new_keys_and_no_longer_the_withdrawn_ones() {
+        use crate::testing::{claims, jwks, EcTestKey};
+        let (a, b) = (EcTestKey::generate("a"), EcTestKey::generate("b"));
+        let config = VerifierConfig {
+            issuer: "iss".into(),
+            audience: "aud".into(),
+            leeway_seconds: 30,
+            claims: ClaimNames::default(),
+        };
+        let v = Verifier::new(config, vec![KeySource::Jwks(jwks(&[a.jwk()]))]).unwrap();
+        let clone = v.clone();
+        let (by_a, by_b) = (a.sign(&claims("iss", "aud", "s", "admin")), b.sign(&claims("iss", "aud", "s", "admin")));
+        assert_eq!(v.verify(&by_a).unwrap().sub, "s");
+        assert!(matches!(v.verify(&by_b), Err(AuthError::UnknownKeyId)));
+
+        // Documents that are no usable set change nothing.
+        for bad in ["not json", "{\"keys\":[]}", "{\"keys\":[{\"kty\":\"oct\",\"kid\":\"x\"}]}"] {
+            assert!(matches!(v.replace_jwks(bad), Err(AuthError::KeyMaterial(_))), "{bad}");
+        }
+        assert_eq!(v.verify(&by_a).unwrap().sub, "s", "the set in use is kept");
+        let same = jwks(&[a.jwk()]);
+        assert_eq!(v.replace_jwks(&same), Ok(1));
+        assert_eq!(v.inner.jwks.load().generation, 0, "the same document is no new set");
+
+        assert_eq!(v.replace_jwks(&jwks(&[b.jwk()])), Ok(1));
+        assert_eq!(clone.verify(&by_b).unwrap().sub, "s", "every clone sees the new set");
+        assert!(
+            matches!(clone.verify(&by_a), Err(AuthError::UnknownKeyId)),
+            "a remembered token is verified again under the new set"
+        );
     }
 
     #[test]
