@@ -6,50 +6,10 @@ use std::io::{BufRead, Write};
 use std::path::Path;
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
-use forlop_store::{EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent};
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+use forlop_store::{EventStore, ExpectedVersion, Metadata, NewEvent};
 
-#[derive(Serialize, Deserialize, Debug)]
-#[serde(rename_all = "camelCase")]
-pub struct Line {
-    pub position: u64,
-    pub stream: String,
-    pub version: u64,
-    pub id: Uuid,
-    #[serde(rename = "type")]
-    pub event_type: String,
-    pub schema_version: u16,
-    pub occurred_at: DateTime<Utc>,
-    pub recorded_at: DateTime<Utc>,
-    pub actor: String,
-    pub correlation_id: Option<Uuid>,
-    pub causation_id: Option<Uuid>,
-    pub hash: String,
-    pub payload: Box<serde_json::value::RawValue>,
-}
-
-impl Line {
-    fn from_event(e: RecordedEvent) -> anyhow::Result<Line> {
-        let payload = String::from_utf8(e.payload).context("payload is not UTF-8")?;
-        Ok(Line {
-            position: e.position,
-            stream: e.stream,
-            version: e.version,
-            id: e.id,
-            event_type: e.event_type,
-            schema_version: e.schema_version,
-            occurred_at: e.occurred_at,
-            recorded_at: e.recorded_at,
-            actor: e.metadata.actor,
-            correlation_id: e.metadata.correlation_id,
-            causation_id: e.metadata.causation_id,
-            hash: forlop_store::to_hex(&e.hash),
-            payload: serde_json::value::RawValue::from_string(payload).context("payload is not JSON")?,
-        })
-    }
-}
+/// One line of an export: the backup's event line, so a segment file is an export too.
+pub use forlop_backup::EventLine as Line;
 
 pub async fn export(store: &dyn EventStore, out: &mut impl Write) -> anyhow::Result<u64> {
     let progress = crate::progress::bar(Some(store.committed()), "exporting events");
@@ -60,36 +20,13 @@ pub async fn export(store: &dyn EventStore, out: &mut impl Write) -> anyhow::Res
         from = last.position + 1;
         progress.inc(page.len() as u64);
         for e in page {
-            serde_json::to_writer(&mut *out, &Line::from_event(e)?)?;
+            serde_json::to_writer(&mut *out, &Line::from_event(e).map_err(anyhow::Error::msg)?)?;
             out.write_all(b"\n")?;
         }
     }
     out.flush()?;
     progress.finish_and_clear();
     Ok(from)
-}
-
-impl Line {
-    /// The line as the stored event it claims to be (hash excluded).
-    fn to_recorded(&self) -> RecordedEvent {
-        RecordedEvent {
-            id: self.id,
-            stream: self.stream.clone(),
-            version: self.version,
-            position: self.position,
-            event_type: self.event_type.clone(),
-            schema_version: self.schema_version,
-            occurred_at: self.occurred_at,
-            recorded_at: self.recorded_at,
-            metadata: Metadata {
-                actor: self.actor.clone(),
-                correlation_id: self.correlation_id,
-                causation_id: self.causation_id,
-            },
-            payload: self.payload.get().as_bytes().to_vec(),
-            hash: [0; 32],
-        }
-    }
 }
 
 /// Each non-empty line of the file, parsed, with its line number.
