@@ -57,11 +57,32 @@ impl Backend {
         matches!(self, Backend::Sled(_))
     }
 
+    /// PostgreSQL, refused while an interrupted restore has it marked.
     async fn postgres(url: &str, ca_file: &Option<PathBuf>) -> anyhow::Result<PgStore> {
+        let store = Self::connect(url, ca_file).await?;
+        if store.is_restoring().await? {
+            bail!(
+                "the PostgreSQL store named by --store holds an interrupted restore: run the same \
+                 `forlop restore --to-store` again to complete it, or drop the database"
+            );
+        }
+        Ok(store)
+    }
+
+    async fn connect(url: &str, ca_file: &Option<PathBuf>) -> anyhow::Result<PgStore> {
         let mut options = PgOptions::new(url);
         options.ca_file = ca_file.clone();
         // The URL may carry a password: never name it in the error.
         PgStore::open(options).await.context("opening the PostgreSQL store named by --store")
+    }
+
+    /// The PostgreSQL store `forlop restore --to-store` writes, opened even when marked as
+    /// being restored (the restore completes it).
+    pub async fn restore_target(&self) -> anyhow::Result<PgStore> {
+        match self {
+            Backend::Postgres { url, ca_file } => Self::connect(url, ca_file).await,
+            Backend::Sled(_) => bail!("a restore into sled goes through --to DIR"),
+        }
     }
 
     /// The event log alone.

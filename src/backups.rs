@@ -168,23 +168,30 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<i32> {
     }
     let (target, data) = match (&args.to, &args.to_store) {
         (Some(dir), _) => match sled_target(dir)? {
-            Some(t) => (t, Some(dir.clone())),
+            Some(t) => (t, Some(Written::Sled(dir.clone()))),
             None => return Ok(1),
         },
-        (None, Some(url)) => (pg_target(url).await?, None),
+        (None, Some(url)) => match pg_target(url).await? {
+            Some((t, pg)) => (t, Some(Written::Postgres(pg))),
+            None => return Ok(1),
+        },
         (None, None) => unreachable!("clap requires --to or --to-store"),
     };
-    let resume = data.is_some();
-    let options = RestoreOptions { cut, resume, check_key: Some(&check) };
+    // Both targets were found empty, or marked by the restore this run completes.
+    let options = RestoreOptions { cut, resume: true, check_key: Some(&check) };
     let outcome = forlop_backup::restore(&args.from, &verified, &target, options).await;
     drop(target);
     match outcome {
         Ok(r) => {
-            if let Some(dir) = &data {
-                crate::cli::settle(dir.clone()).await;
-                let marker = dir.join(RESTORING);
-                std::fs::remove_file(&marker).with_context(|| format!("removing {}", marker.display()))?;
-                std::fs::File::open(dir).and_then(|d| d.sync_all())?;
+            match &data {
+                Some(Written::Sled(dir)) => {
+                    crate::cli::settle(dir.clone()).await;
+                    let marker = dir.join(RESTORING);
+                    std::fs::remove_file(&marker).with_context(|| format!("removing {}", marker.display()))?;
+                    std::fs::File::open(dir).and_then(|d| d.sync_all())?;
+                }
+                Some(Written::Postgres(pg)) => pg.set_restoring(false).await?,
+                None => {}
             }
             let (position, hash) = r.head.map_or(("none".to_owned(), String::new()), |(p, h)| (p.to_string(), h));
             println!("restored {} events: head position {position}, head hash {hash}", r.events);
@@ -228,7 +235,31 @@ fn sled_target(dir: &Path) -> anyhow::Result<Option<RestoreTarget>> {
     }))
 }
 
-async fn pg_target(url: &str) -> anyhow::Result<RestoreTarget> {
-    let sources = Backend::new(Path::new("."), Some(url))?.open_sources().await?;
-    Ok(RestoreTarget { events: sources.events, access: sources.access, keys: sources.keys })
+/// Where a restore wrote, to be unmarked when it completes.
+enum Written {
+    Sled(PathBuf),
+    Postgres(Arc<forlop_store::PgStore>),
+}
+
+/// The stores of an empty PostgreSQL database, marked as being restored (or marked already by
+/// the interrupted restore this one completes); None (after saying why) when it holds a log.
+async fn pg_target(url: &str) -> anyhow::Result<Option<(RestoreTarget, Arc<forlop_store::PgStore>)>> {
+    let pg = Arc::new(Backend::new(Path::new("."), Some(url))?.restore_target().await?);
+    let access = Arc::new(pg.access_log().await?);
+    let keys = Arc::new(pg.key_table());
+    if !pg.is_restoring().await? {
+        use forlop_store::access_log::AccessLog;
+        use forlop_store::key_table::KeyStore;
+        use forlop_store::EventStore;
+        let (events, records) = (pg.committed(), access.committed());
+        if events > 0 || records > 0 || !keys.entries().await?.is_empty() {
+            eprintln!(
+                "forlop restore: refused: the PostgreSQL store is not empty ({events} events, {records} access \
+                 records); restore only into an empty database"
+            );
+            return Ok(None);
+        }
+        pg.set_restoring(true).await?;
+    }
+    Ok(Some((RestoreTarget { events: pg.clone(), access, keys }, pg)))
 }

@@ -627,3 +627,47 @@ async fn postgresqls_own_route_base_backup_and_wal_to_a_time_then_forlop_verify(
     let prefix: Vec<&str> = full.lines().take(before.position as usize + 1).collect();
     assert_eq!(stdout(&run_ok(&["export", "--store", &recovered_url])), prefix.join("\n") + "\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_restore_into_postgresql_is_refused_as_partial_and_a_rerun_completes_it() {
+    let pg =
+        forlop_store::pg_cluster::TestCluster::start(Path::new(env!("CARGO_TARGET_TMPDIR"))).expect("start PostgreSQL");
+    let url = pg.url("postgres");
+    let root = tempfile::tempdir().expect("tempdir");
+    let (data, backup) = (root.path().join("data"), root.path().join("backup"));
+    run_ok(&["seed", "--data", path(&data), "--patients", "300"]);
+    run_ok(&["backup", "--data", path(&data), "--to", path(&backup)]);
+    let full = export(&data);
+    assert!(full.len() > 4096, "the seed must outgrow one restore batch");
+
+    let out = forlop()
+        .args(["restore", "--from", path(&backup), "--to-store", &url])
+        .env("FORLOP_FAULT_RESTORE_ABORT_AFTER", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the injected abort did not happen: {}", stderr(&out));
+    // The database holds a prefix, and nothing takes it for a whole store.
+    for args in [vec!["verify", "--store", url.as_str()], vec!["export", "--store", url.as_str()]] {
+        let out = run_cli(&args);
+        assert!(!out.status.success(), "{args:?} accepted a partial restore");
+        assert!(stderr(&out).contains("interrupted restore"), "{}", stderr(&out));
+    }
+    let node = root.path().join("node");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = forlop()
+        .args(["serve", "--auth", "off", "--store", &url, "--data", path(&node), "--listen", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("interrupted restore"), "{}", stderr(&out));
+
+    // The same restore again completes it, and the database is whole.
+    let out = run_cli(&["restore", "--from", path(&backup), "--to-store", &url]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(stdout(&run_ok(&["export", "--store", &url])).lines().map(str::to_owned).collect::<Vec<_>>(), full);
+    run_ok(&["verify", "--store", &url]);
+    // A restore into it now is one into a database that holds a log.
+    let out = run_cli(&["restore", "--from", path(&backup), "--to-store", &url]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not empty"), "{}", stderr(&out));
+}

@@ -3,9 +3,8 @@
 //! mimalloc returns memory that stayed free for a second to the OS (`purge_delay`, 1,000 ms).
 //! For a server whose read model only grows that buys little, and it costs: pages given back
 //! are faulted in and zeroed again when the next requests allocate, and on a virtual machine that
-//! reports free memory to its host, touching them again is slow. On the bench's patient query
-//! at 186,000 patients, all 32 requests in flight stalled together for 5-15 ms a few
-//! times a second; four runs with purging off gave p99 7.7-8.9 ms, four with it on 10.6-13.8.
+//! reports free memory to its host, touching them again is slow: concurrent requests then stall
+//! together for milliseconds, a few times a second, which shows in the patient query's p99.
 //!
 //! So a process purges once, when it has finished starting (the start's temporaries, such as a
 //! decoded checkpoint's buffers or a replay's, go back), and keeps what it frees afterwards for
@@ -19,9 +18,8 @@ pub use mimalloc::MiMalloc;
 /// mimalloc advises the kernel to back its arenas with 2 MiB pages (`MADV_HUGEPAGE`), and a huge
 /// page is resident as a whole once any byte of it is touched. The read model is millions of
 /// small persistent-map nodes and per-patient vectors spread over those arenas, so huge pages
-/// kept about 45 MB more resident at 186,000 patients (2,445 against 2,191 bytes a patient after
-/// a restart, README); what small pages cost the patient query in TLB misses was within the
-/// machine's noise. mimalloc's own `allow_thp` option does the same, but is read before `main`
+/// keep a tenth or more of it resident without use, while small pages cost the patient query
+/// no measurable time in TLB misses. mimalloc's own `allow_thp` option does the same, but is read before `main`
 /// runs; the process-wide flag also covers the arenas reserved before it.
 pub fn small_pages_only() -> std::io::Result<()> {
     #[cfg(target_os = "linux")]

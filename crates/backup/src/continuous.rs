@@ -13,8 +13,11 @@ use status::Status;
 
 use crate::{BackupWriter, Sources};
 
-/// Shortest time between two cycles: commits arriving in between are copied together.
-const MIN_GAP: Duration = Duration::from_millis(200);
+/// Shortest time between two cycles: commits arriving in between are copied together. A cycle
+/// syncs its segments, the manifest and its folder; at two a second those syncs stay out of the
+/// way of the server's own commits when the backup shares their disk, and the backup stays well
+/// within a second of the log.
+const MIN_GAP: Duration = Duration::from_millis(500);
 /// How often a quiet log is still checked for new access records and key changes.
 const ACCESS_POLL: Duration = Duration::from_millis(500);
 /// Longest wait before retrying a failing target.

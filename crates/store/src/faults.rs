@@ -1,5 +1,6 @@
-//! Fault injection for end-to-end tests, compiled into debug builds only (the tests run the
-//! debug binary; release builds have none of this). Set by environment variables:
+//! Fault injection for end-to-end tests, live only with the `testing` feature (which `cargo test`
+//! turns on for the binary the tests run; a release build answers "no fault" without reading the
+//! environment). Set by environment variables:
 //! - `FORLOP_FAULT_WRITER_PANIC_AT=N`: the event log's writer thread panics when asked to commit
 //!   a group starting at position N.
 //! - `FORLOP_FAULT_FLUSH_FAIL_AT=N`: the event log's flush fails for a group that would reach
@@ -12,6 +13,9 @@
 
 /// The position a test set in the environment variable `name`, if any.
 fn fault_at(name: &str) -> Option<u64> {
+    if !cfg!(feature = "testing") {
+        return None;
+    }
     std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok())
 }
 

@@ -13,12 +13,14 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub mod access_log;
+#[cfg(feature = "testing")]
 pub mod conformance;
-#[cfg(debug_assertions)]
+#[doc(hidden)]
 pub mod faults;
 mod group;
 mod hash;
 pub mod key_table;
+#[cfg(feature = "testing")]
 pub mod pg_cluster;
 mod pg_store;
 mod plan;

@@ -391,7 +391,7 @@ impl FileAccessLog {
 
     /// Flips one byte of the record at `position`, for tamper-detection tests. The log in `dir`
     /// must not be open.
-    #[doc(hidden)]
+    #[cfg(feature = "testing")]
     pub fn tamper(dir: &Path, position: u64) -> Result<(), StoreError> {
         let file = OpenOptions::new().read(true).write(true).open(dir.join(RECORDS)).map_err(backend)?;
         let mut frames = frames_from(&file, MAGIC.len() as u64)?;

@@ -312,8 +312,24 @@ impl PgStore {
         Ok(())
     }
 
+    /// Whether an interrupted `forlop restore` left this database partly written.
+    pub async fn is_restoring(&self) -> Result<bool, StoreError> {
+        Ok(!self.query("SELECT 1 FROM forlop_restoring", &[]).await?.is_empty())
+    }
+
+    /// Marks the database as being restored (`true`, before the first write) or restored to its
+    /// end (`false`). Durable when this returns.
+    pub async fn set_restoring(&self, restoring: bool) -> Result<(), StoreError> {
+        let sql = if restoring {
+            "INSERT INTO forlop_restoring DEFAULT VALUES ON CONFLICT DO NOTHING"
+        } else {
+            "DELETE FROM forlop_restoring"
+        };
+        self.query(sql, &[]).await.map(drop)
+    }
+
     /// Flips one bit of the stored payload at `position`, for tamper-detection tests.
-    #[doc(hidden)]
+    #[cfg(feature = "testing")]
     pub async fn tamper(url: &str, position: u64) -> Result<(), StoreError> {
         let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(db_error)?;
         tokio::spawn(connection);

@@ -75,6 +75,17 @@ const MIGRATIONS: &[(i32, &str)] = &[
     INSERT INTO forlop_access_head VALUES (true, 0, decode(repeat('00', 32), 'hex'));
     "#,
     ),
+    (
+        3,
+        r#"
+    -- Present while `forlop restore --to-store` writes this database: nodes refuse to open it
+    -- until the restore is run again to its end, which deletes the row.
+    CREATE TABLE forlop_restoring (
+        singleton   boolean      PRIMARY KEY DEFAULT true CHECK (singleton),
+        started_at  timestamptz  NOT NULL DEFAULT now()
+    );
+    "#,
+    ),
 ];
 
 /// Applies the migrations this database has not seen.

@@ -187,7 +187,7 @@ impl SledStore {
 
     /// Flips one byte of the stored event at `position`, for tamper-detection tests. The store at
     /// `path` must not be open.
-    #[doc(hidden)]
+    #[cfg(feature = "testing")]
     pub fn tamper(path: &Path, position: u64) -> Result<(), StoreError> {
         Self::tamper_with(path, position, |first, value| {
             let mut offset = 0;
@@ -202,7 +202,7 @@ impl SledStore {
 
     /// Lets `edit` change the stored bytes of the append holding `position` (given that
     /// append's first position), for tamper-detection tests. The store must not be open.
-    #[doc(hidden)]
+    #[cfg(feature = "testing")]
     pub fn tamper_with(path: &Path, position: u64, edit: impl FnOnce(u64, &mut Vec<u8>)) -> Result<(), StoreError> {
         let db = crate::sled_open::open(&sled::Config::new().path(path).flush_every_ms(None)).map_err(backend)?;
         let tree = db.open_tree("log").map_err(backend)?;
