@@ -655,7 +655,17 @@ async fn an_interrupted_restore_into_postgresql_is_refused_as_partial_and_a_reru
     let node = root.path().join("node");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let out = forlop()
-        .args(["serve", "--auth", "off", "--store", &url, "--data", path(&node), "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "serve",
+            "--auth",
+            "off",
+            "--store",
+            &url,
+            "--data",
+            path(&node),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());

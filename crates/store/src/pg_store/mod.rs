@@ -30,7 +30,7 @@ use chrono::DateTime;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::hash::{Hash, GENESIS_HASH};
@@ -331,7 +331,7 @@ impl PgStore {
     /// Flips one bit of the stored payload at `position`, for tamper-detection tests.
     #[cfg(feature = "testing")]
     pub async fn tamper(url: &str, position: u64) -> Result<(), StoreError> {
-        let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(db_error)?;
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.map_err(db_error)?;
         tokio::spawn(connection);
         client
             .execute(
