@@ -23,15 +23,23 @@ async fn with_sslmode_require_every_connection_is_encrypted_and_an_untrusted_ser
     // Seen from the server: forlop's connections are all TLS.
     let (admin, connection) = tokio_postgres::connect(&pg.url("postgres"), tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
-    let row = admin
-        .query_one(
-            "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
-             WHERE a.application_name = 'forlop'",
-            &[],
-        )
-        .await
-        .unwrap();
-    let (encrypted, all): (i64, i64) = (row.get(0), row.get(1));
+    // The follower connects on its own task: wait until the server sees it (or give up).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (encrypted, all) = loop {
+        let row = admin
+            .query_one(
+                "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+                 WHERE a.application_name = 'forlop'",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (encrypted, all): (i64, i64) = (row.get(0), row.get(1));
+        if all >= 2 || std::time::Instant::now() > deadline {
+            break (encrypted, all);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert!(all >= 2, "the pool and the follower are connected ({all})");
     assert_eq!(encrypted, all, "every forlop connection is encrypted");
 
