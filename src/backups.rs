@@ -245,21 +245,17 @@ enum Written {
 /// the interrupted restore this one completes); None (after saying why) when it holds a log.
 async fn pg_target(url: &str) -> anyhow::Result<Option<(RestoreTarget, Arc<forlop_store::PgStore>)>> {
     let pg = Arc::new(Backend::new(Path::new("."), Some(url))?.restore_target().await?);
-    let access = Arc::new(pg.access_log().await?);
-    let keys = Arc::new(pg.key_table());
+    let target =
+        RestoreTarget { events: pg.clone(), access: Arc::new(pg.access_log().await?), keys: Arc::new(pg.key_table()) };
     if !pg.is_restoring().await? {
-        use forlop_store::access_log::AccessLog;
-        use forlop_store::key_table::KeyStore;
-        use forlop_store::EventStore;
-        let (events, records) = (pg.committed(), access.committed());
-        if events > 0 || records > 0 || !keys.entries().await?.is_empty() {
-            eprintln!(
-                "forlop restore: refused: the PostgreSQL store is not empty ({events} events, {records} access \
-                 records); restore only into an empty database"
-            );
-            return Ok(None);
+        match forlop_backup::refuse_non_empty(&target).await {
+            Err(BackupError::Refused(reason)) => {
+                eprintln!("forlop restore: refused: {reason}");
+                return Ok(None);
+            }
+            other => other?,
         }
         pg.set_restoring(true).await?;
     }
-    Ok(Some((RestoreTarget { events: pg.clone(), access, keys }, pg)))
+    Ok(Some((target, pg)))
 }

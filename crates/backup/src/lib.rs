@@ -35,7 +35,9 @@ mod verify;
 mod writer;
 
 pub use line::{AccessLine, EventLine};
-pub use restore::{check_master_key, restore, Cut, KeyCheck, RestoreOptions, RestoreReport, RestoreTarget};
+pub use restore::{
+    check_master_key, refuse_non_empty, restore, Cut, KeyCheck, RestoreOptions, RestoreReport, RestoreTarget,
+};
 pub use verify::{verify, BackupReport};
 pub use writer::{BackupWriter, CycleReport};
 

@@ -68,6 +68,18 @@ pub struct RestoreReport {
     pub keys_left_out: u64,
 }
 
+/// Refuses a target that holds events, access records or keys: a restore writes only into an
+/// empty store (or completes its own interrupted run).
+pub async fn refuse_non_empty(target: &RestoreTarget) -> Result<(), BackupError> {
+    let (events, records) = (target.events.committed(), target.access.committed());
+    if events > 0 || records > 0 || !target.keys.entries().await?.is_empty() {
+        return Err(BackupError::Refused(format!(
+            "the target is not empty ({events} events, {records} access records); restore only into an empty store"
+        )));
+    }
+    Ok(())
+}
+
 /// Restores the backup in `dir`, which `verify` has just checked (its report), into `target`.
 pub async fn restore(
     dir: &Path,
@@ -88,12 +100,10 @@ pub async fn restore(
     if let Some(check) = options.check_key {
         check_key(&keys, check)?;
     }
-    let (events_held, access_held) = (target.events.committed(), target.access.committed());
-    if !options.resume && (events_held > 0 || access_held > 0 || !target.keys.entries().await?.is_empty()) {
-        return Err(BackupError::Refused(format!(
-            "the target is not empty ({events_held} events, {access_held} access records); restore only into an empty store"
-        )));
+    if !options.resume {
+        refuse_non_empty(target).await?;
     }
+    let (events_held, access_held) = (target.events.committed(), target.access.committed());
 
     // Events: read and parsed on a thread of their own, a few batches ahead of the appends.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Batch, BackupError>>(4);
