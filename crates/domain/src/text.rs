@@ -30,6 +30,31 @@ pub fn hides_text(c: char) -> bool {
         || (u & 0xFFFE) == 0xFFFE
 }
 
+/// Most characters of client input an error message quotes back.
+pub const QUOTE_LIMIT: usize = 100;
+
+/// Client input as an error message quotes it: in Rust debug quotes (so control characters and
+/// bidi overrides show as escapes rather than act on the reader's terminal), cut after
+/// `QUOTE_LIMIT` characters with `…` after the closing quote. Every adapter quotes through
+/// this, so a message never echoes a megabyte back or hides what was sent.
+pub fn quote(input: &str) -> String {
+    if input.chars().count() <= QUOTE_LIMIT {
+        format!("{input:?}")
+    } else {
+        format!("{:?}…", input.chars().take(QUOTE_LIMIT).collect::<String>())
+    }
+}
+
+/// A message that may hold client input (a parser's, say), cut after `QUOTE_LIMIT` characters
+/// with `…`; for text already quoted by its author, where `quote` would quote it again.
+pub fn clip(message: &str) -> String {
+    if message.chars().count() <= QUOTE_LIMIT {
+        message.to_owned()
+    } else {
+        message.chars().take(QUOTE_LIMIT).chain(std::iter::once('…')).collect()
+    }
+}
+
 /// The name as stored: trimmed and NFC-normalised; refused if empty, too long, or holding a
 /// forbidden character. Clean input comes back unchanged, so deciding twice is idempotent.
 pub fn clean_name(raw: &str) -> Result<String, NameError> {
@@ -53,6 +78,16 @@ mod tests {
             NameError::Forbidden(c) => c,
         });
         assert_eq!(got.as_deref().map_err(String::as_str), expect, "{input:?}");
+    }
+
+    #[test]
+    fn quoting_escapes_and_cuts() {
+        assert_eq!(quote("abc"), "\"abc\"");
+        assert_eq!(quote("a\u{202e}b"), "\"a\\u{202e}b\"");
+        let long = "x".repeat(QUOTE_LIMIT + 1);
+        assert_eq!(quote(&long), format!("\"{}\"…", "x".repeat(QUOTE_LIMIT)));
+        assert_eq!(clip(&long), format!("{}…", "x".repeat(QUOTE_LIMIT)));
+        assert_eq!(clip("short"), "short");
     }
 
     #[test]
