@@ -155,9 +155,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Serve(args) => {
             let mut args = args.layered()?;
             if args.demo {
-                crate::serve::demo_defaults(&mut args)?;
+                crate::demo::demo_defaults(&mut args)?;
             } else if args.auth == Some(crate::serve::AuthMode::Off) && args.listen().ip().is_loopback() {
-                crate::serve::dev_master_key(&mut args)?;
+                crate::demo::dev_master_key(&mut args)?;
             }
             // Before anything is recorded: the key set fetched at start is counted.
             let metrics = crate::serve::install_metrics();
@@ -213,7 +213,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     let services = registered_services(&store).await?;
                     let issuer = args.issuer.as_deref().unwrap_or_default();
                     let audience = args.audience.as_deref().unwrap_or_default();
-                    crate::serve::demo_tokens(secret, issuer, audience, &services)?
+                    crate::demo::demo_tokens(secret, issuer, audience, &services)?
                 }
                 _ => Vec::new(),
             };
@@ -239,7 +239,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let log = store.clone();
             let app = forlop_api::Application::build(store, parts, http, listen).await?;
             if load_demo {
-                crate::serve::demo_patient(app.engine()).await.context("registering the demo patient")?;
+                crate::demo::demo_patient(app.engine()).await.context("registering the demo patient")?;
             }
             // Start-up is over: what it freed goes back to the OS, what serving frees is reused.
             forlop_alloc::settle_after_start();

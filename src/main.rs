@@ -7,6 +7,7 @@ mod bench_backup;
 mod bench_fhir;
 mod bench_pg;
 mod cli;
+mod demo;
 mod ndjson;
 mod progress;
 mod seeding;

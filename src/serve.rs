@@ -1,17 +1,20 @@
 //! `forlop serve` settings, layered as operators expect: defaults, then a TOML file
 //! (`--config`), then `FORLOP_`-prefixed environment variables, then flags (clap merges the last
-//! two). Secrets are never settings themselves: settings name the files that hold them.
+//! two, figment lays them over the file). Secrets are never settings themselves: settings name
+//! the files that hold them.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
 use forlop_api::{Authenticator, HttpSettings};
 use forlop_auth::{ClaimNames, KeySource, Verifier, VerifierConfig};
 use forlop_vault::MasterKey;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
     /// Bearer JWTs, verified against `--jwks` and/or `--hs256-secret-file`.
@@ -22,7 +25,7 @@ pub enum AuthMode {
 
 /// Every setting of `serve`. Flags and environment variables are optional so that a value
 /// from the file shows through when neither is given.
-#[derive(clap::Args, Debug, Default, Deserialize)]
+#[derive(clap::Args, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ServeArgs {
     /// TOML file with any of these settings (keys as the flags, without dashes in front).
@@ -150,22 +153,22 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    /// Fills what flags and environment left open from the `--config` file.
-    pub fn layered(mut self) -> anyhow::Result<ServeArgs> {
+    /// The settings in force: the `--config` file, then the environment, then flags (clap
+    /// has already merged the last two), through figment, so that every key works in every
+    /// layer without a list of keys to keep up to date. Unknown keys in the file are refused.
+    pub fn layered(self) -> anyhow::Result<ServeArgs> {
         let Some(path) = self.config.clone() else { return Ok(self) };
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let file: ServeArgs = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        macro_rules! fill {
-            ($($f:ident),+) => { $( if self.$f.is_none() { self.$f = file.$f; } )+ };
+        if !path.is_file() {
+            bail!("reading {}: no such file", path.display());
         }
-        fill!(data, store, store_ca_file, listen, auth, jwks, hs256_secret_file, issuer, audience, leeway_seconds);
-        fill!(role_claim, services_claim, pid_claim, key_file, allowed_origins, suppression_threshold, self_grant_days);
-        fill!(checkpoint_every, fhir_care_levels, fhir_hold_seconds, request_timeout_seconds, sled_cache_mb);
-        fill!(header_read_timeout_seconds, max_connections, metrics_listen, backup_dir);
-        fill!(oidc_issuer, jwks_url, idp_ca_file);
-        self.demo |= file.demo;
-        self.strict_permissions |= file.strict_permissions;
-        Ok(self)
+        let given = given_settings(&self)?;
+        let layered: ServeArgs = Figment::new()
+            .merge(Toml::file_exact(&path))
+            .merge(Serialized::defaults(given))
+            .extract()
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("parsing {}", path.display()))?;
+        Ok(ServeArgs { config: self.config, ..layered })
     }
 
     /// Where the identity provider publishes its key set, if it is to be fetched.
@@ -221,62 +224,21 @@ pub fn loose_permissions(args: &ServeArgs) -> Vec<String> {
     loose
 }
 
+/// The settings flags and environment gave, as a map: unset options and `false` switches
+/// are left out, so that they do not hide the file's values.
+fn given_settings(args: &ServeArgs) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    let serde_json::Value::Object(mut map) = serde_json::to_value(args)? else {
+        bail!("settings did not serialise to a map")
+    };
+    map.retain(|_, v| !(v.is_null() || *v == serde_json::Value::Bool(false)));
+    Ok(map)
+}
+
 /// Below this sled's cache holds too few pages to keep a tree's upper levels.
 const MIN_SLED_CACHE_MB: u64 = 16;
 
 /// Where the identity provider's last good key set is kept, under the data directory.
 pub const IDP_CACHE_DIR: &str = "idp";
-
-/// Names of the development files `serve --demo` creates in the data directory.
-pub const DEMO_SECRET: &str = "dev-hs256.secret";
-pub const DEMO_MASTER_KEY: &str = "master.key";
-pub const DEMO_ISSUER: &str = "forlop-demo";
-pub const DEMO_AUDIENCE: &str = "forlop";
-
-/// Writes `contents` to `path` with mode 0600 unless it exists; returns the file's contents.
-fn private_file(path: &Path, contents: impl FnOnce() -> String) -> anyhow::Result<()> {
-    if path.exists() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).with_context(|| format!("creating {}", path.display()))?;
-    std::io::Write::write_all(&mut file, contents().as_bytes())?;
-    file.sync_all()?;
-    Ok(())
-}
-
-/// Under `--demo`: development secret, master key, issuer and audience, unless given.
-pub fn demo_defaults(args: &mut ServeArgs) -> anyhow::Result<()> {
-    let data = args.data();
-    std::fs::create_dir_all(&data)?;
-    if args.hs256_secret_file.is_none() && args.jwks.is_none() && args.idp().is_none() {
-        let path = data.join(DEMO_SECRET);
-        private_file(&path, || {
-            use rand::Rng;
-            rand::thread_rng().sample_iter(rand::distributions::Alphanumeric).take(48).map(char::from).collect()
-        })?;
-        args.hs256_secret_file = Some(path);
-    }
-    dev_master_key(args)?;
-    args.issuer.get_or_insert_with(|| DEMO_ISSUER.into());
-    args.audience.get_or_insert_with(|| DEMO_AUDIENCE.into());
-    Ok(())
-}
-
-/// Under `--demo` or `--auth off` (development on loopback): a master key in the data directory,
-/// created on first start, unless `--key-file` names one.
-pub fn dev_master_key(args: &mut ServeArgs) -> anyhow::Result<()> {
-    if args.key_file.is_none() {
-        let path = args.data().join(DEMO_MASTER_KEY);
-        private_file(&path, || MasterKey::generate().to_base64() + "\n")?;
-        args.key_file = Some(path);
-    }
-    Ok(())
-}
 
 /// Everything `serve` needs, checked: refuses to start with one clear line naming what is missing.
 pub struct Resolved {
@@ -450,36 +412,6 @@ pub fn care_levels(path: &Option<PathBuf>) -> anyhow::Result<forlop_fhir::CareLe
     }
 }
 
-/// One development token per role, valid for 30 days, for the demo's printout. The clinician
-/// works at every service in the demo; the patient's national id is synthetic.
-pub fn demo_tokens(
-    secret: &[u8],
-    issuer: &str,
-    audience: &str,
-    services: &[uuid::Uuid],
-) -> anyhow::Result<Vec<(&'static str, String)>> {
-    let now = chrono::Utc::now().timestamp();
-    let mut out = Vec::new();
-    for role in ["admin", "auditor", "analyst", "integration", "clinician", "patient"] {
-        let mut claims = serde_json::json!({
-            "iss": issuer, "aud": audience, "sub": format!("demo-{role}"), "name": format!("Demo {role}"),
-            "role": role, "iat": now, "exp": now + 30 * 24 * 3600,
-        });
-        if role == "clinician" {
-            claims["services"] = serde_json::json!(services);
-            claims["helseid://claims/hpr/hpr_number"] = serde_json::json!("9144889");
-        }
-        if role == "patient" {
-            claims["pid"] = serde_json::json!(DEMO_PATIENT_PID);
-        }
-        out.push((role, forlop_auth::mint_hs256(secret, &claims)?));
-    }
-    Ok(out)
-}
-
-/// A synthetic national id (month + 80) for the demo patient token: it names no real person.
-pub const DEMO_PATIENT_PID: &str = "31929956780";
-
 /// Installs the Prometheus recorder for `/metrics` (once per process). Latencies are histograms
 /// with buckets from 0.1 ms to 10 s, so they aggregate across nodes.
 pub fn install_metrics() -> Option<forlop_api::MetricsRenderer> {
@@ -508,74 +440,89 @@ pub fn install_metrics() -> Option<forlop_api::MetricsRenderer> {
     Some(forlop_api::MetricsRenderer(std::sync::Arc::new(move || handle.render())))
 }
 
-/// The demo's one patient with a (synthetic) national id, so the demo patient token's
-/// `myAccessLog` shows who read their record. Recorded with fixed event ids: a restart adds nothing.
-pub async fn demo_patient(engine: &forlop_engine::Engine) -> anyhow::Result<()> {
-    use forlop_domain::events::{EpisodeStarted, PatientRegistered, ReferralReceived};
-    use forlop_domain::{CareLevel, Command, Gender, ReferralSource};
-    use uuid::Uuid;
-    let service = {
-        let model = engine.model();
-        let mut municipal: Vec<_> = model
-            .services
-            .values()
-            .filter(|s| s.care_level == CareLevel::Municipal)
-            .map(|s| (s.name.clone(), s.id))
-            .collect();
-        municipal.sort();
-        municipal.first().map(|(_, id)| *id)
-    };
-    let Some(service) = service else { return Ok(()) };
-    let caller = forlop_engine::Caller::server(
-        forlop_auth::Principal { sub: "forlop-demo".into(), ..forlop_auth::Principal::anonymous_admin() },
-        "demo",
-    );
-    let patient = Uuid::from_u128(0xdeb0_0000_0000_4000_8000_0000_0000_0001);
-    let referral = Uuid::from_u128(0xdeb0_0000_0000_4000_8000_0000_0000_0002);
-    let at = chrono::DateTime::parse_from_rfc3339("2026-01-05T09:00:00Z")?.to_utc();
-    let steps = [
-        (
-            Command::RegisterPatient(PatientRegistered {
-                patient_id: patient,
-                birth_year: 1999,
-                gender: Gender::Female,
-                national_id: None,
-            }),
-            Some(forlop_domain::national_id::NationalId::parse(DEMO_PATIENT_PID)?),
-            0xdeb1,
-        ),
-        (
-            Command::ReceiveReferral {
-                patient_id: patient,
-                event: ReferralReceived {
-                    referral_id: referral,
-                    service_id: service,
-                    source: ReferralSource::SelfReferral,
-                    received_at: at,
-                },
-            },
-            None,
-            0xdeb2,
-        ),
-        (
-            Command::StartEpisode {
-                patient_id: patient,
-                event: EpisodeStarted {
-                    episode_id: Uuid::from_u128(0xdeb0_0000_0000_4000_8000_0000_0000_0003),
-                    service_id: service,
-                    referral_id: None,
-                    started_at: at,
-                    acute: false,
-                },
-            },
-            None,
-            0xdeb3,
-        ),
-    ];
-    for (command, national_id, event) in steps {
-        let options = forlop_engine::RecordOptions { event_id: Some(Uuid::from_u128(event)), expected_version: None };
-        engine.record(&caller, command, national_id, options).await?;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Args, Parser};
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
     }
-    eprintln!("forlop: demo patient {patient} holds the synthetic national id in the patient token");
-    Ok(())
+
+    /// Two values for a key, as a flag or environment variable would give them, chosen by the
+    /// key's name; a key of a new kind fails the test below until it has a case here.
+    fn samples(key: &str, switch: bool) -> [&'static str; 2] {
+        if switch {
+            ["true", "true"]
+        } else if key.ends_with("listen") {
+            ["127.0.0.1:4101", "127.0.0.1:4102"]
+        } else if key == "auth" {
+            ["off", "jwt"]
+        } else if ["seconds", "mb", "every", "days", "threshold", "connections"].iter().any(|s| key.ends_with(s)) {
+            ["41", "42"]
+        } else {
+            ["https://a.example", "https://b.example"]
+        }
+    }
+
+    fn in_force(cli: &[&str]) -> serde_json::Value {
+        let parsed = Serve::try_parse_from(std::iter::once("serve").chain(cli.iter().copied()))
+            .unwrap_or_else(|e| panic!("{cli:?}: {e}"));
+        serde_json::to_value(parsed.args.layered().unwrap_or_else(|e| panic!("{cli:?}: {e:#}"))).unwrap()
+    }
+
+    /// What the settings hold for `key` once set to `value`, as JSON.
+    fn expected(value: &str, switch: bool, list: bool) -> serde_json::Value {
+        match value.parse::<u64>() {
+            _ if switch => serde_json::Value::Bool(true),
+            _ if list => serde_json::json!([value]),
+            Ok(n) => n.into(),
+            Err(_) => value.into(),
+        }
+    }
+
+    /// Every key of `serve` works from the file and from its flag over the file, and has its
+    /// `FORLOP_` variable (which clap reads into the same layer as the flag, below it; the
+    /// end-to-end startup test shows one over the file): the layers are not a list that a new
+    /// key can be left out of.
+    #[test]
+    fn every_setting_works_from_the_file_and_from_its_flag_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("forlop.toml");
+        let config = file.to_str().unwrap();
+        let command = ServeArgs::augment_args(clap::Command::new("serve"));
+        let mut keys = 0;
+        for arg in command.get_arguments().filter(|a| a.get_id() != "config") {
+            let key = arg.get_long().expect("every setting has a flag");
+            let id = arg.get_id().as_str();
+            let env = format!("FORLOP_{}", id.to_uppercase());
+            assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(env.as_str()), "{key}'s environment variable");
+            let switch = !arg.get_action().takes_values();
+            let list = arg.get_value_delimiter().is_some();
+            let [a, b] = samples(key, switch);
+            let in_file = if switch || a.parse::<u64>().is_ok() {
+                a.to_owned()
+            } else if list {
+                format!("[{a:?}]")
+            } else {
+                format!("{a:?}")
+            };
+            std::fs::write(&file, format!("{key} = {in_file}\n")).unwrap();
+            assert_eq!(in_force(&["--config", config])[key], expected(a, switch, list), "{key} from the file");
+            if switch {
+                keys += 1;
+                continue;
+            }
+            let flag = format!("--{key}={b}");
+            assert_eq!(in_force(&["--config", config, &flag])[key], expected(b, switch, list), "{flag} over the file");
+            keys += 1;
+        }
+        assert!(keys >= 30, "the test saw every setting ({keys})");
+
+        std::fs::write(&file, "no-such-setting = 1\n").unwrap();
+        let refused = Serve::try_parse_from(["serve", "--config", config]).unwrap().args.layered().unwrap_err();
+        assert!(format!("{refused:#}").contains("no-such-setting"), "an unknown key is named: {refused:#}");
+    }
 }
