@@ -116,6 +116,11 @@ enum Command {
     Restore(crate::backups::RestoreArgs),
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Print a reference page of the documentation, made from this binary's own definitions.
+    Reference {
+        #[arg(value_enum)]
+        page: crate::reference::Page,
+    },
     /// Measure the store, replay and queries against raw sled, in one run.
     Bench(crate::bench::BenchArgs),
 }
@@ -403,6 +408,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Restore(args) => crate::backups::restore(args).await,
         Command::Schema => {
             print!("{}", forlop_api::sdl());
+            Ok(0)
+        }
+        Command::Reference { page } => {
+            print!("{}", crate::reference::markdown(page));
             Ok(0)
         }
         Command::Bench(args) => crate::bench::run(args).await.map(|_| 0),

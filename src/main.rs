@@ -10,6 +10,7 @@ mod cli;
 mod demo;
 mod ndjson;
 mod progress;
+mod reference;
 mod seeding;
 mod serve;
 

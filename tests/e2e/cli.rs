@@ -192,6 +192,27 @@ fn given_a_tampered_store_when_verified_then_it_exits_non_zero_naming_the_positi
     assert!(stdout(&out).contains("corrupt at position 3"), "{}", stdout(&out));
 }
 
+/// The reference pages made from the code are the ones checked in: a flag, a setting or a
+/// metric added without regenerating its page fails here.
+#[test]
+fn given_the_reference_command_when_run_then_each_generated_page_is_the_checked_in_one() {
+    for page in ["cli", "configuration", "metrics"] {
+        let out = run_ok(&["reference", page]);
+        let file = format!("docs/reference/{page}.md");
+        let checked_in = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(&file)).expect(&file);
+        assert!(
+            stdout(&out) == checked_in,
+            "{file} is stale: regenerate it with `cargo run -- reference {page} > {file}`"
+        );
+    }
+    let cli = stdout(&run_ok(&["reference", "cli"]));
+    assert!(cli.contains("`--suppression-threshold <SUPPRESSION_THRESHOLD>`"), "flags are listed: {cli}");
+    let configuration = stdout(&run_ok(&["reference", "configuration"]));
+    assert!(configuration.contains("| `backup-dir` | `--backup-dir` | `FORLOP_BACKUP_DIR` |"), "{configuration}");
+    let metrics = stdout(&run_ok(&["reference", "metrics"]));
+    assert!(metrics.contains("| `forlop_append_seconds` | histogram |"), "{metrics}");
+}
+
 #[test]
 fn given_the_schema_command_when_run_then_it_prints_the_checked_in_sdl() {
     let out = run_ok(&["schema"]);
