@@ -250,6 +250,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             forlop_alloc::settle_after_start();
             let addr = app.local_addr()?;
             tracing::info!(%addr, data = %data.display(), "forlop listening");
+            // The metrics line comes first: a reader that waits for the GraphQL line has both.
+            if let Some(metrics) = app.metrics_addr() {
+                eprintln!("forlop: metrics at http://{metrics}/metrics");
+            }
             eprintln!("forlop: GraphQL at http://{addr}/graphql (explorer: open it in a browser), subscriptions at ws://{addr}/graphql/ws");
             if !demo_tokens.is_empty() {
                 eprintln!("forlop: development tokens (HS256, 30 days; send as `Authorization: Bearer <token>`):");

@@ -1,7 +1,7 @@
 //! The dashboard page in a real browser: Debian's headless Chromium driven through chromedriver
 //! (WebDriver, the `fantoccini` crate) against `forlop serve --demo`. Every test fails on a
 //! console error or a request to another host, and writes a screenshot of its view to
-//! `tests/screenshots/` (the README shows them).
+//! `target/tmp/screenshots/` (docs/images/ holds copies for the documentation).
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -175,10 +175,11 @@ impl Browser {
         self.screenshot(name).await;
     }
 
-    /// Saves a screenshot of the current view for the README.
+    /// Saves a screenshot of the current view, to look at after a run (never into the
+    /// repository's own files).
     async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.expect("screenshot");
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/screenshots");
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
     }

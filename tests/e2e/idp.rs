@@ -241,18 +241,25 @@ struct Bare {
 impl Bare {
     async fn start(dir: &Path, args: &[&str]) -> Bare {
         let key = master_key(dir);
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let log = tempfile::NamedTempFile::new().expect("log file");
-        let child = forlop()
-            .args(["serve", "--data", dir.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+        let mut child = forlop()
+            .args(["serve", "--data", dir.to_str().unwrap(), "--listen", "127.0.0.1:0"])
             .args(["--key-file", &key, "--audience", AUDIENCE])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log.path()).unwrap())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn forlop serve");
-        let mut bare = Bare { url: format!("http://127.0.0.1:{port}"), child, log };
+        let listening = tokio::time::timeout(DEADLINE, follow_stderr(&mut child, log.path())).await;
+        let Ok(Ok(listening)) = listening else {
+            let _ = child.kill();
+            panic!(
+                "forlop serve did not say where it listens: {}",
+                std::fs::read_to_string(log.path()).unwrap_or_default()
+            );
+        };
+        let mut bare = Bare { url: format!("http://{}", listening.api), child, log };
         let health = format!("{}/healthz", bare.url);
         let until = Instant::now() + DEADLINE;
         loop {

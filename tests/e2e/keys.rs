@@ -88,10 +88,8 @@ async fn a_master_key_that_does_not_open_the_key_table_is_refused_before_the_por
     run_ok(&["rotate-key", "--data", path(dir.path()), "--old", path(&old), "--new", path(&new)]);
 
     // `serve` with the key from before the rotation: refused at once, naming the file.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
-    let listen = format!("127.0.0.1:{port}");
     let child = forlop()
-        .args(["serve", "--data", path(dir.path()), "--listen", &listen, "--key-file", path(&old)])
+        .args(["serve", "--data", path(dir.path()), "--listen", "127.0.0.1:0", "--key-file", path(&old)])
         .args([
             "--hs256-secret-file",
             path(&dir.path().join("test-hs256.secret")),

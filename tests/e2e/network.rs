@@ -15,11 +15,6 @@ use crate::support::*;
 
 const DASHBOARD: &str = "http://dashboard.test:3000";
 
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A client that opens a fresh connection for every request: nothing pooled counts against a
 /// connection cap or meets a server-side idle close.
 fn unpooled() -> reqwest::Client {
@@ -328,17 +323,17 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_max_connections_a_connection_is_closed_unanswered_and_served_again_once_one_closes() {
-    let metrics = format!("127.0.0.1:{}", free_port());
     let cap = 3;
     let s = Server::start_with(&[
         "--max-connections",
         &cap.to_string(),
         "--metrics-listen",
-        &metrics,
+        "127.0.0.1:0",
         "--header-read-timeout-seconds",
         "60",
     ])
     .await;
+    let metrics = s.metrics.clone().expect("the server says where /metrics is");
     // The harness keeps the connection it polled /healthz on; the metrics port is not capped
     // with the API's, so it says how many are open.
     let open = sample(&metrics_at(&metrics).await, "forlop_http_connections{listener=\"api\"}").unwrap_or(0.0) as usize;
@@ -409,11 +404,11 @@ async fn every_forlop_metric_on_metrics_has_help_and_type() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_metrics_listen_metrics_are_served_on_their_own_port_only() {
-    let metrics = format!("127.0.0.1:{}", free_port());
     // From the settings file, as an operator would set it (the flag is the same setting).
     let config = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(config.path(), format!("metrics-listen = {metrics:?}\nmax-connections = 100\n")).unwrap();
+    std::fs::write(config.path(), "metrics-listen = \"127.0.0.1:0\"\nmax-connections = 100\n").unwrap();
     let s = Server::start_with(&["--config", config.path().to_str().unwrap()]).await;
+    let metrics = s.metrics.clone().expect("the server says where /metrics is");
     s.record("registerService", json!({ "serviceId": id(), "name": "M", "careLevel": "MUNICIPAL" })).await;
     let text = metrics_at(&metrics).await;
     assert!(text.contains("# TYPE forlop_events_appended_total counter"), "{text}");

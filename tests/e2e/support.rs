@@ -1,7 +1,6 @@
 //! Shared harness: the real `forlop` binary as a child process, and small GraphQL helpers.
 
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -17,6 +16,9 @@ pub const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Attempts at GET /healthz before giving up on a starting server (50 ms apart: ~15 s in all).
 const HEALTH_TRIES: usize = 300;
+
+/// How long a starting server may take to say where it listens (it replays its log first).
+const STARTUP: Duration = Duration::from_secs(60);
 
 /// A `forlop` command with a quiet, predictable environment (no settings inherited from the shell).
 pub fn forlop() -> Command {
@@ -43,15 +45,47 @@ pub fn run_ok(args: &[&str]) -> Output {
     out
 }
 
-/// A port nobody listens on right now (the OS picks it; it is released before the server binds).
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").port()
+/// Where a server said it listens: the API, and `/metrics` when it has a listener of its own.
+pub struct Listening {
+    pub api: String,
+    pub metrics: Option<String>,
+}
+
+/// Copies a server's stderr into `log` line by line as it comes, and sends where it listens
+/// once it has said so ("GraphQL at http://ADDR/graphql", after "metrics at http://ADDR/metrics"
+/// when there is one): servers bind port 0 and print the port they got. The sender is dropped
+/// unsent if the server exits (or closes stderr) first.
+pub fn follow_stderr(child: &mut Child, log: &Path) -> tokio::sync::oneshot::Receiver<Listening> {
+    use std::io::{BufRead, Write};
+    fn address(line: &str, after: &str) -> Option<String> {
+        let at = line.find(after)? + after.len();
+        Some(line[at..].split('/').next().unwrap_or_default().to_owned())
+    }
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let mut file = File::create(log).expect("open log file");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        let mut metrics = None;
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = writeln!(file, "{line}");
+            metrics = metrics.or_else(|| address(&line, "metrics at http://"));
+            if let Some(api) = address(&line, "GraphQL at http://") {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(Listening { api, metrics: metrics.clone() });
+                }
+            }
+        }
+    });
+    rx
 }
 
 /// A running `forlop serve`, killed when dropped.
 pub struct Server {
     pub url: String,
+    /// `/metrics`'s own address (`--metrics-listen`), as the server printed it.
+    pub metrics: Option<String>,
     pub port: u16,
     pub dir: PathBuf,
     child: Option<Child>,
@@ -139,51 +173,54 @@ impl Server {
             .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .expect("http client");
-        // Another process may grab the port between our probe and the server's bind: try a few.
-        let mut last_log = String::new();
-        for _ in 0..5 {
-            let port = free_port();
-            let log = tempfile::NamedTempFile::new().expect("log file");
-            let (keys, secret) = if args.contains(&"--auth") { (Vec::new(), Vec::new()) } else { key_flags(dir) };
-            let child = forlop()
-                .arg("serve")
-                .arg("--data")
-                .arg(dir)
-                .arg("--listen")
-                .arg(format!("127.0.0.1:{port}"))
-                .args(&keys)
-                .args(args)
-                .envs(env.iter().copied())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(File::create(log.path()).expect("open log file"))
-                .spawn()
-                .expect("spawn forlop serve");
-            let mut server = Server {
-                url: format!("http://127.0.0.1:{port}"),
-                port,
-                dir: dir.to_owned(),
-                child: Some(child),
-                client: client.clone(),
-                _data: None,
-                log,
-                admin: String::new(),
-                secret: secret.clone(),
-            };
-            if !secret.is_empty() {
-                server.admin = server.token("admin", &[], None);
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let (keys, secret) = if args.contains(&"--auth") { (Vec::new(), Vec::new()) } else { key_flags(dir) };
+        let mut child = forlop()
+            .arg("serve")
+            .arg("--data")
+            .arg(dir)
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .args(&keys)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn forlop serve");
+        let address = follow_stderr(&mut child, log.path());
+        let listening = match tokio::time::timeout(STARTUP, address).await {
+            Ok(Ok(listening)) => listening,
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(log.path()).unwrap_or_default();
+                panic!("forlop serve did not say where it listens; its stderr:\n{log}");
             }
-            if server.wait_ready().await {
-                return server;
-            }
-            last_log = std::fs::read_to_string(server.log.path()).unwrap_or_default();
-            server.kill();
-            // Only a lost race for the port is worth another try; any other failure is the answer.
-            if !last_log.contains("Address already in use") {
-                break;
-            }
+        };
+        let port = listening.api.rsplit(':').next().and_then(|p| p.parse().ok()).expect("a port in the address");
+        let mut server = Server {
+            url: format!("http://{}", listening.api),
+            metrics: listening.metrics,
+            port,
+            dir: dir.to_owned(),
+            child: Some(child),
+            client,
+            _data: None,
+            log,
+            admin: String::new(),
+            secret: secret.clone(),
+        };
+        if !secret.is_empty() {
+            server.admin = server.token("admin", &[], None);
         }
-        panic!("forlop serve did not become ready; its stderr:\n{last_log}");
+        if !server.wait_ready().await {
+            let log = server.log_text();
+            server.kill();
+            panic!("forlop serve did not become ready; its stderr:\n{log}");
+        }
+        server
     }
 
     /// Polls GET /healthz a bounded number of times; false if the process exits or never answers.
