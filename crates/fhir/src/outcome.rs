@@ -181,3 +181,34 @@ pub fn information(diagnostics: &str) -> Value {
 pub fn outcome_of(issue: Vec<Value>) -> Value {
     json!({ "resourceType": "OperationOutcome", "issue": issue })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_engine_refusal_has_one_issue_type_and_that_types_status() {
+        let cases = [
+            (EngineError::Domain(DomainError::NotFound("x".into())), "not-found", 404, "404 Not Found"),
+            (EngineError::Domain(DomainError::AlreadyExists("x".into())), "duplicate", 409, "409 Conflict"),
+            (
+                EngineError::Domain(DomainError::InvalidInput("x".into())),
+                "business-rule",
+                422,
+                "422 Unprocessable Entity",
+            ),
+            (EngineError::InvalidInput("x".into()), "business-rule", 422, "422 Unprocessable Entity"),
+            (EngineError::IdempotencyConflict(uuid::Uuid::nil()), "conflict", 409, "409 Conflict"),
+            (EngineError::Unauthenticated("x".into()), "login", 401, "401 Unauthorized"),
+            (EngineError::Forbidden("x".into()), "forbidden", 403, "403 Forbidden"),
+            (EngineError::Unavailable("x".into()), "transient", 503, "503 Service Unavailable"),
+            (EngineError::Internal("x".into()), "exception", 500, "500 Internal Server Error"),
+        ];
+        for (e, code, status, line) in cases {
+            let t = IssueType::from(&e);
+            assert_eq!((t.code(), t.status(), t.status_line()), (code, status, line), "{e:?}");
+        }
+        assert_eq!(IssueType::Structure.status_line(), "400 Bad Request");
+        assert_eq!(IssueType::TooCostly.status(), 413);
+    }
+}
