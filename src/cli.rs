@@ -526,7 +526,7 @@ async fn import_fhir(
         let (fhir, bar, file) = (fhir.clone(), bar.clone(), file.to_path_buf());
         tokio::spawn(async move {
             fhir.import_lines(&caller, lines, 4000, |s, failed| {
-                for (line, issues) in failed {
+                for forlop_fhir::FailedLine { line, issues } in failed {
                     for i in issues {
                         let at = if i.path.is_empty() { String::new() } else { format!(" at {}", i.path) };
                         eprintln!("{}: {}{at}: {}", file.display(), line, i.message);

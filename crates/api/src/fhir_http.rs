@@ -7,9 +7,10 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use forlop_engine::{Caller, EngineError};
-use forlop_fhir::mapping::Issue;
-use forlop_fhir::outcome::{operation_outcome, response_bundle};
-use forlop_fhir::Fhir;
+use forlop_fhir::held::unresolved_outcome;
+use forlop_fhir::ingest::{import_outcome, response_bundle, BundleRequest};
+use forlop_fhir::outcome::{operation_outcome, status_of, Issue, IssueType};
+use forlop_fhir::{FailedLine, Fhir};
 use futures::StreamExt;
 
 use crate::http::{header_str, AppState};
@@ -31,28 +32,25 @@ fn fhir_response(status: StatusCode, body: serde_json::Value) -> Response {
     r
 }
 
-fn outcome(status: StatusCode, issues: &[Issue]) -> Response {
+/// An OperationOutcome of `issues`, answered with the status of the first one's issue type.
+fn outcome(issues: &[Issue]) -> Response {
+    let status = StatusCode::from_u16(status_of(issues)).unwrap_or(StatusCode::BAD_REQUEST);
+    outcome_as(status, issues)
+}
+
+/// An OperationOutcome answered with a status HTTP itself decides (a media type refused, the
+/// route not served, the authentication layer's answer).
+fn outcome_as(status: StatusCode, issues: &[Issue]) -> Response {
     fhir_response(status, operation_outcome(issues))
 }
 
-fn issue(code: &'static str, path: &str, message: impl Into<String>) -> Vec<Issue> {
+fn issue(code: IssueType, path: &str, message: impl Into<String>) -> Vec<Issue> {
     vec![Issue::new(code, path, message)]
 }
 
-/// An engine refusal as an HTTP status and an OperationOutcome with its stable code.
+/// An engine refusal as an OperationOutcome with its stable code, and its issue type's status.
 fn refused(e: &EngineError) -> Response {
-    let (status, code) = engine_status(e);
-    outcome(status, &issue(code, "", format!("{}: {}", e.code(), e.public_message())))
-}
-
-fn engine_status(e: &EngineError) -> (StatusCode, &'static str) {
-    match e {
-        EngineError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-        EngineError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "login"),
-        EngineError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "transient"),
-        EngineError::InvalidInput(_) | EngineError::Domain(_) => (StatusCode::BAD_REQUEST, "invalid"),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "exception"),
-    }
+    outcome(&[Issue::refused("", e)])
 }
 
 /// The adapter and the caller, or the response that refuses the request.
@@ -62,22 +60,22 @@ async fn begin(
     operation: &'static str,
 ) -> Result<(Fhir, Caller), Box<Response>> {
     let Some(fhir) = state.fhir.clone() else {
-        return Err(Box::new(outcome(
+        return Err(Box::new(outcome_as(
             StatusCode::NOT_FOUND,
-            &issue("not-supported", "", "FHIR is not enabled on this server"),
+            &issue(IssueType::NotSupported, "", "FHIR is not enabled on this server"),
         )));
     };
     match crate::http::authenticate(state, headers).await {
         Ok(principal) => Ok((fhir, Caller::server(principal, operation))),
         Err(refused) => {
             let status = refused.status();
-            let code = if status == StatusCode::UNAUTHORIZED { "login" } else { "forbidden" };
+            let code = if status == StatusCode::UNAUTHORIZED { IssueType::Login } else { IssueType::Forbidden };
             let msg = if status == StatusCode::UNAUTHORIZED {
                 "UNAUTHENTICATED: a valid bearer token is required"
             } else {
                 "FORBIDDEN: origin not allowed"
             };
-            let mut r = outcome(status, &issue(code, "", msg));
+            let mut r = outcome_as(status, &issue(code, "", msg));
             if status == StatusCode::UNAUTHORIZED {
                 r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
@@ -94,9 +92,9 @@ fn media(headers: &HeaderMap) -> String {
 /// `POST /fhir`: a transaction (all entries or none) or a batch (each on its own).
 pub async fn bundle(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     if !matches!(media(&headers).as_str(), FHIR_JSON | "application/json") {
-        return outcome(
+        return outcome_as(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            &issue("not-supported", "", "POST /fhir takes Content-Type: application/fhir+json"),
+            &issue(IssueType::NotSupported, "", "POST /fhir takes Content-Type: application/fhir+json"),
         );
     }
     let (fhir, caller) = match begin(&state, &headers, "fhir.bundle").await {
@@ -106,21 +104,18 @@ pub async fn bundle(State(state): State<AppState>, headers: HeaderMap, body: Bod
     let body = match axum::body::to_bytes(body, MAX_BUNDLE_BYTES).await {
         Ok(b) => b,
         Err(_) => {
-            let mut r = outcome(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &issue(
-                    "too-costly",
-                    "Bundle",
-                    format!("the Bundle exceeds {MAX_BUNDLE_BYTES} bytes; send bulk data to $import as NDJSON"),
-                ),
-            );
+            let mut r = outcome(&issue(
+                IssueType::TooCostly,
+                "Bundle",
+                format!("the Bundle exceeds {MAX_BUNDLE_BYTES} bytes; send bulk data to $import as NDJSON"),
+            ));
             r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             return r;
         }
     };
-    let (all_or_none, entries) = match Fhir::read_bundle(&body) {
+    let BundleRequest { all_or_none, entries } = match Fhir::read_bundle(&body) {
         Ok(x) => x,
-        Err(i) => return outcome(StatusCode::BAD_REQUEST, &[i]),
+        Err(i) => return outcome(&[i]),
     };
     let outcomes = fhir.ingest(&caller, &entries, all_or_none, !all_or_none).await;
     if outcomes.iter().any(|o| o.appended > 0) {
@@ -130,13 +125,7 @@ pub async fn bundle(State(state): State<AppState>, headers: HeaderMap, body: Bod
     if all_or_none && outcomes.iter().any(|o| !o.ok()) {
         // One OperationOutcome listing every problem of the whole transaction.
         let issues: Vec<Issue> = outcomes.iter().flat_map(|o| o.issues.clone()).collect();
-        let status = match issues.first().map(|i| i.code) {
-            Some("forbidden") => StatusCode::FORBIDDEN,
-            Some("transient") => StatusCode::SERVICE_UNAVAILABLE,
-            Some("business-rule") | Some("conflict") | Some("duplicate") => StatusCode::UNPROCESSABLE_ENTITY,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        return outcome(status, &issues);
+        return outcome(&issues);
     }
     fhir_response(StatusCode::OK, response_bundle(all_or_none, &outcomes))
 }
@@ -144,9 +133,9 @@ pub async fn bundle(State(state): State<AppState>, headers: HeaderMap, body: Bod
 /// `POST /fhir/$import`: NDJSON, read line by line as it arrives.
 pub async fn import(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     if media(&headers) != "application/fhir+ndjson" {
-        return outcome(
+        return outcome_as(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            &issue("not-supported", "", "$import takes Content-Type: application/fhir+ndjson"),
+            &issue(IssueType::NotSupported, "", "$import takes Content-Type: application/fhir+ndjson"),
         );
     }
     let (fhir, caller) = match begin(&state, &headers, "fhir.$import").await {
@@ -156,10 +145,8 @@ pub async fn import(State(state): State<AppState>, headers: HeaderMap, body: Bod
     // A role that may record nothing has every line refused: say so at once, before reading a
     // body that may be gigabytes, rather than after reading all of it.
     if !forlop_engine::policy::may_record_anything(&caller.principal) {
-        let mut r = outcome(
-            StatusCode::FORBIDDEN,
-            &issue("forbidden", "", "FORBIDDEN: your role may not record; the import was not read"),
-        );
+        let mut r =
+            outcome(&issue(IssueType::Forbidden, "", "FORBIDDEN: your role may not record; the import was not read"));
         // The body is never read, so this connection cannot carry another request.
         r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         return r;
@@ -172,7 +159,7 @@ pub async fn import(State(state): State<AppState>, headers: HeaderMap, body: Bod
     let mut listed: Vec<Issue> = Vec::new();
     let summary = fhir
         .import_lines(&caller, Box::pin(lines), IMPORT_CHUNK, |_, failed| {
-            for (line, issues) in failed {
+            for FailedLine { line, issues } in failed {
                 for i in issues {
                     if listed.len() < MAX_LISTED {
                         let path = if i.path.is_empty() { line.clone() } else { i.path.clone() };
@@ -182,23 +169,9 @@ pub async fn import(State(state): State<AppState>, headers: HeaderMap, body: Bod
             }
         })
         .await;
-    let mut body = operation_outcome(&listed);
-    let info = serde_json::json!({
-        "severity": "information",
-        "code": "informational",
-        "diagnostics": summary.to_string(),
-    });
-    if let Some(issues) = body["issue"].as_array_mut() {
-        issues.insert(0, info);
-    }
-    body["extension"] = serde_json::json!([{
-        "url": "https://forlop.no/fhir/StructureDefinition/import-summary",
-        "valueString": serde_json::to_string(&summary).unwrap_or_default(),
-    }]);
-    fhir_response(StatusCode::OK, body)
+    fhir_response(StatusCode::OK, import_outcome(&summary, &listed))
 }
 
-/// Splits a body stream into lines without holding more than one line (and one chunk).
 /// `body`, ending with an error if no bytes arrive for `idle`: a client that stops sending
 /// without closing must not hold an import open for ever.
 fn stalls_after(
@@ -236,6 +209,7 @@ where
     }))
 }
 
+/// Splits a body stream into lines without holding more than one line (and one chunk).
 pub fn ndjson_lines<S, E>(stream: S) -> impl futures::Stream<Item = std::io::Result<String>>
 where
     S: futures::Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
@@ -284,12 +258,12 @@ pub async fn everything(State(state): State<AppState>, headers: HeaderMap, Path(
         Err(r) => return *r,
     };
     let Ok(patient) = id.parse::<uuid::Uuid>() else {
-        return outcome(StatusCode::NOT_FOUND, &issue("not-found", "Patient.id", "forlop's patient ids are UUIDs"));
+        return outcome(&issue(IssueType::NotFound, "Patient.id", "forlop's patient ids are UUIDs"));
     };
     let base = base_url(&headers);
     match fhir.everything(&caller, patient, &base).await {
         Ok(Some(bundle)) => fhir_response(StatusCode::OK, bundle),
-        Ok(None) => outcome(StatusCode::NOT_FOUND, &issue("not-found", "Patient.id", format!("no patient {patient}"))),
+        Ok(None) => outcome(&issue(IssueType::NotFound, "Patient.id", format!("no patient {patient}"))),
         Err(e) => refused(&e),
     }
 }
@@ -302,33 +276,7 @@ pub async fn unresolved(State(state): State<AppState>, headers: HeaderMap) -> Re
         Err(r) => return *r,
     };
     match fhir.unresolved(&caller) {
-        Ok(held) => {
-            let issues: Vec<serde_json::Value> = held
-                .iter()
-                .flat_map(|(key, e)| {
-                    let name = match &e.resource_id {
-                        Some(id) => format!("{}/{id}", e.resource_type),
-                        None => e.resource_type.clone(),
-                    };
-                    let severity = if e.failed { "error" } else { "warning" };
-                    e.issues.iter().map(move |i| {
-                        serde_json::json!({
-                            "severity": severity,
-                            "code": i.code,
-                            "diagnostics": format!("{name} (held {key}, received {}{}): {}",
-                                e.received_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                                if e.failed { ", cannot be placed" } else { ", unresolved" },
-                                i.message),
-                        })
-                    })
-                })
-                .collect();
-            let mut body = serde_json::json!({ "resourceType": "OperationOutcome", "issue": issues });
-            if held.is_empty() {
-                body["issue"] = serde_json::json!([{ "severity": "information", "code": "informational", "diagnostics": "nothing is unresolved" }]);
-            }
-            fhir_response(StatusCode::OK, body)
-        }
+        Ok(held) => fhir_response(StatusCode::OK, unresolved_outcome(&held)),
         Err(e) => refused(&e),
     }
 }

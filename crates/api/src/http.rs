@@ -430,7 +430,11 @@ async fn host_allowed(
             );
             if request.uri().path().starts_with("/fhir") {
                 // As every FHIR route answers: an OperationOutcome.
-                let issue = forlop_fhir::mapping::Issue::new("forbidden", "", format!("FORBIDDEN: {message}"));
+                let issue = forlop_fhir::mapping::Issue::new(
+                    forlop_fhir::outcome::IssueType::Forbidden,
+                    "",
+                    format!("FORBIDDEN: {message}"),
+                );
                 let body = serde_json::to_vec(&forlop_fhir::outcome::operation_outcome(&[issue])).unwrap_or_default();
                 let content_type = [(header::CONTENT_TYPE, "application/fhir+json")];
                 (StatusCode::MISDIRECTED_REQUEST, content_type, body).into_response()

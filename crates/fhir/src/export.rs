@@ -8,7 +8,7 @@ use forlop_engine::{Caller, EngineError};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::mapping::*;
+use crate::mapping::terminology::*;
 use crate::resources::ACCEPTED;
 use crate::Fhir;
 

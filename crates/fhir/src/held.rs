@@ -13,7 +13,7 @@ use forlop_engine::{Principal, Role};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::mapping::Issue;
+use crate::outcome::{self, Issue};
 
 /// Who sent a held resource: it is recorded in their name once it can be.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,7 +57,7 @@ pub struct HeldIssue {
 
 impl From<&Issue> for HeldIssue {
     fn from(i: &Issue) -> Self {
-        HeldIssue { code: i.code.to_owned(), path: i.path.clone(), message: i.message.clone() }
+        HeldIssue { code: i.code.code().to_owned(), path: i.path.clone(), message: i.message.clone() }
     }
 }
 
@@ -151,4 +151,34 @@ impl HeldStore {
 pub fn past(e: &HeldEntry, hold: std::time::Duration, now: DateTime<Utc>) -> bool {
     let hold = chrono::Duration::from_std(hold).unwrap_or(chrono::Duration::MAX);
     now.signed_duration_since(e.received_at) >= hold
+}
+
+/// The answer to `GET /fhir/$unresolved`: an OperationOutcome with one issue per held
+/// resource's issue (an error once it can never be placed, a warning while it waits), naming
+/// the resource, its key and when it arrived; no resource content.
+pub fn unresolved_outcome(held: &[(u64, HeldEntry)]) -> serde_json::Value {
+    if held.is_empty() {
+        return outcome::outcome_of(vec![outcome::information("nothing is unresolved")]);
+    }
+    let issues = held
+        .iter()
+        .flat_map(|(key, e)| {
+            let name = match &e.resource_id {
+                Some(id) => format!("{}/{id}", e.resource_type),
+                None => e.resource_type.clone(),
+            };
+            let severity = if e.failed { "error" } else { "warning" };
+            e.issues.iter().map(move |i| {
+                let diagnostics = format!(
+                    "{name} (held {key}, received {}{}): {}",
+                    e.received_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    if e.failed { ", cannot be placed" } else { ", unresolved" },
+                    i.message
+                );
+                // The listing names the held resource, not an element of a request: no expression.
+                outcome::issue_json(severity, &i.code, &diagnostics, "")
+            })
+        })
+        .collect();
+    outcome::outcome_of(issues)
 }

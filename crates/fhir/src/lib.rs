@@ -21,4 +21,4 @@ pub mod outcome;
 pub mod resources;
 
 pub use care_levels::CareLevels;
-pub use ingest::{EntryOutcome, Fhir, ImportSummary, RawEntry};
+pub use ingest::{EntryOutcome, FailedLine, Fhir, ImportSummary, RawEntry};
