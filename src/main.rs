@@ -11,6 +11,7 @@ mod ndjson;
 mod progress;
 mod seeding;
 mod serve;
+mod store_layout;
 
 use clap::Parser;
 
