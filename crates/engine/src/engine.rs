@@ -19,13 +19,13 @@ use forlop_projections::ReadModel;
 use forlop_store::EventStore;
 use forlop_vault::Vault;
 
-use crate::access::{SharedAccessLog, SubscriptionCounts};
 use crate::analysis::AnalysisPool;
-use crate::disclosure::RecordKeys;
 use crate::error::EngineError;
 use crate::id_claims::{IdClaim, IdClaims, Owners};
-use crate::parts::{EngineParts, Settings};
+use crate::parts::{EngineParts, Settings, SharedAccessLog};
 use crate::projector::Progress;
+use crate::record_keys::RecordKeys;
+use crate::subscriptions::SubscriptionCounts;
 use crate::turns::Turns;
 use crate::waiters::{Wait, Waiters};
 

@@ -16,7 +16,7 @@ use crate::error::EngineError;
 use crate::owners::OwnerIndex;
 
 /// Every referral, episode, session and admission id folded so far, and its patient. A flat
-/// map beside the snapshots (a persistent one cost several times the memory), written only by
+/// map beside the snapshots (a persistent one takes several times the memory), written only by
 /// the projector, each lock held for one insert or lookup.
 pub(crate) type Owners = Arc<RwLock<OwnerIndex>>;
 

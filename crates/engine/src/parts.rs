@@ -8,7 +8,6 @@ use std::sync::Arc;
 use forlop_store::key_table::KeyStore;
 use forlop_vault::{MasterKey, Vault};
 
-use crate::access::SharedAccessLog;
 use crate::checkpoint::Preload;
 use crate::error::EngineError;
 
@@ -19,6 +18,9 @@ const CHECKPOINT_FILE: &str = "readmodel.checkpoint";
 pub fn checkpoint_path(data: &Path) -> PathBuf {
     data.join(CHECKPOINT_FILE)
 }
+
+/// Keeps `Arc` in the public signature of `Engine::access_log` readable.
+pub type SharedAccessLog = Arc<dyn forlop_store::access_log::AccessLog>;
 
 /// What the engine needs besides the event log.
 #[derive(Clone)]

@@ -11,12 +11,12 @@ use forlop_projections::ReadModel;
 use forlop_store::EventStore;
 
 use crate::analysis::AnalysisPool;
-use crate::disclosure::RecordKeys;
 use crate::error::EngineError;
 use crate::id_claims::Owners;
 use crate::owners::OwnerIndex;
 use crate::parts::EngineParts;
 use crate::projector::{BackgroundCheckpoint, Progress, Projector};
+use crate::record_keys::RecordKeys;
 use crate::replay::catch_up;
 use crate::waiters::{CloseOnDrop, Waiters};
 use crate::Engine;

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use imbl::OrdMap;
 
-/// A persistent hash map with foldhash: the read model's maps are looked up hundreds of
-/// thousands of times per report and replay, and SipHash was a third of that. foldhash is
+/// A persistent hash map with foldhash rather than SipHash: the read model's maps are looked up
+/// hundreds of thousands of times per report and replay, so the hash's cost shows. foldhash is
 /// seeded per process, so client-chosen ids cannot be aimed at one bucket ahead of time.
 pub type HashMap<K, V> = imbl::GenericHashMap<K, V, foldhash::fast::RandomState, imbl::shared_ptr::DefaultSharedPtr>;
 
