@@ -120,7 +120,7 @@ impl Projector {
                         // here is always folded next, whether or not we publish.
                         let ready = events.next().now_or_never();
                         let burst = matches!(ready, Some(Some(_)));
-                        if !burst || self.working.position % PUBLISH_EVERY == 0 {
+                        if !burst || self.working.position.is_multiple_of(PUBLISH_EVERY) {
                             self.publish.store(Arc::new(self.working.clone()));
                             self.progress.send_replace(Progress { position: position + 1, stalled: None });
                             self.waiters.0.wake_below(position + 1);
