@@ -212,12 +212,7 @@ impl Engine {
             let same = e.event_type == item.command.proposed_event().event_type()
                 && decode(e).is_ok_and(|d| d == item.command.proposed_event());
             results[i] = Some(if same {
-                Ok(Recorded {
-                    event_id: item.event_id,
-                    stream_version: e.version,
-                    position: e.position,
-                    deduplicated: true,
-                })
+                Ok(Recorded::retry_of(item.event_id, e))
             } else {
                 Err(EngineError::IdempotencyConflict(item.event_id))
             });

@@ -42,12 +42,7 @@ impl Engine {
                 if !self.same_registration(&stored, &event, &id).await? {
                     return Err(EngineError::IdempotencyConflict(event_id));
                 }
-                return Ok(Recorded {
-                    event_id,
-                    stream_version: stored.version,
-                    position: stored.position,
-                    deduplicated: true,
-                });
+                return Ok(Recorded::retry_of(event_id, &stored));
             }
         }
         if self.store.stream_version(&stream).await?.is_some() {

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use forlop_domain::national_id::NationalId;
 use forlop_domain::{decide, Command, Event, References};
-use forlop_store::{ExpectedVersion, Metadata, NewEvent, StoreError};
+use forlop_store::{ExpectedVersion, Metadata, NewEvent, RecordedEvent, StoreError};
 
 use crate::access::Caller;
 use crate::error::EngineError;
@@ -31,6 +31,13 @@ pub struct Recorded {
     pub position: u64,
     /// True when this was a retry of an already recorded event.
     pub deduplicated: bool,
+}
+
+impl Recorded {
+    /// The answer to a retry of `stored`, recorded before under `event_id`: its original placing.
+    pub(crate) fn retry_of(event_id: Uuid, stored: &RecordedEvent) -> Recorded {
+        Recorded { event_id, stream_version: stored.version, position: stored.position, deduplicated: true }
+    }
 }
 
 /// The domain has no clock: a fact dated more than a day ahead of this server's is refused here.
@@ -127,12 +134,7 @@ impl Engine {
         if !same {
             return Err(EngineError::IdempotencyConflict(id));
         }
-        Ok(Some(Recorded {
-            event_id: id,
-            stream_version: stored.version,
-            position: stored.position,
-            deduplicated: true,
-        }))
+        Ok(Some(Recorded::retry_of(id, &stored)))
     }
 
     /// Erasure: destroys the patient's data key, then records that it was done. Aggregates keep

@@ -168,13 +168,7 @@ impl Engine {
                 if !same {
                     return Err(refused(i)(EngineError::IdempotencyConflict(item.event_id)));
                 }
-                let recorded = Recorded {
-                    event_id: item.event_id,
-                    stream_version: stored.version,
-                    position: stored.position,
-                    deduplicated: true,
-                };
-                outcomes.push(Ok(Transacted::Recorded(recorded)));
+                outcomes.push(Ok(Transacted::Recorded(Recorded::retry_of(item.event_id, &stored))));
                 continue;
             }
             if !streams.contains_key(&stream) {
