@@ -67,11 +67,32 @@ pub struct AdmissionState {
 impl StreamState {
     /// Folds one event. No logic, cannot fail: the event was valid when it was decided.
     pub fn apply(&mut self, event: &Event) {
-        let p = &mut self.patient;
         match event {
             Event::ServiceRegistered(_) | Event::TherapistRegistered(_) | Event::PatientRegistered(_) => {
                 self.exists = true
             }
+            Event::PatientAdmitted(_) | Event::PatientDischarged(_) | Event::StayRecorded(_) => {
+                self.patient.apply_stay(event)
+            }
+            event => self.patient.apply_care(event),
+        }
+    }
+
+    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a Event>) -> Self {
+        let mut s = StreamState::default();
+        for e in events {
+            s.apply(e);
+        }
+        s
+    }
+}
+
+impl PatientState {
+    /// Folds a fact of the patient's care (referrals, episodes, therapists, sessions, outcomes,
+    /// erasure).
+    fn apply_care(&mut self, event: &Event) {
+        let p = self;
+        match event {
             Event::ReferralReceived(e) => {
                 p.referrals.insert(
                     e.referral_id,
@@ -132,6 +153,21 @@ impl StreamState {
                     ep.last_session_at = ep.last_session_at.max(Some(e.at));
                 }
             }
+            Event::OutcomeRecorded(_) => {}
+            Event::PatientForgotten(_) => p.forgotten = true,
+            Event::ServiceRegistered(_)
+            | Event::TherapistRegistered(_)
+            | Event::PatientRegistered(_)
+            | Event::PatientAdmitted(_)
+            | Event::PatientDischarged(_)
+            | Event::StayRecorded(_) => {}
+        }
+    }
+
+    /// Folds an inpatient stay's admission, discharge, or both at once.
+    fn apply_stay(&mut self, event: &Event) {
+        let p = self;
+        match event {
             Event::PatientAdmitted(e) => {
                 p.admissions.insert(
                     e.admission_id,
@@ -153,16 +189,7 @@ impl StreamState {
                     },
                 );
             }
-            Event::OutcomeRecorded(_) => {}
-            Event::PatientForgotten(_) => p.forgotten = true,
+            _ => {}
         }
-    }
-
-    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a Event>) -> Self {
-        let mut s = StreamState::default();
-        for e in events {
-            s.apply(e);
-        }
-        s
     }
 }
