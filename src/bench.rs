@@ -633,7 +633,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         &secret,
         &json!({ "iss": "bench", "aud": "forlop", "sub": "bench-analyst", "role": "analyst", "exp": now + 3600 }),
     )?;
-    let parts = forlop_engine::EngineParts::open_beside(
+    let parts = crate::store_layout::sled_parts(
         dir.path(),
         forlop_vault::MasterKey::generate(),
         forlop_engine::Settings::default(),

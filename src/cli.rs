@@ -480,7 +480,7 @@ async fn import_fhir(
     // backfill spends more on them the larger it grows. A crash meanwhile costs the next start
     // a replay of at most a million events (1 to 2 s); a clean end writes one.
     let settings = forlop_engine::Settings { checkpoint_every: IMPORT_CHECKPOINT_EVERY, ..Default::default() };
-    let parts = forlop_engine::EngineParts::open_beside(data, master, settings)?;
+    let parts = crate::store_layout::sled_parts(data, master, settings)?;
     if let Err(e) = parts.vault.check_master_key().await {
         eprintln!("forlop import-fhir: the master key in {} does not open the key table: {e}", key_file.display());
         return Ok(2);

@@ -13,6 +13,7 @@ mod progress;
 mod reference;
 mod seeding;
 mod serve;
+mod store_layout;
 
 use clap::Parser;
 

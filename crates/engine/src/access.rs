@@ -12,7 +12,9 @@ use forlop_store::StoreError;
 use forlop_vault::Sealed;
 use uuid::Uuid;
 
+pub use crate::parts::SharedAccessLog;
 use crate::policy::{self, Aggregates, Operation, PatientAccess};
+pub use crate::subscriptions::{SubscriptionSlot, MAX_SUBSCRIPTIONS_PER_TOKEN};
 use crate::{Engine, EngineError};
 
 /// Who is calling, and in answer to which request.
@@ -564,54 +566,6 @@ pub fn access_filter(
 ) -> AccessFilter {
     AccessFilter { patient_id, from, to, emergency_only }
 }
-
-/// Most live subscriptions one token subject may hold at once.
-pub const MAX_SUBSCRIPTIONS_PER_TOKEN: usize = 32;
-
-pub(crate) type SubscriptionCounts = Arc<parking_lot::Mutex<std::collections::HashMap<String, usize>>>;
-
-/// A live subscription's place under the cap; gives it back when dropped with its stream.
-#[derive(Debug)]
-pub struct SubscriptionSlot {
-    counts: SubscriptionCounts,
-    sub: String,
-}
-
-impl Drop for SubscriptionSlot {
-    fn drop(&mut self) {
-        let mut counts = self.counts.lock();
-        if let Some(n) = counts.get_mut(&self.sub) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.sub);
-            }
-        }
-    }
-}
-
-impl Engine {
-    /// Live subscriptions on this node.
-    pub fn live_subscriptions(&self) -> usize {
-        self.subscriptions.lock().values().sum()
-    }
-
-    /// Takes one of the caller's subscription slots, or refuses when they hold the maximum.
-    pub fn subscription_slot(&self, caller: &Caller) -> Result<SubscriptionSlot, EngineError> {
-        let sub = caller.principal.sub.clone();
-        let mut counts = self.subscriptions.lock();
-        let n = counts.entry(sub.clone()).or_insert(0);
-        if *n >= MAX_SUBSCRIPTIONS_PER_TOKEN {
-            return Err(EngineError::invalid(format!(
-                "at most {MAX_SUBSCRIPTIONS_PER_TOKEN} live subscriptions per token"
-            )));
-        }
-        *n += 1;
-        Ok(SubscriptionSlot { counts: self.subscriptions.clone(), sub })
-    }
-}
-
-/// Keeps `Arc` in the public signature of `Engine::access_log` readable.
-pub type SharedAccessLog = Arc<dyn forlop_store::access_log::AccessLog>;
 
 /// True when a fact (as JSON) names one of `ids` in a `referral_id`, `episode_id` or
 /// `admission_id` field, at any depth: every fact about a referral, an episode or an admission

@@ -1,9 +1,8 @@
 //! Whole-model computations (reports, alert scans) on their own threads, one core fewer than the
 //! machine has, at a lower CPU priority (nice 10) than the projector, the log writers and request
-//! handling. A report takes tens of milliseconds of CPU; at equal priority the kernel let it run
-//! out its time slice while the projector waited, and every mutation behind it (the projection
-//! stall went past 5 ms on two cores). Reports queue among themselves instead, and a report whose
-//! client has gone is skipped.
+//! handling. A report takes tens of milliseconds of CPU; at equal priority the kernel lets it run
+//! out its time slice while the projector waits, and every mutation behind it. Reports queue
+//! among themselves instead, and a report whose client has gone is skipped.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{mpsc, Arc, Mutex};

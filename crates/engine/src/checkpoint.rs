@@ -16,12 +16,9 @@ use uuid::Uuid;
 
 use crate::owners::OwnerIndex;
 
-/// Bumped whenever the read model's shape changes: an older checkpoint is then ignored. Also
-/// bumped (4) when checkpoints written by older builds cannot be trusted: before 4, the live
-/// projector could drop an event that arrived inside a burst at a multiple of 1024, and its
-/// checkpoints kept the gap; every node replays its log once to repair it. 5: a patient's facts
-/// no longer carry their log position (their order is the recording order). 6: sessions and
-/// outcomes name their episode and therapist by index into the patient's lists.
+/// The checkpoint's format version, bumped whenever the read model's shape changes or the
+/// checkpoints an earlier build wrote cannot be trusted: a checkpoint of any other version is
+/// ignored and the log replayed from 0.
 const FORMAT: u32 = 6;
 const MAGIC: &[u8; 8] = b"FORLOPRM";
 /// Patients per frame: frames keep the memory a checkpoint takes to write or load to a few

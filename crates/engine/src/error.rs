@@ -1,5 +1,5 @@
-//! The core's one error type and its stable codes. Adapters (GraphQL, later FHIR) map these codes
-//! onto their protocol; internal details are logged, never sent.
+//! The core's one error type and its stable codes. Adapters (GraphQL, FHIR) map these codes onto
+//! their protocol; internal details are logged, never sent.
 
 use forlop_domain::DomainError;
 use forlop_store::StoreError;
@@ -17,7 +17,8 @@ pub mod code {
     pub const INTERNAL: &str = "INTERNAL";
 }
 
-#[derive(Debug, thiserror::Error)]
+/// Cloneable, so that one failure can answer every fact it stopped (a batch, its waiters).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
     #[error(transparent)]
     Domain(#[from] DomainError),

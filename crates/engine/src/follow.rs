@@ -17,6 +17,7 @@ use futures::{Stream, StreamExt};
 use uuid::Uuid;
 
 use crate::policy::Operation;
+use crate::subscriptions::SubscriptionSlot;
 use crate::{Caller, Engine, EngineError};
 
 /// The patients a follow has disclosed so far, each logged once. Shared by the steps of one
@@ -56,6 +57,16 @@ fn expired() -> EngineError {
 }
 
 impl Engine {
+    /// Live subscriptions on this node.
+    pub fn live_subscriptions(&self) -> usize {
+        self.subscriptions.live()
+    }
+
+    /// Takes one of the caller's subscription slots, or refuses when they hold the maximum.
+    pub fn subscription_slot(&self, caller: &Caller) -> Result<SubscriptionSlot, EngineError> {
+        self.subscriptions.take(caller.principal.sub.clone())
+    }
+
     /// Events as they are committed from `from` (None: from now on), only `patient`'s when
     /// given (read as `read_patient` would, in full; the whole log needs `ReadLog`), until the
     /// caller's token stops being accepted at `until`.

@@ -6,6 +6,7 @@
 
 pub mod access;
 mod analysis;
+mod batch;
 pub mod checkpoint;
 mod directory;
 pub mod disclosure;
@@ -13,16 +14,30 @@ pub mod engine;
 mod erasure;
 pub mod error;
 mod follow;
+mod id_claims;
+mod may_record;
+mod national_ids;
 mod owners;
+mod parts;
 pub mod policy;
+mod projector;
+mod record;
+mod record_keys;
+mod replay;
+mod retry;
+mod startup;
+mod stream_reads;
+mod subscriptions;
 mod transaction;
+mod turns;
 mod waiters;
 
 pub use access::{Caller, PatientGrant, PendingDisclosures};
-pub use engine::{
-    decode, new_event, rebuild, rebuild_until, BatchItem, Engine, EngineParts, RecordOptions, Recorded, Settings,
-    Unpublished,
-};
+pub use batch::{BatchItem, Unpublished};
+pub use engine::Engine;
 pub use error::{code, EngineError};
 pub use forlop_auth::{Principal, Role};
+pub use parts::{checkpoint_path, EngineParts, Settings};
+pub use record::{new_event, RecordOptions, Recorded};
+pub use replay::{decode, rebuild, rebuild_until};
 pub use transaction::{Transacted, TransactionItem, TransactionRefused};

@@ -56,8 +56,8 @@ impl OwnerIndex {
         let shared = index.shared_ids(model);
         if !shared.is_empty() {
             // Ids are global and the command path refuses a reused one, so this can only come from
-            // a log written while the check was blind (before checkpoint format 4, the live model
-            // could miss an event). Reported for follow-up; a lookup answers one of the two.
+            // a log written without that check holding (by a build whose live model could miss an
+            // event). Reported for follow-up; a lookup answers one of the two.
             for (id, first, other) in shared.iter().take(10) {
                 tracing::warn!(%id, %first, %other, "a fact id is recorded for two patients");
             }

@@ -1,6 +1,6 @@
 //! Who may do what: the one place forlop decides authorisation. Pure functions of the caller's
 //! principal and the read model, so the whole role table is tested without I/O, and every
-//! adapter (GraphQL today, FHIR next) asks the same questions and gets the same answers.
+//! adapter (GraphQL, FHIR) asks the same questions and gets the same answers.
 
 use forlop_auth::{Principal, Role};
 use forlop_domain::Command;

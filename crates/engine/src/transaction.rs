@@ -8,11 +8,14 @@ use uuid::Uuid;
 
 use forlop_domain::national_id::NationalId;
 use forlop_domain::{decide, Command, DomainError, Event, References, StreamState};
-use forlop_store::{ExpectedVersion, StoreError, StreamAppend};
+use forlop_store::{ExpectedVersion, StreamAppend};
 
 use crate::access::Caller;
-use crate::engine::{decode, new_event, not_ahead, Engine, Recorded, MAX_ATTEMPTS};
 use crate::error::EngineError;
+use crate::record::{new_event, not_ahead, Recorded};
+use crate::replay::decode;
+use crate::retry::Contention;
+use crate::Engine;
 
 /// One fact of an [`Engine::record_transaction`].
 #[derive(Debug, Clone)]
@@ -97,14 +100,15 @@ impl Engine {
                 return Err(refused(i)(EngineError::invalid("only registerPatient takes a nationalId")));
             }
         }
-        let _turns = self.turns(items.iter().map(|i| i.command.stream().name())).await;
+        let _turns = self.turns.all(items.iter().map(|i| i.command.stream().name())).await;
         let mut claims = Vec::new();
         for (i, item) in items.iter().enumerate() {
             if let (Some(new), Some(patient)) = (item.command.new_id(), item.command.stream().patient_id()) {
                 claims.push(self.claim(new, patient).map_err(refused(i))?);
             }
         }
-        for attempt in 0..MAX_ATTEMPTS {
+        let mut contention = Contention::on_transaction();
+        while contention.another() {
             let Decided { parts, outcomes } = self.decide_transaction(caller, &items).await?;
             if parts.is_empty() {
                 return Ok(outcomes.into_iter().map(|o| o.unwrap_or(Transacted::AlreadyRegistered)).collect());
@@ -128,14 +132,10 @@ impl Engine {
                     return Ok(settled.collect());
                 }
                 // Another writer got there first (or stored one of these ids): decide again.
-                Err(StoreError::WrongExpectedVersion { .. } | StoreError::IdempotencyConflict { .. }) => {
-                    tracing::debug!(attempt, "concurrent write during a transaction; deciding again");
-                    tokio::task::yield_now().await;
-                }
-                Err(e) => return Err(whole(e)),
+                Err(e) => contention.decide_again(e).await.map_err(whole)?,
             }
         }
-        Err(whole(EngineError::Internal(format!("transaction still contended after {MAX_ATTEMPTS} attempts"))))
+        Err(whole(contention.exhausted()))
     }
 
     /// One attempt: every item decided against the log as it is now and the items before it.
@@ -168,13 +168,7 @@ impl Engine {
                 if !same {
                     return Err(refused(i)(EngineError::IdempotencyConflict(item.event_id)));
                 }
-                let recorded = Recorded {
-                    event_id: item.event_id,
-                    stream_version: stored.version,
-                    position: stored.position,
-                    deduplicated: true,
-                };
-                outcomes.push(Ok(Transacted::Recorded(recorded)));
+                outcomes.push(Ok(Transacted::Recorded(Recorded::retry_of(item.event_id, &stored))));
                 continue;
             }
             if !streams.contains_key(&stream) {

@@ -1,10 +1,12 @@
 //! The engine over a real sled store in a temporary directory.
 
+mod support;
+
 use std::sync::Arc;
 
 use forlop_domain::events::PatientRegistered;
 use forlop_domain::{Command, Event, Gender};
-use forlop_engine::{new_event, Caller, Engine, EngineParts, Principal, RecordOptions, Settings};
+use forlop_engine::{new_event, Caller, Engine, Principal, RecordOptions, Settings};
 use forlop_store::{EventStore, ExpectedVersion, Metadata, NewEvent, SledOptions, SledStore};
 use forlop_vault::MasterKey;
 use uuid::Uuid;
@@ -15,7 +17,7 @@ fn open(dir: &tempfile::TempDir) -> Arc<dyn EventStore> {
 
 /// The engine over `store`, with its access log and key table beside it in `dir`.
 async fn start(dir: &tempfile::TempDir, store: Arc<dyn EventStore>) -> Engine {
-    let parts = EngineParts::open_beside(dir.path(), MasterKey::generate(), Settings::default()).unwrap();
+    let parts = support::sled_parts(dir.path(), MasterKey::generate(), Settings::default());
     Engine::start(store, parts).await.unwrap()
 }
 
@@ -188,7 +190,7 @@ fn the_projector_checkpoints_in_the_background_every_n_events_and_a_crash_restar
     let crashed = tokio::runtime::Runtime::new().unwrap();
     crashed.block_on(async {
         let settings = Settings { checkpoint_every: 10, ..Settings::default() };
-        let parts = EngineParts::open_beside(dir.path(), MasterKey::generate(), settings).unwrap();
+        let parts = support::sled_parts(dir.path(), MasterKey::generate(), settings);
         let engine = Engine::start(open(&dir), parts).await.unwrap();
         for n in 1..=25 {
             let cmd = registration(Uuid::from_u128(n), 1980, Gender::Male);

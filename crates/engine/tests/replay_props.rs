@@ -2,12 +2,14 @@
 //! projector folded incrementally equals the one rebuilt from the log from position 0. That is
 //! what makes checkpoints, restarts and a second node's read model trustworthy.
 
+mod support;
+
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use forlop_domain::events::*;
 use forlop_domain::*;
-use forlop_engine::{Caller, Engine, EngineParts, Principal, RecordOptions, Settings};
+use forlop_engine::{Caller, Engine, Principal, RecordOptions, Settings};
 use forlop_store::{EventStore, SledOptions, SledStore};
 use forlop_vault::MasterKey;
 use proptest::prelude::*;
@@ -229,7 +231,7 @@ proptest! {
         runtime.block_on(async {
             let dir = tempfile::tempdir().unwrap();
             let store: Arc<dyn EventStore> = Arc::new(SledStore::open(SledOptions::new(dir.path())).unwrap());
-            let parts = EngineParts::open_beside(dir.path(), MasterKey::generate(), Settings::default()).unwrap();
+            let parts = support::sled_parts(dir.path(), MasterKey::generate(), Settings::default());
             let engine = Engine::start(store.clone(), parts).await.unwrap();
             let recorded = send_all(&engine, &ops).await;
             let incremental = engine.model();

@@ -1,55 +1,15 @@
-//! Continuity of care for one patient, across care levels (definitions in the core issue and
-//! domain.md). Computed on demand from the patient's view: cheap, and always exact for late entries.
+//! Continuity of care for one patient, across care levels (the indices' definitions are in
+//! docs/integration/graphql.md). Computed on demand from the patient's view: cheap, and always
+//! exact for late entries.
+
+use std::sync::Arc;
 
 use forlop_domain::events::Timestamp;
-use forlop_domain::{Attendance, CareLevel, ReleaseReason};
+use forlop_domain::{Attendance, CareLevel};
 use uuid::Uuid;
 
+pub use crate::continuity_figures::{Continuity, Handover, Indices, Segment};
 use crate::read_model::PatientView;
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Continuity {
-    pub attended_sessions: u32,
-    pub distinct_therapists: u32,
-    pub care_level_transitions: u32,
-    pub transitions_keeping_therapist: u32,
-    /// None when there is no transition.
-    pub same_therapist_across_care_levels: Option<bool>,
-    pub indices: Indices,
-    pub segments: Vec<Segment>,
-    pub handovers: Vec<Handover>,
-}
-
-/// The standard continuity indices; each is None with fewer than two attended sessions.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Indices {
-    pub coc: Option<f64>,
-    pub upc: Option<f64>,
-    pub secon: Option<f64>,
-    pub mmci: Option<f64>,
-}
-
-/// A maximal run of consecutive attended sessions at one care level.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Segment {
-    pub care_level: CareLevel,
-    pub from: Timestamp,
-    pub to: Timestamp,
-    /// Distinct therapists, in order of their first session in the segment.
-    pub therapist_ids: Vec<Uuid>,
-    pub sessions: u32,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Handover {
-    pub episode_id: Uuid,
-    pub from_therapist_id: Uuid,
-    pub to_therapist_id: Option<Uuid>,
-    pub reason: ReleaseReason,
-    pub patient_notified: bool,
-    pub released_at: Timestamp,
-    pub gap_days: Option<f64>,
-}
 
 /// Computes the indices over therapists of attended sessions in clinical order.
 pub fn indices(therapists: &[Uuid]) -> Indices {
@@ -83,6 +43,13 @@ fn care_level_at(p: &PatientView, episode_id: Uuid, at: Timestamp) -> CareLevel 
         return CareLevel::SpecialistInpatient;
     }
     p.episode(episode_id).map_or(CareLevel::Municipal, |e| e.care_level)
+}
+
+impl PatientView {
+    /// Continuity of care over the whole pathway, cached until the patient's next event.
+    pub fn continuity(&self) -> Arc<Continuity> {
+        self.cached_continuity.get_or_init(|| continuity(self))
+    }
 }
 
 pub fn continuity(p: &PatientView) -> Continuity {

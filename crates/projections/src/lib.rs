@@ -7,6 +7,7 @@
 
 pub mod alerts;
 pub mod continuity;
+mod continuity_figures;
 pub mod read_model;
 pub mod reports;
 

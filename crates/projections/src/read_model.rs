@@ -1,11 +1,11 @@
 //! The in-memory read model: reference data and one view per patient, folded from the log.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use imbl::OrdMap;
 
-/// A persistent hash map with foldhash: the read model's maps are looked up hundreds of
-/// thousands of times per report and replay, and SipHash was a third of that. foldhash is
+/// A persistent hash map with foldhash rather than SipHash: the read model's maps are looked up
+/// hundreds of thousands of times per report and replay, so the hash's cost shows. foldhash is
 /// seeded per process, so client-chosen ids cannot be aimed at one bucket ahead of time.
 pub type HashMap<K, V> = imbl::GenericHashMap<K, V, foldhash::fast::RandomState, imbl::shared_ptr::DefaultSharedPtr>;
 
@@ -15,7 +15,7 @@ use forlop_domain::{
     StreamRef,
 };
 
-use crate::continuity::Continuity;
+pub use crate::continuity_figures::ContinuityCache;
 use uuid::Uuid;
 
 /// Envelope facts a fold needs besides the event itself.
@@ -182,16 +182,6 @@ fn push<T>(list: &mut List<T>, item: T) {
     *list = grown.into_boxed_slice();
 }
 
-/// A lazily filled cache that compares equal whatever it holds: it is derived data.
-#[derive(Debug, Clone, Default)]
-pub struct ContinuityCache(OnceLock<Arc<Continuity>>);
-
-impl PartialEq for ContinuityCache {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
 impl PatientView {
     /// Every referral, episode, session and admission id of this patient (ids that are global).
     pub fn fact_ids(&self) -> impl Iterator<Item = Uuid> + '_ {
@@ -260,11 +250,6 @@ impl PatientView {
 
     pub fn referral(&self, id: Uuid) -> Option<&ReferralView> {
         self.referrals.iter().find(|r| r.id == id)
-    }
-
-    /// Continuity of care over the whole pathway, cached until the patient's next event.
-    pub fn continuity(&self) -> Arc<Continuity> {
-        self.cached_continuity.0.get_or_init(|| Arc::new(crate::continuity::continuity(self))).clone()
     }
 }
 

@@ -1,6 +1,6 @@
 //! What aggregates disclose, decided here for every adapter: a report leaves the engine already
-//! exact (auditors, admins) or protected (analysts), so GraphQL, FHIR and any later adapter
-//! cannot differ.
+//! exact (auditors, admins) or protected (analysts), so no two adapters (GraphQL, FHIR) can
+//! differ.
 //!
 //! Analysts get figures protected against the attacks one makes with many requests:
 //! - every count is perturbed by the cell key method (`cell_key`): at most ±`MAX_NOISE`, the same
@@ -24,6 +24,7 @@ use forlop_projections::reports::{
 use uuid::Uuid;
 
 use crate::policy::Aggregates;
+pub use crate::record_keys::RecordKeys;
 use crate::{Caller, Engine, EngineError};
 
 /// Why a figure is not shown.
@@ -74,34 +75,6 @@ pub struct Disclosed<T> {
     pub to: DateTime<Utc>,
     /// True when the window asked for was widened to whole calendar months.
     pub snapped: bool,
-}
-
-/// Record keys, computed once per record and kept: a report asks for each of its contributors'
-/// keys once per cell.
-pub struct RecordKeys {
-    keyer: forlop_vault::RecordKeyer,
-    known: parking_lot::RwLock<foldhash::HashMap<Uuid, u64>>,
-}
-
-impl std::fmt::Debug for RecordKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RecordKeys").field("known", &self.known.read().len()).finish()
-    }
-}
-
-impl RecordKeys {
-    pub fn new(keyer: forlop_vault::RecordKeyer) -> RecordKeys {
-        RecordKeys { keyer, known: Default::default() }
-    }
-
-    pub fn key(&self, id: Uuid) -> u64 {
-        if let Some(k) = self.known.read().get(&id) {
-            return *k;
-        }
-        let k = self.keyer.key(id);
-        self.known.write().insert(id, k);
-        k
-    }
 }
 
 /// The first instant of the calendar month (UTC) holding `t`.
