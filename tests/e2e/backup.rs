@@ -2,6 +2,9 @@
 //! `backup verify` and `restore` to a point in time, erasure that survives a restore, and every
 //! bad input and fault the issue names (tampered, truncated and reordered segments, another
 //! log's backup, a non-empty target, an interrupted restore, a backup target that fills up).
+//!
+//! Long because a backup is one story told in order: taken while serving, verified, damaged,
+//! resumed and restored, each step on what the one before left.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

@@ -1,6 +1,9 @@
 //! FHIR R4 ingest and export through the real server: a pathway sent as a transaction Bundle
 //! gives the same continuity as the same pathway sent as GraphQL mutations; resending appends
 //! nothing; bad entries get OperationOutcomes naming the element; NDJSON arrives out of order.
+//!
+//! Long because its cases share one server and one set of Bundles built by hand; each test
+//! stands alone on them.
 
 use std::time::Duration;
 

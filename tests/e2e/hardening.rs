@@ -1,5 +1,8 @@
 //! Hardening of the HTTP and WebSocket surface: content types (CSRF), GraphQL over HTTP, GET,
 //! request limits, error bodies, cross-site origins and WebSocket authentication.
+//!
+//! Long because it is one checklist of the surface a client can reach, kept together so a new
+//! route is checked against all of it.
 
 use std::time::{Duration, Instant};
 

@@ -2,13 +2,12 @@
 //! and upcast on read, never edited. A payload is the JSON of the variant's struct; the event type
 //! and schema version travel in the envelope.
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::types::*;
 
-pub type Timestamp = DateTime<Utc>;
+pub use crate::time_codec::Timestamp;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceRegistered {

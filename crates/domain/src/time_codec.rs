@@ -5,7 +5,10 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::events::Timestamp;
+use chrono::{DateTime, Utc};
+
+/// A point in clinical or recording time, in UTC.
+pub type Timestamp = DateTime<Utc>;
 
 pub fn serialize<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
     if s.is_human_readable() {

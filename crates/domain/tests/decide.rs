@@ -3,6 +3,8 @@
 //! recorded or the command is refused with a stable error code.
 //!
 //! Also covers the persisted format: upcasting of old schema versions and payload round-trips.
+//!
+//! Long because it holds one case for every rule of every command, on shared stream fixtures.
 
 use chrono::{TimeZone, Utc};
 use forlop_domain::events::*;

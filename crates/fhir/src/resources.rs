@@ -1,6 +1,9 @@
 //! The R4 resources forlop reads and writes, as typed serde structs: only the elements that
 //! carry pathway facts. Unknown elements are ignored on input (FHIR resources carry far more),
 //! and nothing is ever read by walking untyped JSON.
+//!
+//! Long because it is one list: every R4 element forlop reads, so the mapping's types are
+//! found in one place.
 
 use serde::{Deserialize, Serialize};
 

@@ -10,6 +10,7 @@ pub mod continuity;
 mod continuity_figures;
 pub mod read_model;
 pub mod reports;
+pub mod tally;
 
 pub use continuity::{continuity, indices, Continuity, Handover, Indices, Segment};
 pub use read_model::{EventMeta, PatientView, ReadModel, ServiceView, TherapistView};

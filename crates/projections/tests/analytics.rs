@@ -5,6 +5,9 @@
 //! As in `continuity_pathways.rs`, every event is first decided by the domain against its stream,
 //! then folded into a `ReadModel` in log order with positions numbered automatically, so each
 //! pathway here is one the system would really record.
+//!
+//! Long because every figure of the report is worked out here by hand, beside the pathways it
+//! is worked out from.
 
 use chrono::{Duration, TimeZone, Utc};
 use forlop_domain::events::*;

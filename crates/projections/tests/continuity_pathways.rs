@@ -3,6 +3,8 @@
 //!
 //! Every event is first decided by the domain against the stream so far, so each pathway here is
 //! one the system would really record.
+//!
+//! Long because each pathway is written out event by event, as a reader checks it by hand.
 
 use chrono::{Duration, TimeZone, Utc};
 use forlop_domain::events::*;
