@@ -337,7 +337,7 @@ async fn given_bad_entries_in_a_transaction_then_one_outcome_names_each_and_noth
     let (s, _dir) = fhir_server().await;
     let token = s.token("integration", &[], None);
     let mut resources = pathway();
-    resources.push(json!({ "resourceType": "Medication", "id": "m" }));
+    resources.push(json!({ "resourceType": "Medicament", "id": "m" }));
     resources.push(phq9("obs-short", "enc-1", &[1, 1, 1, 1, 1, 1, 1], "2016-01-18T09:30:00Z"));
     resources.push(json!({ "resourceType": "Encounter", "id": "enc-x", "status": "finished",
         "class": { "code": "AMB" }, "subject": { "reference": "Patient/pas-1" },
@@ -378,7 +378,7 @@ async fn given_bad_entries_in_a_transaction_then_one_outcome_names_each_and_noth
 
     // As a batch, the good entries are placed and each bad one answers on its own.
     let mut resources = pathway();
-    resources.push(json!({ "resourceType": "Medication", "id": "m" }));
+    resources.push(json!({ "resourceType": "Medicament", "id": "m" }));
     let (status, resp) = post_fhir(&s, Some(&token), "application/fhir+json", bundle("batch", resources)).await;
     assert_eq!(status, 200, "{resp:#}");
     assert_eq!(resp["type"], "batch-response");
@@ -406,6 +406,72 @@ async fn given_bad_entries_in_a_transaction_then_one_outcome_names_each_and_noth
         post_fhir(&s, Some(&s.token("analyst", &[], None)), "application/fhir+json", bundle("transaction", pathway()))
             .await;
     assert_eq!(status, 403, "{resp:#}");
+    assert_eq!(s.committed().await, before + 22);
+    s.health().await;
+}
+
+/// Resources of R4 types a record system's export always holds and forlop does not record.
+fn unrecorded_resources() -> Vec<Value> {
+    vec![
+        json!({ "resourceType": "Condition", "id": "c1", "subject": { "reference": "Patient/pas-1" },
+            "code": { "coding": [{ "system": "http://hl7.org/fhir/sid/icd-10", "code": "F32.1" }] } }),
+        json!({ "resourceType": "MedicationRequest", "id": "mr1", "status": "active", "intent": "order",
+            "subject": { "reference": "Patient/pas-1" }, "medicationCodeableConcept": { "text": "sertralin" } }),
+        json!({ "resourceType": "AllergyIntolerance", "id": "ai1", "patient": { "reference": "Patient/pas-1" } }),
+        json!({ "resourceType": "Condition", "id": "c2", "subject": { "reference": "Patient/pas-1" } }),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_resources_forlop_does_not_record_then_they_are_skipped_by_type_and_the_pathway_is_recorded() {
+    let (s, _dir) = fhir_server().await;
+    let token = s.token("integration", &[], None);
+    let mut resources = pathway();
+    let n = resources.len();
+    resources.extend(unrecorded_resources());
+    let before = s.committed().await;
+    // A transaction holding them records the pathway; each skipped entry says why.
+    let (status, resp) =
+        post_fhir(&s, Some(&token), "application/fhir+json", bundle("transaction", resources.clone())).await;
+    assert_eq!(status, 200, "{resp:#}");
+    assert_eq!(s.committed().await, before + 22, "the pathway is recorded: {resp:#}");
+    for i in n..n + 4 {
+        let r = &resp["entry"][i]["response"];
+        assert_eq!(r["status"], "200 OK", "{resp:#}");
+        assert_eq!(r["outcome"]["issue"][0]["severity"], "information", "{resp:#}");
+        assert!(r["outcome"]["issue"][0]["diagnostics"].as_str().unwrap().contains("skipped"), "{resp:#}");
+        assert!(r.get("location").is_none(), "nothing was created: {r}");
+    }
+    // As a batch, again: nothing appended, nothing failed.
+    let (status, resp) = post_fhir(&s, Some(&token), "application/fhir+json", bundle("batch", resources.clone())).await;
+    assert_eq!(status, 200, "{resp:#}");
+    assert!(resp["entry"].as_array().unwrap().iter().all(|e| e["response"]["status"] == "200 OK"), "{resp:#}");
+    assert_eq!(s.committed().await, before + 22);
+    // In NDJSON, the summary counts them by type, not as failed.
+    let lines: Vec<String> = resources.iter().map(|r| r.to_string()).collect();
+    let (out, summary) = import_ndjson(&s, &lines).await;
+    assert_eq!(summary["failed"], 0, "{out:#}");
+    assert_eq!(
+        summary["skipped"],
+        json!({ "AllergyIntolerance": 1, "Condition": 2, "MedicationRequest": 1 }),
+        "{out:#}"
+    );
+    let text = out["issue"][0]["diagnostics"].as_str().unwrap();
+    assert!(
+        text.contains("skipped (not recorded by forlop) 4: AllergyIntolerance 1, Condition 2, MedicationRequest 1"),
+        "{text}"
+    );
+    // A name that is no R4 type is still an error.
+    let (status, resp) = post_fhir(
+        &s,
+        Some(&token),
+        "application/fhir+json",
+        bundle("transaction", vec![json!({ "resourceType": "Conditon", "id": "typo" })]),
+    )
+    .await;
+    assert_eq!(status, 400, "{resp:#}");
+    assert_eq!(resp["issue"][0]["code"], "not-supported", "{resp:#}");
+    assert!(resp["issue"][0]["diagnostics"].as_str().unwrap().contains("not an R4 resource type"), "{resp:#}");
     assert_eq!(s.committed().await, before + 22);
     s.health().await;
 }
@@ -781,6 +847,24 @@ fn given_an_ndjson_file_when_imported_offline_then_facts_are_recorded_once_and_t
     let (d, k, l, f) =
         (data.to_str().unwrap(), key.to_str().unwrap(), levels.to_str().unwrap(), file.to_str().unwrap());
     let args = ["import-fhir", "--data", d, "--key-file", k, "--fhir-care-levels", l, f];
+
+    // An export's resources that forlop does not record are skipped, and the exit code stays 0.
+    let only_skipped = dir.path().join("unrecorded.ndjson");
+    let unrecorded: Vec<String> = unrecorded_resources().iter().map(|r| r.to_string()).collect();
+    std::fs::write(&only_skipped, unrecorded.join("\n")).unwrap();
+    let skip = run_cli(&[
+        "import-fhir",
+        "--data",
+        d,
+        "--key-file",
+        k,
+        "--fhir-care-levels",
+        l,
+        only_skipped.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&skip.stderr);
+    assert_eq!(skip.status.code(), Some(0), "nothing failed: {err}");
+    assert!(err.contains("failed 0") && err.contains("skipped (not recorded by forlop) 4"), "{err}");
 
     let out = run_cli(&args);
     let err = String::from_utf8_lossy(&out.stderr);

@@ -18,6 +18,7 @@ pub mod identity;
 pub mod ingest;
 pub mod mapping;
 pub mod outcome;
+pub mod r4_types;
 pub mod resources;
 
 pub use care_levels::CareLevels;

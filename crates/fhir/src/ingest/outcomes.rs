@@ -27,6 +27,8 @@ pub struct EntryOutcome {
     pub unchanged: bool,
     /// Kept until what it refers to arrives (its issues say what).
     pub held: bool,
+    /// An R4 resource of this type, which forlop does not record: skipped, not failed.
+    pub skipped: Option<&'static str>,
 }
 
 impl EntryOutcome {
@@ -53,6 +55,15 @@ impl EntryOutcome {
     }
 }
 
+/// Why a resource of a type forlop does not record was skipped.
+pub fn skipped_issue(type_name: &str) -> Issue {
+    Issue::new(
+        IssueType::Informational,
+        "",
+        format!("{type_name} is not recorded by forlop (it records pathway facts only); skipped"),
+    )
+}
+
 /// One failed (or held) line of an import, with its issues.
 #[derive(Debug, Clone)]
 pub struct FailedLine {
@@ -73,6 +84,8 @@ pub struct ImportSummary {
     /// arrives (`GET /fhir/$unresolved` lists them after the hold time).
     pub held: u64,
     pub failed: u64,
+    /// Resources of R4 types forlop does not record, skipped, by type.
+    pub skipped: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl std::fmt::Display for ImportSummary {
@@ -86,7 +99,17 @@ impl std::fmt::Display for ImportSummary {
             self.placed_after_waiting,
             self.held,
             self.failed
-        )
+        )?;
+        if !self.skipped.is_empty() {
+            let by_type: Vec<String> = self.skipped.iter().map(|(t, n)| format!("{t} {n}")).collect();
+            write!(
+                f,
+                ", skipped (not recorded by forlop) {}: {}",
+                self.skipped.values().sum::<u64>(),
+                by_type.join(", ")
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -101,7 +124,9 @@ pub fn response_bundle(all_or_none: bool, outcomes: &[EntryOutcome]) -> Value {
                     response["location"] = json!(l);
                 }
             }
-            if o.held {
+            if let Some(type_name) = o.skipped {
+                response["outcome"] = outcome_with(&[skipped_issue(type_name)], "information");
+            } else if o.held {
                 response["outcome"] = outcome_with(&o.issues, "warning");
             } else if !o.ok() {
                 response["outcome"] = operation_outcome(&o.issues);

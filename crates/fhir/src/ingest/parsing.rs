@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use super::{Fhir, MAX_BUNDLE_ENTRIES};
 use crate::outcome::{Issue, IssueType};
+use crate::r4_types::R4_RESOURCE_TYPES;
 use crate::resources::{BundleIn, Resource, ACCEPTED};
 
 /// An entry as it arrives: where it came from, its fullUrl, and its JSON.
@@ -42,7 +43,23 @@ fn plain(e: &serde_json::Error) -> String {
     msg.replace("expected a borrowed string", "expected a string")
 }
 
-pub fn parse_resource(json: &str, path: &str) -> Result<Resource, Issue> {
+/// Why an entry gave no resource to map.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Unparsed {
+    /// A valid R4 resource type that forlop does not record (a Condition, a MedicationRequest
+    /// …): a record system's export always holds some, so it is skipped, not failed.
+    Skipped(&'static str),
+    /// Not a resource forlop can read: what is wrong with it.
+    Failed(Issue),
+}
+
+impl From<Issue> for Unparsed {
+    fn from(issue: Issue) -> Unparsed {
+        Unparsed::Failed(issue)
+    }
+}
+
+pub fn parse_resource(json: &str, path: &str) -> Result<Resource, Unparsed> {
     if let Some(resource) = Resource::parse_type_first(json) {
         return Ok(resource);
     }
@@ -55,16 +72,22 @@ pub fn parse_resource(json: &str, path: &str) -> Result<Resource, Issue> {
         Issue::new(
             IssueType::NotSupported,
             format!("{path}.resourceType"),
-            format!("{} is not a resource forlop records; it takes {}", quote(&t), ACCEPTED.join(", ")),
+            format!("{} is not an R4 resource type; forlop records {}", quote(&t), ACCEPTED.join(", ")),
         )
     };
-    Resource::parse_as(&t, json)
-        .ok_or_else(not_taken)?
-        .map_err(|e| Issue::new(IssueType::Structure, path, format!("{t}: {}", plain(&e))))
+    match Resource::parse_as(&t, json) {
+        Some(parsed) => {
+            parsed.map_err(|e| Issue::new(IssueType::Structure, path, format!("{t}: {}", plain(&e))).into())
+        }
+        None => match R4_RESOURCE_TYPES.binary_search(&t.as_str()) {
+            Ok(i) => Err(Unparsed::Skipped(R4_RESOURCE_TYPES[i])),
+            Err(_) => Err(not_taken().into()),
+        },
+    }
 }
 
 /// Each entry parsed; pure, so it runs ahead of mapping (which must follow the chunk before).
-pub(super) fn parse_all(entries: &[RawEntry]) -> Vec<Result<Resource, Issue>> {
+pub(super) fn parse_all(entries: &[RawEntry]) -> Vec<Result<Resource, Unparsed>> {
     entries.iter().map(|e| parse_resource(&e.json, &e.path)).collect()
 }
 

@@ -247,6 +247,10 @@ impl Fhir {
         for (e, o) in entries.into_iter().zip(outcomes) {
             summary.events_appended += o.appended as u64;
             summary.duplicates_skipped += o.duplicates as u64;
+            if let Some(type_name) = o.skipped {
+                *summary.skipped.entry(type_name).or_default() += 1;
+                continue;
+            }
             if o.ok() {
                 continue;
             }

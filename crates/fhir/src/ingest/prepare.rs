@@ -7,7 +7,7 @@ use forlop_engine::Caller;
 
 use super::lookup::EngineLookup;
 use super::outcomes::{EntryOutcome, PlacedAs};
-use super::parsing::{parse_all, RawEntry};
+use super::parsing::{parse_all, RawEntry, Unparsed};
 use super::Fhir;
 use crate::identity::{records_entity, RecentNames};
 use crate::mapping::{place, Fact, Mapper, Placed, Scope};
@@ -48,7 +48,7 @@ impl Fhir {
         &self,
         caller: &Caller,
         entries: &[RawEntry],
-        parsed: Vec<Result<Resource, Issue>>,
+        parsed: Vec<Result<Resource, Unparsed>>,
         all_or_none: bool,
     ) -> Prepared {
         let mut prepared = self.mapped(caller, entries, parsed);
@@ -62,15 +62,21 @@ impl Fhir {
 
     /// Each entry placed and mapped, and every national id resolved logged; stopped if that
     /// log could not be written.
-    fn mapped(&self, caller: &Caller, entries: &[RawEntry], parsed: Vec<Result<Resource, Issue>>) -> Prepared {
+    fn mapped(&self, caller: &Caller, entries: &[RawEntry], parsed: Vec<Result<Resource, Unparsed>>) -> Prepared {
         let mut outcomes: Vec<EntryOutcome> = vec![EntryOutcome::default(); entries.len()];
         let mut placed: Vec<Option<Placed>> = Vec::with_capacity(entries.len());
         let mut facts: Vec<EntryFacts> = Vec::new();
         let lookup = EngineLookup::new(self, caller);
         for (i, (e, r)) in entries.iter().zip(parsed).enumerate() {
-            let p = r
-                .map_err(|x| vec![x])
-                .and_then(|r| place(r, e.full_url.as_deref(), e.path.clone(), &self.care_levels, &lookup));
+            let p = match r {
+                Ok(r) => place(r, e.full_url.as_deref(), e.path.clone(), &self.care_levels, &lookup),
+                Err(Unparsed::Failed(issue)) => Err(vec![issue]),
+                Err(Unparsed::Skipped(type_name)) => {
+                    outcomes[i].skipped = Some(type_name);
+                    placed.push(None);
+                    continue;
+                }
+            };
             match p {
                 Ok(p) => {
                     outcomes[i].placed_as = Some(PlacedAs { type_name: p.resource.type_name(), id: p.id });
