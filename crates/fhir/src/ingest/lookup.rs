@@ -81,6 +81,10 @@ impl<'a> EngineLookup<'a> {
 }
 
 impl Lookup for EngineLookup<'_> {
+    fn sender(&self) -> &str {
+        &self.caller.principal.sub
+    }
+
     fn alias_derived(&self, name: &str, derived: Option<Uuid>) -> Option<Uuid> {
         // A name of a forgotten patient (or of one of their facts) names no one any more, on
         // every node: the read model, folded from the shared log, says who is forgotten.

@@ -87,6 +87,9 @@ pub trait Lookup: Send + Sync {
     /// True when forlop already holds `id` as a resource of this type (an id from its own
     /// export, sent back by a record system).
     fn known(&self, type_name: &str, id: Uuid) -> bool;
+    /// Who sends: the token's subject. A `urn:uuid:` fullUrl is the sender's own name for a
+    /// resource, so it identifies the resource only together with the sender.
+    fn sender(&self) -> &str;
 }
 
 /// Maps resources to facts, resolving references against the Bundle and what came before.

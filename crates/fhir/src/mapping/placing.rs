@@ -90,6 +90,14 @@ fn name(
         }
         named.names.push(identifier_name(t, system, value));
     }
+    // A resource sent with neither a logical id nor an identifier is named by its fullUrl's
+    // UUID, as many systems build transactions of POSTs: that UUID is the sender's own name for
+    // it, so a resend of the same Bundle finds the same id and appends nothing.
+    if named.logical.is_none() && !named.names.iter().any(|n| n.contains('|')) && named.key.is_none() {
+        if let Some(uuid) = full_url.and_then(|u| u.strip_prefix("urn:uuid:")).and_then(|u| Uuid::parse_str(u).ok()) {
+            named.names.push(sender_name(t, lookup.sender(), uuid));
+        }
+    }
     if matches!(resource, Resource::Organization(_) | Resource::HealthcareService(_)) {
         if let Some((ident, level)) = care_levels.find(resource.identifiers()) {
             named.care_level = Some(level);
@@ -131,11 +139,16 @@ fn chosen_id(
             IssueType::Required,
             path,
             format!(
-                "a {} needs an id or an identifier (system and value) to be placed exactly once",
-                resource.type_name()
+                "{} needs an id, an identifier (system and value) or a urn:uuid fullUrl to be placed exactly once",
+                article(resource.type_name())
             ),
         )]),
     }
+}
+
+/// The name a sender's `urn:uuid:` gives a resource of type `t`.
+fn sender_name(t: &str, sender: &str, uuid: Uuid) -> String {
+    identifier_name(t, &format!("urn:forlop:sender:{sender}"), &uuid.hyphenated().to_string())
 }
 
 /// The forlop id of a new patient, from the keyed pseudonym of their national id.
@@ -145,4 +158,10 @@ pub fn pseudonym_id(pseudonym: &[u8; 32]) -> Uuid {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// "a Patient", "an EpisodeOfCare".
+pub fn article(type_name: &str) -> String {
+    let an = type_name.starts_with(['A', 'E', 'I', 'O', 'U']);
+    format!("{} {type_name}", if an { "an" } else { "a" })
 }

@@ -1,4 +1,4 @@
-//! Practitioner: the registration of a therapist, named and with an HPR number.
+//! Practitioner: the registration of a therapist, named, with their HPR number when sent.
 
 use forlop_domain::events::TherapistRegistered;
 use forlop_domain::Command;
@@ -11,13 +11,9 @@ use crate::resources::{HumanName, Practitioner};
 
 pub(super) fn registration(p: &Placed, r: &Practitioner) -> Result<Vec<Fact>, Issues> {
     let path = p.path.as_str();
-    let Some(hpr) = hpr_number(r) else {
-        return Err(vec![Issue::new(
-            IssueType::Required,
-            format!("{path}.identifier"),
-            format!("a therapist needs an HPR number (system {SYSTEM_HPR})"),
-        )]);
-    };
+    // A therapist without an HPR number (a trainee, a contract therapist the sender has none
+    // for) is recorded without one; the number is what links them across record systems.
+    let hpr = hpr_number(r);
     let name = r
         .name
         .iter()
@@ -30,17 +26,17 @@ pub(super) fn registration(p: &Placed, r: &Practitioner) -> Result<Vec<Fact>, Is
 /// a therapist like any other.
 pub(super) fn contained_registration(therapist_id: Uuid, r: &Practitioner) -> Option<Fact> {
     let (Some(hpr), Some(name)) = (hpr_number(r), r.name.iter().find_map(HumanName::full)) else { return None };
-    Some(registered(therapist_id, name, hpr))
+    Some(registered(therapist_id, name, Some(hpr)))
 }
 
 fn hpr_number(r: &Practitioner) -> Option<String> {
     r.identifier.iter().find(|i| i.system.as_deref() == Some(SYSTEM_HPR)).and_then(|i| i.value.clone())
 }
 
-fn registered(therapist_id: Uuid, name: String, hpr: String) -> Fact {
+fn registered(therapist_id: Uuid, name: String, hpr_number: Option<String>) -> Fact {
     Fact::of(
         therapist_id,
         "registered",
-        Command::RegisterTherapist(TherapistRegistered { therapist_id, name, hpr_number: Some(hpr) }),
+        Command::RegisterTherapist(TherapistRegistered { therapist_id, name, hpr_number }),
     )
 }
