@@ -513,6 +513,116 @@ async fn given_a_transaction_of_posts_named_only_by_urn_uuid_then_the_first_send
     assert_eq!(s.committed().await, before + 22);
 }
 
+fn entry_with(resource: Value, request: Value) -> Value {
+    json!({ "resource": resource, "request": request })
+}
+
+fn raw_bundle(kind: &str, entries: Vec<Value>) -> String {
+    json!({ "resourceType": "Bundle", "type": kind, "entry": entries }).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn given_conditional_references_if_none_exist_and_put_then_each_is_honoured_as_fhir_specifies() {
+    let (s, _dir) = fhir_server().await;
+    let token = s.token("integration", &[], None);
+    let (status, resp) = post_fhir(&s, Some(&token), "application/fhir+json", bundle("transaction", pathway())).await;
+    assert_eq!(status, 200, "{resp:#}");
+    let before = s.committed().await;
+
+    // A referral whose patient and performer are conditional references (one `|` sent escaped).
+    let referral = json!({ "resourceType": "ServiceRequest", "id": "sr-3", "status": "active", "intent": "order",
+        "subject": { "reference": format!("Patient?identifier={FNR}%7C{SYNTHETIC_FNR}") },
+        "requester": { "reference": format!("Patient?identifier={FNR}|{SYNTHETIC_FNR}") },
+        "performer": [{ "reference": format!("Organization?identifier={RESH}|4001031") }],
+        "authoredOn": "2016-06-01T09:00:00Z" });
+    let (status, resp) =
+        post_fhir(&s, Some(&token), "application/fhir+json", bundle("transaction", vec![referral.clone()])).await;
+    assert_eq!(status, 200, "{resp:#}");
+    assert_eq!(s.committed().await, before + 1, "the referral is recorded: {resp:#}");
+    let patient: Uuid = pseudonymous_patient(&s).await.parse().unwrap();
+    let history = s.patient(patient, "history { type }").await;
+    let received = history["history"].as_array().unwrap().iter().filter(|e| e["type"] == "ReferralReceived").count();
+    assert_eq!(received, 3, "{history:#}");
+
+    // None matches, or an unsupported parameter: refused, naming the element, nothing appended.
+    let mut nobody = referral.clone();
+    nobody["id"] = json!("sr-4");
+    // Synthetic (month + 80), held by no patient.
+    nobody["subject"]["reference"] = json!(format!("Patient?identifier={FNR}|01818010083"));
+    nobody["requester"]["reference"] = json!("Patient?identifier=https://example.org/mrn|nobody");
+    let (status, resp) =
+        post_fhir(&s, Some(&token), "application/fhir+json", bundle("transaction", vec![nobody])).await;
+    assert_eq!(status, 404, "{resp:#}");
+    let text = resp["issue"].to_string();
+    assert!(
+        text.contains("needs exactly one") && text.contains("Bundle.entry[0].resource.requester.reference"),
+        "{text}"
+    );
+    assert!(!text.contains("01818010083"), "no national id is echoed: {text}");
+    let mut by_name = referral.clone();
+    by_name["id"] = json!("sr-5");
+    by_name["subject"]["reference"] = json!("Patient?name=Hansen");
+    let (status, resp) =
+        post_fhir(&s, Some(&token), "application/fhir+json", bundle("transaction", vec![by_name])).await;
+    assert_eq!((status, resp["issue"][0]["code"].as_str()), (400, Some("not-supported")), "{resp:#}");
+    assert_eq!(s.committed().await, before + 1);
+
+    // ifNoneExist: a therapist already recorded under that HPR number is not created again.
+    let renamed = json!({ "resourceType": "Practitioner", "id": "pr-a2", "name": [{ "text": "Anne A. Andersen" }],
+        "identifier": [{ "system": HPR, "value": "9144889" }] });
+    let request =
+        json!({ "method": "POST", "url": "Practitioner", "ifNoneExist": format!("identifier={HPR}|9144889") });
+    let (status, resp) =
+        post_fhir(&s, Some(&token), "application/fhir+json", raw_bundle("batch", vec![entry_with(renamed, request)]))
+            .await;
+    assert_eq!(status, 200, "{resp:#}");
+    assert_eq!(resp["entry"][0]["response"]["status"], "200 OK", "{resp:#}");
+    let therapists = s.query("{ therapists { id name } }", json!({})).await;
+    let anne = therapists["therapists"].as_array().unwrap().iter().find(|t| t["name"] == "Anne Andersen").cloned();
+    let anne = anne.unwrap_or_else(|| panic!("{therapists:#}"));
+    assert_eq!(resp["entry"][0]["response"]["location"], format!("Practitioner/{}", anne["id"].as_str().unwrap()));
+    assert_eq!(s.committed().await, before + 1, "nothing appended");
+
+    // PUT Type/id: an update that appends only what changed (the DPS episode ends).
+    let mut ended = pathway().into_iter().find(|r| r["id"] == "eoc-2").unwrap();
+    ended["status"] = json!("finished");
+    ended["period"]["end"] = json!("2016-06-30T09:00:00Z");
+    let put = json!({ "method": "PUT", "url": "EpisodeOfCare/eoc-2" });
+    let (status, resp) = post_fhir(
+        &s,
+        Some(&token),
+        "application/fhir+json",
+        raw_bundle("transaction", vec![entry_with(ended.clone(), put)]),
+    )
+    .await;
+    assert_eq!(status, 200, "{resp:#}");
+    let after_put = s.committed().await;
+    assert!(after_put > before + 1 && after_put <= before + 3, "the end and the open assignment's release: {resp:#}");
+    // Its id must be the URL's, and nothing is deleted.
+    let wrong = json!({ "method": "PUT", "url": "EpisodeOfCare/eoc-1" });
+    let (status, resp) = post_fhir(
+        &s,
+        Some(&token),
+        "application/fhir+json",
+        raw_bundle("transaction", vec![entry_with(ended.clone(), wrong)]),
+    )
+    .await;
+    assert_eq!((status, resp["issue"][0]["code"].as_str()), (400, Some("value")), "{resp:#}");
+    assert!(resp["issue"][0]["expression"][0].as_str().unwrap().ends_with(".resource.id"), "{resp:#}");
+    let delete = json!({ "method": "DELETE", "url": "EpisodeOfCare/eoc-2" });
+    let (status, resp) = post_fhir(
+        &s,
+        Some(&token),
+        "application/fhir+json",
+        raw_bundle("transaction", vec![entry_with(ended, delete)]),
+    )
+    .await;
+    assert_eq!((status, resp["issue"][0]["code"].as_str()), (400, Some("not-supported")), "{resp:#}");
+    assert_eq!(resp["issue"][0]["expression"][0], "Bundle.entry[0].request.method", "{resp:#}");
+    assert_eq!(s.committed().await, after_put);
+    s.health().await;
+}
+
 /// Resources of R4 types a record system's export always holds and forlop does not record.
 fn unrecorded_resources() -> Vec<Value> {
     vec![

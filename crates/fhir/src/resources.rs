@@ -571,6 +571,20 @@ pub struct EntryIn {
     pub full_url: Option<String>,
     #[serde(default)]
     pub resource: Option<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
+    pub request: Option<EntryRequest>,
+}
+
+/// `Bundle.entry.request`: how the sender asks for the entry to be processed.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EntryRequest {
+    #[serde(default)]
+    pub method: String,
+    #[serde(default)]
+    pub url: String,
+    #[serde(default)]
+    pub if_none_exist: Option<String>,
 }
 
 #[cfg(test)]

@@ -162,6 +162,8 @@ impl Fhir {
                 path: format!("held {k}"),
                 full_url: e.full_url.clone(),
                 json: e.resource.clone(),
+                // Its request was honoured when it arrived; now it waits only to be placed.
+                request: None,
             })
             .collect();
         let outcomes = self.ingest(&caller, &entries, false, false).await;

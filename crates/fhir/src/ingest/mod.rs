@@ -3,7 +3,7 @@
 //! the domain's rules are the same as for a GraphQL mutation.
 //!
 //! An ingest reads its entries (`parsing`), names and maps them against the engine and the
-//! alias index (`prepare`, `lookup`), records their facts (`commit`, `placing`), and keeps
+//! alias index (`prepare`, `lookup`; each entry's `request` checked by `requests`), records their facts (`commit`, `placing`), and keeps
 //! what waits for a reference (`holds`). An NDJSON import runs these stages over chunks side by
 //! side (`pipeline`). `outcomes` is what each entry's answer is made of.
 
@@ -15,6 +15,7 @@ mod parsing;
 mod pipeline;
 mod placing;
 mod prepare;
+mod requests;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::{Fhir, MAX_BUNDLE_ENTRIES};
 use crate::outcome::{Issue, IssueType};
 use crate::r4_types::R4_RESOURCE_TYPES;
-use crate::resources::{BundleIn, Resource, ACCEPTED};
+use crate::resources::{BundleIn, EntryRequest, Resource, ACCEPTED};
 
 /// An entry as it arrives: where it came from, its fullUrl, and its JSON.
 #[derive(Debug, Clone)]
@@ -15,6 +15,8 @@ pub struct RawEntry {
     pub path: String,
     pub full_url: Option<String>,
     pub json: String,
+    /// A Bundle entry's `request`; none for an NDJSON line.
+    pub request: Option<EntryRequest>,
 }
 
 /// A Bundle as posted: how its entries are to be placed, and the entries, still raw.
@@ -132,6 +134,7 @@ impl Fhir {
                 path: format!("Bundle.entry[{i}].resource"),
                 full_url: e.full_url,
                 json: e.resource.map(|r| r.get().to_owned()).unwrap_or_else(|| "null".into()),
+                request: e.request,
             })
             .collect();
         Ok(BundleRequest { all_or_none, entries })

@@ -279,7 +279,7 @@ where
         let at = format!("line {}", n + 1);
         match line {
             Ok(l) if l.trim().is_empty() => {}
-            Ok(l) => gathered.entries.push(RawEntry { path: at, full_url: None, json: l }),
+            Ok(l) => gathered.entries.push(RawEntry { path: at, full_url: None, json: l, request: None }),
             Err(e) => gathered
                 .unreadable
                 .push(FailedLine { line: at, issues: vec![Issue::new(IssueType::Structure, "", e.to_string())] }),

@@ -8,6 +8,7 @@ use forlop_engine::Caller;
 use super::lookup::EngineLookup;
 use super::outcomes::{EntryOutcome, PlacedAs};
 use super::parsing::{parse_all, RawEntry, Unparsed};
+use super::requests::{requested, Requested};
 use super::Fhir;
 use crate::identity::{records_entity, RecentNames};
 use crate::mapping::{place, Fact, Mapper, Placed, Scope};
@@ -69,7 +70,18 @@ impl Fhir {
         let lookup = EngineLookup::new(self, caller);
         for (i, (e, r)) in entries.iter().zip(parsed).enumerate() {
             let p = match r {
-                Ok(r) => place(r, e.full_url.as_deref(), e.path.clone(), &self.care_levels, &lookup),
+                Ok(r) => match requested(e.request.as_ref(), &r, &e.path, &lookup) {
+                    Ok(Requested::Record) => {
+                        place(r, e.full_url.as_deref(), e.path.clone(), &self.care_levels, &lookup)
+                    }
+                    Ok(Requested::Exists(id)) => {
+                        // `ifNoneExist` matched: the entry answers with the resource it found.
+                        outcomes[i].placed_as = Some(PlacedAs { type_name: r.type_name(), id });
+                        placed.push(None);
+                        continue;
+                    }
+                    Err(issue) => Err(vec![issue]),
+                },
                 Err(Unparsed::Failed(issue)) => Err(vec![issue]),
                 Err(Unparsed::Skipped(type_name)) => {
                     outcomes[i].skipped = Some(type_name);
