@@ -6,8 +6,7 @@ use std::time::Duration;
 use axum::http::{header, HeaderMap, Method};
 use forlop_domain::text::quote;
 
-use super::headers::{header_str, MIN_POSITION_HEADER};
-use super::hosts::host_name;
+use super::headers::{header_str, host_name, MIN_POSITION_HEADER};
 
 /// Request headers a browser page may send cross-origin (besides the CORS-safelisted ones):
 /// the bearer token, JSON bodies, read-your-writes and a client's own correlation id.

@@ -8,8 +8,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use forlop_domain::text::quote;
 
-use super::auth::Authenticator;
-use super::headers::header_str;
+use super::authenticator::Authenticator;
+use super::headers::{header_str, host_name};
 use super::respond::error_response;
 use super::settings::HttpSettings;
 use crate::error::code;
@@ -52,29 +52,6 @@ impl HostRule {
             None => false,
         }
     }
-}
-
-/// The name in a `Host` value (`name`, `name:port`, `[v6]` or `[v6]:port`), lowercased; None
-/// when it is none of these.
-pub(super) fn host_name(host: &str) -> Option<String> {
-    let (name, port) = match host.strip_prefix('[') {
-        Some(rest) => {
-            let (v6, after) = rest.split_once(']')?;
-            v6.parse::<std::net::Ipv6Addr>().ok()?;
-            let port = match after {
-                "" => None,
-                _ => Some(after.strip_prefix(':')?),
-            };
-            (v6, port)
-        }
-        None => match host.split_once(':') {
-            Some((name, port)) => (name, Some(port)),
-            None => (host, None),
-        },
-    };
-    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
-    let name_ok = !name.is_empty() && !name.contains(['/', '\\', '@', ' ']);
-    (port_ok && name_ok).then(|| name.to_ascii_lowercase())
 }
 
 /// The host of an origin (`scheme://host[:port]`), for the Host rule; None for `*` or a value

@@ -5,10 +5,12 @@
 //! Every request is authenticated here (a bearer JWT, or `--auth off`) and carries a `Caller`
 //! into the schema; what the caller may do is decided by the engine, never here.
 //!
-//! Dependencies run one way: `router` assembles every handler (FHIR's included); the handlers
-//! use `auth`, `state`, `headers` and `respond`, which use nothing that routes.
+//! Dependencies run one way: `router` assembles every handler (FHIR's and the dashboard's
+//! included); the handlers use `auth`, `state`, `headers` and `respond`, and those use nothing
+//! that routes, so a handler module outside `http` can use them without a cycle.
 
 pub(crate) mod auth;
+mod authenticator;
 mod cors;
 mod explorer;
 mod graphql;
@@ -22,7 +24,7 @@ mod settings;
 pub(crate) mod state;
 mod websocket;
 
-pub use auth::Authenticator;
+pub use authenticator::Authenticator;
 pub use cors::origin_problem;
 pub(crate) use router::routers;
 pub use router::{router, router_with};

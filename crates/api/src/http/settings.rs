@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::auth::Authenticator;
+use super::authenticator::Authenticator;
 
 /// What the HTTP layer needs besides the engine.
 #[derive(Clone, Debug)]

@@ -13,7 +13,7 @@ use forlop_auth::Principal;
 use forlop_domain::text::clip;
 use forlop_engine::Caller;
 
-use super::auth::Authenticator;
+use super::authenticator::Authenticator;
 use super::cors::origin_allowed;
 use super::headers::header_str;
 use super::respond::error_response;

@@ -131,13 +131,18 @@ impl Verifier {
     /// token would be refused from that moment.
     pub fn verify_until(&self, token: &str) -> Result<(Principal, SystemTime), AuthError> {
         let verified = self.verify_at(token, unix_now())?;
-        let until = verified.exp.saturating_add(i64::try_from(self.inner.config.leeway_seconds).unwrap_or(i64::MAX));
+        let until = verified.exp.saturating_add(self.leeway_unix_seconds());
         Ok((verified.principal, unix_time(until)))
     }
 
     /// The clock skew tolerated on `exp` and `nbf` (`--leeway-seconds`).
     pub fn leeway(&self) -> Duration {
         Duration::from_secs(self.inner.config.leeway_seconds)
+    }
+
+    /// The leeway as Unix seconds are counted, for arithmetic on `exp` and `nbf`.
+    fn leeway_unix_seconds(&self) -> i64 {
+        i64::try_from(self.inner.config.leeway_seconds).unwrap_or(i64::MAX)
     }
 
     /// The token checked at `now` (Unix seconds): a remembered token's `exp` and `nbf` are
@@ -147,7 +152,7 @@ impl Verifier {
         if token.len() > MAX_TOKEN_LEN {
             return Err(AuthError::Malformed);
         }
-        let leeway = i64::try_from(inner.config.leeway_seconds).unwrap_or(i64::MAX);
+        let leeway = self.leeway_unix_seconds();
         let generation = inner.jwks.load().generation;
         if let Some(known) =
             inner.verified.lock().unwrap_or_else(|p| p.into_inner()).get(token).filter(|k| k.generation == generation)
