@@ -1,4 +1,4 @@
-//! The `Host` rule against DNS rebinding, and the parsing of `Host` values it needs.
+//! The `Host` rule against DNS rebinding: which hosts this server answers for, and the 421.
 
 use std::net::IpAddr;
 use std::sync::Arc;
