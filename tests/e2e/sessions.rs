@@ -298,14 +298,14 @@ async fn given_a_token_naming_role_twice_when_it_is_presented_then_401_and_the_s
         .await;
     assert_eq!(status, 401, "{v}");
     assert_eq!(error_code(&v), Some("UNAUTHENTICATED"), "{v}");
-    assert!(v["errors"][0]["message"].as_str().unwrap_or_default().contains("duplicate claim role"), "{v}");
+    assert!(v["errors"][0]["message"].as_str().unwrap_or_default().contains("duplicate claim \"role\""), "{v}");
     assert_eq!(s.committed().await, before);
 
     let mut ws = connect(&s, Protocol::TransportWs).await;
     send(&mut ws, init(&twice)).await;
     let (code, reason) = closed(&mut ws).await;
     assert_eq!(code, Some(4403), "{reason}");
-    assert!(reason.contains("duplicate claim role"), "{reason}");
+    assert!(reason.contains("duplicate claim \"role\""), "{reason}");
 
     // The same token with the role once is an ordinary token.
     let once = forlop_auth::testing::sign_hs256_text(&server_secret(&s), &claims(r#""role":"admin""#));

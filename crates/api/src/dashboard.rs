@@ -9,7 +9,8 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::http::AppState;
+use crate::http::respond::error_response;
+use crate::http::state::AppState;
 
 /// No other host, no inline script, no framing. Inline styles are allowed for the attributes the
 /// script and uPlot set.
@@ -54,7 +55,7 @@ async fn asset(axum::extract::Path(file): axum::extract::Path<String>) -> Respon
             (include_bytes!("../assets/dashboard/uPlot.iife.min.js"), "text/javascript; charset=utf-8")
         }
         "uPlot.min.css" => (include_bytes!("../assets/dashboard/uPlot.min.css"), "text/css; charset=utf-8"),
-        _ => return crate::http::error_response(StatusCode::NOT_FOUND, crate::error::code::NOT_FOUND, "no such asset"),
+        _ => return error_response(StatusCode::NOT_FOUND, crate::error::code::NOT_FOUND, "no such asset"),
     };
     (StatusCode::OK, [(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "no-cache")], body).into_response()
 }

@@ -13,7 +13,9 @@ use forlop_fhir::outcome::{operation_outcome, status_of, Issue, IssueType};
 use forlop_fhir::{FailedLine, Fhir};
 use futures::StreamExt;
 
-use crate::http::{header_str, AppState};
+use crate::http::auth::{authenticate, token_expiry};
+use crate::http::headers::header_str;
+use crate::http::state::AppState;
 
 /// Largest Bundle body accepted; larger loads go through `$import`, which streams.
 pub const MAX_BUNDLE_BYTES: usize = 16 * 1024 * 1024;
@@ -65,7 +67,7 @@ async fn begin(
             &issue(IssueType::NotSupported, "", "FHIR is not enabled on this server"),
         )));
     };
-    match crate::http::authenticate(state, headers).await {
+    match authenticate(state, headers).await {
         Ok(principal) => Ok((fhir, Caller::server(principal, operation))),
         Err(refused) => {
             let status = refused.status();
@@ -153,7 +155,7 @@ pub async fn import(State(state): State<AppState>, headers: HeaderMap, body: Bod
     }
     // An import can run for longer than the token that started it: it reads no further than
     // the token's expiry (what it read until then is placed and reported).
-    let until = crate::http::token_expiry(&state, &headers).await;
+    let until = token_expiry(&state, &headers).await;
     let body = stalls_after(body.into_data_stream(), state.settings.request_timeout);
     let lines = ndjson_lines(ends_at_expiry(body, until));
     let mut listed: Vec<Issue> = Vec::new();

@@ -144,20 +144,15 @@ impl async_graphql::extensions::Extension for Limits {
 }
 
 /// Parse and validation errors are bad input: they get the code over every transport, and
-/// their messages echo at most ~100 characters of what the client sent.
+/// their messages echo at most `forlop_domain::text::QUOTE_LIMIT` characters of what the client sent.
 fn coded(mut e: async_graphql::ServerError) -> async_graphql::ServerError {
     let ext = e.extensions.get_or_insert_with(Default::default);
     if ext.get("code").is_none() {
         ext.set("code", forlop_engine::code::INVALID_INPUT);
     }
-    if e.message.chars().count() > ECHO {
-        e.message = e.message.chars().take(ECHO).chain(std::iter::once('…')).collect();
-    }
+    e.message = forlop_domain::text::clip(&e.message);
     e
 }
-
-/// Characters of client input an error message may echo.
-const ECHO: usize = 100;
 
 /// Parsed documents by query text. Dashboards and integrations send the same few queries again
 /// and again, and parsing and validating are a large share of a small query's cost; a clone of a

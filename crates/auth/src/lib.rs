@@ -52,8 +52,9 @@ pub enum AuthError {
     InvalidClaim(String),
     /// The header or the claims name a member twice (`role`, say), at any depth; holds the
     /// name (at most 64 characters of it), never a value. Readers differ in which of the two
-    /// they take, so such a token has no one meaning.
-    #[error("duplicate claim {0}")]
+    /// they take, so such a token has no one meaning. The message quotes the name as every
+    /// message quoting client input does (`forlop_domain::text::quote`).
+    #[error("duplicate claim {}", forlop_domain::text::quote(.0))]
     DuplicateClaim(String),
     /// Configured keys are unusable; the detail names the problem, never the key bytes.
     #[error("bad key material: {0}")]

@@ -40,7 +40,7 @@ fn a_role_given_twice_is_refused_though_either_alone_is_accepted() {
     // The last of the two would win in a map: an analyst token that reads as an admin's.
     let twice = payload(r#","role":"analyst","role":"admin""#);
     assert_eq!(v.verify(&signed(&twice)), Err(AuthError::DuplicateClaim("role".into())));
-    assert_eq!(AuthError::DuplicateClaim("role".into()).to_string(), "duplicate claim role");
+    assert_eq!(AuthError::DuplicateClaim("role".into()).to_string(), "duplicate claim \"role\"");
 
     let analyst = v.verify(&signed(&payload(r#","role":"analyst""#))).expect("one role is accepted");
     assert_eq!(analyst.roles, vec![Role::Analyst]);

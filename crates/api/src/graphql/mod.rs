@@ -1,6 +1,7 @@
 //! The GraphQL schema. Names here are a contract with integrations and dashboards.
 
 mod analytics;
+pub(crate) mod context;
 mod enums;
 mod mutation;
 mod objects;

@@ -8,12 +8,12 @@ use forlop_domain::events as ev;
 use forlop_domain::Command;
 use forlop_store::ExpectedVersion;
 
+use super::context::{caller, engine};
 use super::enums::*;
 use super::objects::Recorded;
-use super::query::caller;
 use crate::error::{ApiError, GqlResult, ToGql};
 use forlop_domain::national_id::NationalId;
-use forlop_engine::{Engine, RecordOptions};
+use forlop_engine::RecordOptions;
 
 /// Declares an input object with the two fields every recording takes.
 macro_rules! recording_input {
@@ -159,7 +159,7 @@ async fn record_with(
 ) -> Result<Recorded> {
     let caller = caller(ctx)?;
     let opts = options(event_id, expected).gql()?;
-    ctx.data_unchecked::<Engine>().record(caller, command, national_id, opts).await.map(Recorded::from).gql()
+    engine(ctx).record(caller, command, national_id, opts).await.map(Recorded::from).gql()
 }
 
 /// Names are stored trimmed and in NFC; anything the cleaning refuses goes on to `decide` as
@@ -215,7 +215,7 @@ impl Mutation {
     async fn forget_patient(&self, ctx: &Context<'_>, input: ForgetPatientInput) -> Result<Recorded> {
         let caller = caller(ctx)?;
         let opts = RecordOptions { event_id: input.event_id, expected_version: None };
-        ctx.data_unchecked::<Engine>().forget_patient(caller, input.patient_id, opts).await.map(Recorded::from).gql()
+        engine(ctx).forget_patient(caller, input.patient_id, opts).await.map(Recorded::from).gql()
     }
 
     async fn receive_referral(&self, ctx: &Context<'_>, input: ReceiveReferralInput) -> Result<Recorded> {

@@ -11,9 +11,10 @@ use forlop_projections::{PatientView, ServiceView, TherapistView};
 use forlop_store::RecordedEvent;
 
 use super::analytics::{Distribution, ReferralSummary};
+use super::context::{encode_cursor, engine, engine_and_caller};
 use super::enums::*;
 use crate::error::{ApiError, GqlResult, ToGql};
-use forlop_engine::{self as engine, Engine};
+use forlop_engine as engine;
 
 /// Where a recorded event landed in the log.
 #[derive(SimpleObject, Debug)]
@@ -46,11 +47,6 @@ pub fn period(from: DateTime<Utc>, to: DateTime<Utc>) -> async_graphql::Result<(
     Ok(())
 }
 
-/// The engine and the caller, for the overview fields of a service.
-fn overview<'a>(ctx: &Context<'a>) -> async_graphql::Result<(&'a Engine, &'a engine::Caller)> {
-    Ok((ctx.data_unchecked::<Engine>(), super::query::caller(ctx)?))
-}
-
 /// A care service: RPH, a DPS outpatient clinic, a ward.
 pub struct Service(pub ServiceView);
 
@@ -69,7 +65,7 @@ impl Service {
     /// the cell key method, null when small, and counted at the start of `asOf`'s calendar month
     /// (UTC), so two days of one month give one answer.
     async fn open_episodes(&self, ctx: &Context<'_>, as_of: DateTime<Utc>) -> async_graphql::Result<Option<u64>> {
-        let (engine, caller) = overview(ctx)?;
+        let (engine, caller) = engine_and_caller(ctx)?;
         Ok(engine.open_episodes(caller, self.0.id, as_of).await.gql()?.value.value)
     }
     /// Days from referral to first attended session, for episodes started in [from, to) (for
@@ -80,7 +76,7 @@ impl Service {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> async_graphql::Result<Distribution> {
-        let (engine, caller) = overview(ctx)?;
+        let (engine, caller) = engine_and_caller(ctx)?;
         period(from, to)?;
         Ok(engine.waiting_days(caller, self.0.id, from, to).await.gql()?.value.into())
     }
@@ -91,7 +87,7 @@ impl Service {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> async_graphql::Result<ReferralSummary> {
-        let (engine, caller) = overview(ctx)?;
+        let (engine, caller) = engine_and_caller(ctx)?;
         period(from, to)?;
         Ok(engine.referral_outcomes(caller, self.0.id, from, to).await.gql()?.value.into())
     }
@@ -140,7 +136,7 @@ impl Patient {
     /// Fødselsnummer, D- or H-number, opened from its sealed form; null if none was recorded or
     /// the patient has been forgotten.
     async fn national_id(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<String>> {
-        ctx.data_unchecked::<Engine>().national_id(&self.0).await.gql()
+        engine(ctx).national_id(&self.0).await.gql()
     }
     /// True once the patient's data key was destroyed on request (`forgetPatient`).
     async fn forgotten(&self) -> async_graphql::Result<bool> {
@@ -159,8 +155,7 @@ impl Patient {
     /// The patient's own stream, oldest first: every fact recorded about them, for audit.
     /// Auditors and admins, and clinicians for their patients.
     async fn history(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<LogEvent>> {
-        let engine = ctx.data_unchecked::<Engine>();
-        Ok(engine.history(&self.0).await.gql()?.into_iter().map(LogEvent).collect())
+        Ok(engine(ctx).history(&self.0).await.gql()?.into_iter().map(LogEvent).collect())
     }
 }
 
@@ -371,7 +366,7 @@ pub struct LogInfo {
 pub type EventConnection = Connection<String, LogEvent>;
 
 pub fn event_edge(e: RecordedEvent) -> Edge<String, LogEvent, EmptyFields> {
-    Edge::new(e.position.to_string(), LogEvent(e))
+    Edge::new(encode_cursor(e.position), LogEvent(e))
 }
 
 /// One access to a patient's data, as the access log keeps it.
@@ -438,7 +433,7 @@ pub struct AccessLogPage {
 impl From<forlop_engine::access::AccessPage> for AccessLogPage {
     fn from(p: forlop_engine::access::AccessPage) -> Self {
         AccessLogPage {
-            end_cursor: p.records.last().map(|r| r.position.to_string()),
+            end_cursor: p.records.last().map(|r| encode_cursor(r.position)),
             has_next_page: p.has_next,
             nodes: p.records.into_iter().map(AccessEntry).collect(),
         }

@@ -8,41 +8,15 @@ use chrono::{DateTime, Utc};
 use forlop_projections::alerts;
 
 use super::analytics::{CareAlert, PathwayReport};
+use super::context::{decode_cursor, engine_and_caller, page_size, MIN_POSITION_WAIT};
 use super::objects::*;
 use crate::error::{ApiError, GqlResult, ToGql};
 use forlop_engine::policy::Operation;
-use forlop_engine::Caller;
-use forlop_engine::Engine;
 
 pub struct Query;
 
-/// Largest page of the log one query returns.
-pub const MAX_PAGE: usize = 1000;
 /// Most age groups one report takes.
 const MAX_AGE_BINS: usize = 40;
-
-/// The caller the HTTP or WebSocket layer authenticated; there is none in a bare schema.
-pub fn caller<'a>(ctx: &Context<'a>) -> Result<&'a Caller> {
-    ctx.data_opt::<Caller>().ok_or_else(|| ApiError::Unauthenticated("authentication required".into()).gql())
-}
-
-fn page_size(first: i32) -> Result<usize> {
-    if !(0..=MAX_PAGE as i32).contains(&first) {
-        return Err(ApiError::invalid(format!("first must be 0 to {MAX_PAGE}")).gql());
-    }
-    Ok(first as usize)
-}
-
-/// A cursor is a log position, as a string.
-fn cursor(after: Option<&str>) -> Result<Option<u64>> {
-    match after {
-        None => Ok(None),
-        Some(c) => c.parse::<u64>().map(Some).map_err(|_| {
-            let shown: String = c.chars().take(40).collect();
-            ApiError::invalid(format!("cursor {shown:?} is not a position")).gql()
-        }),
-    }
-}
 
 #[Object]
 impl Query {
@@ -60,9 +34,9 @@ impl Query {
         as_of: Option<DateTime<Utc>>,
         min_position: Option<u64>,
     ) -> Result<Option<Patient>> {
-        let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
+        let (engine, caller) = engine_and_caller(ctx)?;
         if let Some(position) = min_position {
-            engine.wait_for_position(position, crate::http::MIN_POSITION_WAIT).await.gql()?;
+            engine.wait_for_position(position, MIN_POSITION_WAIT).await.gql()?;
         }
         let grant = engine.read_patient(caller, id, emergency_reason.as_deref(), as_of, "patient").await.gql()?;
         Ok(grant.map(Patient))
@@ -76,7 +50,7 @@ impl Query {
         national_id: String,
         emergency_reason: Option<String>,
     ) -> Result<Option<Patient>> {
-        let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
+        let (engine, caller) = engine_and_caller(ctx)?;
         let grant =
             engine.read_patient_by_national_id(caller, &national_id, emergency_reason.as_deref()).await.gql()?;
         Ok(grant.map(Patient))
@@ -84,13 +58,13 @@ impl Query {
 
     /// Every registered service, by name.
     async fn services(&self, ctx: &Context<'_>) -> Result<Vec<Service>> {
-        let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
+        let (engine, caller) = engine_and_caller(ctx)?;
         Ok(engine.services(caller).gql()?.into_iter().map(Service).collect())
     }
 
     /// Every registered therapist, by name.
     async fn therapists(&self, ctx: &Context<'_>) -> Result<Vec<Therapist>> {
-        let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
+        let (engine, caller) = engine_and_caller(ctx)?;
         Ok(engine.therapists(caller).gql()?.into_iter().map(Therapist).collect())
     }
 
@@ -107,8 +81,8 @@ impl Query {
         #[graphql(default = 100)] first: i32,
         after: Option<String>,
     ) -> Result<AccessLogPage> {
-        let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
-        let (first, after) = (page_size(first)?, cursor(after.as_deref())?);
+        let (engine, caller) = engine_and_caller(ctx)?;
+        let (first, after) = (page_size(first)?, decode_cursor(after.as_deref())?);
         let filter = forlop_engine::access::access_filter(patient_id, from, to, emergency_only.unwrap_or(false));
         Ok(engine.access_log_page(caller, &filter, after, first).await.gql()?.into())
     }
@@ -121,14 +95,14 @@ impl Query {
         #[graphql(default = 100)] first: i32,
         after: Option<String>,
     ) -> Result<AccessLogPage> {
-        let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
-        let (first, after) = (page_size(first)?, cursor(after.as_deref())?);
+        let (engine, caller) = engine_and_caller(ctx)?;
+        let (first, after) = (page_size(first)?, decode_cursor(after.as_deref())?);
         Ok(engine.my_access_log(caller, after, first).await.gql()?.into())
     }
 
     /// Recomputes both hash chains (auditors): publish the heads elsewhere as an external anchor.
     async fn verify_log(&self, ctx: &Context<'_>) -> Result<VerifyLog> {
-        let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
+        let (engine, caller) = engine_and_caller(ctx)?;
         let heads = engine.verify_logs(caller).await.gql()?;
         Ok(VerifyLog {
             ok: heads.ok,
@@ -146,9 +120,9 @@ impl Query {
         after: Option<String>,
         #[graphql(default = 100)] first: Option<i32>,
     ) -> Result<EventConnection> {
-        let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
+        let (engine, caller) = engine_and_caller(ctx)?;
         let first = page_size(first.unwrap_or(100))?;
-        let from = match cursor(after.as_deref())? {
+        let from = match decode_cursor(after.as_deref())? {
             None => 0,
             Some(p) => p.checked_add(1).ok_or_else(|| ApiError::invalid("after is past the end of any log").gql())?,
         };
@@ -174,7 +148,7 @@ impl Query {
         to: DateTime<Utc>,
         age_bins: Option<Vec<i32>>,
     ) -> Result<PathwayReport> {
-        let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
+        let (engine, caller) = engine_and_caller(ctx)?;
         engine.authorize(caller, Operation::ServiceAnalytics).gql()?;
         period(from, to)?;
         if age_bins.as_ref().is_some_and(|b| b.len() > MAX_AGE_BINS) {
@@ -194,7 +168,7 @@ impl Query {
         #[graphql(default = 7.0)] unassigned_days: Option<f64>,
         #[graphql(default = 28.0)] inactive_days: Option<f64>,
     ) -> Result<Vec<CareAlert>> {
-        let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
+        let (engine, caller) = engine_and_caller(ctx)?;
         let defaults = alerts::AlertThresholds::default();
         let thresholds = alerts::AlertThresholds {
             unassigned_days: unassigned_days.unwrap_or(defaults.unassigned_days),
@@ -206,7 +180,7 @@ impl Query {
 
     /// How far the log and the read model have come.
     async fn log(&self, ctx: &Context<'_>) -> Result<LogInfo> {
-        let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?);
+        let (engine, caller) = engine_and_caller(ctx)?;
         let (committed, projected) = engine.log_progress(caller).gql()?;
         Ok(LogInfo { committed, projected })
     }

@@ -2,7 +2,7 @@
 //!
 //! The engine authorises, access-logs and bounds each one by the token (`Engine::follow_events`,
 //! `Engine::follow_care_alerts`: one record per patient per subscription, nothing after the
-//! token's expiry); the session loop in `http.rs` also closes the socket with 4403 at expiry.
+//! token's expiry); the session loop in `http/websocket.rs` also closes the socket with 4403 at expiry.
 
 use async_graphql::{Context, Result, Subscription};
 use futures::{Stream, StreamExt};
@@ -10,22 +10,11 @@ use uuid::Uuid;
 
 use super::analytics::CareAlert;
 use super::objects::LogEvent;
-use forlop_engine::Engine;
 
-use super::query::caller;
+use super::context::{caller, engine, live_token_expiry};
 use crate::error::{ApiError, GqlResult, ToGql};
-use crate::http::TokenExpiry;
 
 pub struct Subscription;
-
-/// The connection's token expiry, refusing the subscription if it has passed already.
-fn live_token(ctx: &Context<'_>) -> Result<Option<TokenExpiry>> {
-    let expiry = ctx.data_opt::<TokenExpiry>().copied();
-    if expiry.is_some_and(TokenExpiry::passed) {
-        return Err(ApiError::Unauthenticated("the connection's token has expired".into()).gql());
-    }
-    Ok(expiry)
-}
 
 #[Subscription]
 impl Subscription {
@@ -39,8 +28,8 @@ impl Subscription {
         after: Option<u64>,
         from_position: Option<u64>,
     ) -> Result<impl Stream<Item = Result<LogEvent>>> {
-        let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?.clone());
-        let expiry = live_token(ctx)?;
+        let (engine, caller) = (engine(ctx), caller(ctx)?.clone());
+        let expiry = live_token_expiry(ctx)?;
         let after = match after {
             None => None,
             Some(p) => {
@@ -62,8 +51,8 @@ impl Subscription {
         service_id: Option<Uuid>,
         from_position: Option<u64>,
     ) -> Result<impl Stream<Item = Result<CareAlert>>> {
-        let (engine, caller) = (ctx.data_unchecked::<Engine>(), caller(ctx)?.clone());
-        let expiry = live_token(ctx)?;
+        let (engine, caller) = (engine(ctx), caller(ctx)?.clone());
+        let expiry = live_token_expiry(ctx)?;
         let alerts = engine.follow_care_alerts(caller, service_id, from_position, expiry.map(|e| e.0)).await.gql()?;
         Ok(alerts.map(|a| a.map(CareAlert::from).gql()))
     }
