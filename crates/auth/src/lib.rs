@@ -7,6 +7,7 @@
 //! public key can never be used as an HMAC secret.
 
 pub mod jwks_source;
+mod key_refresh;
 mod principal;
 mod verifier;
 

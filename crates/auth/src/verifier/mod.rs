@@ -52,7 +52,7 @@ pub(crate) struct Inner {
     /// again, one under an older set is verified in full (its key may have been withdrawn).
     verified: Mutex<HashMap<Box<str>, Verified>>,
     /// Where the key set is fetched again, when it comes from the identity provider.
-    pub(crate) remote: Option<Arc<crate::jwks_source::Refresh>>,
+    pub(crate) remote: Option<Arc<crate::key_refresh::Refresh>>,
 }
 
 #[derive(Clone)]
@@ -93,7 +93,7 @@ impl Verifier {
     pub(crate) fn build(
         config: VerifierConfig,
         keys: Vec<KeySource>,
-        remote: Option<Arc<crate::jwks_source::Refresh>>,
+        remote: Option<Arc<crate::key_refresh::Refresh>>,
     ) -> Result<Verifier, AuthError> {
         ensure_crypto_provider();
         let mut hs256 = None;
