@@ -674,6 +674,20 @@ async fn given_resources_forlop_does_not_record_then_they_are_skipped_by_type_an
         text.contains("skipped (not recorded by forlop) 4: AllergyIntolerance 1, Condition 2, MedicationRequest 1"),
         "{text}"
     );
+    // What cannot be recorded says in one line why: a PHQ-9 total without its items, a
+    // session without the practitioner who held it.
+    let mut total_only = phq9("obs-total", "enc-1", &[], "2016-01-11T09:30:00Z");
+    total_only["valueInteger"] = json!(14);
+    let mut nobody_held_it = session("enc-9", "eoc-1", "pr-a", "finished", "2016-01-26T10:00:00Z");
+    nobody_held_it.as_object_mut().unwrap().remove("participant");
+    let (status, resp) =
+        post_fhir(&s, Some(&token), "application/fhir+json", bundle("batch", vec![total_only, nobody_held_it])).await;
+    assert_eq!(status, 200, "{resp:#}");
+    let why =
+        |i: usize| resp["entry"][i]["response"]["outcome"]["issue"][0]["diagnostics"].as_str().unwrap().to_owned();
+    assert!(why(0).contains("a total alone is not recorded"), "{resp:#}");
+    assert!(why(1).contains("continuity is counted by therapist"), "{resp:#}");
+    assert_eq!(s.committed().await, before + 22);
     // A name that is no R4 type is still an error.
     let (status, resp) = post_fhir(
         &s,

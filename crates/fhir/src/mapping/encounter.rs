@@ -139,7 +139,7 @@ impl<'a> Mapper<'a> {
                 issues.push(Issue::new(
                     IssueType::Required,
                     format!("{path}.participant"),
-                    "a session needs the practitioner who held it",
+                    "a session needs the practitioner who held it (participant.individual): continuity is counted by therapist",
                 ));
                 None
             }

@@ -151,13 +151,24 @@ fn item_scores(m: &Measured, issues: &mut Issues) -> Vec<u8> {
         issues.push(Issue::new(
             IssueType::Value,
             m.items_path.clone(),
-            format!(
-                "{} needs all {} item answers (LOINC {}); found {}",
-                m.instrument.code(),
-                m.items_codes.len(),
-                m.items_codes.join(", "),
-                items.len()
-            ),
+            if items.is_empty() {
+                // A total alone is refused rather than recorded as a partial outcome: an
+                // outcome's total is always the sum of its recorded items, which audits recompute.
+                format!(
+                    "{} needs all {} item answers (LOINC {}); a total alone is not recorded, since forlop derives the total from the items",
+                    m.instrument.code(),
+                    m.items_codes.len(),
+                    m.items_codes.join(", "),
+                )
+            } else {
+                format!(
+                    "{} needs all {} item answers (LOINC {}); found {}",
+                    m.instrument.code(),
+                    m.items_codes.len(),
+                    m.items_codes.join(", "),
+                    items.len()
+                )
+            },
         ));
     }
     items
