@@ -1046,6 +1046,32 @@ async fn pseudonymous_patient(s: &Server) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_fhir_paths_and_methods_answer_an_operation_outcome() {
+    let (s, _dir) = fhir_server().await;
+    let token = s.token("integration", &[], None);
+    for (method, path, status, code) in [
+        (reqwest::Method::GET, "/fhir/Medication/m1", 404, "not-found"),
+        (reqwest::Method::GET, "/fhir/Patient/x/$graph", 404, "not-found"),
+        (reqwest::Method::DELETE, "/fhir", 405, "not-supported"),
+        (reqwest::Method::PUT, "/fhir/metadata", 405, "not-supported"),
+    ] {
+        let r =
+            s.client().request(method.clone(), format!("{}{path}", s.url)).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{method} {path}");
+        assert_eq!(r.headers()["content-type"], "application/fhir+json", "{method} {path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["resourceType"], "OperationOutcome", "{method} {path}: {body:#}");
+        assert_eq!(body["issue"][0]["code"], code, "{method} {path}: {body:#}");
+        assert!(body["issue"][0]["diagnostics"].as_str().unwrap().contains("/fhir/metadata"), "{body:#}");
+    }
+    // Outside /fhir, the API's own coded errors.
+    let r = s.client().get(format!("{}/nowhere", s.url)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["extensions"]["code"], "NOT_FOUND", "{body:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_is_a_capability_statement() {
     let (s, _dir) = fhir_server().await;
     let (status, body) = s.get_json("/fhir/metadata").await;

@@ -4,7 +4,7 @@
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use forlop_engine::{Caller, EngineError};
 use forlop_fhir::held::unresolved_outcome;
@@ -284,6 +284,27 @@ pub async fn unresolved(State(state): State<AppState>, headers: HeaderMap) -> Re
 }
 
 /// `GET /fhir/metadata`: public, as FHIR servers publish it.
+/// A path under `/fhir` that is not served, or a method it does not take: an OperationOutcome,
+/// as a FHIR client reads errors, naming where what is served is listed.
+pub(crate) fn unserved(method: &Method, path: &str, path_exists: bool) -> Response {
+    let shown = forlop_domain::text::quote(path);
+    if path_exists {
+        outcome_as(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &issue(
+                IssueType::NotSupported,
+                "",
+                format!("{method} is not served at {shown}; GET /fhir/metadata lists what is"),
+            ),
+        )
+    } else {
+        outcome_as(
+            StatusCode::NOT_FOUND,
+            &issue(IssueType::NotFound, "", format!("{shown} is not served; GET /fhir/metadata lists what is")),
+        )
+    }
+}
+
 pub async fn metadata(headers: HeaderMap) -> Response {
     fhir_response(StatusCode::OK, forlop_fhir::export::capability_statement(&base_url(&headers)))
 }

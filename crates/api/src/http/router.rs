@@ -79,8 +79,8 @@ fn outer_layers(
     cors: Option<tower_http::cors::CorsLayer>,
 ) -> Router {
     let router = routes
-        .fallback(not_found)
-        .method_not_allowed_fallback(not_found)
+        .fallback(no_route)
+        .method_not_allowed_fallback(no_method)
         .with_state(state)
         .layer(axum::middleware::from_fn(request_bounds))
         .layer(axum::middleware::from_fn_with_state(hosts, host_allowed))
@@ -92,4 +92,24 @@ fn outer_layers(
         None => router,
     };
     router.layer(TraceLayer::new_for_http())
+}
+
+fn is_fhir(path: &str) -> bool {
+    path == "/fhir" || path.starts_with("/fhir/")
+}
+
+/// A path nothing serves: under `/fhir` an OperationOutcome, elsewhere a coded JSON error.
+async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> axum::response::Response {
+    match is_fhir(uri.path()) {
+        true => crate::fhir_http::unserved(&method, uri.path(), false),
+        false => not_found(method).await,
+    }
+}
+
+/// A method a served path does not take, answered as `no_route` is.
+async fn no_method(method: axum::http::Method, uri: axum::http::Uri) -> axum::response::Response {
+    match is_fhir(uri.path()) {
+        true => crate::fhir_http::unserved(&method, uri.path(), true),
+        false => not_found(method).await,
+    }
 }
