@@ -108,7 +108,7 @@ impl Backend {
             Backend::Sled(_) => {
                 crate::backups::refuse_partial_restore(data)?;
                 // Before the event log: the read-model checkpoint starts decoding while sled opens.
-                let parts = crate::store_layout::sled_parts(data, master, settings)?;
+                let parts = forlop_layout::sled_parts(data, master, settings)?;
                 Ok((self.open_store().await?, parts))
             }
             Backend::Postgres { url, ca_file } => {
@@ -126,8 +126,8 @@ impl Backend {
         Ok(match self {
             Backend::Sled(options) => forlop_backup::Sources {
                 events: self.open_store().await?,
-                access: Arc::new(FileAccessLog::open(&crate::store_layout::access_dir(&options.path))?),
-                keys: Arc::new(forlop_store::key_table::KeyTable::open(&crate::store_layout::keys_dir(&options.path))?),
+                access: Arc::new(FileAccessLog::open(&forlop_layout::access_dir(&options.path))?),
+                keys: Arc::new(forlop_store::key_table::KeyTable::open(&forlop_layout::keys_dir(&options.path))?),
             },
             Backend::Postgres { url, ca_file } => {
                 let store = Self::postgres(url, ca_file).await?;
@@ -144,7 +144,7 @@ impl Backend {
     pub async fn open_key_table(&self) -> anyhow::Result<Arc<dyn forlop_store::key_table::KeyStore>> {
         Ok(match self {
             Backend::Sled(options) => {
-                Arc::new(forlop_store::key_table::KeyTable::open(&crate::store_layout::keys_dir(&options.path))?)
+                Arc::new(forlop_store::key_table::KeyTable::open(&forlop_layout::keys_dir(&options.path))?)
             }
             Backend::Postgres { url, ca_file } => Arc::new(Self::postgres(url, ca_file).await?.key_table()),
         })
@@ -153,7 +153,7 @@ impl Backend {
     /// The access log alone (for audits of a stopped server).
     pub async fn open_access_log(&self) -> anyhow::Result<Arc<dyn AccessLog>> {
         Ok(match self {
-            Backend::Sled(options) => Arc::new(FileAccessLog::open(&crate::store_layout::access_dir(&options.path))?),
+            Backend::Sled(options) => Arc::new(FileAccessLog::open(&forlop_layout::access_dir(&options.path))?),
             Backend::Postgres { url, ca_file } => Arc::new(Self::postgres(url, ca_file).await?.access_log().await?),
         })
     }
@@ -185,7 +185,7 @@ pub async fn migrate(from: &Path, to: &str) -> anyhow::Result<()> {
     }
     bar.finish_and_clear();
 
-    let access_source = FileAccessLog::open(&crate::store_layout::access_dir(from))?;
+    let access_source = FileAccessLog::open(&forlop_layout::access_dir(from))?;
     let mut after = None;
     loop {
         let page = access_source.query(&Default::default(), after, PAGE).await?;
@@ -194,7 +194,7 @@ pub async fn migrate(from: &Path, to: &str) -> anyhow::Result<()> {
         access_target.append(page.into_iter().map(|s| s.record).collect()).await?;
     }
 
-    let keys = forlop_store::key_table::KeyTable::open(&crate::store_layout::keys_dir(from))?.entries()?;
+    let keys = forlop_store::key_table::KeyTable::open(&forlop_layout::keys_dir(from))?.entries()?;
     let key_count = keys.len();
     let pg_keys = target.key_table();
     let generation = forlop_store::key_table::KeyStore::generation(&pg_keys).await?;

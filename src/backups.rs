@@ -230,8 +230,8 @@ fn sled_target(dir: &Path) -> anyhow::Result<Option<RestoreTarget>> {
         .with_context(|| format!("opening the store in {}", dir.display()))?;
     Ok(Some(RestoreTarget {
         events: Arc::new(store),
-        access: Arc::new(forlop_store::access_log::FileAccessLog::open(&crate::store_layout::access_dir(dir))?),
-        keys: Arc::new(forlop_store::key_table::KeyTable::open(&crate::store_layout::keys_dir(dir))?),
+        access: Arc::new(forlop_store::access_log::FileAccessLog::open(&forlop_layout::access_dir(dir))?),
+        keys: Arc::new(forlop_store::key_table::KeyTable::open(&forlop_layout::keys_dir(dir))?),
     }))
 }
 

@@ -121,8 +121,6 @@ enum Command {
         #[arg(value_enum)]
         page: crate::reference::Page,
     },
-    /// Measure the store, replay and queries against raw sled, in one run.
-    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -350,7 +348,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             // Read-only: an audit changes nothing, not even a torn final record.
             let verified = match &backend {
                 crate::backend::Backend::Sled(_) => {
-                    forlop_store::access_log::FileAccessLog::verify_dir(&data.join("access"))
+                    forlop_store::access_log::FileAccessLog::verify_dir(&forlop_layout::access_dir(&data))
                 }
                 crate::backend::Backend::Postgres { .. } => backend.open_access_log().await?.verify().await,
             };
@@ -418,7 +416,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             print!("{}", crate::reference::markdown(page));
             Ok(0)
         }
-        Command::Bench(args) => crate::bench::run(args).await.map(|_| 0),
     }
 }
 
@@ -480,7 +477,7 @@ async fn import_fhir(
     // backfill spends more on them the larger it grows. A crash meanwhile costs the next start
     // a replay of at most a million events (1 to 2 s); a clean end writes one.
     let settings = forlop_engine::Settings { checkpoint_every: IMPORT_CHECKPOINT_EVERY, ..Default::default() };
-    let parts = crate::store_layout::sled_parts(data, master, settings)?;
+    let parts = forlop_layout::sled_parts(data, master, settings)?;
     if let Err(e) = parts.vault.check_master_key().await {
         eprintln!("forlop import-fhir: the master key in {} does not open the key table: {e}", key_file.display());
         return Ok(2);

@@ -2,10 +2,6 @@
 
 mod backend;
 mod backups;
-mod bench;
-mod bench_backup;
-mod bench_fhir;
-mod bench_pg;
 mod cli;
 mod demo;
 mod ndjson;
@@ -13,7 +9,6 @@ mod progress;
 mod reference;
 mod seeding;
 mod serve;
-mod store_layout;
 
 use clap::Parser;
 

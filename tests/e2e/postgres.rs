@@ -306,39 +306,6 @@ async fn migrate_copies_a_seeded_sled_store_with_the_same_head_hash() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bench_on_postgres_measures_the_store_beside_raw_postgres_and_leaves_no_database_behind() {
-    let pg = cluster();
-    let url = pg.url("postgres");
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("bench.json");
-    let run = run_ok(&[
-        "bench",
-        "--store",
-        &url,
-        "--batch-events",
-        "3000",
-        "--single-events",
-        "640",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    let printed = String::from_utf8_lossy(&run.stdout);
-    assert!(printed.contains("store_batch/raw_pg_batch"), "{printed}");
-    let figures: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-    for key in ["raw_pg_batch_eps", "raw_pg_single_eps", "store_batch_eps", "store_concurrent_eps", "read_all_eps"] {
-        assert!(figures[key].as_f64().is_some_and(|v| v > 0.0), "{key} in {figures}");
-    }
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(connection);
-    let left: i64 = client
-        .query_one("SELECT count(*) FROM pg_database WHERE datname LIKE 'forlop_bench_%'", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(left, 0, "the bench dropped its database");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscription_on_one_node_delivers_what_the_other_node_records() {
     use crate::subscriptions::{connect, recv, send, Protocol};
     let pg = cluster();

@@ -11,10 +11,10 @@ use rand_chacha::ChaCha8Rng;
 use forlop_domain::events::*;
 use forlop_domain::*;
 
-use crate::{
-    decided, episode, onward_to_dps, received, register_service, register_staff, Dataset, EpisodePlan, Gen,
-    PlannedScores, Sector, Seeded,
-};
+use crate::pathway::{decided, episode, onward_to_dps, received, EpisodePlan, PlannedScores};
+use crate::random::Gen;
+use crate::sector::{register_service, register_staff, Sector};
+use crate::{Dataset, Seeded};
 
 /// The published figures the profile reproduces.
 pub mod published {

@@ -1,4 +1,4 @@
-//! `forlop bench --store postgres://…`: the event store on PostgreSQL against PostgreSQL's own
+//! `forlop-bench run --store postgres://…`: the event store on PostgreSQL against PostgreSQL's own
 //! baselines, in one run on one server. Everything is written into a throwaway database created
 //! for the run (`forlop_bench_<random>`, dropped at the end), never into the named one, so the
 //! role in the URL needs CREATEDB.
@@ -10,7 +10,9 @@ use anyhow::Context;
 use forlop_store::{EventStore, PgOptions, PgStore};
 use tokio_postgres::NoTls;
 
-use crate::bench::{batched_appends, concurrent_appends, eps, session_event, BATCH, WRITERS};
+use crate::appends::{batched_appends, concurrent_appends, session_event, BATCH, WRITERS};
+use crate::report::Row;
+use crate::stats::eps;
 
 /// A database created for the run and dropped when done.
 struct Scratch {
@@ -86,11 +88,12 @@ async fn raw_pg_single(client: &tokio_postgres::Client, events: usize) -> anyhow
     Ok(eps(events, started.elapsed()))
 }
 
+/// The PostgreSQL figures, and the server's version and `synchronous_commit` for the run's record.
 pub async fn run(
     url: &str,
     batch_events: usize,
     single_events: usize,
-) -> anyhow::Result<Vec<(&'static str, f64, String)>> {
+) -> anyhow::Result<(Vec<Row>, serde_json::Value)> {
     let scratch = Scratch::create(url).await?;
     let outcome = measure(url, &scratch, batch_events, single_events).await;
     scratch.drop().await.context("dropping the bench database")?;
@@ -102,7 +105,7 @@ async fn measure(
     scratch: &Scratch,
     batch_events: usize,
     single_events: usize,
-) -> anyhow::Result<Vec<(&'static str, f64, String)>> {
+) -> anyhow::Result<(Vec<Row>, serde_json::Value)> {
     let mut raw = scratch.connect(url).await?;
     let settings = raw.query_one("SELECT current_setting('synchronous_commit'), version()", &[]).await?;
     let (sync, version): (String, String) = (settings.get(0), settings.get(1));
@@ -130,12 +133,8 @@ async fn measure(
     }
     let read_all = eps(next as usize, started.elapsed());
     drop(store);
-    println!(
-        "ratios: store_batch/raw_pg_batch = {:.2} (target >= 0.5), store_concurrent/raw_pg_single = {:.2} (target >= 3)",
-        store_batch / raw_batch,
-        store_concurrent / raw_single
-    );
-    Ok(vec![
+    let server = serde_json::json!({ "version": version, "synchronous_commit": sync });
+    let rows = vec![
         ("raw_pg_batch_eps", raw_batch, format!("raw PostgreSQL, multi-row INSERT of {BATCH} rows per transaction")),
         ("store_batch_eps", store_batch, format!("store on PostgreSQL, appends of {BATCH} events, committed")),
         ("raw_pg_single_eps", raw_single, "raw PostgreSQL, one INSERT + COMMIT at a time, one client".into()),
@@ -145,5 +144,6 @@ async fn measure(
             format!("store on PostgreSQL, {WRITERS} writers, 1 event per append, committed"),
         ),
         ("read_all_eps", read_all, "store on PostgreSQL, the whole log read back in pages of 10,000".into()),
-    ])
+    ];
+    Ok((rows, server))
 }

@@ -8,6 +8,8 @@ use std::time::Instant;
 use anyhow::Context;
 use serde_json::json;
 
+use crate::server::Forlop;
+
 const RESH: &str = "urn:oid:2.16.578.1.12.4.1.4.102";
 const HPR: &str = "urn:oid:2.16.578.1.12.4.1.4.4";
 const THERAPISTS: usize = 200;
@@ -122,7 +124,7 @@ impl FhirImport {
 
 /// `forlop import-fhir` over `resources` resources, `runs` times into an empty data directory
 /// each time (the file is written once).
-pub fn fhir_import(dir: &Path, resources: usize, runs: usize) -> anyhow::Result<FhirImport> {
+pub fn fhir_import(forlop: &Forlop, dir: &Path, resources: usize, runs: usize) -> anyhow::Result<FhirImport> {
     let file = dir.join("bulk.ndjson");
     let lines = write_ndjson(&file, resources)?;
     let levels = dir.join("care-levels.toml");
@@ -132,7 +134,7 @@ pub fn fhir_import(dir: &Path, resources: usize, runs: usize) -> anyhow::Result<
     let mut measured = FhirImport { rates: Vec::new(), peak_mb: 0.0, lines };
     for run in 0..runs.max(1) {
         let data = dir.join(format!("fhir-data-{run}"));
-        let (seconds, peak_mb) = import_once(&data, &key, &levels, &file)?;
+        let (seconds, peak_mb) = import_once(forlop, &data, &key, &levels, &file)?;
         std::fs::remove_dir_all(&data).with_context(|| format!("removing {}", data.display()))?;
         measured.rates.push(lines as f64 / seconds);
         measured.peak_mb = measured.peak_mb.max(peak_mb);
@@ -141,10 +143,10 @@ pub fn fhir_import(dir: &Path, resources: usize, runs: usize) -> anyhow::Result<
 }
 
 /// Seconds from process start to exit, and peak resident MB, of one `import-fhir`.
-fn import_once(data: &Path, key: &Path, levels: &Path, file: &Path) -> anyhow::Result<(f64, f64)> {
+fn import_once(forlop: &Forlop, data: &Path, key: &Path, levels: &Path, file: &Path) -> anyhow::Result<(f64, f64)> {
     let started = Instant::now();
-    let out = std::process::Command::new(std::env::current_exe()?)
-        .arg("import-fhir")
+    let out = forlop
+        .command("import-fhir")
         .arg("--data")
         .arg(data)
         .arg("--key-file")

@@ -1,4 +1,4 @@
-//! The backup's figures in `forlop bench`: how far behind the continuous backup is under the
+//! The backup's figures: how far behind the continuous backup is under the
 //! writers' load (`backup_lag_p99_ms`), what it costs them (`mutation_p99_ms_with_backup`), and
 //! how fast a restore rebuilds the bench's log (`restore_eps`).
 
@@ -8,11 +8,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use forlop_backup::continuous::BackupStatus;
 use forlop_store::EventStore;
 
+use crate::appends::WRITERS;
+use crate::args::RunArgs;
+use crate::in_process::InProcess;
+use crate::under_load::mutations;
+
 /// Waits until the backup holds everything committed (its first catch-up of the seeded log).
-pub async fn until_caught_up(status: &BackupStatus, store: &dyn EventStore) -> anyhow::Result<f64> {
+async fn until_caught_up(status: &BackupStatus, store: &dyn EventStore) -> anyhow::Result<f64> {
     let started = Instant::now();
     while status.events_next() < store.committed() {
         if let Some(failure) = status.failure() {
@@ -25,7 +31,7 @@ pub async fn until_caught_up(status: &BackupStatus, store: &dyn EventStore) -> a
 
 /// Runs `load` while sampling, every millisecond, how long each newly committed position takes
 /// to reach the backup; returns the load's result and the p99 of those times (ms).
-pub async fn lag_during<T>(
+async fn lag_during<T>(
     status: Arc<BackupStatus>,
     store: Arc<dyn EventStore>,
     load: impl std::future::Future<Output = anyhow::Result<T>>,
@@ -57,7 +63,7 @@ pub async fn lag_during<T>(
     let mut lags = sampler.await?;
     lags.sort_by(f64::total_cmp);
     anyhow::ensure!(!lags.is_empty(), "no commit reached the backup during the load");
-    Ok((result?, crate::bench::percentile(&lags, 0.99)))
+    Ok((result?, crate::stats::percentile(&lags, 0.99)))
 }
 
 /// Events per second restored (verification of the backup included) into a new data directory.
@@ -66,10 +72,47 @@ pub async fn restore_eps(backup: &Path, into: &Path) -> anyhow::Result<f64> {
     let verified = forlop_backup::verify(backup)?;
     let target = forlop_backup::RestoreTarget {
         events: Arc::new(forlop_store::SledStore::open(forlop_store::SledOptions::new(into))?),
-        access: Arc::new(forlop_store::access_log::FileAccessLog::open(&into.join("access"))?),
-        keys: Arc::new(forlop_store::key_table::KeyTable::open(&into.join("keys"))?),
+        access: Arc::new(forlop_store::access_log::FileAccessLog::open(&forlop_layout::access_dir(into))?),
+        keys: Arc::new(forlop_store::key_table::KeyTable::open(&forlop_layout::keys_dir(into))?),
     };
     let options = forlop_backup::RestoreOptions { cut: forlop_backup::Cut::Head, resume: false, check_key: None };
     let report = forlop_backup::restore(backup, &verified, &target, options).await?;
-    Ok(crate::bench::eps(report.events as usize, started.elapsed()))
+    Ok(crate::stats::eps(report.events as usize, started.elapsed()))
+}
+
+/// What the writers measured with the continuous backup running.
+pub struct WithBackup {
+    /// Seconds the backup's first copy of the seeded log took.
+    pub first_copy_s: f64,
+    pub mutation_p99_ms: f64,
+    pub lag_p99_ms: f64,
+    /// Patients the writers registered meanwhile (warm-up included).
+    pub registered: usize,
+    /// The backup, to restore from.
+    pub dir: tempfile::TempDir,
+}
+
+/// Starts the continuous backup, waits for its first copy of the log, then measures the writers
+/// with it running and how far behind it stays.
+pub async fn with_backup(
+    args: &RunArgs,
+    server: &mut InProcess,
+    store: &Arc<dyn EventStore>,
+    largest: uuid::Uuid,
+) -> anyhow::Result<WithBackup> {
+    let (addr, token) = (server.addr, server.token.clone());
+    eprintln!("bench: continuous backup: its first copy of the log, then {WRITERS} writers with it running ...");
+    let dir = args.tempdir()?;
+    let sources = server.backup_sources.take().context("the backup started twice")?;
+    let backup = forlop_backup::continuous::ContinuousBackup::start(dir.path().to_owned(), sources)?;
+    let first_copy_s = until_caught_up(&backup.status(), &**store).await?;
+    // One unmeasured round, as before the writers alone: the first copy read the whole log
+    // through sled's page cache, so the next writes would meet cold pages.
+    let (_, warm_up) = mutations(addr, &token, largest, 0).await.context("mutation warm-up with the backup running")?;
+    let ((mutation_p99_ms, measured), lag_p99_ms) =
+        lag_during(backup.status(), store.clone(), mutations(addr, &token, largest, 0))
+            .await
+            .context("mutation benchmark with the backup running")?;
+    tokio::task::spawn_blocking(move || backup.stop()).await?;
+    Ok(WithBackup { first_copy_s, mutation_p99_ms, lag_p99_ms, registered: warm_up + measured, dir })
 }
