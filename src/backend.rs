@@ -89,7 +89,7 @@ impl Backend {
     pub async fn open_store(&self) -> anyhow::Result<Arc<dyn EventStore>> {
         Ok(match self {
             Backend::Sled(options) => Arc::new({
-                crate::backups::refuse_partial_restore(&options.path)?;
+                refuse_partial_restore(&options.path)?;
                 SledStore::open(options.clone())
                     .with_context(|| format!("opening the store in {}", options.path.display()))?
             }),
@@ -106,7 +106,7 @@ impl Backend {
     ) -> anyhow::Result<(Arc<dyn EventStore>, EngineParts)> {
         match self {
             Backend::Sled(_) => {
-                crate::backups::refuse_partial_restore(data)?;
+                refuse_partial_restore(data)?;
                 // Before the event log: the read-model checkpoint starts decoding while sled opens.
                 let parts = forlop_layout::sled_parts(data, master, settings)?;
                 Ok((self.open_store().await?, parts))
@@ -216,4 +216,37 @@ pub async fn migrate(from: &Path, to: &str) -> anyhow::Result<()> {
         forlop_store::to_hex(&access.head_hash)
     );
     Ok(())
+}
+
+/// In a data directory while `forlop restore` writes it; every command refuses such a directory
+/// until the restore is run again to its end.
+pub const RESTORING: &str = "RESTORING";
+
+/// Refuses a data directory an interrupted restore left behind.
+pub fn refuse_partial_restore(data: &Path) -> anyhow::Result<()> {
+    if data.join(RESTORING).exists() {
+        anyhow::bail!(
+            "{} holds an interrupted restore (its {RESTORING} file): run the same `forlop restore` again to complete it, \
+             or delete the directory",
+            data.display()
+        );
+    }
+    Ok(())
+}
+
+/// After the last handle on the store at `data` is dropped (serve, seed, import, import-fhir):
+/// see [`SledStore::settle`]. A failure
+/// costs only the next start's time, so it is logged, not returned.
+pub(crate) async fn settle(data: std::path::PathBuf) {
+    // Never create a store where a command stopped before opening one.
+    if !data.join("db").exists() {
+        return;
+    }
+    match tokio::task::spawn_blocking(move || SledStore::settle(&data)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "sled's recovery snapshot not brought up to date; the next start replays it")
+        }
+        Err(e) => tracing::warn!(error = %e, "settling the store failed"),
+    }
 }

@@ -7,23 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use forlop_backup::{BackupError, Cut, RestoreOptions, RestoreTarget};
 
-use crate::backend::Backend;
-
-/// In a data directory while `forlop restore` writes it; every command refuses such a directory
-/// until the restore is run again to its end.
-pub const RESTORING: &str = "RESTORING";
-
-/// Refuses a data directory an interrupted restore left behind.
-pub fn refuse_partial_restore(data: &Path) -> anyhow::Result<()> {
-    if data.join(RESTORING).exists() {
-        anyhow::bail!(
-            "{} holds an interrupted restore (its {RESTORING} file): run the same `forlop restore` again to complete it, \
-             or delete the directory",
-            data.display()
-        );
-    }
-    Ok(())
-}
+use crate::backend::{Backend, RESTORING};
 
 #[derive(clap::Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -185,7 +169,7 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<i32> {
         Ok(r) => {
             match &data {
                 Some(Written::Sled(dir)) => {
-                    crate::cli::settle(dir.clone()).await;
+                    crate::backend::settle(dir.clone()).await;
                     let marker = dir.join(RESTORING);
                     std::fs::remove_file(&marker).with_context(|| format!("removing {}", marker.display()))?;
                     std::fs::File::open(dir).and_then(|d| d.sync_all())?;

@@ -129,25 +129,8 @@ enum Profile {
     Rph2016,
 }
 
-/// After the last handle on the store at `data` is dropped (serve, seed, import, import-fhir):
-/// see [`SledStore::settle`]. A failure
-/// costs only the next start's time, so it is logged, not returned.
-pub(crate) async fn settle(data: std::path::PathBuf) {
-    // Never create a store where a command stopped before opening one.
-    if !data.join("db").exists() {
-        return;
-    }
-    match tokio::task::spawn_blocking(move || SledStore::settle(&data)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "sled's recovery snapshot not brought up to date; the next start replays it")
-        }
-        Err(e) => tracing::warn!(error = %e, "settling the store failed"),
-    }
-}
-
 pub fn open_store(data: &std::path::Path) -> anyhow::Result<Arc<dyn EventStore>> {
-    crate::backups::refuse_partial_restore(data)?;
+    crate::backend::refuse_partial_restore(data)?;
     let store =
         SledStore::open(SledOptions::new(data)).with_context(|| format!("opening the store in {}", data.display()))?;
     Ok(Arc::new(store))
@@ -269,7 +252,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let appended = log.committed() != opened_with;
             drop(log);
             if backend.is_sled() && appended {
-                settle(data).await;
+                crate::backend::settle(data).await;
             }
             Ok(0)
         }
@@ -291,7 +274,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             );
             drop(store);
             if backend.is_sled() {
-                settle(data).await;
+                crate::backend::settle(data).await;
             }
             Ok(0)
         }
@@ -309,7 +292,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let store = open_store(&data)?;
             let outcome = crate::ndjson::import(&*store, &file, trust_unverified).await;
             drop(store);
-            settle(data).await;
+            crate::backend::settle(data).await;
             match outcome {
                 Ok((read, written)) => {
                     eprintln!("imported {read} events, {written} new");
@@ -323,7 +306,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::ImportFhir { data, key_file, fhir_care_levels, file } => {
             let code = import_fhir(&data, &key_file, &fhir_care_levels, &file).await;
-            settle(data).await;
+            crate::backend::settle(data).await;
             code
         }
         Command::Verify { data, store } => {
@@ -413,7 +396,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Reference { page } => {
-            print!("{}", crate::reference::markdown(page));
+            print!("{}", crate::reference::markdown(page, &<Cli as clap::CommandFactory>::command()));
             Ok(0)
         }
     }
