@@ -1045,12 +1045,100 @@ async fn pseudonymous_patient(s: &Server) -> String {
     s.query(q, json!({ "n": SYNTHETIC_FNR })).await["patientByNationalId"]["id"].as_str().unwrap().to_owned()
 }
 
+/// `GET /fhir/{type}/{id}` as `token`: the status, the ETag and the body.
+async fn read_as(s: &Server, token: &str, path: &str) -> (u16, Option<String>, Value) {
+    let r = s.client().get(format!("{}/fhir/{path}", s.url)).bearer_auth(token).send().await.unwrap();
+    let status = r.status().as_u16();
+    let etag = r.headers().get("etag").map(|v| v.to_str().unwrap().to_owned());
+    (status, etag, r.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_recorded_resource_is_read_by_its_id_with_its_version_from_the_log_and_the_read_is_access_logged() {
+    let (s, _dir) = fhir_server().await;
+    let (status, resp) = post_fhir(
+        &s,
+        Some(&s.token("integration", &[], None)),
+        "application/fhir+json",
+        bundle("transaction", pathway()),
+    )
+    .await;
+    assert_eq!(status, 200, "{resp:#}");
+    let patient: Uuid = pseudonymous_patient(&s).await.parse().unwrap();
+    let auditor = s.token("auditor", &[], None);
+    let everything: Value = everything_as(&s, &auditor, patient).await.json().await.unwrap();
+    let history = s.patient(patient, "history { type }").await;
+    let events = history["history"].as_array().unwrap().len();
+    // Every resource $everything shows, read on its own, is the same resource with meta.
+    for e in everything["entry"].as_array().unwrap() {
+        let t = e["resource"]["resourceType"].as_str().unwrap();
+        if t == "Observation" {
+            continue;
+        }
+        let id = e["resource"]["id"].as_str().unwrap();
+        let (status, etag, mut body) = read_as(&s, &auditor, &format!("{t}/{id}")).await;
+        assert_eq!(status, 200, "{t}/{id}: {body:#}");
+        let version = body["meta"]["versionId"].as_str().unwrap().to_owned();
+        assert_eq!(etag.as_deref(), Some(format!("W/\"{version}\"").as_str()), "{t}/{id}");
+        assert!(version.parse::<u64>().unwrap() >= 1, "{t}/{id}: {body:#}");
+        assert!(body["meta"]["lastUpdated"].as_str().unwrap().ends_with('Z'), "{body:#}");
+        if t == "Patient" {
+            assert_eq!(version, events.to_string(), "a patient's version counts the events of their stream");
+        }
+        body.as_object_mut().unwrap().remove("meta");
+        assert_eq!(body, e["resource"], "{t}/{id}");
+    }
+    let log = s
+        .query(
+            "query($p: UUID!) { accessLog(patientId: $p) { nodes { operation fields outcome role } } }",
+            json!({ "p": patient }),
+        )
+        .await;
+    let reads = log["accessLog"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["fields"].as_str().is_some_and(|f| f.ends_with(".read")) && n["role"] == "auditor")
+        .count();
+    assert!(reads >= 5, "each read of the patient's resources is access-logged: {log:#}");
+
+    // A role that may not read the pathway is refused, and the refusal logged; unknown ids and
+    // types answer OperationOutcomes.
+    let (status, _, body) = read_as(&s, &s.token("integration", &[], None), &format!("Patient/{patient}")).await;
+    assert_eq!((status, body["resourceType"].as_str()), (403, Some("OperationOutcome")), "{body:#}");
+    let (status, _, body) = read_as(&s, &auditor, &format!("EpisodeOfCare/{}", Uuid::new_v4())).await;
+    assert_eq!((status, body["issue"][0]["code"].as_str()), (404, Some("not-found")), "{body:#}");
+    let (status, _, body) = read_as(&s, &auditor, "Patient/pas-1").await;
+    assert_eq!(status, 404, "forlop's ids are UUIDs: {body:#}");
+    let (status, _, body) = read_as(&s, &auditor, "Condition/c1").await;
+    assert_eq!((status, body["issue"][0]["code"].as_str()), (400, Some("not-supported")), "{body:#}");
+    let (status, _, _) = read_as(&s, &auditor, "Nonsense/c1").await;
+    assert_eq!(status, 404);
+    // The CapabilityStatement lists read for exactly these types.
+    let meta: Value = s.client().get(format!("{}/fhir/metadata", s.url)).send().await.unwrap().json().await.unwrap();
+    let mut readable: Vec<&str> = meta["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["interaction"].as_array().unwrap().iter().any(|i| i["code"] == "read"))
+        .map(|r| r["type"].as_str().unwrap())
+        .collect();
+    readable.sort();
+    assert_eq!(readable, ["Encounter", "EpisodeOfCare", "Organization", "Patient", "Practitioner", "ServiceRequest"]);
+    for t in &readable {
+        assert!(
+            everything["entry"].as_array().unwrap().iter().any(|e| e["resource"]["resourceType"] == *t),
+            "{t} was read above"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_fhir_paths_and_methods_answer_an_operation_outcome() {
     let (s, _dir) = fhir_server().await;
     let token = s.token("integration", &[], None);
     for (method, path, status, code) in [
-        (reqwest::Method::GET, "/fhir/Medication/m1", 404, "not-found"),
+        (reqwest::Method::GET, "/fhir/Medication/m1/_history/2", 404, "not-found"),
         (reqwest::Method::GET, "/fhir/Patient/x/$graph", 404, "not-found"),
         (reqwest::Method::DELETE, "/fhir", 405, "not-supported"),
         (reqwest::Method::PUT, "/fhir/metadata", 405, "not-supported"),

@@ -270,6 +270,46 @@ pub async fn everything(State(state): State<AppState>, headers: HeaderMap, Path(
     }
 }
 
+/// `GET /fhir/{type}/{id}`: one resource, with `meta` and an `ETag` from the log.
+pub async fn read(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((type_name, id)): Path<(String, String)>,
+) -> Response {
+    if !forlop_fhir::read::READABLE.contains(&type_name.as_str()) {
+        let known = forlop_fhir::r4_types::is_r4_resource_type(&type_name);
+        let (status, code) = if known {
+            (StatusCode::BAD_REQUEST, IssueType::NotSupported)
+        } else {
+            (StatusCode::NOT_FOUND, IssueType::NotFound)
+        };
+        let message = format!(
+            "{} is not read here; forlop reads {}",
+            forlop_domain::text::quote(&type_name),
+            forlop_fhir::read::READABLE.join(", ")
+        );
+        return outcome_as(status, &issue(code, "", message));
+    }
+    let (fhir, caller) = match begin(&state, &headers, "fhir.read").await {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let not_found =
+        || outcome(&issue(IssueType::NotFound, "", format!("no {type_name} {}", forlop_domain::text::quote(&id))));
+    let Ok(uuid) = id.parse::<uuid::Uuid>() else { return not_found() };
+    match fhir.read(&caller, &type_name, uuid, &base_url(&headers)).await {
+        Ok(Some(read)) => {
+            let mut r = fhir_response(StatusCode::OK, read.resource);
+            if let Ok(tag) = HeaderValue::from_str(&format!("W/\"{}\"", read.version)) {
+                r.headers_mut().insert(header::ETAG, tag);
+            }
+            r
+        }
+        Ok(None) => not_found(),
+        Err(e) => refused(&e),
+    }
+}
+
 /// `GET /fhir/$unresolved`: resources held past the hold time for references that never came,
 /// and held resources that can never be placed. What waits and why; no resource content.
 pub async fn unresolved(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -283,7 +323,6 @@ pub async fn unresolved(State(state): State<AppState>, headers: HeaderMap) -> Re
     }
 }
 
-/// `GET /fhir/metadata`: public, as FHIR servers publish it.
 /// A path under `/fhir` that is not served, or a method it does not take: an OperationOutcome,
 /// as a FHIR client reads errors, naming where what is served is listed.
 pub(crate) fn unserved(method: &Method, path: &str, path_exists: bool) -> Response {
@@ -305,6 +344,7 @@ pub(crate) fn unserved(method: &Method, path: &str, path_exists: bool) -> Respon
     }
 }
 
+/// `GET /fhir/metadata`: public, as FHIR servers publish it.
 pub async fn metadata(headers: HeaderMap) -> Response {
     fhir_response(StatusCode::OK, forlop_fhir::export::capability_statement(&base_url(&headers)))
 }

@@ -2,6 +2,7 @@
 //! care alerts (which name patients, so each one found is access-logged before it is handed on).
 
 use chrono::{DateTime, Utc};
+use forlop_domain::StreamRef;
 use forlop_projections::alerts::{self, AlertThresholds, CareAlert};
 use forlop_projections::{ServiceView, TherapistView};
 use uuid::Uuid;
@@ -24,6 +25,23 @@ impl Engine {
         let mut out: Vec<_> = self.model().therapists.values().cloned().collect();
         out.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
         Ok(out)
+    }
+
+    /// The events of a service's or a therapist's own stream, oldest first, to whoever may list
+    /// them (no patient data: a stream of reference data names no patient).
+    pub async fn reference_events(
+        &self,
+        caller: &Caller,
+        stream: StreamRef,
+    ) -> Result<Vec<forlop_store::RecordedEvent>, EngineError> {
+        match stream {
+            StreamRef::Service(_) => self.authorize(caller, Operation::ListServices)?,
+            StreamRef::Therapist(_) => self.authorize(caller, Operation::ListTherapists)?,
+            StreamRef::Patient(_) => {
+                return Err(EngineError::forbidden("a patient's events are read through their grant (`history`)"))
+            }
+        }
+        Ok(self.store().read_stream(&stream.name(), 0, usize::MAX).await?)
     }
 
     /// (events committed to the log, events folded into this node's read model).

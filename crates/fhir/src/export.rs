@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use forlop_domain::{Attendance, CareLevel, Gender, Instrument, MeasurePhase};
-use forlop_engine::{Caller, EngineError};
+use forlop_engine::{Caller, EngineError, PatientGrant};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -22,7 +22,7 @@ fn entry(base: &str, resource: Value) -> Value {
     json!({ "fullUrl": url, "resource": resource, "search": { "mode": "match" } })
 }
 
-fn care_level_text(l: CareLevel) -> &'static str {
+pub(crate) fn care_level_text(l: CareLevel) -> &'static str {
     match l {
         CareLevel::Municipal => "Municipal mental health service",
         CareLevel::SpecialistOutpatient => "Specialist outpatient (DPS)",
@@ -37,7 +37,22 @@ impl Fhir {
     /// is access-logged by the engine, and so is a refusal: an integration, which may see only a
     /// patient's id, is refused and logged as DENIED). `base` is the server's FHIR base URL.
     pub async fn everything(&self, caller: &Caller, patient: Uuid, base: &str) -> Result<Option<Value>, EngineError> {
-        let Some(grant) = self.engine().read_patient_in_full(caller, patient, "fhir.Patient.$everything").await? else {
+        let Some((entries, _)) = self.pathway(caller, patient, base, "fhir.Patient.$everything").await? else {
+            return Ok(None);
+        };
+        Ok(Some(json!({ "resourceType": "Bundle", "type": "searchset", "total": entries.len(), "entry": entries })))
+    }
+
+    /// Every resource of the patient's pathway as searchset entries, and the grant they were
+    /// read under (`fields` names the read in its access record).
+    pub(crate) async fn pathway(
+        &self,
+        caller: &Caller,
+        patient: Uuid,
+        base: &str,
+        fields: &str,
+    ) -> Result<Option<(Vec<Value>, PatientGrant)>, EngineError> {
+        let Some(grant) = self.engine().read_patient_in_full(caller, patient, fields).await? else {
             return Ok(None);
         };
         let national_id = self.engine().national_id(&grant).await?;
@@ -147,7 +162,7 @@ impl Fhir {
         for (n, o) in v.outcomes.iter().enumerate() {
             entries.push(entry(base, observation(o, v.outcome_episode_id(o), &pid, &v.id, n)));
         }
-        Ok(Some(json!({ "resourceType": "Bundle", "type": "searchset", "total": entries.len(), "entry": entries })))
+        Ok(Some((entries, grant)))
     }
 }
 
@@ -265,7 +280,9 @@ pub fn capability_statement(base: &str) -> Value {
     let resources: Vec<Value> = ACCEPTED
         .iter()
         .map(|r| {
-            let mut v = json!({ "type": r, "interaction": [] });
+            let interaction =
+                if crate::read::READABLE.contains(r) { json!([{ "code": "read" }]) } else { json!([]) };
+            let mut v = json!({ "type": r, "interaction": interaction });
             if *r == "Patient" {
                 v["operation"] = json!([{ "name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything" }]);
             }

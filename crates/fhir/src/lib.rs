@@ -19,6 +19,7 @@ pub mod ingest;
 pub mod mapping;
 pub mod outcome;
 pub mod r4_types;
+pub mod read;
 pub mod resources;
 
 pub use care_levels::CareLevels;

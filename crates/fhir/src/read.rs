@@ -1,0 +1,101 @@
+//! `GET /fhir/{type}/{id}`: one resource as `$everything` shows it, with `meta.versionId` (how
+//! many recorded facts name it) and `meta.lastUpdated` (when the last of them was recorded),
+//! from the log. A patient's resources are read through `Engine::read_patient_in_full`, so the
+//! read is authorised and access-logged as a GraphQL read is; services and therapists through
+//! the engine's reference reads.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use forlop_domain::StreamRef;
+use forlop_engine::{Caller, EngineError};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::mapping::terminology::SYSTEM_HPR;
+use crate::Fhir;
+
+/// The resource types `GET /fhir/{type}/{id}` reads.
+pub const READABLE: &[&str] =
+    &["Patient", "EpisodeOfCare", "Encounter", "ServiceRequest", "Practitioner", "Organization"];
+
+/// A resource as read, with the version its `ETag` carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadResource {
+    pub resource: Value,
+    pub version: u64,
+}
+
+impl Fhir {
+    /// The resource of `type_name` with forlop id `id`, if there is one the caller may read.
+    pub async fn read(
+        &self,
+        caller: &Caller,
+        type_name: &str,
+        id: Uuid,
+        base: &str,
+    ) -> Result<Option<ReadResource>, EngineError> {
+        match type_name {
+            "Patient" | "EpisodeOfCare" | "Encounter" | "ServiceRequest" => {
+                let patient = if type_name == "Patient" { Some(id) } else { self.engine().owner_of(id) };
+                let Some(patient) = patient else { return Ok(None) };
+                let fields = format!("fhir.{type_name}.read");
+                let Some((entries, grant)) = self.pathway(caller, patient, base, &fields).await? else {
+                    return Ok(None);
+                };
+                let wanted = id.to_string();
+                let Some(resource) = entries
+                    .into_iter()
+                    .map(|mut e| e["resource"].take())
+                    .find(|r| r["resourceType"] == type_name && r["id"] == wanted.as_str())
+                else {
+                    return Ok(None);
+                };
+                let events = self.engine().history(&grant).await?;
+                // The patient is named by every event of their stream; a fact by those that
+                // carry its id.
+                let naming = events
+                    .iter()
+                    .filter(|e| type_name == "Patient" || contains(&e.payload, wanted.as_bytes()))
+                    .map(|e| e.recorded_at);
+                Ok(Some(with_meta(resource, naming)))
+            }
+            "Practitioner" => {
+                let Some(t) = self.engine().therapists(caller)?.into_iter().find(|t| t.id == id) else {
+                    return Ok(None);
+                };
+                let mut p =
+                    json!({ "resourceType": "Practitioner", "id": id.to_string(), "name": [{ "text": t.name }] });
+                if let Some(hpr) = &t.hpr_number {
+                    p["identifier"] = json!([{ "system": SYSTEM_HPR, "value": hpr }]);
+                }
+                let events = self.engine().reference_events(caller, StreamRef::Therapist(id)).await?;
+                Ok(Some(with_meta(p, events.iter().map(|e| e.recorded_at))))
+            }
+            "Organization" => {
+                let Some(s) = self.engine().services(caller)?.into_iter().find(|s| s.id == id) else {
+                    return Ok(None);
+                };
+                let o = json!({ "resourceType": "Organization", "id": id.to_string(), "name": s.name,
+                    "type": [{ "text": crate::export::care_level_text(s.care_level) }] });
+                let events = self.engine().reference_events(caller, StreamRef::Service(id)).await?;
+                Ok(Some(with_meta(o, events.iter().map(|e| e.recorded_at))))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// `resource` with `meta` from the recording times of the facts that name it.
+fn with_meta(mut resource: Value, naming: impl Iterator<Item = DateTime<Utc>>) -> ReadResource {
+    let (version, last) =
+        naming.fold((0u64, None), |(n, last), at| (n + 1, Some(last.map_or(at, |l: DateTime<Utc>| l.max(at)))));
+    let mut meta = json!({ "versionId": version.to_string() });
+    if let Some(at) = last {
+        meta["lastUpdated"] = json!(at.to_rfc3339_opts(SecondsFormat::Millis, true));
+    }
+    resource["meta"] = meta;
+    ReadResource { resource, version }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
