@@ -1133,6 +1133,162 @@ async fn each_recorded_resource_is_read_by_its_id_with_its_version_from_the_log_
     }
 }
 
+/// `GET url` as `token` (with `Prefer: handling=lenient` when asked): the status and the body.
+async fn search_as(s: &Server, token: &str, url: &str, lenient: bool) -> (u16, Value) {
+    let url = if url.starts_with("http") { url.to_owned() } else { format!("{}/fhir/{url}", s.url) };
+    let mut req = s.client().get(url).bearer_auth(token);
+    if lenient {
+        req = req.header("prefer", "handling=lenient");
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+fn ids_of(bundle: &Value) -> Vec<String> {
+    bundle["entry"].as_array().unwrap().iter().map(|e| e["resource"]["id"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_search_parameter_the_capability_statement_lists_finds_what_it_says_and_pages_by_next_links() {
+    let (s, _dir) = fhir_server().await;
+    let (status, resp) = post_fhir(
+        &s,
+        Some(&s.token("integration", &[], None)),
+        "application/fhir+json",
+        bundle("transaction", pathway()),
+    )
+    .await;
+    assert_eq!(status, 200, "{resp:#}");
+    let p: Uuid = pseudonymous_patient(&s).await.parse().unwrap();
+    let admin = s.admin.clone();
+    let total = |b: &Value| b["total"].as_u64().unwrap();
+    let ok = |(status, body): (u16, Value)| {
+        assert_eq!(status, 200, "{body:#}");
+        assert_eq!(
+            (body["resourceType"].as_str(), body["type"].as_str()),
+            (Some("Bundle"), Some("searchset")),
+            "{body:#}"
+        );
+        body
+    };
+
+    let found = ok(search_as(&s, &admin, &format!("Patient?identifier={FNR}|{SYNTHETIC_FNR}"), false).await);
+    assert_eq!(ids_of(&found), [p.to_string()], "{found:#}");
+    let eoc = |q: &str| format!("EpisodeOfCare?patient=Patient/{p}{q}");
+    assert_eq!(total(&ok(search_as(&s, &admin, &eoc(""), false).await)), 2);
+    assert_eq!(total(&ok(search_as(&s, &admin, &eoc("&status=finished"), false).await)), 1);
+    assert_eq!(total(&ok(search_as(&s, &admin, &eoc("&status=active,finished"), false).await)), 2);
+    assert_eq!(total(&ok(search_as(&s, &admin, &eoc("&date=ge2016-02-15"), false).await)), 1, "the open DPS episode");
+    assert_eq!(total(&ok(search_as(&s, &admin, &eoc("&date=2016-01-20"), false).await)), 1);
+    let enc = |q: &str| format!("Encounter?patient={p}{q}");
+    let window =
+        ok(search_as(&s, &admin, &enc("&date=ge2016-01-12&date=lt2016-02-16&class=AMB&_sort=date"), false).await);
+    let starts: Vec<&str> = window["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["period"]["start"].as_str().unwrap())
+        .collect();
+    assert_eq!(starts, ["2016-01-18T10:00:00Z", "2016-01-25T10:00:00Z", "2016-02-15T10:00:00Z"], "{window:#}");
+    assert_eq!(total(&ok(search_as(&s, &admin, &enc("&status=cancelled"), false).await)), 1);
+    assert_eq!(total(&ok(search_as(&s, &admin, &enc("&class=IMP"), false).await)), 0);
+    let sr = |q: &str| format!("ServiceRequest?patient={p}{q}");
+    assert_eq!(total(&ok(search_as(&s, &admin, &sr(""), false).await)), 2);
+    assert_eq!(total(&ok(search_as(&s, &admin, &sr("&authored=lt2016-02-01"), false).await)), 1);
+    assert_eq!(
+        total(&ok(search_as(&s, &admin, &sr("&status=completed"), false).await)),
+        2,
+        "both referrals are decided"
+    );
+    let obs = |q: &str| format!("Observation?patient={p}{q}");
+    assert_eq!(total(&ok(search_as(&s, &admin, &obs("&code=http://loinc.org|44261-6"), false).await)), 1);
+    assert_eq!(total(&ok(search_as(&s, &admin, &obs("&code=http://loinc.org|70274-6"), false).await)), 0);
+    assert_eq!(total(&ok(search_as(&s, &admin, &obs("&date=2016-01-11"), false).await)), 1);
+    assert_eq!(total(&ok(search_as(&s, &admin, &enc("&_lastUpdated=ge2000-01-01"), false).await)), 5);
+    assert_eq!(total(&ok(search_as(&s, &admin, &enc("&_lastUpdated=lt2000-01-01"), false).await)), 0);
+
+    // Paging by link[next], in date order, every entry once; and newest first.
+    let mut page = ok(search_as(&s, &admin, &enc("&_sort=date&_count=2"), false).await);
+    let mut seen = Vec::new();
+    loop {
+        assert_eq!(total(&page), 5);
+        assert!(page["entry"].as_array().unwrap().len() <= 2);
+        seen.extend(
+            page["entry"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["resource"]["period"]["start"].as_str().unwrap().to_owned()),
+        );
+        let Some(next) = page["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next") else { break };
+        page = ok(search_as(&s, &admin, next["url"].as_str().unwrap(), false).await);
+    }
+    assert_eq!(seen.len(), 5);
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    let newest = ok(search_as(&s, &admin, &enc("&_sort=-date&_count=1"), false).await);
+    assert_eq!(newest["entry"][0]["resource"]["period"]["start"], seen[4].as_str());
+
+    // Unknown parameters are refused, or ignored when the client asks for lenient handling;
+    // a search without a patient, and bad values, are refused by name.
+    let (status, body) = search_as(&s, &admin, &eoc("&care-manager=x"), false).await;
+    assert_eq!((status, body["issue"][0]["code"].as_str()), (400, Some("not-supported")), "{body:#}");
+    assert_eq!(total(&ok(search_as(&s, &admin, &eoc("&care-manager=x"), true).await)), 2);
+    for bad in [
+        "EpisodeOfCare?status=active",
+        "Encounter?patient=x",
+        &enc("&date=soon"),
+        &enc("&_count=0"),
+        "Condition?patient=x",
+    ] {
+        let (status, body) = search_as(&s, &admin, bad, false).await;
+        assert_eq!((status, body["resourceType"].as_str()), (400, Some("OperationOutcome")), "{bad}: {body:#}");
+    }
+    // A role that may not read the pathway is refused; the searches are access-logged.
+    let (status, body) = search_as(&s, &s.token("integration", &[], None), &eoc(""), false).await;
+    assert_eq!((status, body["resourceType"].as_str()), (403, Some("OperationOutcome")), "{body:#}");
+    let log = s.query("query($p: UUID!) { accessLog(patientId: $p) { nodes { fields } } }", json!({ "p": p })).await;
+    assert!(
+        log["accessLog"]["nodes"].as_array().unwrap().iter().any(|n| n["fields"] == "fhir.EpisodeOfCare.search"),
+        "{log:#}"
+    );
+
+    // The CapabilityStatement lists search-type with exactly the parameters exercised above.
+    let meta: Value = s.client().get(format!("{}/fhir/metadata", s.url)).send().await.unwrap().json().await.unwrap();
+    let mut listed: Vec<String> = Vec::new();
+    for r in meta["rest"][0]["resource"].as_array().unwrap() {
+        if r["interaction"].as_array().unwrap().iter().any(|i| i["code"] == "search-type") {
+            for p in r["searchParam"].as_array().unwrap() {
+                listed.push(format!("{}.{}", r["type"].as_str().unwrap(), p["name"].as_str().unwrap()));
+            }
+        }
+    }
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            "Encounter._lastUpdated",
+            "Encounter.class",
+            "Encounter.date",
+            "Encounter.patient",
+            "Encounter.status",
+            "EpisodeOfCare._lastUpdated",
+            "EpisodeOfCare.date",
+            "EpisodeOfCare.patient",
+            "EpisodeOfCare.status",
+            "Observation._lastUpdated",
+            "Observation.code",
+            "Observation.date",
+            "Observation.patient",
+            "Patient._lastUpdated",
+            "Patient.identifier",
+            "ServiceRequest._lastUpdated",
+            "ServiceRequest.authored",
+            "ServiceRequest.patient",
+            "ServiceRequest.status",
+        ]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_fhir_paths_and_methods_answer_an_operation_outcome() {
     let (s, _dir) = fhir_server().await;

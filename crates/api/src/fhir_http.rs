@@ -3,7 +3,7 @@
 //! GraphQL endpoint's; what the caller may do is decided by the engine, as for GraphQL.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use forlop_engine::{Caller, EngineError};
@@ -307,6 +307,27 @@ pub async fn read(
         }
         Ok(None) => not_found(),
         Err(e) => refused(&e),
+    }
+}
+
+/// `GET /fhir/{type}?…`: a search, answered as a searchset Bundle.
+pub async fn search(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(type_name): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let (fhir, caller) = match begin(&state, &headers, "fhir.search").await {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let lenient = header_str(&headers, header::HeaderName::from_static("prefer"))
+        .is_some_and(|p| p.split([';', ',']).any(|x| x.trim() == "handling=lenient"));
+    let req = forlop_fhir::search::SearchRequest::from_query(&type_name, query.as_deref(), lenient);
+    match fhir.search(&caller, &req, &base_url(&headers)).await {
+        Ok(bundle) => fhir_response(StatusCode::OK, bundle),
+        Err(forlop_fhir::search::SearchError::Parameters(issues)) => outcome(&issues),
+        Err(forlop_fhir::search::SearchError::Refused(e)) => refused(&e),
     }
 }
 

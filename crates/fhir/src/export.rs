@@ -283,6 +283,17 @@ pub fn capability_statement(base: &str) -> Value {
             let interaction =
                 if crate::read::READABLE.contains(r) { json!([{ "code": "read" }]) } else { json!([]) };
             let mut v = json!({ "type": r, "interaction": interaction });
+            if let Some((_, params)) = crate::search::SEARCH_PARAMETERS.iter().find(|(t, _)| t == r) {
+                let mut interaction = v["interaction"].as_array().cloned().unwrap_or_default();
+                interaction.push(json!({ "code": "search-type" }));
+                v["interaction"] = json!(interaction);
+                let listed: Vec<Value> = params
+                    .iter()
+                    .chain(&[("_lastUpdated", "date")])
+                    .map(|(name, kind)| json!({ "name": name, "type": kind }))
+                    .collect();
+                v["searchParam"] = json!(listed);
+            }
             if *r == "Patient" {
                 v["operation"] = json!([{ "name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything" }]);
             }

@@ -21,6 +21,7 @@ pub mod outcome;
 pub mod r4_types;
 pub mod read;
 pub mod resources;
+pub mod search;
 
 pub use care_levels::CareLevels;
 pub use ingest::{EntryOutcome, FailedLine, Fhir, ImportSummary, RawEntry};

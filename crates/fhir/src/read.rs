@@ -50,13 +50,8 @@ impl Fhir {
                     return Ok(None);
                 };
                 let events = self.engine().history(&grant).await?;
-                // The patient is named by every event of their stream; a fact by those that
-                // carry its id.
-                let naming = events
-                    .iter()
-                    .filter(|e| type_name == "Patient" || contains(&e.payload, wanted.as_bytes()))
-                    .map(|e| e.recorded_at);
-                Ok(Some(with_meta(resource, naming)))
+                let meta = meta_of(&resource, events.iter().map(|e| (e.payload.as_slice(), e.recorded_at)));
+                Ok(Some(meta.on(resource)))
             }
             "Practitioner" => {
                 let Some(t) = self.engine().therapists(caller)?.into_iter().find(|t| t.id == id) else {
@@ -68,7 +63,7 @@ impl Fhir {
                     p["identifier"] = json!([{ "system": SYSTEM_HPR, "value": hpr }]);
                 }
                 let events = self.engine().reference_events(caller, StreamRef::Therapist(id)).await?;
-                Ok(Some(with_meta(p, events.iter().map(|e| e.recorded_at))))
+                Ok(Some(Meta::of(events.iter().map(|e| e.recorded_at)).on(p)))
             }
             "Organization" => {
                 let Some(s) = self.engine().services(caller)?.into_iter().find(|s| s.id == id) else {
@@ -77,23 +72,48 @@ impl Fhir {
                 let o = json!({ "resourceType": "Organization", "id": id.to_string(), "name": s.name,
                     "type": [{ "text": crate::export::care_level_text(s.care_level) }] });
                 let events = self.engine().reference_events(caller, StreamRef::Service(id)).await?;
-                Ok(Some(with_meta(o, events.iter().map(|e| e.recorded_at))))
+                Ok(Some(Meta::of(events.iter().map(|e| e.recorded_at)).on(o)))
             }
             _ => Ok(None),
         }
     }
 }
 
-/// `resource` with `meta` from the recording times of the facts that name it.
-fn with_meta(mut resource: Value, naming: impl Iterator<Item = DateTime<Utc>>) -> ReadResource {
-    let (version, last) =
-        naming.fold((0u64, None), |(n, last), at| (n + 1, Some(last.map_or(at, |l: DateTime<Utc>| l.max(at)))));
-    let mut meta = json!({ "versionId": version.to_string() });
-    if let Some(at) = last {
-        meta["lastUpdated"] = json!(at.to_rfc3339_opts(SecondsFormat::Millis, true));
+/// A resource's version and last update, from the recording times of the facts that name it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Meta {
+    pub version: u64,
+    pub last: Option<DateTime<Utc>>,
+}
+
+impl Meta {
+    fn of(naming: impl Iterator<Item = DateTime<Utc>>) -> Meta {
+        naming.fold(Meta { version: 0, last: None }, |m, at| Meta {
+            version: m.version + 1,
+            last: Some(m.last.map_or(at, |l| l.max(at))),
+        })
     }
-    resource["meta"] = meta;
-    ReadResource { resource, version }
+
+    pub(crate) fn json(&self) -> Value {
+        let mut meta = json!({ "versionId": self.version.to_string() });
+        if let Some(at) = self.last {
+            meta["lastUpdated"] = json!(at.to_rfc3339_opts(SecondsFormat::Millis, true));
+        }
+        meta
+    }
+
+    fn on(self, mut resource: Value) -> ReadResource {
+        resource["meta"] = self.json();
+        ReadResource { resource, version: self.version }
+    }
+}
+
+/// The meta of one of a patient's resources, from the patient's events (payload, recording
+/// time): the patient is named by every event of their stream, a fact by those that carry its id.
+pub(crate) fn meta_of<'a>(resource: &Value, events: impl Iterator<Item = (&'a [u8], DateTime<Utc>)>) -> Meta {
+    let patient = resource["resourceType"] == "Patient";
+    let id = resource["id"].as_str().unwrap_or("").as_bytes();
+    Meta::of(events.filter(|(payload, _)| patient || contains(payload, id)).map(|(_, at)| at))
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

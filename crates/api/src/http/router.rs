@@ -50,6 +50,7 @@ pub(crate) fn routers(
         .route("/fhir/$unresolved", get(crate::fhir_http::unresolved))
         .route("/fhir/Patient/{id}/$everything", get(crate::fhir_http::everything))
         .route("/fhir/{type_name}/{id}", get(crate::fhir_http::read))
+        .route("/fhir/{type_name}", get(crate::fhir_http::search))
         .route("/graphql", get(graphql::graphql_get).post(graphql::graphql_post))
         .route("/graphql/ws", get(websocket::websocket))
         .route("/graphql/assets/{file}", get(explorer::asset))

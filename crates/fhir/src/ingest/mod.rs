@@ -64,6 +64,15 @@ impl Fhir {
         })
     }
 
+    /// The id the alias index gives `name`, if any (a failed read of the index is none: the
+    /// caller answers "not found", and the error is logged).
+    pub(crate) fn alias(&self, name: &str) -> Option<uuid::Uuid> {
+        self.aliases.get(name).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "alias index read failed");
+            None
+        })
+    }
+
     /// How long a held resource waits before it is reported as unresolved.
     pub fn with_hold(mut self, hold: Duration) -> Fhir {
         self.hold = hold;
