@@ -1437,6 +1437,34 @@ fn r4_errors(resource: &Value) -> Option<String> {
     (!out.status.success()).then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_bundle_is_the_example_file_valid_r4_and_records_eight_events_once() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let file: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("docs/integration/examples/transaction-bundle.json")).unwrap(),
+    )
+    .unwrap();
+    let page = std::fs::read_to_string(root.join("docs/integration/fhir.md")).unwrap();
+    let start = page.find("```json\n{ \"resourceType\": \"Bundle\"").expect("the worked Bundle in fhir.md") + 8;
+    let shown: Value = serde_json::from_str(&page[start..start + page[start..].find("```").unwrap()]).unwrap();
+    assert_eq!(shown, file, "docs/integration/fhir.md shows the example file");
+    assert!(
+        file["entry"].as_array().unwrap().iter().all(|e| e["request"]["method"].is_string()),
+        "every entry has its request"
+    );
+    assert_eq!(r4_errors(&file), None, "a strict R4 validator accepts it");
+    let levels = root.join("docs/integration/examples/care-levels.toml");
+    let s = Server::start_with(&["--fhir-care-levels", levels.to_str().unwrap()]).await;
+    let token = s.token("integration", &[], None);
+    let before = s.committed().await;
+    let (status, resp) = post_fhir(&s, Some(&token), "application/fhir+json", file.to_string()).await;
+    assert_eq!(status, 200, "{resp:#}");
+    assert_eq!(s.committed().await, before + 8, "eight events: {resp:#}");
+    let (status, resp) = post_fhir(&s, Some(&token), "application/fhir+json", file.to_string()).await;
+    assert_eq!(status, 200, "{resp:#}");
+    assert_eq!(s.committed().await, before + 8, "a resend appends nothing");
+}
+
 #[test]
 fn the_validator_refuses_what_r4_does_not_allow() {
     let bad = json!({ "resourceType": "Patient", "id": "x", "gender": "woman" });
