@@ -1108,6 +1108,24 @@ async fn each_recorded_resource_is_read_by_its_id_with_its_version_from_the_log_
     assert_eq!((status, body["resourceType"].as_str()), (403, Some("OperationOutcome")), "{body:#}");
     let (status, _, body) = read_as(&s, &auditor, &format!("EpisodeOfCare/{}", Uuid::new_v4())).await;
     assert_eq!((status, body["issue"][0]["code"].as_str()), (404, Some("not-found")), "{body:#}");
+    // A clinician who may not read the patient learns nothing from the ids: an episode that
+    // exists and one that does not get the same answer.
+    let stranger = s.token("clinician", &[Uuid::new_v4()], None);
+    let episode = everything["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["resource"]["resourceType"] == "EpisodeOfCare")
+        .unwrap();
+    let (taken, _, body) =
+        read_as(&s, &stranger, &format!("EpisodeOfCare/{}", episode["resource"]["id"].as_str().unwrap())).await;
+    let (free, _, other) = read_as(&s, &stranger, &format!("EpisodeOfCare/{}", Uuid::new_v4())).await;
+    assert_eq!(
+        (taken, body["issue"][0]["code"].clone()),
+        (free, other["issue"][0]["code"].clone()),
+        "{body:#} {other:#}"
+    );
+    assert_ne!(taken, 200);
     let (status, _, body) = read_as(&s, &auditor, "Patient/pas-1").await;
     assert_eq!(status, 404, "forlop's ids are UUIDs: {body:#}");
     let (status, _, body) = read_as(&s, &auditor, "Condition/c1").await;

@@ -35,8 +35,11 @@ impl Fhir {
     ) -> Result<Option<ReadResource>, EngineError> {
         match type_name {
             "Patient" | "EpisodeOfCare" | "Encounter" | "ServiceRequest" => {
-                let patient = if type_name == "Patient" { Some(id) } else { self.engine().owner_of(id) };
-                let Some(patient) = patient else { return Ok(None) };
+                // An id no patient holds is asked of the engine as an unknown patient (the nil
+                // id), so a caller who may not read it gets the same refusal as for one that
+                // exists: the answer does not tell which ids are taken.
+                let patient =
+                    if type_name == "Patient" { id } else { self.engine().owner_of(id).unwrap_or(Uuid::nil()) };
                 let fields = format!("fhir.{type_name}.read");
                 let Some((entries, grant)) = self.pathway(caller, patient, base, &fields).await? else {
                     return Ok(None);
