@@ -384,6 +384,10 @@ async fn given_bad_entries_in_a_transaction_then_one_outcome_names_each_and_noth
     assert_eq!(resp["type"], "batch-response");
     let last = &resp["entry"][pathway().len()]["response"];
     assert_eq!(last["status"], "400 Bad Request");
+    // A created entry answers 201 in a batch as in a transaction.
+    for i in [0, 2, 5, 7, 8] {
+        assert_eq!(resp["entry"][i]["response"]["status"], "201 Created", "entry {i}: {resp:#}");
+    }
     assert_eq!(last["outcome"]["issue"][0]["code"], "not-supported");
     assert_eq!(s.committed().await, before + 22);
 
