@@ -41,8 +41,8 @@ fn main() -> anyhow::Result<()> {
         // Tasks woken from outside the runtime (a query whose access record the access log's
         // writer thread made durable, an append acknowledged by the store's) wait in the global
         // queue, which a busy worker checks only every 31st task by default. Checking it every
-        // 4th serves them in about the order they became ready: query p99 fell from 10.6-11.4 to
-        // 7.9-9.4 ms in back-to-back runs at 60,000 patients.
+        // 4th serves them in about the order they became ready, which shortens the tail of query
+        // latency under load (`query_p99_ms_auth` in docs/performance.md).
         .global_queue_interval(4)
         .build()?;
     let code = runtime.block_on(cli::run(args))?;
