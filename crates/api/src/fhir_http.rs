@@ -367,7 +367,7 @@ pub(crate) fn unserved(method: &Method, path: &str, path_exists: bool) -> Respon
 
 /// `GET /fhir/metadata`: public, as FHIR servers publish it.
 pub async fn metadata(headers: HeaderMap) -> Response {
-    fhir_response(StatusCode::OK, forlop_fhir::export::capability_statement(&base_url(&headers)))
+    fhir_response(StatusCode::OK, forlop_fhir::capability::capability_statement(&base_url(&headers)))
 }
 
 fn base_url(headers: &HeaderMap) -> String {

@@ -1,15 +1,15 @@
-//! forlop's view of a patient as R4: `Patient/{id}/$everything`, and the CapabilityStatement.
+//! forlop's view of a patient as R4: `Patient/{id}/$everything` and the pathway it is made of.
 
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use forlop_domain::{Attendance, CareLevel, Gender, Instrument, MeasurePhase};
+use forlop_domain::{Attendance, Gender, Instrument, MeasurePhase};
 use forlop_engine::{Caller, EngineError, PatientGrant};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::mapping::terminology::*;
-use crate::resources::ACCEPTED;
+use crate::read::care_level_text;
 use crate::Fhir;
 
 fn t(at: &DateTime<Utc>) -> String {
@@ -20,16 +20,6 @@ fn entry(base: &str, resource: Value) -> Value {
     let url =
         format!("{base}/{}/{}", resource["resourceType"].as_str().unwrap_or(""), resource["id"].as_str().unwrap_or(""));
     json!({ "fullUrl": url, "resource": resource, "search": { "mode": "match" } })
-}
-
-pub(crate) fn care_level_text(l: CareLevel) -> &'static str {
-    match l {
-        CareLevel::Municipal => "Municipal mental health service",
-        CareLevel::SpecialistOutpatient => "Specialist outpatient (DPS)",
-        CareLevel::SpecialistDay => "Specialist day treatment",
-        CareLevel::SpecialistInpatient => "Specialist inpatient",
-        CareLevel::Unrecognised => "Unrecognised care level",
-    }
 }
 
 impl Fhir {
@@ -273,48 +263,4 @@ fn observation(
         "valueInteger": o.total,
         "component": component,
         "focus": [{ "reference": format!("EpisodeOfCare/{episode_id}") }] })
-}
-
-/// `GET /fhir/metadata`: what this server does, as a CapabilityStatement.
-pub fn capability_statement(base: &str) -> Value {
-    let resources: Vec<Value> = ACCEPTED
-        .iter()
-        .map(|r| {
-            let interaction =
-                if crate::read::READABLE.contains(r) { json!([{ "code": "read" }]) } else { json!([]) };
-            let mut v = json!({ "type": r, "interaction": interaction });
-            if let Some((_, params)) = crate::search::SEARCH_PARAMETERS.iter().find(|(t, _)| t == r) {
-                let mut interaction = v["interaction"].as_array().cloned().unwrap_or_default();
-                interaction.push(json!({ "code": "search-type" }));
-                v["interaction"] = json!(interaction);
-                let listed: Vec<Value> = params
-                    .iter()
-                    .chain(&[("_lastUpdated", "date")])
-                    .map(|(name, kind)| json!({ "name": name, "type": kind }))
-                    .collect();
-                v["searchParam"] = json!(listed);
-            }
-            if *r == "Patient" {
-                v["operation"] = json!([{ "name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything" }]);
-            }
-            v
-        })
-        .collect();
-    json!({
-        "resourceType": "CapabilityStatement",
-        "status": "active",
-        "date": "2026-11-25",
-        "kind": "instance",
-        "software": { "name": "forlop", "version": env!("CARGO_PKG_VERSION") },
-        "implementation": { "description": "forlop: mental-health care pathways", "url": base },
-        "fhirVersion": "4.0.1",
-        "format": ["application/fhir+json"],
-        "rest": [{
-            "mode": "server",
-            "security": { "service": [{ "text": "OAuth (bearer JWT)" }], "description": "Every request carries a bearer JWT; facts are recorded with the integration role." },
-            "resource": resources,
-            "interaction": [{ "code": "transaction" }, { "code": "batch" }],
-            "operation": [{ "name": "import", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/import" }]
-        }]
-    })
 }

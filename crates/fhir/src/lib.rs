@@ -11,6 +11,7 @@
 //! - Every refusal names the element as a FHIRPath, and a transaction with any refusal found
 //!   while mapping appends nothing.
 
+pub mod capability;
 pub mod care_levels;
 pub mod export;
 pub mod held;

@@ -5,7 +5,7 @@
 //! the engine's reference reads.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use forlop_domain::StreamRef;
+use forlop_domain::{CareLevel, StreamRef};
 use forlop_engine::{Caller, EngineError};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -73,7 +73,7 @@ impl Fhir {
                     return Ok(None);
                 };
                 let o = json!({ "resourceType": "Organization", "id": id.to_string(), "name": s.name,
-                    "type": [{ "text": crate::export::care_level_text(s.care_level) }] });
+                    "type": [{ "text": care_level_text(s.care_level) }] });
                 let events = self.engine().reference_events(caller, StreamRef::Service(id)).await?;
                 Ok(Some(Meta::of(events.iter().map(|e| e.recorded_at)).on(o)))
             }
@@ -121,4 +121,15 @@ pub(crate) fn meta_of<'a>(resource: &Value, events: impl Iterator<Item = (&'a [u
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// How a service's care level reads in FHIR (`Organization.type.text`).
+pub(crate) fn care_level_text(l: CareLevel) -> &'static str {
+    match l {
+        CareLevel::Municipal => "Municipal mental health service",
+        CareLevel::SpecialistOutpatient => "Specialist outpatient (DPS)",
+        CareLevel::SpecialistDay => "Specialist day treatment",
+        CareLevel::SpecialistInpatient => "Specialist inpatient",
+        CareLevel::Unrecognised => "Unrecognised care level",
+    }
 }
