@@ -333,7 +333,7 @@ async fn run(
                 .map(|keys| (fetched, keys))
                 .map_err(|e| IdpError(format!("the key set from {} is not usable: {e}", source.url)))
         });
-        record_attempt(trigger, outcome.is_ok());
+        let ok = outcome.is_ok();
         next = match outcome {
             Ok((fetched, keys)) => {
                 failures = 0;
@@ -349,6 +349,9 @@ async fn run(
                 retry_after(failures)
             }
         };
+        // Counted once its gauge, log line and cache are written: a dashboard (or a test) that
+        // sees the count sees the rest of the attempt too.
+        record_attempt(trigger, ok);
         drop(verifier);
         refresh.finish();
     }
