@@ -1049,6 +1049,14 @@ async fn pseudonymous_patient(s: &Server) -> String {
     s.query(q, json!({ "n": SYNTHETIC_FNR })).await["patientByNationalId"]["id"].as_str().unwrap().to_owned()
 }
 
+/// `pathway()` recorded as one transaction by the integration; the patient's forlop id.
+async fn pathway_recorded(s: &Server) -> Uuid {
+    let token = s.token("integration", &[], None);
+    let (status, resp) = post_fhir(s, Some(&token), "application/fhir+json", bundle("transaction", pathway())).await;
+    assert_eq!(status, 200, "{resp:#}");
+    pseudonymous_patient(s).await.parse().unwrap()
+}
+
 /// `GET /fhir/{type}/{id}` as `token`: the status, the ETag and the body.
 async fn read_as(s: &Server, token: &str, path: &str) -> (u16, Option<String>, Value) {
     let r = s.client().get(format!("{}/fhir/{path}", s.url)).bearer_auth(token).send().await.unwrap();
@@ -1060,15 +1068,7 @@ async fn read_as(s: &Server, token: &str, path: &str) -> (u16, Option<String>, V
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_recorded_resource_is_read_by_its_id_with_its_version_from_the_log_and_the_read_is_access_logged() {
     let (s, _dir) = fhir_server().await;
-    let (status, resp) = post_fhir(
-        &s,
-        Some(&s.token("integration", &[], None)),
-        "application/fhir+json",
-        bundle("transaction", pathway()),
-    )
-    .await;
-    assert_eq!(status, 200, "{resp:#}");
-    let patient: Uuid = pseudonymous_patient(&s).await.parse().unwrap();
+    let patient = pathway_recorded(&s).await;
     let auditor = s.token("auditor", &[], None);
     let everything: Value = everything_as(&s, &auditor, patient).await.json().await.unwrap();
     let history = s.patient(patient, "history { type }").await;
@@ -1153,6 +1153,7 @@ async fn each_recorded_resource_is_read_by_its_id_with_its_version_from_the_log_
             "{t} was read above"
         );
     }
+    s.health().await;
 }
 
 /// `GET url` as `token` (with `Prefer: handling=lenient` when asked): the status and the body.
@@ -1173,15 +1174,7 @@ fn ids_of(bundle: &Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_search_parameter_the_capability_statement_lists_finds_what_it_says_and_pages_by_next_links() {
     let (s, _dir) = fhir_server().await;
-    let (status, resp) = post_fhir(
-        &s,
-        Some(&s.token("integration", &[], None)),
-        "application/fhir+json",
-        bundle("transaction", pathway()),
-    )
-    .await;
-    assert_eq!(status, 200, "{resp:#}");
-    let p: Uuid = pseudonymous_patient(&s).await.parse().unwrap();
+    let p = pathway_recorded(&s).await;
     let admin = s.admin.clone();
     let total = |b: &Value| b["total"].as_u64().unwrap();
     let ok = |(status, body): (u16, Value)| {
@@ -1309,6 +1302,7 @@ async fn each_search_parameter_the_capability_statement_lists_finds_what_it_says
             "ServiceRequest.status",
         ]
     );
+    s.health().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,6 +19,7 @@ pub mod identity;
 pub mod ingest;
 pub mod mapping;
 pub mod outcome;
+mod query;
 pub mod r4_types;
 pub mod read;
 pub mod resources;

@@ -43,15 +43,7 @@ impl SearchRequest {
     /// A search of `type_name` from a URL's query (`a=1&b=2`, escapes decoded; `+` is kept, as
     /// in a dateTime's offset), lenient when the request says `Prefer: handling=lenient`.
     pub fn from_query(type_name: &str, query: Option<&str>, lenient: bool) -> SearchRequest {
-        let params = query
-            .unwrap_or("")
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| {
-                let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                (crate::mapping::percent_decoded(k), crate::mapping::percent_decoded(v))
-            })
-            .collect();
+        let params = crate::query::query_params(query.unwrap_or(""));
         SearchRequest { type_name: type_name.to_owned(), params, lenient }
     }
 }

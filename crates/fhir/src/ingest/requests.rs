@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::identity::{confirmable, identifier_name, uuid_for};
 use crate::mapping::Lookup;
 use crate::outcome::{Issue, IssueType};
+use crate::query::{query_params, sole_identifier};
 use crate::resources::{EntryRequest, Resource};
 
 /// What to do with an entry once its request is checked.
@@ -80,10 +81,8 @@ pub(super) fn requested(
 /// `ifNoneExist: identifier=system|value`: the resource already recorded under that identifier,
 /// if there is one.
 fn if_none_exist(t: &str, query: &str, at: &str, lookup: &dyn Lookup) -> Result<Requested, Issue> {
-    let decoded = crate::mapping::percent_decoded(query);
-    let token = decoded.strip_prefix("identifier=").filter(|v| !v.contains('&'));
-    let Some((system, value)) = token.and_then(|v| v.split_once('|')).filter(|(s, v)| !s.is_empty() && !v.is_empty())
-    else {
+    let params = query_params(query);
+    let Some((system, value)) = sole_identifier(&params) else {
         return Err(Issue::new(IssueType::NotSupported, at, "ifNoneExist takes identifier=system|value"));
     };
     if t == "Patient" && crate::mapping::NATIONAL_ID_SYSTEMS.contains(&system) {

@@ -30,7 +30,6 @@ use uuid::Uuid;
 pub use self::datetime::time;
 pub use self::issues::Issues;
 pub use self::placing::{article, place, pseudonym_id, Placed};
-pub(crate) use self::resolving::percent_decoded;
 pub use self::scope::Scope;
 pub use self::terminology::*;
 use crate::care_levels::CareLevels;

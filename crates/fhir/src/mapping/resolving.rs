@@ -11,6 +11,7 @@ use super::terminology::NATIONAL_ID_SYSTEMS;
 use super::Mapper;
 use crate::identity::{identifier_name, uuid_for};
 use crate::outcome::{Issue, IssueType};
+use crate::query::{query_params, sole_identifier};
 use crate::resources::{Contained, Identifier, Reference, Resource};
 
 /// What a reference points at.
@@ -116,37 +117,22 @@ impl<'a> Mapper<'a> {
     /// one resource with that identifier (in this Bundle or recorded before), or refused.
     fn resolve_conditional(&self, t: &str, query: &str, path: &str, expected: &[&str]) -> Result<Target<'a>, Issue> {
         let at = format!("{path}.reference");
-        let params: Vec<(String, String)> = query
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| {
-                let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                (percent_decoded(k), percent_decoded(v))
-            })
-            .collect();
-        let [(key, token)] = params.as_slice() else {
+        let params = query_params(query);
+        let Some((system, value)) = sole_identifier(&params) else {
             return Err(Issue::new(
                 IssueType::NotSupported,
                 at,
                 format!("a conditional reference takes one parameter, identifier=system|value; got {}", keys(&params)),
             ));
         };
-        let Some((system, value)) =
-            token.split_once('|').filter(|(s, v)| key == "identifier" && !s.is_empty() && !v.is_empty())
-        else {
-            return Err(Issue::new(
-                IssueType::NotSupported,
-                at,
-                format!("a conditional reference takes identifier=system|value; got {}", keys(&params)),
-            ));
-        };
+        let token = format!("{system}|{value}");
         let ident = Identifier { system: Some(system.to_owned()), value: Some(value.to_owned()) };
         self.resolve_identifier(&ident, Some(t), path, expected).map_err(|mut issue| {
             if issue.code == IssueType::NotFound {
                 issue.path = at.clone();
                 // Never the number itself in a message.
                 let named =
-                    if NATIONAL_ID_SYSTEMS.contains(&system) { "this national id".to_owned() } else { quote(token) };
+                    if NATIONAL_ID_SYSTEMS.contains(&system) { "this national id".to_owned() } else { quote(&token) };
                 issue.message =
                     format!("no {t} has the identifier {named} (a conditional reference needs exactly one)");
             }
@@ -328,45 +314,5 @@ fn keys(params: &[(String, String)]) -> String {
         "no parameter".to_owned()
     } else {
         names.join(", ")
-    }
-}
-
-/// `%XX` escapes decoded (a search parameter's `|` is often sent as `%7C`); anything that is not
-/// a valid escape is kept as it is.
-pub(crate) fn percent_decoded(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::percent_decoded;
-
-    #[test]
-    fn escapes_are_decoded_and_anything_else_is_kept() {
-        assert_eq!(
-            percent_decoded("urn:oid:2.16.578.1.12.4.1.4.1%7C15918510033"),
-            "urn:oid:2.16.578.1.12.4.1.4.1|15918510033"
-        );
-        assert_eq!(percent_decoded("100%"), "100%");
-        assert_eq!(percent_decoded("%zz%7c"), "%zz|");
     }
 }
