@@ -1248,6 +1248,10 @@ async fn each_search_parameter_the_capability_statement_lists_finds_what_it_says
     let (status, body) = search_as(&s, &admin, &eoc("&care-manager=x"), false).await;
     assert_eq!((status, body["issue"][0]["code"].as_str()), (400, Some("not-supported")), "{body:#}");
     assert_eq!(total(&ok(search_as(&s, &admin, &eoc("&care-manager=x"), true).await)), 2);
+    let (status, body) = search_as(&s, &admin, "EpisodeOfCare?status=active", false).await;
+    assert_eq!(status, 400, "{body:#}");
+    let why = body["issue"][0]["diagnostics"].as_str().unwrap();
+    assert!(why.starts_with("an EpisodeOfCare search needs patient="), "{body:#}");
     for bad in [
         "EpisodeOfCare?status=active",
         "Encounter?patient=x",

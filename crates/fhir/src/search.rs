@@ -249,7 +249,10 @@ fn filters(req: &SearchRequest) -> Result<Filters, Vec<Issue>> {
         issues.push(Issue::new(
             IssueType::Required,
             format!("{t}?patient"),
-            format!("a {t} search needs patient=Patient/{{id}}: forlop searches one patient's record at a time"),
+            format!(
+                "{} search needs patient=Patient/{{id}}: forlop searches one patient's record at a time",
+                crate::mapping::article(t)
+            ),
         ));
     }
     if issues.is_empty() {
