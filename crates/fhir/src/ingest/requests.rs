@@ -39,7 +39,7 @@ pub(super) fn requested(
                 return Err(Issue::new(
                     IssueType::Value,
                     format!("{at}.url"),
-                    format!("POST to {} carries a {t}", quote(target)),
+                    format!("POST to {} carries {}", quote(target), crate::mapping::article(t)),
                 ));
             }
             match r.if_none_exist.as_deref() {

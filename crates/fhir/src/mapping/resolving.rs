@@ -31,7 +31,11 @@ pub(super) enum ResourceRef<'a> {
 
 /// A reference to a type other than the element takes.
 fn wrong_type(path: &str, expected: &[&str], found: &str) -> Issue {
-    Issue::new(IssueType::Value, path, format!("refers to a {found}, expected {}", expected.join(" or ")))
+    Issue::new(
+        IssueType::Value,
+        path,
+        format!("refers to {}, expected {}", super::placing::article(found), expected.join(" or ")),
+    )
 }
 
 impl<'a> Mapper<'a> {
